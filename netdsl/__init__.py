@@ -1,0 +1,12 @@
+"""netdsl: a declarative compiler for convolutional network architectures.
+
+    import netdsl
+    net = netdsl.load("nets/alexnet.net")
+    net.layer("conv1").shape      # (96, 55, 55)
+    net.totals().params           # 62378344
+"""
+from .compiler import LayerInfo, Network, Totals, compile, compile_source, load
+from .errors import NetError, Span
+
+__all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span"]
+__version__ = "0.1.0"

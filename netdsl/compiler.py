@@ -1,0 +1,170 @@
+"""The front door for Python programs: text or path in, an analysed `Network` out."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import networkx as nx
+
+from .errors import Diagnostic, NetError, Span
+from .expand import expand
+from .ir import ReceptiveField, schedule
+from .ops import OPS
+from .parser import parse
+from .passes import ANALYSIS, run_pipeline
+from .passes.check_limits import DEFAULT_LIMIT
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Everything the lecture works out for one layer."""
+
+    name: str
+    op: str
+    written: str
+    shape: tuple[int, ...]
+    weights: int
+    biases: int
+    macs: int
+    activations: int
+    rf: ReceptiveField
+    block: tuple[tuple[str, str], ...]
+    span: Span | None
+    inputs: tuple[str, ...]
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int
+    weights: int
+    biases: int
+    macs: int
+    activations: int  # forward, per image, values
+    training_activations: int  # kept for backward + their gradients, per image, values
+    flops: int
+
+
+class Network:
+    """A compiled, analysed network. `graph` is the typed IR (networkx.DiGraph)."""
+
+    def __init__(self, graph: nx.DiGraph):
+        self.graph = graph
+        from .ir import inputs
+        self.layers: list[LayerInfo] = []
+        for node in schedule(graph):
+            d = graph.nodes[node]
+            self.layers.append(LayerInfo(node, d["op"], d["written"], d["shape"], d["weights"], d["biases"],
+                                         d["macs"], d["activations"], d["rf"], d["block"], d["span"],
+                                         tuple(inputs(graph, node))))
+        self._by_name = {l.name: l for l in self.layers}
+
+    # facts ---------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.graph.graph["name"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.graph["input_shape"]
+
+    @property
+    def source(self) -> str:
+        return self.graph.graph["source"]
+
+    @property
+    def file(self) -> str:
+        return self.graph.graph["file"]
+
+    @property
+    def outputs(self) -> tuple[tuple[str, str], ...]:
+        """((output name, node), ...): the trunk's output first, then side outputs."""
+        return self.graph.graph["outputs"]
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return self.graph.graph["warnings"]
+
+    def layer(self, name: str) -> LayerInfo:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            from .bind import did_you_mean
+            raise NetError(f"no layer named '{name}' in {self.name}",
+                           hint=did_you_mean(name, self._by_name) or "netdsl summary lists the layer names") from None
+
+    def totals(self, with_side_outputs: bool = True) -> Totals:
+        layers = self.layers if with_side_outputs else [l for l in self.layers if l.name in self.trunk_nodes()]
+        w = sum(l.weights for l in layers)
+        b = sum(l.biases for l in layers)
+        macs = sum(l.macs for l in layers)
+        acts = sum(l.activations for l in layers)
+        return Totals(w + b, w, b, macs, acts, 2 * acts, 2 * macs)
+
+    def trunk_nodes(self) -> set[str]:
+        """The nodes the main output depends on (side outputs excluded)."""
+        main = self.outputs[0][1]
+        return nx.ancestors(self.graph, main) | {main}
+
+    def explain(self, name: str) -> str:
+        from .explain import explain
+        return explain(self, name)
+
+    def summary(self) -> dict:
+        from .report import summary_dict
+        return summary_dict(self)
+
+    def __repr__(self) -> str:
+        t = self.totals()
+        return f"<Network {self.name}: {len(self.layers)} layers, {t.params:,} params, {t.macs:,} MACs>"
+
+
+def compile_source(source: str, file: str = "<string>", *, memory_limit: int = DEFAULT_LIMIT,
+                   debug: bool = False, print_after: Callable | None = None) -> Network:
+    """Compile .net text. Raises NetError (with a span) for any mistake in it."""
+    try:
+        graph = expand(parse(source, file))
+        graph.graph["memory_limit"] = memory_limit
+        return Network(run_pipeline(graph, ANALYSIS, debug=debug, print_after=print_after))
+    except RecursionError:
+        raise NetError("the network nests too deeply to analyse", Span(file, 1, 1, 1, 1)) from None
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """A .net file's text; unreadable or non-UTF-8 files are NetErrors naming the place."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise NetError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise NetError(f"{path} is a directory, not a .net file") from None
+    except OSError as exc:
+        raise NetError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise NetError(f"this is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                       Span(str(path), line, col, line, col + 1),
+                       "netdsl reads .net files as UTF-8 text; is this the right file?") from None
+
+
+def load(path: str | os.PathLike, **kwargs) -> Network:
+    """Compile a .net file."""
+    return compile_source(read_source(path), str(path), **kwargs)
+
+
+def compile(text_or_path: str | os.PathLike, **kwargs) -> Network:  # noqa: A001 - the natural name
+    """Compile from a path (str/Path to an existing file, or ending in .net) or from .net text."""
+    if isinstance(text_or_path, os.PathLike) or (
+            "\n" not in text_or_path and (text_or_path.endswith(".net") or os.path.isfile(text_or_path))):
+        return load(text_or_path, **kwargs)
+    return compile_source(text_or_path, **kwargs)

@@ -1,0 +1,439 @@
+"""The op table: every layer kind netdsl knows, each defined once.
+
+An entry holds the language-level facts of one op: the arguments it accepts (bound from the
+generic argument list the grammar produces), its shape rule, its parameter shapes, its
+multiply-add count, its receptive-field rule, its fusion kind, its counting conventions and its
+diagram style. Passes and back ends ask this table; they never branch on op names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from .errors import Diagnostic, NetError, Span
+
+Shape = tuple[int, ...]  # (C, H, W) for feature maps, (N,) for vectors
+Attrs = Mapping[str, Any]
+
+
+def freeze(d: dict) -> Attrs:
+    """Attributes are read-only: graph copies share them."""
+    return MappingProxyType(dict(d))
+
+
+class ShapeContext:
+    """What a shape rule may use besides its inputs: where the layer was written, and a sink for
+    warnings (the floor-division notes)."""
+
+    def __init__(self, span: Span | None, name: str):
+        self.span = span
+        self.name = name
+        self.warnings: list[Diagnostic] = []
+
+    def error(self, message: str, hint: str | None = None) -> NetError:
+        return NetError(message, self.span, hint)
+
+    def warn(self, message: str, hint: str | None = None) -> None:
+        self.warnings.append(Diagnostic(message, self.span, hint))
+
+
+# --- argument signatures ---------------------------------------------------------------------
+# A value type converts an evaluated argument into an attribute value or raises ValueError with
+# the words a person needs ("a positive whole number").
+
+
+@dataclass(frozen=True)
+class ValueType:
+    name: str  # what to call it in messages
+    accepts_word: tuple[str, ...] = ()  # bare words taken literally (`max`, `same`, `global`)
+    accepts_dims: bool = False
+    convert: Callable[[Any], Any] = lambda v: v
+
+
+def _positive_int(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError("a positive whole number")
+    return v
+
+
+def _nonneg_int(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("a whole number, 0 or more")
+    return v
+
+
+def _pair(v, positive=True):
+    """An int (square) or a 2-tuple of ints (rows x cols)."""
+    vals = (v, v) if isinstance(v, int) else tuple(v)
+    if len(vals) != 2:
+        raise ValueError("a size like 3 or 3x3")
+    for x in vals:
+        (_positive_int if positive else _nonneg_int)(x)
+    return vals
+
+
+def _probability(v):
+    if not isinstance(v, (int, float)) or not (0 <= v < 1):
+        raise ValueError("a probability from 0 up to (not including) 1")
+    return float(v)
+
+
+def _positive_float(v):
+    if not isinstance(v, (int, float)) or v <= 0:
+        raise ValueError("a positive number")
+    return float(v)
+
+
+def _nonneg_float(v):
+    if not isinstance(v, (int, float)) or v < 0:
+        raise ValueError("a number, 0 or more")
+    return float(v)
+
+
+POS_INT = ValueType("a positive whole number", convert=_positive_int)
+SIZE = ValueType("a size like 3 or 3x3", accepts_dims=True, convert=_pair)
+KERNEL_OR_GLOBAL = ValueType("a size like 3x3, or 'global'", accepts_word=("global",), accepts_dims=True,
+                             convert=lambda v: v if v == "global" else _pair(v))
+PAD = ValueType("a padding like 1, 0x3 or 'same'", accepts_word=("same",), accepts_dims=True,
+                convert=lambda v: v if v == "same" else _pair(v, positive=False))
+POOL_MODE = ValueType("'max' or 'avg'", accepts_word=("max", "avg"))
+PROB = ValueType("a probability like 0.5", convert=_probability)
+POS_FLOAT = ValueType("a positive number", convert=_positive_float)
+NONNEG_FLOAT = ValueType("a number, 0 or more", convert=_nonneg_float)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How `conv 96 11x11 /4 pad 2 groups 2 nobias` binds to attributes."""
+
+    positional: tuple[tuple[str, ValueType], ...] = ()
+    required: int = 0  # how many positionals must be given
+    slash: str | None = None  # attribute set by `/N`
+    options: Mapping[str, ValueType] = field(default_factory=dict)  # `pad 2`: word then value
+    flags: tuple[str, ...] = ()  # `nobias`
+    keywords: Mapping[str, ValueType] = field(default_factory=dict)  # `alpha=0.0001`
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    usage: str = ""
+    finish: Callable[[dict], dict] = lambda attrs: attrs  # defaults that depend on other attributes
+
+
+# --- the op entry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    kind: str  # fusion kind: opaque | elementwise | reduction | injective | merge | head | source
+    doc: str
+    signature: Signature = Signature()
+    shape: Callable[[list[Shape], Attrs, ShapeContext], Shape] = lambda ins, a, ctx: ins[0]
+    params: Callable[[Shape, Attrs], dict[str, Shape]] = lambda s, a: {}
+    buffers: Callable[[Shape, Attrs], dict[str, Shape]] = lambda s, a: {}
+    macs: Callable[[list[Shape], Shape, Attrs], int] = lambda ins, out, a: 0
+    # receptive field: ((kh, kw), (sh, sw), (ph, pw)) of the window this op applies, or None
+    # for ops that look at one position only (elementwise) or merge their inputs.
+    window: Callable[[list[Shape], Attrs], tuple | None] = lambda ins, a: None
+    stores_output: bool = True  # activation-memory convention: in-place/views store nothing new
+    arity: str = "one"  # one | many | none
+    counter: str = ""  # default-name counter; conv and fc share 'layer' (conv1..conv5, fc6..)
+    prefix: str = ""  # default-name prefix
+    style: str = "other"  # diagram category (colour in the legend)
+    written: Callable[[Attrs], str] = lambda a: ""  # the layer as a person writes it
+
+    @property
+    def is_head(self) -> bool:
+        return self.kind == "head"
+
+
+def spatial(ins: list[Shape], ctx: ShapeContext, what: str) -> Shape:
+    (s,) = ins
+    if len(s) != 3:
+        raise ctx.error(f"{what} needs a CxHxW feature map, but its input is a vector of {s[0]} values",
+                        "put it before the first fc/flatten layer")
+    return s
+
+
+def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str):
+    """Floor((n + 2p - k)/s) + 1, and the note to show when real input goes unseen."""
+    padded = n + 2 * p
+    if k > padded:
+        pad_txt = f" + 2*{p} padding" if p else ""
+        raise ctx.error(f"{what} window {k} is larger than its padded input {padded} ({axis}: {n}{pad_txt})",
+                        f"pad {(k - n + 1) // 2} would make it fit" if p == 0 else None)
+    out = (padded - k) // s + 1
+    left_over = (padded - k) % s
+    # Note it only when real input (not padding) goes unseen, and only for windows that touch or
+    # overlap (k >= s): a 1x1 /2 conv skips every other row by design.
+    note = None
+    if left_over > p and k >= s:
+        note = (f"({n}{f' + 2*{p}' if p else ''} - {k})/{s} + 1 = {(padded - k) / s + 1:g}, floored to {out}",
+                left_over - p)
+    return out, note
+
+
+def _resolve_pad(attrs: Attrs, kernel, ctx: ShapeContext):
+    pad = attrs.get("pad", (0, 0))
+    if pad != "same":
+        return pad
+    if attrs.get("stride", (1, 1)) != (1, 1):
+        raise ctx.error("pad same keeps the size only at stride 1",
+                        f"write the padding as a number, e.g. pad {(kernel[0] - 1) // 2}")
+    if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+        raise ctx.error(f"pad same needs an odd kernel, not {kernel[0]}x{kernel[1]}")
+    return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+
+
+def window_geometry(ins: list[Shape], attrs: Attrs) -> tuple:
+    """((kh, kw), (sh, sw), (ph, pw)) with 'global' and 'same' resolved; shared by the shape,
+    receptive-field and kernel code so the three can never disagree."""
+    _, h, w = ins[0]
+    kernel = attrs["kernel"]
+    if kernel == "global":
+        return (h, w), (1, 1), (0, 0)
+    pad = attrs.get("pad", (0, 0))
+    if pad == "same":
+        pad = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    return kernel, attrs["stride"], pad
+
+
+def _window_shape(ins, attrs, ctx, what, channels_out):
+    c, h, w = spatial(ins, ctx, what)
+    if attrs["kernel"] == "global":
+        return (channels_out or c, 1, 1)
+    kernel = attrs["kernel"]
+    pad = _resolve_pad(attrs, kernel, ctx)
+    stride = attrs["stride"]
+    oh, note_h = _out_size(h, kernel[0], stride[0], pad[0], "height", ctx, what)
+    ow, note_w = _out_size(w, kernel[1], stride[1], pad[1], "width", ctx, what)
+    notes = [(axis, note) for axis, note in (("height", note_h), ("width", note_w)) if note]
+    if notes and note_h == note_w:
+        notes = [("height and width", note_h)]
+    for axis, (arithmetic, unseen) in notes:
+        ctx.warn(f"{what} output {axis}: {arithmetic}",
+                 f"the window does not tile the input: its last {unseen} row(s)/column(s) are never seen; "
+                 "a size that tiles exactly avoids this (AlexNet's 224 vs 227)")
+    return (channels_out or c, oh, ow)
+
+
+# conv ------------------------------------------------------------------------------------------
+
+
+def _conv_shape(ins, a, ctx):
+    c = spatial(ins, ctx, "conv")[0]
+    g = a["groups"]
+    if c % g:
+        raise ctx.error(f"groups {g} does not divide the {c} input channels",
+                        f"choose groups from {_divisors(c)}")
+    if a["out"] % g:
+        raise ctx.error(f"groups {g} does not divide the {a['out']} filters",
+                        f"choose groups from {_divisors(math.gcd(a['out'], c))}")
+    return _window_shape(ins, a, ctx, "conv", a["out"])
+
+
+def _divisors(n: int) -> str:
+    ds = [d for d in range(1, min(n, 64) + 1) if n % d == 0]
+    return ", ".join(map(str, ds))
+
+
+def _conv_params(s, a):
+    p = {"weight": (a["out"], s[0] // a["groups"], *a["kernel"])}
+    if a["bias"]:
+        p["bias"] = (a["out"],)
+    return p
+
+
+def _conv_macs(ins, out, a):
+    kh, kw = a["kernel"]
+    return out[0] * out[1] * out[2] * (ins[0][0] // a["groups"]) * kh * kw
+
+
+def _dims_text(d) -> str:
+    return f"{d[0]}x{d[1]}" if isinstance(d, tuple) else str(d)
+
+
+def _conv_written(a):
+    parts = [f"conv {a['out']} {_dims_text(a['kernel'])}"]
+    if a["stride"] != (1, 1):
+        parts.append(f"/{a['stride'][0]}" if a["stride"][0] == a["stride"][1] else f"/{_dims_text(a['stride'])}")
+    if a["pad"] not in ((0, 0),):
+        p = a["pad"]
+        parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
+    if a["groups"] != 1:
+        parts.append(f"groups {a['groups']}")
+    if not a["bias"]:
+        parts.append("nobias")
+    return " ".join(parts)
+
+
+# pool ------------------------------------------------------------------------------------------
+
+
+def _pool_stride(a: dict) -> dict:
+    """Pooling steps by its own size unless told otherwise (PyTorch's default too)."""
+    if "stride" not in a:
+        a["stride"] = (1, 1) if a["kernel"] == "global" else a["kernel"]
+    return a
+
+
+def _pool_written(a):
+    if a["kernel"] == "global":
+        return f"pool {a['mode']} global"
+    parts = [f"pool {a['mode']} {_dims_text(a['kernel'])}"]
+    if a["stride"] != a["kernel"]:
+        parts.append(f"/{a['stride'][0]}" if a["stride"][0] == a["stride"][1] else f"/{_dims_text(a['stride'])}")
+    if a["pad"] != (0, 0):
+        p = a["pad"]
+        parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
+    return " ".join(parts)
+
+
+def _flat(s: Shape) -> int:
+    return math.prod(s)
+
+
+def _concat_shape(ins, a, ctx):
+    if all(len(s) == 1 for s in ins):
+        return (sum(s[0] for s in ins),)
+    if any(len(s) != 3 for s in ins):
+        raise ctx.error("concat mixes feature maps and vectors: " + ", ".join(shape_text(s) for s in ins))
+    sizes = {s[1:] for s in ins}
+    if len(sizes) > 1:
+        raise ctx.error("concat needs the same height and width in every branch, got "
+                        + ", ".join(shape_text(s) for s in ins))
+    return (sum(s[0] for s in ins), *ins[0][1:])
+
+
+def _add_shape(ins, a, ctx):
+    if len(set(ins)) > 1:
+        raise ctx.error("add needs the same shape in every branch, got " + ", ".join(shape_text(s) for s in ins))
+    return ins[0]
+
+
+def _shortcut_shape(ins, a, ctx):
+    """Identity when the other branch keeps the shape; else a 1x1 projection with the stride that
+    makes the sizes meet (lowered to conv [+ bn] by passes/lower_shortcuts)."""
+    src, like = ins
+    if src == like:
+        return like
+    if len(src) != 3 or len(like) != 3:
+        raise ctx.error(f"the shortcut cannot turn {shape_text(src)} into {shape_text(like)}")
+    stride = shortcut_stride(src, like)
+    if stride is None:
+        raise ctx.error(f"no 1x1 projection with a whole-number stride turns {shape_text(src)} into {shape_text(like)}",
+                        "write the shortcut branch out, e.g. { conv C 1x1 /2 nobias; bn }")
+    return like
+
+
+def shortcut_stride(src: Shape, like: Shape) -> tuple[int, int] | None:
+    out = []
+    for n, m in zip(src[1:], like[1:]):
+        s = max(1, -(-n // m))
+        if (n - 1) // s + 1 != m:
+            return None
+        out.append(s)
+    return tuple(out)
+
+
+def shape_text(s: Shape) -> str:
+    return "x".join(map(str, s))
+
+
+def _lrn_written(a):
+    return f"lrn {a['size']} alpha={a['alpha']:g} beta={a['beta']:g} k={a['k']:g}"
+
+
+_ACT = dict(kind="elementwise", stores_output=False, style="activation")
+
+OPS: dict[str, OpSpec] = {op.name: op for op in [
+    OpSpec(
+        "input", "source", "the network's input", arity="none", style="input",
+        shape=lambda ins, a, ctx: a["shape"], written=lambda a: "input " + shape_text(a["shape"])),
+    OpSpec(
+        "conv", "opaque", "2-D convolution: filters, kernel, /stride, pad, groups, nobias",
+        Signature(positional=(("out", POS_INT), ("kernel", SIZE)), required=2, slash="stride",
+                  options={"pad": PAD, "groups": POS_INT}, flags=("nobias",),
+                  defaults={"stride": (1, 1), "pad": (0, 0), "groups": 1, "bias": True},
+                  usage="conv FILTERS KxK [/STRIDE] [pad P|same] [groups G] [nobias], e.g. conv 96 11x11 /4"),
+        shape=_conv_shape, params=_conv_params, macs=_conv_macs,
+        window=lambda ins, a: window_geometry(ins, a),
+        counter="layer", prefix="conv", style="conv", written=_conv_written),
+    OpSpec(
+        "pool", "reduction", "max or average pooling over a window, or global",
+        Signature(positional=(("mode", POOL_MODE), ("kernel", KERNEL_OR_GLOBAL)), required=2, slash="stride",
+                  options={"pad": PAD}, defaults={"pad": (0, 0)}, finish=_pool_stride,
+                  usage="pool max|avg KxK [/STRIDE] [pad P], or pool avg global, e.g. pool max 3x3 /2"),
+        shape=lambda ins, a, ctx: _window_shape(ins, a, ctx, "pool", None),
+        window=lambda ins, a: window_geometry(ins, a),
+        counter="pool", prefix="pool", style="pool", written=_pool_written),
+    OpSpec(
+        "fc", "opaque", "fully connected layer (flattens a feature map first)",
+        Signature(positional=(("out", POS_INT),), required=1, flags=("nobias",), defaults={"bias": True},
+                  usage="fc UNITS [nobias], e.g. fc 4096"),
+        shape=lambda ins, a, ctx: (a["out"],),
+        params=lambda s, a: {"weight": (a["out"], _flat(s)), **({"bias": (a["out"],)} if a["bias"] else {})},
+        macs=lambda ins, out, a: _flat(ins[0]) * a["out"],
+        window=lambda ins, a: (tuple(ins[0][1:]), (1, 1), (0, 0)) if len(ins[0]) == 3 else None,
+        counter="layer", prefix="fc", style="fc",
+        written=lambda a: f"fc {a['out']}" + ("" if a["bias"] else " nobias")),
+    OpSpec("relu", doc="rectified linear unit, max(0, x)", prefix="relu", counter="relu",
+           written=lambda a: "relu", **_ACT),
+    OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh", **_ACT),
+    OpSpec("sigmoid", doc="logistic sigmoid", prefix="sigmoid", counter="sigmoid",
+           written=lambda a: "sigmoid", **_ACT),
+    OpSpec(
+        "lrn", "opaque", "local response normalisation across channels (AlexNet)",
+        Signature(positional=(("size", POS_INT),), required=0,
+                  keywords={"alpha": NONNEG_FLOAT, "beta": NONNEG_FLOAT, "k": NONNEG_FLOAT},
+                  defaults={"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0},
+                  usage="lrn [SIZE] [alpha=A] [beta=B] [k=K], e.g. lrn 5 alpha=0.0001 beta=0.75 k=2"),
+        shape=lambda ins, a, ctx: spatial(ins, ctx, "lrn"),
+        counter="norm", prefix="norm", style="norm", written=_lrn_written),
+    OpSpec(
+        "bn", "elementwise", "batch normalisation with a learnt scale and shift per channel",
+        Signature(keywords={"eps": POS_FLOAT, "momentum": PROB}, defaults={"eps": 1e-5, "momentum": 0.1},
+                  usage="bn [eps=E] [momentum=M]"),
+        params=lambda s, a: {"weight": (s[0],), "bias": (s[0],)},
+        buffers=lambda s, a: {"running_mean": (s[0],), "running_var": (s[0],)},
+        counter="bn", prefix="bn", style="norm", written=lambda a: "bn"),
+    OpSpec(
+        "dropout", "elementwise", "inverted dropout while training, identity in evaluation",
+        Signature(positional=(("p", PROB),), defaults={"p": 0.5}, usage="dropout [P], e.g. dropout 0.5"),
+        stores_output=False, counter="dropout", prefix="dropout", style="regularise",
+        written=lambda a: f"dropout {a['p']:g}"),
+    OpSpec("flatten", "injective", "a feature map as one vector (a view: stores nothing)",
+           shape=lambda ins, a, ctx: (_flat(ins[0]),), stores_output=False,
+           window=lambda ins, a: (tuple(ins[0][1:]), (1, 1), (0, 0)) if len(ins[0]) == 3 else None,
+           counter="flatten", prefix="flatten", style="shape", written=lambda a: "flatten"),
+    OpSpec("concat", "merge", "channel concatenation of parallel branches", arity="many",
+           shape=_concat_shape, stores_output=False, counter="concat", prefix="concat", style="merge",
+           written=lambda a: "concat"),
+    OpSpec("add", "merge", "elementwise sum of parallel branches (residual join)", arity="many",
+           shape=_add_shape, counter="add", prefix="add", style="merge", written=lambda a: "add"),
+    OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
+           shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
+           written=lambda a: "shortcut"),
+    OpSpec("softmax", "head", "softmax classifier head (cross-entropy loss)", stores_output=False,
+           counter="softmax", prefix="softmax", style="head", written=lambda a: "softmax"),
+    OpSpec("svm", "head", "multiclass SVM head (hinge loss)",
+           Signature(keywords={"margin": POS_FLOAT}, defaults={"margin": 1.0}, usage="svm [margin=M]"),
+           stores_output=False, counter="svm", prefix="svm", style="head",
+           written=lambda a: "svm" if a["margin"] == 1.0 else f"svm margin={a['margin']:g}"),
+]}
+
+# Ops a person may write as a layer line (the others come from syntax: input, concat, add, shortcut).
+WRITABLE = tuple(name for name, op in OPS.items() if op.kind not in ("source", "merge"))
+
+STYLES = {  # diagram category -> (fill colour, legend text)
+    "input": ("#eeeeee", "input"),
+    "conv": ("#aed6f1", "convolution"),
+    "pool": ("#f9e79f", "pooling"),
+    "fc": ("#d7bde2", "fully connected"),
+    "activation": ("#abebc6", "activation"),
+    "norm": ("#fad7a0", "normalisation"),
+    "regularise": ("#e5e8e8", "dropout"),
+    "shape": ("#e5e8e8", "reshape"),
+    "merge": ("#f5b7b1", "merge (concat / add)"),
+    "head": ("#f1948a", "classifier head"),
+}
