@@ -101,6 +101,8 @@ def bind(op: OpSpec, call: S.Call, env: Mapping[str, Any]):
                 word = arg.word if isinstance(arg, S.ValueArg) else None
                 words = list(sig.options) + list(sig.flags)
                 hint = did_you_mean(word, words) if word else None
+                if word == "x":
+                    hint = "sizes are written without spaces, like 3x3"
                 raise NetError(f"too many arguments for {op.name}", arg.span,
                                hint or (f"usage: {sig.usage}" if sig.usage else f"{op.name} takes no arguments"))
             name, vtype = positional.pop(0)
@@ -109,7 +111,8 @@ def bind(op: OpSpec, call: S.Call, env: Mapping[str, Any]):
     missing = [name for name, _ in sig.positional[: sig.required] if name not in attrs]
     if missing:
         end = call.span
-        raise NetError(f"{op.name} needs {_describe(op, missing[0])}", end, f"usage: {sig.usage}")
+        raise NetError(f"{op.name} needs {_describe(op, missing[0]).replace('the ', 'a ', 1)}", end,
+                       f"usage: {sig.usage}")
     for key, value in sig.defaults.items():
         attrs.setdefault(key, value)
     return freeze(sig.finish(attrs))
@@ -129,8 +132,8 @@ def _stride(arg: S.StrideArg, env) -> tuple[int, int]:
     return tuple(vals)
 
 
-_DESCRIPTIONS = {"out": {"conv": "a filter count", "fc": "a unit count"}, "kernel": "a kernel size",
-                 "mode": "a mode (max or avg)", "size": "a window size", "p": "a drop probability"}
+_DESCRIPTIONS = {"out": {"conv": "the filter count", "fc": "the unit count"}, "kernel": "the kernel size",
+                 "mode": "the pooling mode", "size": "the window size", "p": "the drop probability"}
 
 
 def _describe(op: OpSpec, attr: str) -> str:

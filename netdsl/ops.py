@@ -76,7 +76,7 @@ def _pair(v, positive=True):
 
 def _probability(v):
     if not isinstance(v, (int, float)) or not (0 <= v < 1):
-        raise ValueError("a probability from 0 up to (not including) 1")
+        raise ValueError("from 0 up to (not including) 1")
     return float(v)
 
 

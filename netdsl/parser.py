@@ -240,9 +240,9 @@ def _fix_layer_tree(layer: S.Layer) -> S.Layer:
 
 def _describe_token(tok: Token) -> str:
     if tok.type == "$END":
-        return "the end of the file"
+        return "end of file"
     if tok.type == "_NL":
-        return "the end of the line"
+        return "end of line"
     return f"'{tok}'"
 
 

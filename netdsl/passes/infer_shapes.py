@@ -31,31 +31,57 @@ def annotate_shapes(g: nx.DiGraph) -> None:
 
 
 def _with_hint(err: NetError, g: nx.DiGraph, node: str) -> NetError:
-    """For a concat of mismatched sizes, point at the branch that shrank and say which padding
-    keeps the size ('pad 2 keeps 28x28')."""
+    """For a concat of mismatched sizes, point at the branch that changed the size it started
+    with and say which padding keeps it ('pad 2 keeps 28x28')."""
     if err.hint or g.nodes[node]["op"] != "concat":
         return err
-    srcs = inputs(g, node)
-    sizes = [g.nodes[s]["shape"][1:] for s in srcs]
-    common = max(set(sizes), key=sizes.count)
-    for src in srcs:
-        if g.nodes[src]["shape"][1:] != common:
-            culprit = _last_window(g, src)
-            if culprit is not None:
-                k = g.nodes[culprit]["attrs"]["kernel"]
-                if isinstance(k, tuple) and k[0] % 2 == 1 and k[1] % 2 == 1:
-                    pad = f"{(k[0] - 1) // 2}" if k[0] == k[1] else f"{(k[0] - 1) // 2}x{(k[1] - 1) // 2}"
-                    return NetError(err.message, err.span,
-                                    f"'{culprit}' ({g.nodes[culprit]['written']}) shrinks its branch; "
-                                    f"pad {pad} keeps {common[0]}x{common[1]}")
+    for src in inputs(g, node):
+        fork = _fork(g, src)
+        if fork is None or len(g.nodes[fork]["shape"]) != 3:
+            continue
+        kept = g.nodes[fork]["shape"][1:]
+        if g.nodes[src]["shape"][1:] == kept:
+            continue
+        culprit = _last_window(g, src)
+        if culprit is None:
+            continue
+        k = g.nodes[culprit]["attrs"]["kernel"]
+        stride = g.nodes[culprit]["attrs"].get("stride")
+        if isinstance(k, tuple) and k[0] % 2 == 1 and k[1] % 2 == 1 and stride == (1, 1):
+            pad = f"{(k[0] - 1) // 2}" if k[0] == k[1] else f"{(k[0] - 1) // 2}x{(k[1] - 1) // 2}"
+            return NetError(err.message, err.span,
+                            f"'{culprit}' ({g.nodes[culprit]['written']}) shrinks its branch; "
+                            f"pad {pad} keeps {kept[0]}x{kept[1]}")
+        return NetError(err.message, err.span,
+                        f"'{culprit}' ({g.nodes[culprit]['written']}) changes its branch's size from "
+                        f"{kept[0]}x{kept[1]} to {'x'.join(map(str, g.nodes[src]['shape'][1:]))}")
     return err
 
 
-def _last_window(g: nx.DiGraph, node: str) -> str | None:
+def _chain(g: nx.DiGraph, node: str):
+    """Walk back from a branch's end through single-input nodes."""
     while True:
-        if "kernel" in g.nodes[node]["attrs"]:
-            return node
+        yield node
         preds = inputs(g, node)
         if len(preds) != 1:
-            return None
+            return
         node = preds[0]
+        if g.out_degree(node) > 1:  # the fork the branches start from
+            yield node
+            return
+
+
+def _fork(g: nx.DiGraph, node: str) -> str | None:
+    last = None
+    for last in _chain(g, node):
+        pass
+    return last if last is not None and g.out_degree(last) > 1 else None
+
+
+def _last_window(g: nx.DiGraph, node: str) -> str | None:
+    for n in _chain(g, node):
+        if g.out_degree(n) > 1 and n != node:
+            return None
+        if "kernel" in g.nodes[n]["attrs"]:
+            return n
+    return None

@@ -1,0 +1,1 @@
+"""Subcommands that live with their own concern (run, train, draw, diff) register here."""
