@@ -1,0 +1,53 @@
+"""Choosing the array module once: numpy on the CPU, CuPy on an NVIDIA GPU."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import NetError
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # 'cpu' | 'gpu'
+    xp: ModuleType
+    description: str
+
+    def asnumpy(self, a):
+        return a.get() if self.name == "gpu" else a
+
+    def synchronize(self) -> None:
+        if self.name == "gpu":
+            self.xp.cuda.Stream.null.synchronize()
+
+
+def _gpu() -> Device | None:
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return Device("gpu", cupy, f"gpu ({name}, CuPy {cupy.__version__})")
+    except Exception:  # no CuPy, no driver, no device: all mean "no GPU here"
+        return None
+
+
+def _cpu() -> Device:
+    import numpy
+    return Device("cpu", numpy, f"cpu (numpy {numpy.__version__})")
+
+
+def get_device(choice: str = "auto") -> Device:
+    """`auto` takes the GPU when CuPy imports and sees one, else numpy; `gpu` insists."""
+    if choice == "cpu":
+        return _cpu()
+    if choice == "gpu":
+        dev = _gpu()
+        if dev is None:
+            raise NetError("--device gpu: no GPU is usable here (CuPy is not installed or sees no NVIDIA GPU)",
+                           hint="use --device cpu, or install the gpu extra: pip install 'netdsl[gpu]'")
+        return dev
+    if choice == "auto":
+        return _gpu() or _cpu()
+    raise NetError(f"--device {choice}: expected auto, cpu or gpu")

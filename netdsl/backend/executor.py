@@ -1,0 +1,273 @@
+"""Lowering the typed IR to an executable plan, and running it forward and backward.
+
+The plan is the IR's schedule (a topological order) with each node bound to its kernel, its
+parameters and a scratch area. Reverse-mode autodiff walks the plan backwards, accumulating
+gradients where a value feeds several consumers (branches, side outputs).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..compiler import Network
+from ..errors import NetError
+from ..ir import inputs as ir_inputs
+from ..ir import schedule
+from ..ops import OPS, shape_text
+from .device import Device, get_device
+from .kernels import KERNELS
+
+DEFAULT_COL_BUDGET = 256 * 2**20  # bytes of im2col columns per conv call before the batch is split
+AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers
+
+
+class Workspace:
+    """Scratch buffers allocated once per shape and reused across steps (padding buffers)."""
+
+    def __init__(self):
+        self.buffers: dict[Any, Any] = {}
+
+    def get(self, key, make):
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = make()
+        return buf
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+
+class NodeState:
+    """What one node's kernel sees: its attributes, parameters, buffers, and a place to save
+    values for the backward pass."""
+
+    def __init__(self, name: str, op: str, attrs, inputs: list[int], model: "Model"):
+        self.name, self.op, self.attrs, self.inputs = name, op, attrs, inputs
+        self.kernel = KERNELS[op]
+        self.model = model
+        self.xp = model.xp
+        self.params: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.saved: dict[str, Any] = {}
+        self.workspace = model.workspace
+        self.keep_cols = True
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def batch_chunks(self, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+        """Split the batch so that one chunk's im2col columns stay under the budget."""
+        per = max(1, self.model.col_budget // max(bytes_per_image, 1))
+        return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+
+    def rng_uniform(self, shape):
+        return self.model.uniform(shape)
+
+
+def init_scheme(g, node: str) -> str:
+    """He for layers feeding a ReLU (through bn/dropout), Glorot otherwise."""
+    seen = node
+    while True:
+        succ = list(g.successors(seen))
+        if len(succ) != 1:
+            return "glorot"
+        op = g.nodes[succ[0]]["op"]
+        if op == "relu":
+            return "he"
+        if op not in ("bn", "dropout"):
+            return "glorot"
+        seen = succ[0]
+
+
+class Model:
+    """An executable network: parameters on a device, forward, loss, backward.
+
+        model = Model(netdsl.load("nets/lenet5.net"), device="cpu", seed=0)
+        loss = model.loss(x, labels)       # forward in training mode, averaged loss
+        grads = model.backward()           # {"c1.weight": array, ...}
+    """
+
+    def __init__(self, net: Network, device: str | Device = "auto", dtype: str = "float32", seed: int = 0,
+                 col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT):
+        self.net = net
+        self.device = device if isinstance(device, Device) else get_device(device)
+        self.xp = self.device.xp
+        self.dtype = np.dtype(dtype)
+        self.col_budget = col_budget
+        self.aux_weight = aux_weight
+        self.training = False
+        self.workspace = Workspace()
+        self.seed = seed
+        self._rng = np.random.default_rng(seed + 1)
+        g = net.graph
+        self.order = schedule(g)
+        self.index = {name: i for i, name in enumerate(self.order)}
+        self.nodes = [NodeState(n, g.nodes[n]["op"], g.nodes[n]["attrs"],
+                                [self.index[s] for s in ir_inputs(g, n)], self) for n in self.order]
+        self.consumers: list[list[int]] = [[] for _ in self.nodes]
+        for i, node in enumerate(self.nodes):
+            for j in node.inputs:
+                self.consumers[j].append(i)
+        self.outputs = [(name, self.index[n]) for name, n in net.outputs]
+        # heads at outputs are differentiated through their loss, not their own backward
+        self._head_outputs = {i for _, i in self.outputs if self.nodes[i].kernel.loss is not None}
+        self._init_params(seed)
+        self._values: list[Any] = []
+        self._loss_grads: dict[int, Any] = {}
+
+    # parameters ----------------------------------------------------------------------------------
+    def _init_params(self, seed: int) -> None:
+        """Seeded and documented: He normal (std sqrt(2/fan_in)) for layers that feed a ReLU,
+        Glorot uniform (limit sqrt(6/(fan_in + fan_out))) otherwise; biases 0; batch norm
+        scale 1, shift 0, running mean 0, running variance 1. Drawn with numpy's PCG64 in
+        schedule order, so a seed gives the same bits on every machine and device."""
+        rng = np.random.default_rng(seed)
+        g = self.net.graph
+        for node in self.nodes:
+            data = g.nodes[node.name]
+            for pname, shape in data["params"]:
+                if pname == "weight" and len(shape) >= 2:
+                    fan_in = math.prod(shape[1:])
+                    fan_out = shape[0] * math.prod(shape[2:])
+                    if init_scheme(g, node.name) == "he":
+                        value = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+                    else:
+                        limit = math.sqrt(6.0 / (fan_in + fan_out))
+                        value = rng.uniform(-limit, limit, shape)
+                elif pname == "weight":
+                    value = np.ones(shape)
+                else:
+                    value = np.zeros(shape)
+                node.params[pname] = self.xp.asarray(value.astype(self.dtype))
+            for bname, shape in data["buffers"]:
+                fill = np.ones if bname == "running_var" else np.zeros
+                node.buffers[bname] = self.xp.asarray(fill(shape, dtype=self.dtype))
+
+    def parameters(self) -> dict[str, Any]:
+        """{"conv1.weight": array, ...} in schedule order (the arrays themselves, not copies)."""
+        return {f"{n.name}.{p}": v for n in self.nodes for p, v in n.params.items()}
+
+    def buffers(self) -> dict[str, Any]:
+        return {f"{n.name}.{b}": v for n in self.nodes for b, v in n.buffers.items()}
+
+    def gradients(self) -> dict[str, Any]:
+        return {f"{n.name}.{p}": n.grads[p] for n in self.nodes for p in n.params if p in n.grads}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.parameters(), **self.buffers()}
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Copy arrays in by name; a missing, extra or mis-shaped tensor is refused by name."""
+        mine = self.state_dict()
+        for name, value in mine.items():
+            if name not in state:
+                raise NetError(f"{source} has no tensor '{name}': it was saved from a different network")
+            if tuple(state[name].shape) != tuple(value.shape):
+                raise NetError(f"{source}: tensor '{name}' is {shape_text(tuple(state[name].shape))}, "
+                               f"this network needs {shape_text(tuple(value.shape))}: a different network")
+        extra = sorted(set(state) - set(mine))
+        if extra:
+            raise NetError(f"{source} has tensor '{extra[0]}', which this network lacks: a different network")
+        for name, value in mine.items():
+            value[...] = self.xp.asarray(state[name], dtype=value.dtype)
+
+    def num_parameters(self) -> int:
+        return sum(int(v.size) for v in self.parameters().values())
+
+    # running -------------------------------------------------------------------------------------
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the dropout random stream (same masks again: gradient checks need this)."""
+        self._rng = np.random.default_rng(self.seed + 1 if seed is None else seed)
+        if self.device.name == "gpu":
+            self.xp.random.seed(self.seed + 1 if seed is None else seed)
+
+    def uniform(self, shape):
+        if self.device.name == "gpu":
+            return self.xp.random.random_sample(shape).astype(self.dtype)
+        return self._rng.random(shape, dtype=np.float32 if self.dtype == np.float32 else np.float64)
+
+    def _check_input(self, x):
+        want = tuple(self.net.input_shape)
+        if tuple(x.shape[1:]) != want:
+            raise NetError(f"the input batch is {shape_text(tuple(x.shape))}, but {self.net.name} takes "
+                           f"Nx{shape_text(want)}")
+        return self.xp.asarray(x, dtype=self.dtype)
+
+    def forward(self, x, training: bool = False) -> dict[str, Any]:
+        """Run the plan; returns {output name: array} (the trunk's output under 'output')."""
+        self.training = training
+        x = self._check_input(x)
+        values: list[Any] = [None] * len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            node.saved = {}
+            node.grads = {}
+            args = [x] if not node.inputs else [values[j] for j in node.inputs]
+            values[i] = node.kernel.forward(node, args)
+        self._values = values
+        self._loss_grads = {}
+        return {name: values[i] for name, i in self.outputs}
+
+    def __call__(self, x, training: bool = False):
+        return self.forward(x, training)["output"]
+
+    def loss(self, x, labels, training: bool = True) -> float:
+        """Forward pass and the summed loss of every output: each head's own loss (softmax
+        cross-entropy or multiclass hinge), weight 1 for the trunk and `aux_weight` for side
+        outputs. An output that ends without a head gets softmax cross-entropy."""
+        self.forward(x, training)
+        labels = self.xp.asarray(labels).astype(self.xp.int64)
+        total = 0.0
+        for k, (name, i) in enumerate(self.outputs):
+            node = self.nodes[i]
+            weight = 1.0 if k == 0 else self.aux_weight
+            if node.kernel.loss is not None:
+                value, dx = node.kernel.loss(node, self._values[node.inputs[0]], labels)
+                self._loss_grads[node.inputs[0]] = self._accumulate(self._loss_grads.get(node.inputs[0]), dx * weight)
+            else:
+                value, dx = KERNELS["softmax"].loss(node, self._values[i], labels)
+                self._loss_grads[i] = self._accumulate(self._loss_grads.get(i), dx * weight)
+            total += weight * float(value)
+        return total
+
+    @staticmethod
+    def _accumulate(acc, g):
+        return g if acc is None else acc + g
+
+    def backward(self, input_grad: bool = False) -> dict[str, Any]:
+        """Reverse-mode autodiff from the losses of the last `loss` call. Returns the parameter
+        gradients by name; with input_grad, the input's gradient too under 'input'."""
+        if not self._loss_grads:
+            raise NetError("backward() needs a loss first: call model.loss(x, labels)")
+        grads: list[Any] = [None] * len(self.nodes)
+        for i, g in self._loss_grads.items():
+            grads[i] = g
+        for i in range(len(self.nodes) - 1, 0, -1):
+            node = self.nodes[i]
+            if grads[i] is None or (node.kernel.loss is not None and i in self._head_outputs):
+                continue
+            need_dx = input_grad or any(j != 0 for j in node.inputs)
+            in_grads = node.kernel.backward(node, grads[i], need_dx)
+            for j, gj in zip(node.inputs, in_grads):
+                if gj is None or (j == 0 and not input_grad):
+                    continue
+                grads[j] = gj if grads[j] is None else grads[j] + gj
+            grads[i] = None  # free as we go: only live gradients stay in memory
+        out = self.gradients()
+        if input_grad:
+            out["input"] = grads[0]
+        return out
+
+    def value(self, name: str):
+        """A node's output from the last forward pass (for inspection and tests)."""
+        return self._values[self.index[name]]
+
+
+def check_kernel_table() -> list[str]:
+    """Ops in the language without a kernel (the op-table walk test asserts this is empty)."""
+    from .kernels import LOWERED_BEFORE_EXECUTION
+    return [op for op in OPS if op not in KERNELS and op not in LOWERED_BEFORE_EXECUTION]

@@ -1,0 +1,96 @@
+"""Windows over a padded NCHW input, and the im2col / col2im pair built on them.
+
+numpy and CuPy both support strided views, so one implementation serves both; the GPU module
+(netdsl.backend.gpu_kernels) replaces im2col/col2im with CUDA kernels when CuPy is in use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Geometry:
+    n: int
+    c: int
+    h: int
+    w: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    oh: int
+    ow: int
+
+    @classmethod
+    def of(cls, shape, kernel, stride, pad) -> "Geometry":
+        n, c, h, w = shape
+        oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
+        ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+        return cls(n, c, h, w, tuple(kernel), tuple(stride), tuple(pad), oh, ow)
+
+    @property
+    def hp(self) -> int:
+        return self.h + 2 * self.pad[0]
+
+    @property
+    def wp(self) -> int:
+        return self.w + 2 * self.pad[1]
+
+    @property
+    def col_elems_per_image(self) -> int:
+        return self.c * self.kernel[0] * self.kernel[1] * self.oh * self.ow
+
+    def rows(self, i: int) -> slice:
+        """Padded-input rows that kernel row i touches, one per output row."""
+        return slice(i, i + self.stride[0] * (self.oh - 1) + 1, self.stride[0])
+
+    def cols(self, j: int) -> slice:
+        return slice(j, j + self.stride[1] * (self.ow - 1) + 1, self.stride[1])
+
+
+def padded(xp, x, geo: Geometry, fill=0, workspace=None):
+    ph, pw = geo.pad
+    if ph == 0 and pw == 0:
+        return x
+    shape = (x.shape[0], x.shape[1], geo.hp, geo.wp)
+    buf = workspace.get(("pad", shape, x.dtype.str, fill), lambda: xp.full(shape, fill, dtype=x.dtype)) \
+        if workspace is not None else xp.full(shape, fill, dtype=x.dtype)
+    buf[:, :, ph:ph + geo.h, pw:pw + geo.w] = x  # the border keeps its fill across reuses
+    return buf
+
+
+def unpad(x, geo: Geometry):
+    ph, pw = geo.pad
+    return x[:, :, ph:ph + geo.h, pw:pw + geo.w] if (ph or pw) else x
+
+
+def windows(xp, xpad, geo: Geometry):
+    """A (N, C, kh, kw, OH, OW) view: element [n, c, i, j, y, x] = xpad[n, c, y*sh + i, x*sw + j]."""
+    sn, sc, sh_, sw_ = xpad.strides
+    kh, kw = geo.kernel
+    sh, sw = geo.stride
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(xpad.shape[0], xpad.shape[1], kh, kw, geo.oh, geo.ow),
+        strides=(sn, sc, sh_, sw_, sh_ * sh, sw_ * sw))
+
+
+def im2col(xp, x, geo: Geometry, workspace=None):
+    """(n, C*kh*kw, OH*OW) columns: one GEMM per image then computes the convolution."""
+    n = x.shape[0]
+    if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
+        return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
+    win = windows(xp, padded(xp, x, geo, 0, workspace), geo)
+    return xp.ascontiguousarray(win).reshape(n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow)
+
+
+def col2im(xp, cols, geo: Geometry):
+    """The adjoint of im2col: scatter-add columns back onto the (unpadded) input."""
+    n = cols.shape[0]
+    kh, kw = geo.kernel
+    if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
+        return cols.reshape(n, geo.c, geo.h, geo.w)
+    c6 = cols.reshape(n, geo.c, kh, kw, geo.oh, geo.ow)
+    dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, geo.rows(i), geo.cols(j)] += c6[:, :, i, j]
+    return unpad(dx, geo)

@@ -1,0 +1,394 @@
+"""Forward and backward kernels, one table entry per op name (the same names as netdsl.ops).
+
+Every kernel is written against `xp` (numpy or CuPy), so one code path serves both devices.
+A kernel's forward takes (node, inputs) and returns its output, stashing in `node.saved` what
+its backward needs; its backward takes (node, grad_out, need_dx) and returns the gradients of
+its inputs (None where not needed) and fills `node.grads` for its parameters.
+Layout is NCHW; weights are (out, in/groups, kh, kw) as in PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..ops import window_geometry
+from . import im2col
+
+
+@dataclass(frozen=True)
+class Kernel:
+    forward: Callable
+    backward: Callable
+    # heads only: (node, x, labels) -> (loss, dx); the loss of the whole batch, averaged
+    loss: Callable | None = None
+
+
+# conv ------------------------------------------------------------------------------------------
+
+
+def conv_forward(node, inputs):
+    xp, a = node.xp, node.attrs
+    (x,) = inputs
+    w, b = node.params["weight"], node.params.get("bias")
+    kernel, stride, pad = window_geometry([x.shape[1:]], a)
+    n, c = x.shape[:2]
+    groups = a["groups"]
+    o = w.shape[0]
+    geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
+    out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
+    wmat = w.reshape(groups, o // groups, -1)
+    saved_cols = []
+    for lo, hi in node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize):
+        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace)  # (n', C*kh*kw, OH*OW)
+        cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
+        for g in range(groups):
+            out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
+        if node.keep_cols:
+            saved_cols.append(cols)
+    if b is not None:
+        out += b.reshape(1, o, 1)
+    node.saved.update(x=x, geo=geo, cols=saved_cols)
+    return out.reshape(n, o, geo.oh, geo.ow)
+
+
+def conv_backward(node, dout, need_dx):
+    xp, a = node.xp, node.attrs
+    x, geo, saved_cols = node.saved["x"], node.saved["geo"], node.saved["cols"]
+    w = node.params["weight"]
+    n, o = dout.shape[:2]
+    groups = a["groups"]
+    og = o // groups
+    dout = dout.reshape(n, o, -1)
+    wmat = w.reshape(groups, og, -1)
+    dw = xp.zeros_like(wmat)
+    dx = xp.zeros(x.shape, dtype=x.dtype) if need_dx else None
+    chunks = node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
+    for i, (lo, hi) in enumerate(chunks):
+        cols = saved_cols[i] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
+        cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
+        d = dout[lo:hi]
+        dcols = xp.empty_like(cols_g) if need_dx else None
+        for g in range(groups):
+            dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
+            dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
+            if need_dx:
+                dcols[:, g] = xp.matmul(wmat[g].T, dg)
+        if need_dx:
+            dx[lo:hi] = im2col.col2im(xp, dcols.reshape(hi - lo, -1, geo.oh * geo.ow), geo)
+    node.grads["weight"] = dw.reshape(w.shape)
+    if "bias" in node.params:
+        node.grads["bias"] = dout.sum(axis=(0, 2))
+    return [dx]
+
+
+# fc --------------------------------------------------------------------------------------------
+
+
+def fc_forward(node, inputs):
+    (x,) = inputs
+    x2 = x.reshape(x.shape[0], -1)
+    node.saved.update(x2=x2, shape=x.shape)
+    out = x2 @ node.params["weight"].T
+    if "bias" in node.params:
+        out += node.params["bias"]
+    return out
+
+
+def fc_backward(node, dout, need_dx):
+    x2 = node.saved["x2"]
+    node.grads["weight"] = dout.T @ x2
+    if "bias" in node.params:
+        node.grads["bias"] = dout.sum(axis=0)
+    return [(dout @ node.params["weight"]).reshape(node.saved["shape"]) if need_dx else None]
+
+
+# pooling -----------------------------------------------------------------------------------------
+
+
+def pool_forward(node, inputs):
+    xp, a = node.xp, node.attrs
+    (x,) = inputs
+    kernel, stride, pad = window_geometry([x.shape[1:]], a)
+    geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
+    fill = -xp.inf if a["mode"] == "max" else 0
+    win = im2col.windows(xp, im2col.padded(xp, x, geo, fill, None), geo)  # (N, C, kh, kw, OH, OW) view
+    node.saved.update(geo=geo, shape=x.shape)
+    if a["mode"] == "avg":
+        return win.sum(axis=(2, 3)) / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
+    n, c = x.shape[:2]
+    flat = win.reshape(n, c, kernel[0] * kernel[1], geo.oh, geo.ow)  # copies: one pass over the windows
+    idx = flat.argmax(axis=2)  # the first maximum wins ties, as in PyTorch
+    node.saved["argmax"] = idx.astype(xp.int16 if kernel[0] * kernel[1] < 32000 else xp.int32)
+    return xp.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
+
+
+def pool_backward(node, dout, need_dx):
+    if not need_dx:
+        return [None]
+    xp, a = node.xp, node.attrs
+    geo = node.saved["geo"]
+    kh, kw = geo.kernel
+    dx_pad = xp.zeros((dout.shape[0], dout.shape[1], geo.hp, geo.wp), dtype=dout.dtype)
+    if a["mode"] == "avg":
+        share = dout / (kh * kw)
+        for i in range(kh):
+            for j in range(kw):
+                dx_pad[:, :, geo.rows(i), geo.cols(j)] += share
+    else:
+        idx = node.saved["argmax"]
+        for i in range(kh):
+            for j in range(kw):
+                dx_pad[:, :, geo.rows(i), geo.cols(j)] += xp.where(idx == i * kw + j, dout, 0)
+    return [im2col.unpad(dx_pad, geo)]
+
+
+# elementwise -----------------------------------------------------------------------------------
+
+
+def relu_forward(node, inputs):
+    out = node.xp.maximum(inputs[0], 0)
+    node.saved["out"] = out
+    return out
+
+
+def relu_backward(node, dout, need_dx):
+    return [dout * (node.saved["out"] > 0)]
+
+
+def tanh_forward(node, inputs):
+    out = node.xp.tanh(inputs[0])
+    node.saved["out"] = out
+    return out
+
+
+def tanh_backward(node, dout, need_dx):
+    y = node.saved["out"]
+    return [dout * (1 - y * y)]
+
+
+def sigmoid_forward(node, inputs):
+    xp = node.xp
+    x = inputs[0]
+    out = xp.exp(-xp.logaddexp(0, -x))  # 1/(1+e^-x) without overflow
+    node.saved["out"] = out
+    return out
+
+
+def sigmoid_backward(node, dout, need_dx):
+    y = node.saved["out"]
+    return [dout * y * (1 - y)]
+
+
+def dropout_forward(node, inputs):
+    (x,) = inputs
+    p = node.attrs["p"]
+    if not node.training or p == 0:
+        node.saved["mask"] = None
+        return x
+    keep = node.rng_uniform(x.shape) >= p
+    mask = keep.astype(x.dtype) / (1 - p)  # inverted dropout: evaluation needs no rescaling
+    node.saved["mask"] = mask
+    return x * mask
+
+
+def dropout_backward(node, dout, need_dx):
+    mask = node.saved["mask"]
+    return [dout if mask is None else dout * mask]
+
+
+# normalisation ---------------------------------------------------------------------------------
+
+
+def _channel_window_sum(xp, a, before: int, after: int):
+    """sum over channels c-before .. c+after of a (N, C, ...) array, zero beyond the edges."""
+    c = a.shape[1]
+    cs = xp.cumsum(a, axis=1)
+    zero = xp.zeros_like(a[:, :1])
+    cs = xp.concatenate([zero, cs], axis=1)  # cs[k] = sum of a[:k]
+    hi = xp.minimum(xp.arange(c) + after + 1, c)
+    lo = xp.maximum(xp.arange(c) - before, 0)
+    return cs[:, hi] - cs[:, lo]
+
+
+def lrn_forward(node, inputs):
+    """PyTorch's / Caffe's LRN: b = a / (k + alpha/n * sum_window a^2)^beta, window of n channels
+    centred on c (n//2 before, (n-1)//2 after)."""
+    xp, a = node.xp, node.attrs
+    (x,) = inputs
+    n = a["size"]
+    scale = a["k"] + (a["alpha"] / n) * _channel_window_sum(xp, x * x, n // 2, (n - 1) // 2)
+    out = x * scale ** (-a["beta"])
+    node.saved.update(x=x, scale=scale, out=out)
+    return out
+
+
+def lrn_backward(node, dout, need_dx):
+    xp, a = node.xp, node.attrs
+    x, scale, out = node.saved["x"], node.saved["scale"], node.saved["out"]
+    n, beta = a["size"], a["beta"]
+    # d b_c / d a_j over the windows that contain j: channels c with c - n//2 <= j <= c + (n-1)//2
+    inner = dout * out / scale
+    summed = _channel_window_sum(xp, inner, (n - 1) // 2, n // 2)
+    return [dout * scale ** (-beta) - (2 * a["alpha"] * beta / n) * x * summed]
+
+
+def _bn_axes(x):
+    return (0,) if x.ndim == 2 else (0, 2, 3)
+
+
+def _bn_view(v, x):
+    return v.reshape(1, -1) if x.ndim == 2 else v.reshape(1, -1, 1, 1)
+
+
+def bn_forward(node, inputs):
+    xp, a = node.xp, node.attrs
+    (x,) = inputs
+    axes = _bn_axes(x)
+    if node.training:
+        mean = x.mean(axis=axes)
+        centred = x - _bn_view(mean, x)
+        var = (centred * centred).mean(axis=axes)  # two passes: mean first, then the spread
+        count = x.size // x.shape[1]
+        m = a["momentum"]
+        rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
+        rm *= 1 - m
+        rm += m * mean
+        rv *= 1 - m
+        rv += m * var * (count / max(count - 1, 1))  # running variance is unbiased (PyTorch)
+    else:
+        mean, var = node.buffers["running_mean"], node.buffers["running_var"]
+        centred = x - _bn_view(mean, x)
+    inv_std = 1 / xp.sqrt(var + a["eps"])
+    xhat = centred * _bn_view(inv_std, x)
+    node.saved.update(xhat=xhat, inv_std=inv_std)
+    return xhat * _bn_view(node.params["weight"], x) + _bn_view(node.params["bias"], x)
+
+
+def bn_backward(node, dout, need_dx):
+    xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
+    axes = _bn_axes(dout)
+    node.grads["weight"] = (dout * xhat).sum(axis=axes)
+    node.grads["bias"] = dout.sum(axis=axes)
+    if not need_dx:
+        return [None]
+    dxhat = dout * _bn_view(node.params["weight"], dout)
+    if not node.training:
+        return [dxhat * _bn_view(inv_std, dout)]
+    mean_d = dxhat.mean(axis=axes)
+    mean_dx = (dxhat * xhat).mean(axis=axes)
+    return [(dxhat - _bn_view(mean_d, dout) - xhat * _bn_view(mean_dx, dout)) * _bn_view(inv_std, dout)]
+
+
+# structure ---------------------------------------------------------------------------------------
+
+
+def identity_forward(node, inputs):
+    return inputs[0]
+
+
+def identity_backward(node, dout, need_dx):
+    return [dout]
+
+
+def flatten_forward(node, inputs):
+    (x,) = inputs
+    node.saved["shape"] = x.shape
+    return x.reshape(x.shape[0], -1)
+
+
+def flatten_backward(node, dout, need_dx):
+    return [dout.reshape(node.saved["shape"])]
+
+
+def concat_forward(node, inputs):
+    node.saved["sizes"] = [x.shape[1] for x in inputs]
+    return node.xp.concatenate(inputs, axis=1)
+
+
+def concat_backward(node, dout, need_dx):
+    grads, start = [], 0
+    for size in node.saved["sizes"]:
+        grads.append(dout[:, start:start + size])
+        start += size
+    return grads
+
+
+def add_forward(node, inputs):
+    node.saved["n"] = len(inputs)
+    out = inputs[0] + inputs[1]
+    for x in inputs[2:]:
+        out += x
+    return out
+
+
+def add_backward(node, dout, need_dx):
+    return [dout] * node.saved["n"]
+
+
+# heads -------------------------------------------------------------------------------------------
+
+
+def softmax_forward(node, inputs):
+    xp = node.xp
+    x = inputs[0]
+    e = xp.exp(x - x.max(axis=1, keepdims=True))
+    out = e / e.sum(axis=1, keepdims=True)
+    node.saved["out"] = out
+    return out
+
+
+def softmax_backward(node, dout, need_dx):
+    """Only where a softmax is not an output (its loss gives the gradient there): the Jacobian
+    y * (dout - sum(dout * y))."""
+    y = node.saved["out"]
+    return [y * (dout - (dout * y).sum(axis=1, keepdims=True))]
+
+
+def softmax_loss(node, x, labels):
+    """Cross-entropy of softmax(x); gradient (p - onehot)/N."""
+    xp = node.xp
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = shifted - log_z
+    n = x.shape[0]
+    rows = xp.arange(n)
+    loss = -log_p[rows, labels].mean()
+    dx = xp.exp(log_p)
+    dx[rows, labels] -= 1
+    return loss, dx / n
+
+
+def svm_loss(node, x, labels):
+    """Multiclass hinge: sum over j != y of max(0, s_j - s_y + margin), averaged over the batch."""
+    xp = node.xp
+    n = x.shape[0]
+    rows = xp.arange(n)
+    correct = x[rows, labels][:, None]
+    margins = xp.maximum(0, x - correct + node.attrs["margin"])
+    margins[rows, labels] = 0
+    loss = margins.sum() / n
+    dx = (margins > 0).astype(x.dtype)
+    dx[rows, labels] = -dx.sum(axis=1)
+    return loss, dx / n
+
+
+KERNELS: dict[str, Kernel] = {
+    "input": Kernel(identity_forward, identity_backward),
+    "conv": Kernel(conv_forward, conv_backward),
+    "fc": Kernel(fc_forward, fc_backward),
+    "pool": Kernel(pool_forward, pool_backward),
+    "relu": Kernel(relu_forward, relu_backward),
+    "tanh": Kernel(tanh_forward, tanh_backward),
+    "sigmoid": Kernel(sigmoid_forward, sigmoid_backward),
+    "dropout": Kernel(dropout_forward, dropout_backward),
+    "lrn": Kernel(lrn_forward, lrn_backward),
+    "bn": Kernel(bn_forward, bn_backward),
+    "flatten": Kernel(flatten_forward, flatten_backward),
+    "concat": Kernel(concat_forward, concat_backward),
+    "add": Kernel(add_forward, add_backward),
+    "softmax": Kernel(softmax_forward, softmax_backward, softmax_loss),
+    "svm": Kernel(identity_forward, identity_backward, svm_loss),
+}
+
+# Ops that never reach a back end: passes/lower_shortcuts rewrites them before execution.
+LOWERED_BEFORE_EXECUTION = frozenset({"shortcut"})

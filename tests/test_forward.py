@@ -1,0 +1,154 @@
+"""Forward results of conv, pooling, LRN and batch norm against plain float64 loops written
+here, straight from the definitions (not from netdsl's kernels)."""
+import numpy as np
+import pytest
+
+import netdsl
+from netdsl.backend.executor import Model
+
+RNG = np.random.default_rng(42)
+
+
+def run_layer(source, x, training=False, params=None):
+    net = netdsl.compile_source(source)
+    model = Model(net, device="cpu", dtype="float64", seed=3)
+    for name, value in (params or {}).items():
+        model.parameters()[name][...] = value
+    out = model.forward(x, training=training)["output"]
+    return model, out
+
+
+def ref_conv(x, w, b, stride, pad, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * pad[0], wd + 2 * pad[1]))
+    xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+    oh = (h + 2 * pad[0] - kh) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    out = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for ni in range(n):
+        for oc in range(o):
+            g = oc // og
+            for y in range(oh):
+                for xx in range(ow):
+                    acc = b[oc] if b is not None else 0.0
+                    for ci in range(cg):
+                        for i in range(kh):
+                            for j in range(kw):
+                                acc += w[oc, ci, i, j] * xp[ni, g * cg + ci, y * stride[0] + i, xx * stride[1] + j]
+                    out[ni, oc, y, xx] = acc
+    return out
+
+
+@pytest.mark.parametrize("c,h,w,line,o,k,stride,pad,groups", [
+    (3, 7, 7, "conv 4 3x3 /2 pad 1", 4, (3, 3), (2, 2), (1, 1), 1),
+    (4, 6, 5, "conv 6 2x3 pad 0x1 groups 2", 6, (2, 3), (1, 1), (0, 1), 2),
+    (2, 9, 9, "conv 3 5x5 /3 pad 2", 3, (5, 5), (3, 3), (2, 2), 1),
+    (3, 4, 4, "conv 2 1x1", 2, (1, 1), (1, 1), (0, 0), 1),
+])
+def test_conv_matches_reference(c, h, w, line, o, k, stride, pad, groups):
+    x = RNG.standard_normal((2, c, h, w))
+    wt = RNG.standard_normal((o, c // groups, *k))
+    b = RNG.standard_normal(o)
+    _, out = run_layer(f"input {c}x{h}x{w}\n{line}", x, params={"conv1.weight": wt, "conv1.bias": b})
+    np.testing.assert_allclose(out, ref_conv(x, wt, b, stride, pad, groups), rtol=1e-10, atol=1e-10)
+
+
+def ref_pool(x, mode, k, s, p):
+    n, c, h, w = x.shape
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.full((n, c, h + 2 * p, w + 2 * p), fill)
+    xp[:, :, p:p + h, p:p + w] = x
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    out = np.zeros((n, c, oh, ow))
+    for y in range(oh):
+        for xx in range(ow):
+            win = xp[:, :, y * s:y * s + k, xx * s:xx * s + k]
+            out[:, :, y, xx] = win.max(axis=(2, 3)) if mode == "max" else win.sum(axis=(2, 3)) / (k * k)
+    return out
+
+
+@pytest.mark.parametrize("mode,k,s,p,size", [("max", 3, 2, 1, 7), ("max", 2, 2, 0, 6), ("avg", 3, 2, 0, 7),
+                                             ("avg", 3, 1, 1, 5), ("max", 3, 2, 0, 13)])
+def test_pool_matches_reference(mode, k, s, p, size):
+    x = RNG.standard_normal((2, 3, size, size))
+    _, out = run_layer(f"input 3x{size}x{size}\npool {mode} {k}x{k} /{s} pad {p}", x)
+    np.testing.assert_allclose(out, ref_pool(x, mode, k, s, p), rtol=1e-12)
+
+
+def test_global_average_pool():
+    x = RNG.standard_normal((2, 4, 5, 3))
+    _, out = run_layer("input 4x5x3\npool avg global", x)
+    np.testing.assert_allclose(out[:, :, 0, 0], x.mean(axis=(2, 3)))
+
+
+def test_max_pool_ties_go_to_the_first_maximum():
+    x = np.zeros((1, 2, 2, 2))
+    net = netdsl.compile_source("input 2x2x2\npool max 2x2\nflatten")
+    model = Model(net, device="cpu", dtype="float64")
+    model.loss(x, [0])
+    grad = model.backward(input_grad=True)["input"]
+    for c in range(2):  # PyTorch routes each window's gradient to its first maximum
+        assert grad[0, c, 0, 0] != 0 and np.count_nonzero(grad[0, c]) == 1
+
+
+@pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 2.0), (3, 0.5, 0.6, 1.0), (2, 0.1, 0.75, 2.0)])
+def test_lrn_matches_reference(size, alpha, beta, k):
+    x = RNG.standard_normal((2, 7, 3, 3)) * 3
+    _, out = run_layer(f"input 7x3x3\nlrn {size} alpha={alpha} beta={beta} k={k}", x)
+    ref = np.zeros_like(x)
+    for c in range(7):
+        lo, hi = max(0, c - size // 2), min(7, c + (size - 1) // 2 + 1)  # PyTorch's window
+        s = (x[:, lo:hi] ** 2).sum(axis=1)
+        ref[:, c] = x[:, c] / (k + alpha / size * s) ** beta
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+
+
+def test_batch_norm_training_statistics_and_running_averages():
+    x = RNG.standard_normal((4, 3, 5, 5)) * 2 + 1
+    model, out = run_layer("input 3x5x5\nbn momentum=0.1", x, training=True)
+    mean = x.mean(axis=(0, 2, 3))
+    var = ((x - mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))
+    ref = (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+    bufs = model.buffers()
+    np.testing.assert_allclose(bufs["bn1.running_mean"], 0.1 * mean)
+    np.testing.assert_allclose(bufs["bn1.running_var"], 0.9 + 0.1 * var * 100 / 99)  # unbiased, 100 values
+    # evaluation uses the running statistics
+    out_eval = model.forward(x, training=False)["output"]
+    ref_eval = (x - bufs["bn1.running_mean"][None, :, None, None]) / np.sqrt(
+        bufs["bn1.running_var"][None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(out_eval, ref_eval, rtol=1e-10)
+
+
+def test_batch_norm_variance_is_two_pass():
+    # values with a huge mean: E[x^2] - E[x]^2 would lose every digit in float32
+    x = (1e4 + RNG.standard_normal((8, 2, 3, 3))).astype(np.float32)
+    net = netdsl.compile_source("input 2x3x3\nbn")
+    model = Model(net, device="cpu", dtype="float32")
+    out = model.forward(x, training=True)["output"]
+    assert abs(float(out.std()) - 1) < 1e-2
+
+
+def test_dropout_is_inverted_and_off_in_evaluation():
+    x = np.ones((2000, 10))
+    net = netdsl.compile_source("input 10\ndropout 0.25")
+    model = Model(net, device="cpu", dtype="float64")
+    train = model.forward(x, training=True)["output"]
+    assert set(np.unique(train)) == {0.0, 1 / 0.75}
+    assert abs(train.mean() - 1) < 0.02
+    np.testing.assert_array_equal(model.forward(x, training=False)["output"], x)
+
+
+def test_softmax_and_svm_losses():
+    scores = np.array([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
+    labels = [0, 1, 2]
+    # cs231n's worked hinge-loss example: losses 2.9, 0, 12.9 -> mean 5.27
+    net = netdsl.compile_source("input 3\nsvm")
+    model = Model(net, device="cpu", dtype="float64")
+    assert model.loss(scores, labels) == pytest.approx((2.9 + 0 + 12.9) / 3)
+    net = netdsl.compile_source("input 3\nsoftmax")
+    model = Model(net, device="cpu", dtype="float64")
+    p = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    assert model.loss(scores, labels) == pytest.approx(-np.log(p[[0, 1, 2], labels]).mean())

@@ -1,0 +1,121 @@
+"""Every op's gradient against finite differences in float64, at several shapes (stride > 1,
+padding, groups, odd sizes), and whole small networks of each architecture family."""
+import pytest
+
+from netdsl.backend.executor import check_kernel_table
+from netdsl.backend.kernels import KERNELS
+from netdsl.ops import OPS
+
+from .gradcheck import check_gradients
+
+# op -> sources; each runs with `flatten` appended (unless it ends in a head), whose output
+# feeds softmax cross-entropy, so the loss depends on every output value.
+GRAD_CASES = {
+    "input": ["input 2x3x3\nflatten"],
+    "conv": ["input 4x7x6\nconv 4 3x3 /2 pad 1 groups 2",
+             "input 3x5x5\nconv 2 2x3 pad 0x1",
+             "input 2x6x6\nconv 3 1x1",
+             "input 2x9x9\nconv 2 5x5 /3 pad 2 nobias",
+             "input 3x7x5\nconv 2 3x1 /2x1"],
+    "pool": ["input 2x7x7\npool max 3x3 /2 pad 1",
+             "input 2x6x6\npool max 2x2",
+             "input 3x7x7\npool avg 3x3 /2",
+             "input 2x5x5\npool avg 3x3 /2 pad 1",
+             "input 3x5x4\npool avg global",
+             "input 2x5x6\npool max 2x3 /1"],
+    "fc": ["input 2x3x3\nfc 4", "input 5\nfc 3 nobias"],
+    "relu": ["input 2x3x3\nrelu"],
+    "tanh": ["input 2x3x3\ntanh"],
+    "sigmoid": ["input 2x3x3\nsigmoid"],
+    "lrn": ["input 6x3x3\nlrn 5 alpha=0.1 beta=0.75 k=2", "input 4x2x3\nlrn 2 alpha=0.5 beta=0.6 k=1"],
+    "bn": ["input 3x4x4\nbn", "input 5\nbn", "input 2x3x3\nconv 3 3x3 pad 1\nbn momentum=0.5"],
+    "dropout": ["input 3x4x4\ndropout 0.3", "input 7\ndropout 0.5"],
+    "flatten": ["input 2x3x3\nflatten"],
+    "concat": ["input 2x5x5\nconcat {\n{ conv 2 1x1 }\n{ conv 3 3x3 pad 1 }\n{ pool max 3x3 /1 pad 1 }\n}"],
+    "add": ["input 2x5x5\nadd {\n{ conv 2 3x3 pad 1 }\nshortcut\n}",
+            "input 2x6x6\nadd {\n{ conv 4 3x3 /2 pad 1 nobias; bn }\nshortcut\n}"],
+    "softmax": ["input 6\nsoftmax", "input 2x2x2\nfc 5\nsoftmax", "input 2x3x3\nfc 5\nsoftmax\nfc 3"],
+    "svm": ["input 6\nsvm", "input 6\nsvm margin=2"],
+}
+
+
+def _cases():
+    for op, sources in GRAD_CASES.items():
+        for i, src in enumerate(sources):
+            yield pytest.param(op, src, id=f"{op}-{i}")
+
+
+@pytest.mark.parametrize("op,source", list(_cases()))
+def test_gradient(op, source):
+    last_op = source.splitlines()[-1].split()[0]
+    ends_in_head = last_op in OPS and OPS[last_op].is_head
+    full = source if ends_in_head else source + "\nflatten"
+    batch = 4 if op == "bn" else 2
+    checked = check_gradients(full, batch=batch)
+    assert "input" in checked
+
+
+def test_bn_gradient_in_evaluation_mode():
+    check_gradients("input 3x4x4\nbn\nflatten", batch=3, training=False)
+
+
+def test_every_op_has_a_kernel_and_a_gradient_check():
+    assert check_kernel_table() == []
+    lowered = {"shortcut"}  # rewritten into conv + bn or nothing before execution
+    assert set(GRAD_CASES) == set(OPS) - lowered
+    assert set(KERNELS) == set(OPS) - lowered
+
+
+def test_shortcut_projection_appears_in_the_checked_graph():
+    checked = check_gradients("input 2x6x6\nadd {\n{ conv 4 3x3 /2 pad 1 nobias; bn }\nshortcut\n}\nflatten")
+    assert "shortcut/conv.weight" in checked and "shortcut/bn.weight" in checked
+
+
+MINI_INCEPTION = """
+input 3x12x12
+block inception(c1, r3, c3, r5, c5, pp) {
+  concat {
+    { conv c1 1x1; relu }
+    { conv r3 1x1; relu; conv c3 3x3 pad 1; relu }
+    { conv r5 1x1; relu; conv c5 5x5 pad 2; relu }
+    { pool max 3x3 /1 pad 1; conv pp 1x1; relu }
+  }
+}
+conv 4 3x3 /2 pad 1; relu
+lrn 3 alpha=0.01
+i1: inception 2 2 3 1 2 2
+aux: side { pool avg 3x3 /2; fc 4; softmax }
+pool max 2x2
+i2: inception 2 2 2 1 1 1
+pool avg global
+dropout 0.4
+fc 4
+softmax
+"""
+
+MINI_RESNET = """
+input 3x8x8
+block basic(c, s=1) {
+  add {
+    { conv c 3x3 /s pad 1 nobias; bn; relu; conv c 3x3 pad 1 nobias; bn }
+    shortcut
+  }
+  relu
+}
+conv 4 3x3 pad 1 nobias; bn; relu
+basic 4
+basic 6 s=2
+pool avg global
+fc 3
+svm
+"""
+
+
+def test_whole_mini_inception_with_auxiliary_head():
+    checked = check_gradients(MINI_INCEPTION, batch=2, samples=4)
+    assert "aux/fc1.weight" in checked and "i2/b3/conv2.weight" in checked
+
+
+def test_whole_mini_resnet_with_projection_shortcut():
+    checked = check_gradients(MINI_RESNET, batch=3, samples=4)
+    assert "basic2/shortcut/conv.weight" in checked
