@@ -5,8 +5,11 @@
     net.layer("conv1").shape      # (96, 55, 55)
     net.totals().params           # 62378344
 """
+from .backend.executor import Model
+from .backend.optim import SGD
 from .compiler import LayerInfo, Network, Totals, compile, compile_source, load
 from .errors import NetError, Span
 
-__all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span"]
+__all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
+           "Model", "SGD"]
 __version__ = "0.1.0"

@@ -1,1 +1,109 @@
-"""Subcommands that live with their own concern (run, train, draw, diff) register here."""
+"""Subcommands that live with their own concern (run, train) register here."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .cli import _EXTENSIONS, _compile, _warn, positive_int
+from .errors import NetError
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be more than 0")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return value
+
+
+def cmd_run(args) -> int:
+    from .backend.device import get_device
+    from .backend.run import run
+    from .report import summary_table
+    net = _compile(args)
+    device = get_device(args.device)
+    if not args.json:
+        _warn(net, args)
+        print(summary_table(net))
+        print()
+        print(f"device: {device.description}" + (" (chosen by --device auto)" if args.device == "auto" else ""))
+    report = run(net, device, batch=args.batch, repeat=args.repeat, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    print(f"batch {report.batch}, median of {report.repeat} timed steps after a warm-up:")
+    print(f"  forward   {report.forward_ms:10.1f} ms")
+    print(f"  backward  {report.backward_ms:10.1f} ms")
+    print(f"  {report.images_per_s:,.1f} images/s, {report.gflops:.1f} GFLOP/s achieved "
+          f"(FLOPs = 3 x 2 x MACs per image: forward, and a backward of twice its work)")
+    from .passes.check_limits import human_bytes
+    print(f"  peak memory of one training step: {human_bytes(report.peak_bytes)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .backend import data as datasets
+    from .backend.device import get_device
+    from .backend.executor import Model
+    from .backend.train import TrainConfig, train
+    net = _compile(args)
+    _warn(net, args)
+    device = get_device(args.device)
+    classes = net.layer(net.outputs[0][1]).shape
+    if len(classes) != 1:
+        raise NetError(f"{net.name} ends in a {'x'.join(map(str, classes))} feature map, not class scores",
+                       hint="end the network with fc N and softmax (or svm)")
+    ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0])
+    print(f"{net.name} on {ds.name}: {len(ds.x_train):,} training and {len(ds.x_test):,} test images, "
+          f"device {device.description}", file=sys.stderr)
+    model = Model(net, device=device, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+                      save=args.save, resume=args.resume)
+    result = train(model, ds, cfg)
+    print(f"test accuracy {100 * result.test_accuracy:.2f}% on {len(ds.x_test):,} {ds.name} test images "
+          f"after {result.epochs} epochs ({result.seconds:.1f} s)")
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("run", help="compile, print the summary, time one batch forward and backward")
+    common(p)
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--batch", type=positive_int, default=None, help="images per batch (default: what fits 2 GiB, at most 16)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed repetitions after one warm-up (median)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train on a data set with SGD + momentum")
+    common(p)
+    p.add_argument("--data", default="digits", help="digits (built in), mnist:FOLDER, fashion:FOLDER or cifar10:FOLDER")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--lr", type=_positive_float, default=0.05, help="peak learning rate")
+    p.add_argument("--momentum", type=_nonneg_float, default=0.9)
+    p.add_argument("--weight-decay", type=_nonneg_float, default=5e-4)
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically)")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    p.set_defaults(func=cmd_train)
+
+
+_EXTENSIONS.append(register)

@@ -1,0 +1,183 @@
+"""Data sets: scikit-learn's digits out of the box; MNIST / Fashion-MNIST (IDX files) and
+CIFAR-10 (binary batches) from a folder the user names. Nothing is downloaded, nothing unpickled.
+
+Every loader returns float32 images (N, C, H, W) scaled to [0, 1] and int64 labels; `prepare`
+resizes them to the network's input, matches channels and standardises with the training
+split's mean and standard deviation.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NetError
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, split with a fixed seed."""
+    from sklearn.datasets import load_digits as sk_digits
+    bunch = sk_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]
+    y = bunch.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10)
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise NetError(f"--data {folder}: no file {stem} (or {stem}.gz) there",
+                   hint="MNIST and Fashion-MNIST need train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                        "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format): magic 0x0000 08 NDIM, big-endian sizes, unsigned bytes."""
+    try:
+        with _open(path) as f:
+            data = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise NetError(f"cannot read {path}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise NetError(f"{path} is not an IDX file of unsigned bytes (its header is {data[:4].hex() or 'empty'})")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise NetError(f"{path} is cut short inside its header")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    size = int(np.prod(dims))
+    body = data[4 + 4 * ndim:]
+    if len(body) != size:
+        raise NetError(f"{path}: the header promises {'x'.join(map(str, dims))} = {size:,} bytes, "
+                       f"the file holds {len(body):,}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_idx_set(folder: str, name: str) -> Dataset:
+    root = Path(folder)
+    if not root.is_dir():
+        raise NetError(f"--data {name}:{folder}: no such folder")
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise NetError(f"{root}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+        if labels.max(initial=0) > 9:
+            raise NetError(f"{root}: {prefix} labels go up to {labels.max()}, expected 0-9")
+        parts[split] = (images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64))
+    return Dataset(name, *parts["train"], *parts["test"], 10)
+
+
+def load_cifar10(folder: str) -> Dataset:
+    """CIFAR-10's binary version: data_batch_1..5.bin and test_batch.bin, records of one label
+    byte then 3,072 image bytes (3x32x32, channel-major)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NetError(f"--data cifar10:{folder}: no such folder")
+
+    def read(names):
+        xs, ys = [], []
+        for name in names:
+            path = root / name
+            if not path.is_file():
+                raise NetError(f"--data cifar10:{folder}: no file {name} there",
+                               hint="CIFAR-10's binary version has data_batch_1.bin .. data_batch_5.bin and test_batch.bin")
+            raw = np.fromfile(path, dtype=np.uint8)
+            if raw.size == 0 or raw.size % 3073:
+                raise NetError(f"{path}: {raw.size:,} bytes is not a whole number of 3,073-byte records")
+            rec = raw.reshape(-1, 3073)
+            if rec[:, 0].max() > 9:
+                raise NetError(f"{path}: a label byte is {rec[:, 0].max()}, expected 0-9; is this the binary version?")
+            ys.append(rec[:, 0].astype(np.int64))
+            xs.append(rec[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_train, y_train = read([f"data_batch_{i}.bin" for i in range(1, 6)])
+    x_test, y_test = read(["test_batch.bin"])
+    return Dataset("cifar10", x_train, y_train, x_test, y_test, 10)
+
+
+def load(spec: str, seed: int = 0) -> Dataset:
+    """`digits`, `mnist:FOLDER`, `fashion:FOLDER` or `cifar10:FOLDER`."""
+    name, _, folder = spec.partition(":")
+    if name == "digits":
+        return load_digits(seed)
+    if name in ("mnist", "fashion", "fashion-mnist"):
+        if not folder:
+            raise NetError(f"--data {spec}: name the folder, e.g. --data {name}:~/data/{name}")
+        return load_idx_set(str(Path(folder).expanduser()), name)
+    if name == "cifar10":
+        if not folder:
+            raise NetError(f"--data {spec}: name the folder, e.g. --data cifar10:~/data/cifar-10-batches-bin")
+        return load_cifar10(str(Path(folder).expanduser()))
+    raise NetError(f"--data {spec}: unknown data set", hint="use digits, mnist:FOLDER, fashion:FOLDER or cifar10:FOLDER")
+
+
+def resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of (N, C, H, W) images (align_corners=False, as image libraries do)."""
+    n, c, ih, iw = x.shape
+    if (ih, iw) == (h, w):
+        return x
+
+    def axis(out_size, in_size):
+        pos = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+        pos = np.clip(pos, 0, in_size - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, in_size - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(h, ih)
+    x0, x1, fx = axis(w, iw)
+    rows = x[:, :, y0] * (1 - fy)[:, None] + x[:, :, y1] * fy[:, None]
+    return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
+
+
+def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int) -> Dataset:
+    """Fit a data set to a network: size, channels, standardisation, class count."""
+    if len(input_shape) != 3:
+        c_h_w = None
+    else:
+        c_h_w = input_shape
+    if classes < ds.classes:
+        raise NetError(f"the network has {classes} outputs but {ds.name} has {ds.classes} classes")
+
+    def fit(x):
+        if c_h_w is None:
+            flat = x.reshape(len(x), -1)
+            if flat.shape[1] != input_shape[0]:
+                raise NetError(f"{ds.name} images have {flat.shape[1]} values; the network takes {input_shape[0]}")
+            return flat
+        c, h, w = c_h_w
+        x = resize(x, h, w)
+        if x.shape[1] == c:
+            return x
+        if x.shape[1] == 1:
+            return np.repeat(x, c, axis=1)
+        if c == 1:
+            return x.mean(axis=1, keepdims=True)
+        raise NetError(f"{ds.name} images have {x.shape[1]} channels; the network takes {c}")
+
+    x_train, x_test = fit(ds.x_train), fit(ds.x_test)
+    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    return Dataset(ds.name, ((x_train - mean) / std).astype(np.float32), ds.y_train,
+                   ((x_test - mean) / std).astype(np.float32), ds.y_test, ds.classes)

@@ -1,0 +1,72 @@
+"""SGD with momentum and weight decay, and learning-rate schedules."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import NetError
+
+
+class SGD:
+    """v = momentum * v + (grad + weight_decay * w); w -= lr * v  (PyTorch's formulation).
+
+    Weight decay applies to weights only, not to biases or batch-norm parameters."""
+
+    def __init__(self, model, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
+        self.model = model
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.velocity: dict[str, Any] = {}
+        self.steps = 0
+
+    def _decays(self, name: str, value) -> bool:
+        return name.endswith(".weight") and value.ndim > 1
+
+    def step(self, grads: dict[str, Any] | None = None) -> None:
+        grads = self.model.gradients() if grads is None else grads
+        xp = self.model.xp
+        for name, w in self.model.parameters().items():
+            g = grads.get(name)
+            if g is None:
+                continue
+            if self.weight_decay and self._decays(name, w):
+                g = g + self.weight_decay * w
+            v = self.velocity.get(name)
+            if v is None:
+                v = self.velocity[name] = xp.zeros_like(w)
+            v *= self.momentum
+            v += g
+            w -= self.lr * v
+        self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"optim.velocity.{k}": v for k, v in self.velocity.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = self.model.parameters()
+        for key, value in state.items():
+            name = key[len("optim.velocity."):]
+            if name not in params:
+                raise NetError(f"checkpoint has optimiser state for '{name}', which this network lacks")
+            if tuple(value.shape) != tuple(params[name].shape):
+                raise NetError(f"checkpoint: optimiser state for '{name}' has the wrong shape")
+            self.velocity[name] = self.model.xp.asarray(value, dtype=params[name].dtype)
+
+
+def cosine_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def step_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
+    """Divide by 10 at 50% and 75% of training."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.1 ** sum(step >= total * f for f in (0.5, 0.75)))
+
+
+SCHEDULES = {"cosine": cosine_lr, "step": step_lr, "constant": lambda base, step, total, warmup=0: base}

@@ -1,0 +1,79 @@
+"""`netdsl run`: time one batch forward and backward on a device, as a user's first look at
+how fast a network is. Medians over timed repetitions after a warm-up."""
+from __future__ import annotations
+
+import statistics
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..compiler import Network
+from .device import Device
+from .executor import Model
+
+CPU_BATCH_BUDGET = 2 * 2**30  # bytes of activations, gradients and weights a default batch may use
+
+
+@dataclass
+class RunReport:
+    network: str
+    device: str
+    batch: int
+    repeat: int
+    forward_ms: float
+    backward_ms: float
+    images_per_s: float
+    gflops: float
+    peak_bytes: int
+    params: int
+    macs_per_image: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_batch(net: Network) -> int:
+    """As many images as fit a modest memory budget (training values + weights x3), 1 to 16."""
+    t = net.totals()
+    per_image = t.training_activations * 4 * 2  # x2: im2col columns and temporaries
+    room = CPU_BATCH_BUDGET - 3 * t.params * 4
+    return int(max(1, min(16, room // max(per_image, 1))))
+
+
+def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3, seed: int = 0) -> RunReport:
+    batch = batch or default_batch(net)
+    model = Model(net, device=device, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *net.input_shape)).astype(np.float32)
+    classes = net.layer(net.outputs[0][1]).shape[0]
+    labels = rng.integers(0, classes, batch)
+    x_dev = model.xp.asarray(x)
+
+    def step():
+        t0 = time.perf_counter()
+        model.loss(x_dev, labels, training=True)
+        device.synchronize()
+        t1 = time.perf_counter()
+        model.backward()
+        device.synchronize()
+        return t1 - t0, time.perf_counter() - t1
+
+    if device.name == "cpu":
+        tracemalloc.start()  # numpy reports its allocations to tracemalloc
+        step()  # warm-up, and the peak memory of one step
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    else:
+        pool = model.xp.get_default_memory_pool()
+        step()
+        peak = pool.total_bytes()
+    times = [step() for _ in range(repeat)]
+    fwd = statistics.median(t[0] for t in times)
+    bwd = statistics.median(t[1] for t in times)
+    macs = net.totals().macs
+    # forward 2*MACs FLOPs per image; backward about twice that (input and weight gradients)
+    flops = 3 * 2 * macs * batch
+    return RunReport(net.name, device.description, batch, repeat, fwd * 1000, bwd * 1000, batch / (fwd + bwd),
+                     flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs)

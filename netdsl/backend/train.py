@@ -1,0 +1,135 @@
+"""Training: minibatch SGD over a data set with a schedule, progress, evaluation, checkpoints."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+import numpy as np
+
+from ..errors import NetError
+from . import checkpoint
+from .data import Dataset
+from .optim import SCHEDULES, SGD
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch: int = 16
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    seed: int = 0
+    save: str | None = None
+    resume: str | None = None
+
+
+@dataclass
+class TrainResult:
+    test_accuracy: float
+    train_accuracy: float
+    final_loss: float
+    seconds: float
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    correct = 0
+    for lo in range(0, len(x), batch):
+        out = model.forward(x[lo:lo + batch], training=False)["output"]
+        pred = model.device.asnumpy(out.argmax(axis=1))
+        correct += int((pred == y[lo:lo + batch]).sum())
+    return correct / max(1, len(x))
+
+
+class Progress:
+    """One updating line on a terminal; one line per epoch elsewhere (logs, CI)."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._last = 0.0
+
+    def update(self, text: str, done: bool = False) -> None:
+        if self.tty:
+            now = time.perf_counter()
+            if done or now - self._last > 0.1:
+                self.stream.write("\r\x1b[2K" + text + ("\n" if done else ""))
+                self.stream.flush()
+                self._last = now
+        elif done:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def _bar(frac: float, width: int = 24) -> str:
+    filled = int(frac * width)
+    return "[" + "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1) + "]"
+
+
+def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    progress = progress or Progress()
+    log = log or (lambda s: print(s, file=sys.stderr))
+    opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start_epoch = 0
+    if cfg.resume:
+        info = checkpoint.load(cfg.resume, model, opt)
+        start_epoch = int(info.get("epoch", 0))
+        opt.steps = int(info.get("step", 0))
+        log(f"resumed from {cfg.resume} after epoch {start_epoch}")
+    schedule = SCHEDULES[cfg.schedule]
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / cfg.batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    rng = np.random.default_rng(cfg.seed)
+    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
+        rng.permutation(n)
+    history = []
+    t0 = time.perf_counter()
+    loss_value = float("nan")
+    for epoch in range(start_epoch, cfg.epochs):
+        order = rng.permutation(n)
+        seen = correct = 0
+        loss_sum = 0.0
+        te = time.perf_counter()
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch:(b + 1) * cfg.batch]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            opt.lr = schedule(cfg.lr, opt.steps, total_steps, cfg.warmup_steps)
+            loss_value = model.loss(xb, yb, training=True)
+            if not math.isfinite(loss_value):
+                where = f"step {opt.steps + 1} (epoch {epoch + 1}, batch {b + 1})"
+                kept = f"; the last good checkpoint {cfg.save} is untouched" if cfg.save else ""
+                raise NetError(f"the loss became {loss_value} at {where}: training stopped{kept}",
+                               hint="lower --lr, or check the data for extreme values")
+            model.backward()
+            opt.step()
+            pred = model.device.asnumpy(model.forward_outputs_argmax())
+            correct += int((pred == yb).sum())
+            seen += len(idx)
+            loss_sum += loss_value * len(idx)
+            rate = seen / (time.perf_counter() - te)
+            progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(seen / n)} {seen}/{n} "
+                            f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.1f}% {rate:,.0f} img/s "
+                            f"lr {opt.lr:.4g}")
+        test_acc = evaluate(model, data.x_test, data.y_test)
+        entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                 "test_accuracy": test_acc, "seconds": time.perf_counter() - te}
+        history.append(entry)
+        progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(1)} loss {entry['loss']:.4f} "
+                        f"train {100 * entry['train_accuracy']:.1f}% test {100 * test_acc:.1f}% "
+                        f"({entry['seconds']:.1f} s, {n / entry['seconds']:,.0f} img/s)", done=True)
+        if cfg.save:
+            checkpoint.save(cfg.save, model, opt, {"epoch": epoch + 1, "step": opt.steps,
+                                                   "test_accuracy": test_acc})
+    seconds = time.perf_counter() - t0
+    test_acc = history[-1]["test_accuracy"] if history else evaluate(model, data.x_test, data.y_test)
+    train_acc = history[-1]["train_accuracy"] if history else float("nan")
+    return TrainResult(test_acc, train_acc, loss_value, seconds, cfg.epochs, history)
