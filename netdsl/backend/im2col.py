@@ -78,6 +78,9 @@ def im2col(xp, x, geo: Geometry, workspace=None):
     n = x.shape[0]
     if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
         return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
+    if xp.__name__ == "cupy":
+        from .gpu_kernels import im2col as im2col_gpu
+        return im2col_gpu(x, geo)
     win = windows(xp, padded(xp, x, geo, 0, workspace), geo)
     return xp.ascontiguousarray(win).reshape(n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow)
 
@@ -88,6 +91,9 @@ def col2im(xp, cols, geo: Geometry):
     kh, kw = geo.kernel
     if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
         return cols.reshape(n, geo.c, geo.h, geo.w)
+    if xp.__name__ == "cupy":
+        from .gpu_kernels import col2im as col2im_gpu
+        return col2im_gpu(cols, geo)
     c6 = cols.reshape(n, geo.c, kh, kw, geo.oh, geo.ow)
     dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
     for i in range(kh):

@@ -145,14 +145,24 @@ def pool_backward(node, dout, need_dx):
 # elementwise -----------------------------------------------------------------------------------
 
 
+def _gpu(node, name):
+    """The fused CUDA kernel for an elementwise chain, or None on the CPU."""
+    if node.xp.__name__ != "cupy":
+        return None
+    from .gpu_kernels import elementwise
+    return elementwise()[name]
+
+
 def relu_forward(node, inputs):
-    out = node.xp.maximum(inputs[0], 0)
+    fast = _gpu(node, "relu")
+    out = fast(inputs[0]) if fast else node.xp.maximum(inputs[0], 0)
     node.saved["out"] = out
     return out
 
 
 def relu_backward(node, dout, need_dx):
-    return [dout * (node.saved["out"] > 0)]
+    fast = _gpu(node, "relu_grad")
+    return [fast(dout, node.saved["out"]) if fast else dout * (node.saved["out"] > 0)]
 
 
 def tanh_forward(node, inputs):
@@ -163,7 +173,8 @@ def tanh_forward(node, inputs):
 
 def tanh_backward(node, dout, need_dx):
     y = node.saved["out"]
-    return [dout * (1 - y * y)]
+    fast = _gpu(node, "tanh_grad")
+    return [fast(dout, y) if fast else dout * (1 - y * y)]
 
 
 def sigmoid_forward(node, inputs):
@@ -176,7 +187,8 @@ def sigmoid_forward(node, inputs):
 
 def sigmoid_backward(node, dout, need_dx):
     y = node.saved["out"]
-    return [dout * y * (1 - y)]
+    fast = _gpu(node, "sigmoid_grad")
+    return [fast(dout, y) if fast else dout * y * (1 - y)]
 
 
 def dropout_forward(node, inputs):
