@@ -132,3 +132,9 @@ def test_compile_accepts_a_path_or_text(tmp_path):
     assert netdsl.compile(str(p)).name == "tiny"
     assert netdsl.compile(p).name == "tiny"
     assert netdsl.compile("network t\ninput 1x4x4\nfc 2\n").name == "t"
+
+
+def test_branches_may_share_a_line():
+    one_line = netdsl.compile_source("input 4x8x8\nadd { { conv 4 3x3 pad 1; relu; conv 4 3x3 pad 1 } shortcut }\n")
+    several = netdsl.compile_source("input 4x8x8\nadd {\n  { conv 4 3x3 pad 1; relu; conv 4 3x3 pad 1 }\n  shortcut\n}\n")
+    assert [l.name for l in one_line.layers] == [l.name for l in several.layers]
