@@ -7,9 +7,9 @@
 """
 from .backend.executor import Model
 from .backend.optim import SGD
-from .compiler import LayerInfo, Network, Totals, compile, compile_source, load
+from .compiler import LayerInfo, Network, Totals, compile, compile_source, load, optimise
 from .errors import NetError, Span
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD"]
+           "Model", "SGD", "optimise"]
 __version__ = "0.1.0"

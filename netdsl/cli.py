@@ -44,12 +44,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"netdsl: error: {message}\n")
 
 
+def _printer(args):
+    if not getattr(args, "print_after_all", False):
+        return None
+    from .ir_print import print_ir
+    return lambda name, g: print(print_ir(g, f"IR after {name}"), file=sys.stderr)
+
+
 def _compile(args, **extra):
     from .compiler import load
-    printer = None
-    if getattr(args, "print_after_all", False):
-        from .ir_print import print_ir
-        printer = lambda name, g: print(print_ir(g, f"IR after {name}"), file=sys.stderr)  # noqa: E731
+    printer = _printer(args)
     return load(args.file, memory_limit=args.memory_limit, debug=args.debug or printer is not None,
                 print_after=printer, **extra)
 
@@ -72,6 +76,10 @@ def cmd_check(args) -> int:
 def cmd_summary(args) -> int:
     from .report import summary_dict, summary_table
     net = _compile(args)
+    if args.optimised:
+        from .compiler import optimise
+        net = optimise(net, "inference", debug=args.debug or args.print_after_all,
+                       print_after=_printer(args))
     if args.json:
         print(json.dumps(summary_dict(net), indent=1))
     else:
@@ -113,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer table: shapes, params, MACs, memory, receptive field")
     _common(p)
     p.add_argument("--json", action="store_true", help="one JSON object (stable keys) instead of the table")
+    p.add_argument("--optimised", "--optimized", action="store_true",
+                   help="the table after the inference passes (bn folding, fusion, dropout and dead outputs removed)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("explain", help="the arithmetic behind one layer")

@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
         print(summary_table(net))
         print()
         print(f"device: {device.description}" + (" (chosen by --device auto)" if args.device == "auto" else ""))
-    report = run(net, device, batch=args.batch, repeat=args.repeat, seed=args.seed)
+    report = run(net, device, batch=args.batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
         return 0
@@ -51,7 +51,10 @@ def cmd_run(args) -> int:
     print(f"  {report.images_per_s:,.1f} images/s, {report.gflops:.1f} GFLOP/s achieved "
           f"(FLOPs = 3 x 2 x MACs per image: forward, and a backward of twice its work)")
     from .passes.check_limits import human_bytes
-    print(f"  peak memory of one training step: {human_bytes(report.peak_bytes)}")
+    print(f"  peak memory of one training step: {human_bytes(report.peak_bytes)} (measured); "
+          f"inference plan: {human_bytes(report.planned_peak_bytes)} (buffers shared across lifetimes)")
+    if report.optimised:
+        print("  (fused activations: see netdsl summary --optimised; --no-optimise runs the graph as written)")
     return 0
 
 
@@ -88,6 +91,7 @@ def register(sub, common) -> None:
     p.add_argument("--repeat", type=positive_int, default=3, help="timed repetitions after one warm-up (median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--no-optimise", action="store_true", help="run the graph as written, without fusion")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum")

@@ -135,6 +135,16 @@ def compile_source(source: str, file: str = "<string>", *, memory_limit: int = D
         raise NetError("the network nests too deeply to analyse", Span(file, 1, 1, 1, 1)) from None
 
 
+def optimise(net: Network, mode: str = "inference", *, debug: bool = False,
+             print_after: Callable | None = None) -> Network:
+    """The network after the optimising passes: `inference` (dead side outputs, dropout, bn
+    folding, fusion, memory plan) or `training` (fusion only: every value the backward pass
+    reads is kept)."""
+    from .passes import OPTIMISE_INFERENCE, OPTIMISE_TRAINING
+    passes = {"inference": OPTIMISE_INFERENCE, "training": OPTIMISE_TRAINING}[mode]
+    return Network(run_pipeline(net.graph, passes, debug=debug, print_after=print_after))
+
+
 def read_source(path: str | os.PathLike) -> str:
     """A .net file's text; unreadable or non-UTF-8 files are NetErrors naming the place."""
     p = Path(path)

@@ -141,6 +141,8 @@ class OpSpec:
     prefix: str = ""  # default-name prefix
     style: str = "other"  # diagram category (colour in the legend)
     written: Callable[[Attrs], str] = lambda a: ""  # the layer as a person writes it
+    # may an activation run in place on this op's output (its backward never reads its output)?
+    epilogue_ok: bool = False
 
     @property
     def is_head(self) -> bool:
@@ -358,7 +360,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   usage="conv FILTERS KxK [/STRIDE] [pad P|same] [groups G] [nobias], e.g. conv 96 11x11 /4"),
         shape=_conv_shape, params=_conv_params, macs=_conv_macs,
         window=lambda ins, a: window_geometry(ins, a),
-        counter="layer", prefix="conv", style="conv", written=_conv_written),
+        counter="layer", prefix="conv", style="conv", written=_conv_written, epilogue_ok=True),
     OpSpec(
         "pool", "reduction", "max or average pooling over a window, or global",
         Signature(positional=(("mode", POOL_MODE), ("kernel", KERNEL_OR_GLOBAL)), required=2, slash="stride",
@@ -366,7 +368,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   usage="pool max|avg KxK [/STRIDE] [pad P], or pool avg global, e.g. pool max 3x3 /2"),
         shape=lambda ins, a, ctx: _window_shape(ins, a, ctx, "pool", None),
         window=lambda ins, a: window_geometry(ins, a),
-        counter="pool", prefix="pool", style="pool", written=_pool_written),
+        counter="pool", prefix="pool", style="pool", written=_pool_written, epilogue_ok=True),
     OpSpec(
         "fc", "opaque", "fully connected layer (flattens a feature map first)",
         Signature(positional=(("out", POS_INT),), required=1, flags=("nobias",), defaults={"bias": True},
@@ -375,7 +377,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
         params=lambda s, a: {"weight": (a["out"], _flat(s)), **({"bias": (a["out"],)} if a["bias"] else {})},
         macs=lambda ins, out, a: _flat(ins[0]) * a["out"],
         window=lambda ins, a: (tuple(ins[0][1:]), (1, 1), (0, 0)) if len(ins[0]) == 3 else None,
-        counter="layer", prefix="fc", style="fc",
+        counter="layer", prefix="fc", style="fc", epilogue_ok=True,
         written=lambda a: f"fc {a['out']}" + ("" if a["bias"] else " nobias")),
     OpSpec("relu", doc="rectified linear unit, max(0, x)", prefix="relu", counter="relu",
            written=lambda a: "relu", **_ACT),
@@ -396,7 +398,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   usage="bn [eps=E] [momentum=M]"),
         params=lambda s, a: {"weight": (s[0],), "bias": (s[0],)},
         buffers=lambda s, a: {"running_mean": (s[0],), "running_var": (s[0],)},
-        counter="bn", prefix="bn", style="norm", written=lambda a: "bn"),
+        counter="bn", prefix="bn", style="norm", written=lambda a: "bn", epilogue_ok=True),
     OpSpec(
         "dropout", "elementwise", "inverted dropout while training, identity in evaluation",
         Signature(positional=(("p", PROB),), defaults={"p": 0.5}, usage="dropout [P], e.g. dropout 0.5"),
@@ -410,7 +412,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            shape=_concat_shape, stores_output=False, counter="concat", prefix="concat", style="merge",
            written=lambda a: "concat"),
     OpSpec("add", "merge", "elementwise sum of parallel branches (residual join)", arity="many",
-           shape=_add_shape, counter="add", prefix="add", style="merge", written=lambda a: "add"),
+           shape=_add_shape, counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
     OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
            shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
            written=lambda a: "shortcut"),

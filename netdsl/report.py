@@ -46,6 +46,7 @@ def summary_dict(net: Network) -> dict[str, Any]:
             "params_without_side_outputs": t_trunk.params, "macs_without_side_outputs": t_trunk.macs,
         },
         "conventions": list(CONVENTIONS),
+        **({"planned_peak": net.graph.graph["planned_peak"]} if "planned_peak" in net.graph.graph else {}),
         "warnings": [{"message": w.message, "line": w.span.line if w.span else None,
                       "column": w.span.column if w.span else None, "hint": w.hint} for w in net.warnings],
     }
@@ -89,6 +90,10 @@ def summary_table(net: Network) -> str:
     outs = ", ".join(f"{name} = {node} ({shape_text(dict((l.name, l.shape) for l in net.layers)[node])})"
                      for name, node in net.outputs)
     out.append(f"outputs           {outs}")
+    if "planned_peak" in net.graph.graph:
+        peak = net.graph.graph["planned_peak"]
+        out.append(f"planned peak      {peak:>16,}   values per image ({human_bytes(peak * BYTES)}) in "
+                   f"{len(net.graph.graph['buffers'])} shared buffers, inference")
     out.append("")
     out += ["conventions: " + CONVENTIONS[0]] + ["             " + c for c in CONVENTIONS[1:]]
     return "\n".join(out)

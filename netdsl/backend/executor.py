@@ -17,7 +17,7 @@ from ..ir import inputs as ir_inputs
 from ..ir import schedule
 from ..ops import OPS, shape_text
 from .device import Device, get_device
-from .kernels import KERNELS
+from .kernels import ACTIVATIONS, KERNELS
 
 DEFAULT_COL_BUDGET = 256 * 2**20  # bytes of im2col columns per conv call before the batch is split
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers
@@ -55,6 +55,9 @@ class NodeState:
         self.saved: dict[str, Any] = {}
         self.workspace = model.workspace
         self.keep_cols = True
+        data = model.net.graph.nodes[name]
+        self.epilogue = data.get("epilogue")  # an activation fused in place (passes/fuse.py)
+        self.folded_bn = data.get("folded_bn")  # parameters derived from conv + bn (passes/fold_bn.py)
 
     @property
     def training(self) -> bool:
@@ -93,7 +96,8 @@ class Model:
     """
 
     def __init__(self, net: Network, device: str | Device = "auto", dtype: str = "float32", seed: int = 0,
-                 col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT):
+                 col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT,
+                 params_from: "Model | None" = None):
         self.net = net
         self.device = device if isinstance(device, Device) else get_device(device)
         self.xp = self.device.xp
@@ -117,6 +121,12 @@ class Model:
         # heads at outputs are differentiated through their loss, not their own backward
         self._head_outputs = {i for _, i in self.outputs if self.nodes[i].kernel.loss is not None}
         self._init_params(seed)
+        if params_from is not None:
+            self._derive_params(params_from)
+        # inference frees each value after its last reader (the lifetimes passes/plan_memory plans)
+        outputs = {i for _, i in self.outputs}
+        self.last_use = [len(self.nodes) if i in outputs else max(self.consumers[i], default=i)
+                         for i in range(len(self.nodes))]
         self._values: list[Any] = []
         self._loss_grads: dict[int, Any] = {}
 
@@ -151,6 +161,25 @@ class Model:
             for bname, shape in data["buffers"]:
                 fill = np.ones if bname == "running_var" else np.zeros
                 node.buffers[bname] = self.xp.asarray(fill(shape, dtype=self.dtype))
+
+    def _derive_params(self, other: "Model") -> None:
+        """Take parameters from a model of the unoptimised network: by name, or for a conv that
+        absorbed a batch norm, W' = W * s and b' = (b - mean) * s + beta, s = gamma/sqrt(var + eps)."""
+        theirs = {n.name: n for n in other.nodes}
+        xp = self.xp
+        for node in self.nodes:
+            src = theirs[node.name]
+            if node.folded_bn:
+                bn = theirs[node.folded_bn]
+                scale = bn.params["weight"] / xp.sqrt(bn.buffers["running_var"] + bn.attrs["eps"])
+                node.params["weight"][...] = src.params["weight"] * scale.reshape(-1, 1, 1, 1)
+                bias = src.params.get("bias", 0)
+                node.params["bias"][...] = (bias - bn.buffers["running_mean"]) * scale + bn.params["bias"]
+                continue
+            for pname in node.params:
+                node.params[pname][...] = src.params[pname]
+            for bname in node.buffers:
+                node.buffers[bname][...] = src.buffers[bname]
 
     def parameters(self) -> dict[str, Any]:
         """{"conv1.weight": array, ...} in schedule order (the arrays themselves, not copies)."""
@@ -202,8 +231,9 @@ class Model:
                            f"Nx{shape_text(want)}")
         return self.xp.asarray(x, dtype=self.dtype)
 
-    def forward(self, x, training: bool = False) -> dict[str, Any]:
-        """Run the plan; returns {output name: array} (the trunk's output under 'output')."""
+    def forward(self, x, training: bool = False, keep: bool = False) -> dict[str, Any]:
+        """Run the plan; returns {output name: array} (the trunk's output under 'output').
+        Inference (training False, keep False) frees every value after its last reader."""
         self.training = training
         x = self._check_input(x)
         values: list[Any] = [None] * len(self.nodes)
@@ -211,7 +241,16 @@ class Model:
             node.saved = {}
             node.grads = {}
             args = [x] if not node.inputs else [values[j] for j in node.inputs]
-            values[i] = node.kernel.forward(node, args)
+            out = node.kernel.forward(node, args)
+            if node.epilogue:
+                out = ACTIVATIONS[node.epilogue][0](self.xp, out)
+                node.saved["epilogue_out"] = out
+            values[i] = out
+            if not (training or keep):
+                node.saved = {}  # nothing to keep for a backward pass
+                for j in node.inputs:
+                    if self.last_use[j] == i:
+                        values[j] = None
         self._values = values
         self._loss_grads = {}
         return {name: values[i] for name, i in self.outputs}
@@ -223,7 +262,7 @@ class Model:
         """Forward pass and the summed loss of every output: each head's own loss (softmax
         cross-entropy or multiclass hinge), weight 1 for the trunk and `aux_weight` for side
         outputs. An output that ends without a head gets softmax cross-entropy."""
-        self.forward(x, training)
+        self.forward(x, training, keep=True)
         labels = self.xp.asarray(labels).astype(self.xp.int64)
         total = 0.0
         for k, (name, i) in enumerate(self.outputs):
@@ -247,6 +286,7 @@ class Model:
         gradients by name; with input_grad, the input's gradient too under 'input'."""
         if not self._loss_grads:
             raise NetError("backward() needs a loss first: call model.loss(x, labels)")
+
         grads: list[Any] = [None] * len(self.nodes)
         for i, g in self._loss_grads.items():
             grads[i] = g
@@ -255,7 +295,10 @@ class Model:
             if grads[i] is None or (node.kernel.loss is not None and i in self._head_outputs):
                 continue
             need_dx = input_grad or any(j != 0 for j in node.inputs)
-            in_grads = node.kernel.backward(node, grads[i], need_dx)
+            dout = grads[i]
+            if node.epilogue:
+                dout = ACTIVATIONS[node.epilogue][1](self.xp, dout, node.saved["epilogue_out"])
+            in_grads = node.kernel.backward(node, dout, need_dx)
             for j, gj in zip(node.inputs, in_grads):
                 if gj is None or (j == 0 and not input_grad):
                     continue

@@ -145,50 +145,65 @@ def pool_backward(node, dout, need_dx):
 # elementwise -----------------------------------------------------------------------------------
 
 
-def _gpu(node, name):
-    """The fused CUDA kernel for an elementwise chain, or None on the CPU."""
-    if node.xp.__name__ != "cupy":
+# Activations, each as (in-place forward on an array, gradient from the OUTPUT y). Written this
+# way so that the same rule serves the standalone ops and the fused epilogues (passes/fuse.py).
+
+
+def _relu_inplace(xp, a):
+    fast = _gpu_kernel(xp, "relu")
+    return fast(a, a) if fast else xp.maximum(a, 0, out=a)
+
+
+def _relu_grad(xp, dy, y):
+    fast = _gpu_kernel(xp, "relu_grad")
+    return fast(dy, y) if fast else dy * (y > 0)
+
+
+def _tanh_inplace(xp, a):
+    return xp.tanh(a, out=a)
+
+
+def _tanh_grad(xp, dy, y):
+    fast = _gpu_kernel(xp, "tanh_grad")
+    return fast(dy, y) if fast else dy * (1 - y * y)
+
+
+def _sigmoid_inplace(xp, a):
+    # 1/(1+e^-a) without overflow: e^(-log(1 + e^-a))
+    xp.negative(a, out=a)
+    xp.logaddexp(0, a, out=a)
+    xp.negative(a, out=a)
+    return xp.exp(a, out=a)
+
+
+def _sigmoid_grad(xp, dy, y):
+    fast = _gpu_kernel(xp, "sigmoid_grad")
+    return fast(dy, y) if fast else dy * y * (1 - y)
+
+
+ACTIVATIONS = {"relu": (_relu_inplace, _relu_grad), "tanh": (_tanh_inplace, _tanh_grad),
+               "sigmoid": (_sigmoid_inplace, _sigmoid_grad)}
+
+
+def _gpu_kernel(xp, name):
+    """The fused CUDA kernel for an elementwise rule, or None on the CPU."""
+    if xp.__name__ != "cupy":
         return None
     from .gpu_kernels import elementwise
     return elementwise()[name]
 
 
-def relu_forward(node, inputs):
-    fast = _gpu(node, "relu")
-    out = fast(inputs[0]) if fast else node.xp.maximum(inputs[0], 0)
-    node.saved["out"] = out
-    return out
+def _activation(name):
+    apply, grad = ACTIVATIONS[name]
 
+    def forward(node, inputs):
+        out = apply(node.xp, inputs[0].copy())
+        node.saved["out"] = out
+        return out
 
-def relu_backward(node, dout, need_dx):
-    fast = _gpu(node, "relu_grad")
-    return [fast(dout, node.saved["out"]) if fast else dout * (node.saved["out"] > 0)]
-
-
-def tanh_forward(node, inputs):
-    out = node.xp.tanh(inputs[0])
-    node.saved["out"] = out
-    return out
-
-
-def tanh_backward(node, dout, need_dx):
-    y = node.saved["out"]
-    fast = _gpu(node, "tanh_grad")
-    return [fast(dout, y) if fast else dout * (1 - y * y)]
-
-
-def sigmoid_forward(node, inputs):
-    xp = node.xp
-    x = inputs[0]
-    out = xp.exp(-xp.logaddexp(0, -x))  # 1/(1+e^-x) without overflow
-    node.saved["out"] = out
-    return out
-
-
-def sigmoid_backward(node, dout, need_dx):
-    y = node.saved["out"]
-    fast = _gpu(node, "sigmoid_grad")
-    return [fast(dout, y) if fast else dout * y * (1 - y)]
+    def backward(node, dout, need_dx):
+        return [grad(node.xp, dout, node.saved["out"])]
+    return Kernel(forward, backward)
 
 
 def dropout_forward(node, inputs):
@@ -389,9 +404,9 @@ KERNELS: dict[str, Kernel] = {
     "conv": Kernel(conv_forward, conv_backward),
     "fc": Kernel(fc_forward, fc_backward),
     "pool": Kernel(pool_forward, pool_backward),
-    "relu": Kernel(relu_forward, relu_backward),
-    "tanh": Kernel(tanh_forward, tanh_backward),
-    "sigmoid": Kernel(sigmoid_forward, sigmoid_backward),
+    "relu": _activation("relu"),
+    "tanh": _activation("tanh"),
+    "sigmoid": _activation("sigmoid"),
     "dropout": Kernel(dropout_forward, dropout_backward),
     "lrn": Kernel(lrn_forward, lrn_backward),
     "bn": Kernel(bn_forward, bn_backward),

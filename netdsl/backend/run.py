@@ -29,6 +29,8 @@ class RunReport:
     peak_bytes: int
     params: int
     macs_per_image: int
+    planned_peak_bytes: int  # inference, from passes/plan_memory: buffers shared across lifetimes
+    optimised: bool
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,8 +44,13 @@ def default_batch(net: Network) -> int:
     return int(max(1, min(16, room // max(per_image, 1))))
 
 
-def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3, seed: int = 0) -> RunReport:
+def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3, seed: int = 0,
+        optimise: bool = True) -> RunReport:
+    from ..compiler import optimise as optimise_net
     batch = batch or default_batch(net)
+    planned = optimise_net(net, "inference").graph.graph["planned_peak"] * 4 * batch
+    if optimise:
+        net = optimise_net(net, "training")
     model = Model(net, device=device, seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *net.input_shape)).astype(np.float32)
@@ -76,4 +83,4 @@ def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3,
     # forward 2*MACs FLOPs per image; backward about twice that (input and weight gradients)
     flops = 3 * 2 * macs * batch
     return RunReport(net.name, device.description, batch, repeat, fwd * 1000, bwd * 1000, batch / (fwd + bwd),
-                     flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs)
+                     flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs, int(planned), optimise)
