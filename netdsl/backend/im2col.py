@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .threads import over_batch
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -81,8 +83,14 @@ def im2col(xp, x, geo: Geometry, workspace=None):
     if xp.__name__ == "cupy":
         from .gpu_kernels import im2col as im2col_gpu
         return im2col_gpu(x, geo)
-    win = windows(xp, padded(xp, x, geo, 0, workspace), geo)
-    return xp.ascontiguousarray(win).reshape(n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow)
+    xpad = padded(xp, x, geo, 0, workspace)
+    cols = xp.empty((n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow), dtype=x.dtype)
+    six = cols.reshape(n, geo.c, geo.kernel[0], geo.kernel[1], geo.oh, geo.ow)
+
+    def work(lo, hi):  # copyto from the strided view: 3x faster than ascontiguousarray here
+        xp.copyto(six[lo:hi], windows(xp, xpad[lo:hi], geo))
+    over_batch(xp, n, cols.size, work)
+    return cols
 
 
 def col2im(xp, cols, geo: Geometry):
@@ -96,7 +104,10 @@ def col2im(xp, cols, geo: Geometry):
         return col2im_gpu(cols, geo)
     c6 = cols.reshape(n, geo.c, kh, kw, geo.oh, geo.ow)
     dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dx[:, :, geo.rows(i), geo.cols(j)] += c6[:, :, i, j]
+
+    def work(lo, hi):
+        for i in range(kh):
+            for j in range(kw):
+                dx[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, :, i, j]
+    over_batch(xp, n, dx.size, work)
     return unpad(dx, geo)

@@ -61,23 +61,28 @@ def conv_backward(node, dout, need_dx):
     dout = dout.reshape(n, o, -1)
     wmat = w.reshape(groups, og, -1)
     dw = xp.zeros_like(wmat)
-    dx = xp.zeros(x.shape, dtype=x.dtype) if need_dx else None
+    step = xp.empty_like(wmat[0])
+    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     chunks = node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
-    for i, (lo, hi) in enumerate(chunks):
-        cols = saved_cols[i] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
+    for c, (lo, hi) in enumerate(chunks):
+        cols = saved_cols[c] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
         cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
         d = dout[lo:hi]
         dcols = xp.empty_like(cols_g) if need_dx else None
         for g in range(groups):
             dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
-            dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
+            # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
+            # where tensordot would first copy them into a transposed layout
+            for i in range(hi - lo):
+                xp.matmul(dg[i], cols_g[i, g].T, out=step)
+                dw[g] += step
             if need_dx:
                 dcols[:, g] = xp.matmul(wmat[g].T, dg)
         if need_dx:
             dx[lo:hi] = im2col.col2im(xp, dcols.reshape(hi - lo, -1, geo.oh * geo.ow), geo)
     node.grads["weight"] = dw.reshape(w.shape)
     if "bias" in node.params:
-        node.grads["bias"] = dout.sum(axis=(0, 2))
+        node.grads["bias"] = dout.sum(axis=2).sum(axis=0)
     return [dx]
 
 
@@ -105,21 +110,32 @@ def fc_backward(node, dout, need_dx):
 # pooling -----------------------------------------------------------------------------------------
 
 
+def _window_reduce(xp, xpad, geo, op):
+    """Max or sum over every window, separably: along the width, then along the height
+    (kh + kw - 2 passes instead of kh*kw - 1)."""
+    rows = xpad[:, :, :, geo.cols(0)].copy()
+    for j in range(1, geo.kernel[1]):
+        op(rows, xpad[:, :, :, geo.cols(j)], out=rows)
+    out = rows[:, :, geo.rows(0)].copy()
+    for i in range(1, geo.kernel[0]):
+        op(out, rows[:, :, geo.rows(i)], out=out)
+    return out
+
+
 def pool_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
     kernel, stride, pad = window_geometry([x.shape[1:]], a)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
-    fill = -xp.inf if a["mode"] == "max" else 0
-    win = im2col.windows(xp, im2col.padded(xp, x, geo, fill, None), geo)  # (N, C, kh, kw, OH, OW) view
-    node.saved.update(geo=geo, shape=x.shape)
     if a["mode"] == "avg":
-        return win.sum(axis=(2, 3)) / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
-    n, c = x.shape[:2]
-    flat = win.reshape(n, c, kernel[0] * kernel[1], geo.oh, geo.ow)  # copies: one pass over the windows
-    idx = flat.argmax(axis=2)  # the first maximum wins ties, as in PyTorch
-    node.saved["argmax"] = idx.astype(xp.int16 if kernel[0] * kernel[1] < 32000 else xp.int32)
-    return xp.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
+        out = _window_reduce(xp, im2col.padded(xp, x, geo, 0, node.workspace), geo, xp.add)
+        out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
+        node.saved.update(geo=geo)
+        return out
+    xpad = im2col.padded(xp, x, geo, -xp.inf, None)  # kept: backward finds the maxima again
+    out = _window_reduce(xp, xpad, geo, xp.maximum)
+    node.saved.update(geo=geo, xpad=xpad, out=out)
+    return out
 
 
 def pool_backward(node, dout, need_dx):
@@ -130,15 +146,25 @@ def pool_backward(node, dout, need_dx):
     kh, kw = geo.kernel
     dx_pad = xp.zeros((dout.shape[0], dout.shape[1], geo.hp, geo.wp), dtype=dout.dtype)
     if a["mode"] == "avg":
-        share = dout / (kh * kw)
+        share = dout * (1.0 / (kh * kw))
         for i in range(kh):
             for j in range(kw):
                 dx_pad[:, :, geo.rows(i), geo.cols(j)] += share
-    else:
-        idx = node.saved["argmax"]
-        for i in range(kh):
-            for j in range(kw):
-                dx_pad[:, :, geo.rows(i), geo.cols(j)] += xp.where(idx == i * kw + j, dout, 0)
+        return [im2col.unpad(dx_pad, geo)]
+    # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): a tap
+    # takes the windows where it equals the max and no earlier tap did.
+    xpad, out = node.saved["xpad"], node.saved["out"]
+    taken = xp.zeros(out.shape, dtype=bool)
+    hit = xp.empty(out.shape, dtype=bool)
+    routed = xp.empty_like(dout)
+    for i in range(kh):
+        for j in range(kw):
+            view = xpad[:, :, geo.rows(i), geo.cols(j)]
+            xp.equal(view, out, out=hit)
+            hit &= ~taken
+            taken |= hit
+            xp.multiply(dout, hit, out=routed)
+            dx_pad[:, :, geo.rows(i), geo.cols(j)] += routed
     return [im2col.unpad(dx_pad, geo)]
 
 
@@ -259,8 +285,13 @@ def lrn_backward(node, dout, need_dx):
     return [dout * scale ** (-beta) - (2 * a["alpha"] * beta / n) * x * summed]
 
 
-def _bn_axes(x):
-    return (0,) if x.ndim == 2 else (0, 2, 3)
+def _per_channel(a):
+    """(N, C) or (N, C, ...) -> (N, C, M): reductions run along contiguous memory."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _channel_sum(a):
+    return _per_channel(a).sum(axis=2).sum(axis=0)
 
 
 def _bn_view(v, x):
@@ -270,12 +301,11 @@ def _bn_view(v, x):
 def bn_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
-    axes = _bn_axes(x)
+    count = x.size // x.shape[1]
     if node.training:
-        mean = x.mean(axis=axes)
+        mean = _channel_sum(x) / count
         centred = x - _bn_view(mean, x)
-        var = (centred * centred).mean(axis=axes)  # two passes: mean first, then the spread
-        count = x.size // x.shape[1]
+        var = _channel_sum(centred * centred) / count  # two passes: the mean first, then the spread
         m = a["momentum"]
         rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
         rm *= 1 - m
@@ -286,24 +316,31 @@ def bn_forward(node, inputs):
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
         centred = x - _bn_view(mean, x)
     inv_std = 1 / xp.sqrt(var + a["eps"])
-    xhat = centred * _bn_view(inv_std, x)
-    node.saved.update(xhat=xhat, inv_std=inv_std)
-    return xhat * _bn_view(node.params["weight"], x) + _bn_view(node.params["bias"], x)
+    centred *= _bn_view(inv_std, x)  # now x-hat, in place
+    node.saved.update(xhat=centred, inv_std=inv_std)
+    out = centred * _bn_view(node.params["weight"], x)
+    out += _bn_view(node.params["bias"], x)
+    return out
 
 
 def bn_backward(node, dout, need_dx):
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
-    axes = _bn_axes(dout)
-    node.grads["weight"] = (dout * xhat).sum(axis=axes)
-    node.grads["bias"] = dout.sum(axis=axes)
+    node.grads["weight"] = _channel_sum(dout * xhat)
+    node.grads["bias"] = _channel_sum(dout)
     if not need_dx:
         return [None]
-    dxhat = dout * _bn_view(node.params["weight"], dout)
+    scale = node.params["weight"] * inv_std
     if not node.training:
-        return [dxhat * _bn_view(inv_std, dout)]
-    mean_d = dxhat.mean(axis=axes)
-    mean_dx = (dxhat * xhat).mean(axis=axes)
-    return [(dxhat - _bn_view(mean_d, dout) - xhat * _bn_view(mean_dx, dout)) * _bn_view(inv_std, dout)]
+        return [dout * _bn_view(scale, dout)]
+    count = dout.size // dout.shape[1]
+    # dx = (g/sigma) * (dy - mean(dy) - xhat * mean(dy * xhat)), with the sums already at hand
+    mean_dy = node.grads["bias"] / count
+    mean_dy_xhat = node.grads["weight"] / count
+    dx = xhat * _bn_view(-mean_dy_xhat, dout)
+    dx += dout
+    dx -= _bn_view(mean_dy, dout)
+    dx *= _bn_view(scale, dout)
+    return [dx]
 
 
 # structure ---------------------------------------------------------------------------------------

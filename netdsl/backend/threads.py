@@ -1,0 +1,30 @@
+"""Splitting memory-bound CPU work (im2col, col2im) across the cores by batch slices.
+
+BLAS already runs the GEMMs on every core; the copies around them are single-threaded numpy
+calls that release the GIL, so two slices of the batch run at once on two cores.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Callable
+
+WORKERS = max(1, min(8, os.cpu_count() or 1))
+MIN_ELEMENTS = 1 << 16  # below this, a thread hand-off costs more than it saves
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(WORKERS, thread_name_prefix="netdsl")
+
+
+def over_batch(xp, n: int, elements: int, work: Callable[[int, int], None]) -> None:
+    """Run work(lo, hi) over slices of a batch of n, in parallel on the CPU when worth it."""
+    if xp.__name__ != "numpy" or WORKERS == 1 or n < 2 or elements < MIN_ELEMENTS:
+        work(0, n)
+        return
+    parts = min(WORKERS, n)
+    bounds = [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+    for f in [_pool().submit(work, lo, hi) for lo, hi in bounds]:
+        f.result()
