@@ -1,5 +1,7 @@
 """netdsl against PyTorch: one training step (forward + backward + SGD update), same network,
 same batch, float32, side by side in one run. Medians of several timed steps after warm-up.
+Each framework runs in its own process, so that its peak memory can be read cleanly: the
+resident high-water mark minus the resident size before the model was built.
 
     python benchmarks/train_step.py --device cpu              # the CPU table (issue 5's targets)
     python benchmarks/train_step.py --device gpu [--tf32]     # the GPU table (scripts/gpu-check)
@@ -12,6 +14,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,10 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
-
 CPU_CASES = [("lenet5", 64), ("alexnet", 8), ("resnet18", 8), ("vgg16", 2)]
 GPU_CASES = [("alexnet", 128), ("vgg16", 32), ("googlenet", 64), ("resnet50", 64)]
+
+
+def _status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def time_steps(step, sync, repeat: int, warmup: int = 2) -> float:
@@ -39,47 +51,54 @@ def time_steps(step, sync, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def bench(name: str, batch: int, device: str, repeat: int, tf32: bool) -> dict:
-    import torch
+def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32: bool) -> dict:
+    """One framework, one network, in this process."""
+    import numpy as np
 
     import netdsl
-    from torch_model import TorchNet
-    net = netdsl.load(ROOT / "nets" / f"{name}.net")
-    model = netdsl.Model(net, device=device, seed=0)
-    opt = netdsl.SGD(model, lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    if framework == "torch":
+        import torch  # noqa: F401  (imported before the baseline: its libraries are not the step's memory)
+        from torch_model import TorchNet  # noqa: F401
+    base = _status("VmRSS")
+    net = netdsl.optimise(netdsl.load(ROOT / "nets" / f"{name}.net"), "training")  # as netdsl run does
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *net.input_shape)).astype(np.float32)
     classes = net.layer(net.outputs[0][1]).shape[0]
     y = rng.integers(0, classes, batch)
-    xd, yd = model.xp.asarray(x), model.xp.asarray(y)
+    if framework == "netdsl":
+        model = netdsl.Model(net, device=device, seed=0)
+        opt = netdsl.SGD(model, lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        xd, yd = model.xp.asarray(x), model.xp.asarray(y)
 
-    def ours():
-        model.loss(xd, yd, training=True)
-        model.backward()
-        opt.step()
+        def step():
+            model.loss(xd, yd, training=True)
+            model.backward()
+            opt.step()
+        sync = model.device.synchronize
+        peak_gpu = (lambda: model.xp.get_default_memory_pool().total_bytes()) if device == "gpu" else None
+    else:
+        import torch
+        from torch_model import TorchNet
+        torch.set_num_threads(os.cpu_count() or 1)
+        tdev = "cuda" if device == "gpu" else "cpu"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        tnet = TorchNet(net).to(tdev)
+        topt = torch.optim.SGD(tnet.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        tx, ty = torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev)
+        loss_fn = torch.nn.CrossEntropyLoss()
 
-    ours_s = time_steps(ours, model.device.synchronize, repeat)
-
-    tdev = "cuda" if device == "gpu" else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    tnet = TorchNet(net).to(tdev)
-    topt = torch.optim.SGD(tnet.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    tx, ty = torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def theirs():
-        topt.zero_grad(set_to_none=True)
-        outs = tnet(tx)
-        loss = loss_fn(outs[0], ty) + sum(0.3 * loss_fn(o, ty) for o in outs[1:])
-        loss.backward()
-        topt.step()
-
-    sync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
-    torch_s = time_steps(theirs, sync, repeat)
-    flops = 3 * 2 * net.totals().macs * batch
-    return {"network": name, "batch": batch, "netdsl_ms": ours_s * 1000, "torch_ms": torch_s * 1000,
-            "ratio": ours_s / torch_s, "netdsl_gflops": flops / ours_s / 1e9, "torch_gflops": flops / torch_s / 1e9}
+        def step():
+            topt.zero_grad(set_to_none=True)
+            outs = tnet(tx)
+            loss = loss_fn(outs[0], ty) + sum(0.3 * loss_fn(o, ty) for o in outs[1:])
+            loss.backward()
+            topt.step()
+        sync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
+        peak_gpu = torch.cuda.max_memory_allocated if tdev == "cuda" else None
+    seconds = time_steps(step, sync, repeat)
+    peak = peak_gpu() if peak_gpu else (_status("VmHWM") or 0) - (base or 0)
+    return {"ms": seconds * 1000, "peak_mib": peak / 2**20, "flops": 3 * 2 * net.totals().macs * batch}
 
 
 def main() -> None:
@@ -89,24 +108,40 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--only", nargs="*", help="network names to run")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--single", nargs=3, metavar=("FRAMEWORK", "NET", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"
+    if args.single:
+        fw, name, batch = args.single
+        print(json.dumps(single(fw, name, int(batch), args.device, args.repeat, args.tf32)))
+        return
+    import numpy as np
     import torch
-    if args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
     cases = CPU_CASES if args.device == "cpu" else GPU_CASES
     if args.only:
         cases = [c for c in cases if c[0] in args.only]
     print(f"# {time.strftime('%Y-%m-%d')}, device {args.device}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"threads {torch.get_num_threads()}, tf32 {'on' if args.tf32 else 'off'}")
-    print(f"{'network':10} {'batch':>5} {'netdsl ms':>10} {'torch ms':>10} {'ratio':>6} {'netdsl GF/s':>11} {'torch GF/s':>10}")
+          f"{os.cpu_count()} cores, tf32 {'on' if args.tf32 else 'off'}; medians of {args.repeat} steps")
+    print(f"{'network':10} {'batch':>5} {'netdsl ms':>10} {'torch ms':>10} {'ratio':>6} {'netdsl GF/s':>11} "
+          f"{'torch GF/s':>10} {'netdsl MiB':>10} {'torch MiB':>9}")
     rows = []
     for name, batch in cases:
-        r = bench(name, batch, args.device, args.repeat, args.tf32)
+        r = {"network": name, "batch": batch}
+        for fw in ("netdsl", "torch"):
+            cmd = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
+                   "--single", fw, name, str(batch)] + (["--tf32"] if args.tf32 else [])
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"{fw} {name} failed:\n{out.stderr}")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            r[f"{fw}_ms"], r[f"{fw}_peak_mib"] = res["ms"], res["peak_mib"]
+            r[f"{fw}_gflops"] = res["flops"] / res["ms"] / 1e6
+        r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
         rows.append(r)
         print(f"{name:10} {batch:5} {r['netdsl_ms']:10.1f} {r['torch_ms']:10.1f} {r['ratio']:6.2f} "
-              f"{r['netdsl_gflops']:11.1f} {r['torch_gflops']:10.1f}", flush=True)
+              f"{r['netdsl_gflops']:11.1f} {r['torch_gflops']:10.1f} {r['netdsl_peak_mib']:10.0f} "
+              f"{r['torch_peak_mib']:9.0f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

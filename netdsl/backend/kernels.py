@@ -25,6 +25,8 @@ class Kernel:
 
 # conv ------------------------------------------------------------------------------------------
 
+BIG_GEMM = 1 << 22  # multiply-adds per image from which the weight gradient runs image by image
+
 
 def conv_forward(node, inputs):
     xp, a = node.xp, node.attrs
@@ -71,11 +73,14 @@ def conv_backward(node, dout, need_dx):
         dcols = xp.empty_like(cols_g) if need_dx else None
         for g in range(groups):
             dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
-            # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
-            # where tensordot would first copy them into a transposed layout
-            for i in range(hi - lo):
-                xp.matmul(dg[i], cols_g[i, g].T, out=step)
-                dw[g] += step
+            if og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
+                # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
+                # where tensordot would first copy them into a transposed layout
+                for i in range(hi - lo):
+                    xp.matmul(dg[i], cols_g[i, g].T, out=step)
+                    dw[g] += step
+            else:  # small problems: the copy is cheap and one GEMM beats many tiny ones
+                dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
             if need_dx:
                 dcols[:, g] = xp.matmul(wmat[g].T, dg)
         if need_dx:
