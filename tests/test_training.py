@@ -129,3 +129,24 @@ def test_train_command_bad_data_path(tmp_path, capsys):
     f.write_text(TINY)
     assert main(["train", str(f), "--data", "mnist:/no/such/folder"]) == 1
     assert "--data mnist:/no/such/folder: no such folder" in capsys.readouterr().err
+
+
+def test_sgd_update_matches_the_formula():
+    """v = momentum*v + g + wd*w (weights only); w -= lr*v, against plain numpy here."""
+    net = netdsl.compile_source("input 4\nfc 3\nsoftmax")
+    for dtype in ("float32", "float64"):
+        model = Model(net, device="cpu", dtype=dtype, seed=0)
+        opt = netdsl.SGD(model, lr=0.1, momentum=0.9, weight_decay=0.01)
+        w0 = {k: v.astype(np.float64).copy() for k, v in model.parameters().items()}
+        vel = {k: np.zeros_like(v) for k, v in w0.items()}
+        x = np.random.default_rng(0).standard_normal((5, 4))
+        for _ in range(3):
+            model.loss(x, [0, 1, 2, 0, 1])
+            grads = {k: g.astype(np.float64) for k, g in model.backward().items()}
+            opt.step()
+            for k in w0:
+                decay = 0.01 if k.endswith(".weight") else 0.0
+                vel[k] = 0.9 * vel[k] + grads[k] + decay * w0[k]
+                w0[k] = w0[k] - 0.1 * vel[k]
+        for k, v in model.parameters().items():
+            np.testing.assert_allclose(v, w0[k], rtol=1e-5 if dtype == "float32" else 1e-12)
