@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..ops import window_geometry
 from . import im2col
+from .threads import over_batch
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,11 @@ def pool_forward(node, inputs):
         node.saved.update(geo=geo)
         return out
     xpad = im2col.padded(xp, x, geo, -xp.inf, None)  # kept: backward finds the maxima again
-    out = _window_reduce(xp, xpad, geo, xp.maximum)
+    out = xp.empty((x.shape[0], x.shape[1], geo.oh, geo.ow), dtype=x.dtype)
+
+    def work(lo, hi):
+        out[lo:hi] = _window_reduce(xp, xpad[lo:hi], geo, xp.maximum)
+    over_batch(xp, x.shape[0], xpad.size, work)
     node.saved.update(geo=geo, xpad=xpad, out=out)
     return out
 
@@ -159,17 +164,20 @@ def pool_backward(node, dout, need_dx):
     # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): a tap
     # takes the windows where it equals the max and no earlier tap did.
     xpad, out = node.saved["xpad"], node.saved["out"]
-    taken = xp.zeros(out.shape, dtype=bool)
-    hit = xp.empty(out.shape, dtype=bool)
-    routed = xp.empty_like(dout)
-    for i in range(kh):
-        for j in range(kw):
-            view = xpad[:, :, geo.rows(i), geo.cols(j)]
-            xp.equal(view, out, out=hit)
-            hit &= ~taken
-            taken |= hit
-            xp.multiply(dout, hit, out=routed)
-            dx_pad[:, :, geo.rows(i), geo.cols(j)] += routed
+
+    def work(lo, hi):
+        taken = xp.zeros(out[lo:hi].shape, dtype=bool)
+        hit = xp.empty_like(taken)
+        routed = xp.empty_like(dout[lo:hi])
+        for i in range(kh):
+            for j in range(kw):
+                view = xpad[lo:hi, :, geo.rows(i), geo.cols(j)]
+                xp.equal(view, out[lo:hi], out=hit)
+                hit &= ~taken
+                taken |= hit
+                xp.multiply(dout[lo:hi], hit, out=routed)
+                dx_pad[lo:hi, :, geo.rows(i), geo.cols(j)] += routed
+    over_batch(xp, dout.shape[0], dx_pad.size, work)
     return [im2col.unpad(dx_pad, geo)]
 
 
@@ -182,12 +190,19 @@ def pool_backward(node, dout, need_dx):
 
 def _relu_inplace(xp, a):
     fast = _gpu_kernel(xp, "relu")
-    return fast(a, a) if fast else xp.maximum(a, 0, out=a)
+    if fast:
+        return fast(a, a)
+    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.maximum(a[lo:hi], 0, out=a[lo:hi]))
+    return a
 
 
 def _relu_grad(xp, dy, y):
     fast = _gpu_kernel(xp, "relu_grad")
-    return fast(dy, y) if fast else dy * (y > 0)
+    if fast:
+        return fast(dy, y)
+    dx = xp.empty_like(dy)
+    over_batch(xp, dy.shape[0], dy.size, lambda lo, hi: xp.multiply(dy[lo:hi], y[lo:hi] > 0, out=dx[lo:hi]))
+    return dx
 
 
 def _tanh_inplace(xp, a):
@@ -383,10 +398,15 @@ def concat_backward(node, dout, need_dx):
 
 
 def add_forward(node, inputs):
+    xp = node.xp
     node.saved["n"] = len(inputs)
-    out = inputs[0] + inputs[1]
-    for x in inputs[2:]:
-        out += x
+    out = xp.empty_like(inputs[0])
+
+    def work(lo, hi):
+        xp.add(inputs[0][lo:hi], inputs[1][lo:hi], out=out[lo:hi])
+        for x in inputs[2:]:
+            out[lo:hi] += x[lo:hi]
+    over_batch(xp, out.shape[0], out.size, work)
     return out
 
 
