@@ -119,3 +119,31 @@ def test_whole_mini_inception_with_auxiliary_head():
 def test_whole_mini_resnet_with_projection_shortcut():
     checked = check_gradients(MINI_RESNET, batch=3, samples=4)
     assert "basic2/shortcut/conv.weight" in checked
+
+
+WINOGRAD_CASES = ["input 16x16x16\nconv 16 3x3 pad 1", "input 16x17x15\nconv 20 3x3 pad 1 nobias\nrelu\nconv 16 3x3 pad 1"]
+
+
+@pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
+def test_winograd_gradient(source):
+    from netdsl.backend import winograd
+    from netdsl.backend.im2col import Geometry
+    assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16)
+    check_gradients(source + "\nflatten", batch=2, samples=8)
+
+
+@pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
+def test_winograd_matches_im2col(source):
+    import numpy as np
+
+    import netdsl
+    from netdsl.backend.executor import Model
+    net = netdsl.compile_source(source + "\nflatten")
+    fast = Model(net, device="cpu", dtype="float64", winograd=True)
+    plain = Model(net, device="cpu", dtype="float64", winograd=False, params_from=fast)
+    x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
+    np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
+    fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
+    gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
+    for name in gp:
+        np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)

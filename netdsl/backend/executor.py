@@ -97,12 +97,13 @@ class Model:
 
     def __init__(self, net: Network, device: str | Device = "auto", dtype: str = "float32", seed: int = 0,
                  col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT,
-                 params_from: "Model | None" = None):
+                 params_from: "Model | None" = None, winograd: bool = True):
         self.net = net
         self.device = device if isinstance(device, Device) else get_device(device)
         self.xp = self.device.xp
         self.dtype = np.dtype(dtype)
         self.col_budget = col_budget
+        self.winograd = winograd  # F(2x2, 3x3) for 3x3 stride-1 pad-1 convs on the CPU (backend/winograd.py)
         self.aux_weight = aux_weight
         self.training = False
         self.workspace = Workspace()

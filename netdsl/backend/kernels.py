@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..ops import window_geometry
-from . import im2col
+from . import im2col, winograd
 from .threads import over_batch
 
 
@@ -38,6 +38,10 @@ def conv_forward(node, inputs):
     groups = a["groups"]
     o = w.shape[0]
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
+    if node.model.winograd and xp.__name__ == "numpy" and winograd.applies(geo, groups, o):
+        out, saved = winograd.forward(xp, x, w, b)
+        node.saved.update(winograd=saved)
+        return out
     out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
     wmat = w.reshape(groups, o // groups, -1)
     saved_cols = []
@@ -56,6 +60,12 @@ def conv_forward(node, inputs):
 
 def conv_backward(node, dout, need_dx):
     xp, a = node.xp, node.attrs
+    if "winograd" in node.saved:
+        dx, dw = winograd.backward(xp, node.saved["winograd"], dout, need_dx)
+        node.grads["weight"] = dw
+        if "bias" in node.params:
+            node.grads["bias"] = dout.reshape(dout.shape[0], dout.shape[1], -1).sum(axis=2).sum(axis=0)
+        return [dx]
     x, geo, saved_cols = node.saved["x"], node.saved["geo"], node.saved["cols"]
     w = node.params["weight"]
     n, o = dout.shape[:2]

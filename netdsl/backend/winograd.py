@@ -1,0 +1,149 @@
+"""Winograd F(2x2, 3x3) for 3x3 convolutions at stride 1 with padding 1 (VGG's and most of
+ResNet's), on the CPU: 16 multiplications per 2x2 output tile instead of 36, so the GEMMs do
+2.25x less work; the transforms are additions over strided views.
+
+    forward   V = B^T d B (input tiles), U = G g G^T (filters), M = U V (16 GEMMs), Y = A^T M A
+    backward  dM = A dY A^T;  dU = dM V^T -> dW = G^T dU G;  dV = U^T dM -> dX = B dV B^T
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. Exact in exact
+arithmetic; in float32 the error is of the order of 1e-6 relative (tests compare with im2col).
+"""
+from __future__ import annotations
+
+from .threads import over_batch
+
+# Where it pays on this kind of CPU (measured, benchmarks/NOTES.md): enough channels for the
+# GEMMs to matter, enough tiles per image for the 16 GEMMs to be efficient, and maps small
+# enough that the transforms (memory-bound) stay in cache.
+MIN_CHANNELS = 16
+MIN_TILES = 64  # 2x2 tiles per image: 16x16 maps and up
+MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
+
+
+def applies(geo, groups: int, out_channels: int) -> bool:
+    tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
+    return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.pad == (1, 1) and groups == 1
+            and geo.c >= MIN_CHANNELS and out_channels >= MIN_CHANNELS and tiles >= MIN_TILES
+            and geo.c * geo.h * geo.w <= MAX_ELEMENTS)
+
+
+def _filter_transform(xp, w):
+    """U = G g G^T for every (o, c): (O, C, 3, 3) -> (4, 4, O, C)."""
+    g0, g1, g2 = w[:, :, 0], w[:, :, 1], w[:, :, 2]  # rows: (O, C, 3)
+    rows = xp.stack([g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2])  # (4, O, C, 3)
+    c0, c1, c2 = rows[..., 0], rows[..., 1], rows[..., 2]
+    return xp.stack([c0, (c0 + c1 + c2) * 0.5, (c0 - c1 + c2) * 0.5, c2], axis=1)  # (4, 4, O, C)
+
+
+def _filter_adjoint(xp, du):
+    """dW = G^T dU G: (4, 4, O, C) -> (O, C, 3, 3)."""
+    # along the first tile axis: dW rows i from dU rows a with G[a, i]
+    r0 = du[0] + 0.5 * (du[1] + du[2])
+    r1 = 0.5 * (du[1] - du[2])
+    r2 = du[3] + 0.5 * (du[1] + du[2])
+    out = []
+    for r in (r0, r1, r2):  # r: (4, O, C) along the second tile axis
+        out.append(xp.stack([r[0] + 0.5 * (r[1] + r[2]), 0.5 * (r[1] - r[2]), r[3] + 0.5 * (r[1] + r[2])], axis=-1))
+    return xp.stack(out, axis=-2)  # (O, C, 3, 3)
+
+
+def _input_transform(xp, xpad, th, tw, v, lo, hi):
+    """V[a, b] = (B^T d B)[a, b] for every 4x4 tile of the padded input, images lo:hi."""
+    x = xpad[lo:hi]
+    tile = lambda a, b: x[:, :, a:a + 2 * th:2, b:b + 2 * tw:2]  # noqa: E731  (n, C, th, tw) views
+    r = xp.empty((4, 4) + tile(0, 0).shape, dtype=x.dtype)
+    for b in range(4):
+        xp.subtract(tile(0, b), tile(2, b), out=r[0, b])
+        xp.add(tile(1, b), tile(2, b), out=r[1, b])
+        xp.subtract(tile(2, b), tile(1, b), out=r[2, b])
+        xp.subtract(tile(1, b), tile(3, b), out=r[3, b])
+    for a in range(4):
+        xp.subtract(r[a, 0], r[a, 2], out=v[a, 0, lo:hi])
+        xp.add(r[a, 1], r[a, 2], out=v[a, 1, lo:hi])
+        xp.subtract(r[a, 2], r[a, 1], out=v[a, 2, lo:hi])
+        xp.subtract(r[a, 1], r[a, 3], out=v[a, 3, lo:hi])
+
+
+def _output_transform(xp, m, out, h, w, lo, hi):
+    """Y = A^T M A per tile, written to the 2x2 output positions, images lo:hi."""
+    mm = m[:, :, lo:hi]  # (4, 4, n, O, th, tw)
+    s0 = mm[0] + mm[1] + mm[2]  # (4, n, O, th, tw) over b
+    s1 = mm[1] - mm[2] - mm[3]
+    for i, s in enumerate((s0, s1)):
+        y0 = s[0] + s[1] + s[2]
+        y1 = s[1] - s[2] - s[3]
+        for j, y in enumerate((y0, y1)):
+            rows, cols = len(range(i, h, 2)), len(range(j, w, 2))
+            out[lo:hi, :, i::2, j::2] = y[:, :, :rows, :cols]
+
+
+def forward(xp, x, weight, bias):
+    """(n, C, H, W) -> (n, O, H, W) and what backward needs."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    xpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
+    xpad[:, :, 1:1 + h, 1:1 + w] = x
+    v = xp.empty((4, 4, n, c, th, tw), dtype=x.dtype)
+    over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
+    u = _filter_transform(xp, weight)  # (4, 4, O, C)
+    vt = v.reshape(16, n, c, th * tw)
+    m = xp.matmul(u.reshape(16, 1, o, c), vt)  # (16, n, O, T): 16 x n GEMMs
+    out = xp.empty((n, o, h, w), dtype=x.dtype)
+    m6 = m.reshape(4, 4, n, o, th, tw)
+    over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
+    if bias is not None:
+        out += bias.reshape(1, o, 1, 1)
+    return out, {"v": vt, "u": u, "shape": x.shape}
+
+
+def _grad_tiles(xp, dy, th, tw, lo, hi, dm):
+    """dM = A dY A^T: (n, O, H, W) gradient -> (4, 4, n, O, th, tw), images lo:hi."""
+    n, o, h, w = dy[lo:hi].shape
+    g = xp.zeros((hi - lo, o, 2 * th, 2 * tw), dtype=dy.dtype)
+    g[:, :, :h, :w] = dy[lo:hi]
+    q = [[g[:, :, i::2, j::2] for j in range(2)] for i in range(2)]  # dY_ij: (n, O, th, tw)
+    rows = [lambda j: q[0][j], lambda j: q[0][j] + q[1][j], lambda j: q[0][j] - q[1][j], lambda j: -q[1][j]]
+    for a in range(4):
+        r0, r1 = rows[a](0), rows[a](1)
+        xp.copyto(dm[a, 0, lo:hi], r0)
+        xp.add(r0, r1, out=dm[a, 1, lo:hi])
+        xp.subtract(r0, r1, out=dm[a, 2, lo:hi])
+        xp.negative(r1, out=dm[a, 3, lo:hi])
+
+
+def _input_adjoint(xp, dv, dxpad, th, tw, lo, hi):
+    """dX = B dV B^T scattered back onto the overlapping 4x4 tiles, images lo:hi."""
+    d = dv[:, :, lo:hi]  # (4 over a, 4 over b, n, C, th, tw)
+    # B^T's columns: 0 -> v0; 1 -> v1 - v2 + v3; 2 -> -v0 + v1 + v2; 3 -> -v3 (both axes alike)
+    adjoint = (lambda v: v[0], lambda v: v[1] - v[2] + v[3], lambda v: -v[0] + v[1] + v[2], lambda v: -v[3])
+    target = dxpad[lo:hi]
+    for bp, along_b in enumerate(adjoint):
+        cb = along_b(d.swapaxes(0, 1))  # (4 over a, n, C, th, tw)
+        for ap, along_a in enumerate(adjoint):
+            target[:, :, ap:ap + 2 * th:2, bp:bp + 2 * tw:2] += along_a(cb)
+
+
+def backward(xp, saved, dy, need_dx):
+    """Gradients of the weights (and of the input, if needed) from dY (n, O, H, W)."""
+    vt, u = saved["v"], saved["u"]
+    n, c, h, w = saved["shape"]
+    o = dy.shape[1]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    dm = xp.empty((4, 4, n, o, th, tw), dtype=dy.dtype)
+    over_batch(xp, n, dm.size, lambda lo, hi: _grad_tiles(xp, dy, th, tw, lo, hi, dm))
+    dmt = dm.reshape(16, n, o, th * tw)
+    du = xp.zeros((16, o, c), dtype=dy.dtype)
+    step = xp.empty_like(du)
+    for i in range(n):  # dU = sum over images of dM V^T: 16 GEMMs an image, V read transposed in place
+        xp.matmul(dmt[:, i], vt[:, i].transpose(0, 2, 1), out=step)
+        du += step
+    dw = _filter_adjoint(xp, du.reshape(4, 4, o, c))
+    dx = None
+    if need_dx:
+        dv = xp.matmul(u.reshape(16, 1, o, c).transpose(0, 1, 3, 2), dmt)  # (16, n, C, T)
+        dv6 = dv.reshape(4, 4, n, c, th, tw)
+        dxpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dy.dtype)
+        over_batch(xp, n, dxpad.size, lambda lo, hi: _input_adjoint(xp, dv6, dxpad, th, tw, lo, hi))
+        dx = dxpad[:, :, 1:1 + h, 1:1 + w]
+    return dx, dw
