@@ -23,8 +23,9 @@ def main() -> None:
     p.add_argument("file")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--top", type=int, default=12, help="how many of the slowest layers to list")
     args = p.parse_args()
-    net = netdsl.load(args.file)
+    net = netdsl.optimise(netdsl.load(args.file), "training")  # the graph netdsl run executes
     model = netdsl.Model(net, device="cpu")
     timings = collections.defaultdict(float)
     for node in model.nodes:  # wrap each kernel with a timer
@@ -61,7 +62,7 @@ def main() -> None:
         print(f"  {op:8} {phase}  {t * 1000:8.1f} ms  {100 * t / total:5.1f}%")
     layers = {k: v / args.repeat for k, v in timings.items() if k[0] not in netdsl.ops.OPS and k[0] != "sgd"}
     print("slowest layers:")
-    for (name, phase), t in sorted(layers.items(), key=lambda kv: -kv[1])[:12]:
+    for (name, phase), t in sorted(layers.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"  {name:32} {phase}  {t * 1000:8.1f} ms")
 
 

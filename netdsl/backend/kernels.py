@@ -26,7 +26,10 @@ class Kernel:
 
 # conv ------------------------------------------------------------------------------------------
 
-BIG_GEMM = 1 << 22  # multiply-adds per image from which the weight gradient runs image by image
+# The weight gradient runs image by image (no transposed copy of the columns) only where each
+# image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
+BIG_GEMM = 1 << 22  # multiply-adds per image
+LONG_MAP = 512  # output positions per image
 
 
 def conv_forward(node, inputs):
@@ -84,7 +87,7 @@ def conv_backward(node, dout, need_dx):
         dcols = xp.empty_like(cols_g) if need_dx else None
         for g in range(groups):
             dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
-            if og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
+            if geo.oh * geo.ow >= LONG_MAP and og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
                 # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
                 # where tensordot would first copy them into a transposed layout
                 for i in range(hi - lo):

@@ -1,0 +1,80 @@
+"""The large conv layers alone: forward and backward GFLOP/s against the machine's own
+single-precision matrix-multiply rate (numpy's GEMM on 2048x2048 matrices, measured here).
+
+    python benchmarks/conv_layers.py [--batch 8]
+
+FLOPs are counted as a direct convolution does them (2 x MACs forward, 4 x MACs backward:
+input and weight gradients), so Winograd layers can pass 100% of the GEMM rate.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import netdsl  # noqa: E402
+from netdsl.backend import kernels  # noqa: E402
+
+LAYERS = [  # (where from, input CxHxW, layer)
+    ("alexnet conv2", "96x27x27", "conv 256 5x5 pad 2"),
+    ("alexnet conv3", "256x13x13", "conv 384 3x3 pad 1"),
+    ("vgg16 conv2_2", "128x112x112", "conv 128 3x3 pad 1"),
+    ("vgg16 conv3_2", "256x56x56", "conv 256 3x3 pad 1"),
+    ("vgg16 conv4_2", "512x28x28", "conv 512 3x3 pad 1"),
+    ("vgg16 conv5_2", "512x14x14", "conv 512 3x3 pad 1"),
+    ("resnet18 conv2_x", "64x56x56", "conv 64 3x3 pad 1 nobias"),
+    ("resnet18 conv3_x", "128x28x28", "conv 128 3x3 pad 1 nobias"),
+    ("resnet18 conv4_x", "256x14x14", "conv 256 3x3 pad 1 nobias"),
+    ("resnet18 conv5_x", "512x7x7", "conv 512 3x3 pad 1 nobias"),
+]
+
+
+def median_ms(fn, repeat=5):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def gemm_peak() -> float:
+    a = np.random.rand(2048, 2048).astype(np.float32)
+    b = np.random.rand(2048, 2048).astype(np.float32)
+    return 2 * 2048 ** 3 / (median_ms(lambda: a @ b) / 1000) / 1e9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+    peak = gemm_peak()
+    print(f"# numpy {np.__version__} float32 GEMM peak here: {peak:.0f} GFLOP/s; batch {args.batch}")
+    print(f"{'layer':18} {'shape':>12} {'fwd ms':>8} {'fwd GF/s':>9} {'%peak':>6} {'bwd ms':>8} {'bwd GF/s':>9} {'%peak':>6}")
+    for name, shape, line in LAYERS:
+        batch = args.batch if "vgg16" not in name else max(1, args.batch // 4)
+        net = netdsl.compile_source(f"input {shape}\n{line}\nflatten")
+        model = netdsl.Model(net, device="cpu")
+        model.training = True
+        node = model.nodes[1]
+        x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
+        out = kernels.conv_forward(node, [x])
+        dout = np.ones_like(out)
+        fwd = median_ms(lambda: kernels.conv_forward(node, [x]))
+        bwd = median_ms(lambda: kernels.conv_backward(node, dout, True))
+        macs = net.layers[1].macs * batch
+        f_rate, b_rate = 2 * macs / fwd / 1e6, 4 * macs / bwd / 1e6
+        print(f"{name:18} {shape:>12} {fwd:8.1f} {f_rate:9.0f} {100 * f_rate / peak:5.0f}% {bwd:8.1f} "
+              f"{b_rate:9.0f} {100 * b_rate / peak:5.0f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
