@@ -7,26 +7,17 @@ and torchvision are installed (they are not netdsl dependencies).
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import netdsl  # noqa: E402
 from netdsl.parser import _lark  # noqa: E402
-
-
-def median_ms(fn, repeat: int = 30) -> float:
-    fn()  # warm-up (the grammar is built once per process, not per compile)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+from timing import median_ms  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +27,7 @@ def main(argv: list[str]) -> None:
     print(f"grammar load (once per process): {(time.perf_counter() - t) * 1000:.1f} ms")
     for f in files:
         src = Path(f).read_text()
-        ms = median_ms(lambda: netdsl.compile_source(src, f))
+        ms = median_ms(lambda: netdsl.compile_source(src, f), repeat=30)
         n = netdsl.compile_source(src, f)
         print(f"{Path(f).name:16} {len(n.layers):5} nodes  parse+expand+analyse {ms:7.1f} ms (median)")
     try:

@@ -9,18 +9,18 @@ input and weight gradients), so Winograd layers can pass 100% of the GEMM rate.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
 import netdsl  # noqa: E402
 from netdsl.backend import kernels  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 LAYERS = [  # (where from, input CxHxW, layer)
     ("alexnet conv2", "96x27x27", "conv 256 5x5 pad 2"),
@@ -34,16 +34,6 @@ LAYERS = [  # (where from, input CxHxW, layer)
     ("resnet18 conv4_x", "256x14x14", "conv 256 3x3 pad 1 nobias"),
     ("resnet18 conv5_x", "512x7x7", "conv 512 3x3 pad 1 nobias"),
 ]
-
-
-def median_ms(fn, repeat=5):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def gemm_peak() -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -36,19 +35,6 @@ def _status(key: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def time_steps(step, sync, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32: bool) -> dict:
@@ -96,7 +82,8 @@ def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32
             topt.step()
         sync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
         peak_gpu = torch.cuda.max_memory_allocated if tdev == "cuda" else None
-    seconds = time_steps(step, sync, repeat)
+    from timing import median_ms
+    seconds = median_ms(step, repeat, warmup=2, sync=sync) / 1000
     peak = peak_gpu() if peak_gpu else (_status("VmHWM") or 0) - (base or 0)
     return {"ms": seconds * 1000, "peak_mib": peak / 2**20, "flops": 3 * 2 * net.totals().macs * batch}
 

@@ -28,14 +28,23 @@ def parse_size(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be 1 or more")
-    return value
+def _number(convert, ok, must: str, kind: str):
+    """An argparse type: the flag's value converted, or a message naming the value."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {kind}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"'{text}' must be {must}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "1 or more", "a whole number")
+nonneg_int = _number(int, lambda v: v >= 0, "0 or more", "a whole number")
+positive_float = _number(float, lambda v: v > 0, "more than 0", "a number")
+nonneg_float = _number(float, lambda v: v >= 0, "0 or more", "a number")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,30 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-from .cli import _EXTENSIONS, _compile, _warn, positive_int
+from .cli import _EXTENSIONS, _compile, _warn, nonneg_float, nonneg_int, positive_float, positive_int
 from .errors import NetError
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be more than 0")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
-    return value
 
 
 def cmd_run(args) -> int:
@@ -100,9 +78,9 @@ def register(sub, common) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--batch", type=positive_int, default=16)
-    p.add_argument("--lr", type=_positive_float, default=0.05, help="peak learning rate")
-    p.add_argument("--momentum", type=_nonneg_float, default=0.9)
-    p.add_argument("--weight-decay", type=_nonneg_float, default=5e-4)
+    p.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate")
+    p.add_argument("--momentum", type=nonneg_float, default=0.9)
+    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically)")
@@ -138,17 +116,6 @@ def cmd_diff(args) -> int:
     return 0
 
 
-def _nonneg_int(text: str) -> int:
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
-    return value
-
-
 def register_draw(sub, common) -> None:
     from .cli import parse_size
     p = sub.add_parser("draw", help="a diagram: .svg, .png, .pdf (through graphviz's dot) or .dot text")
@@ -158,7 +125,7 @@ def register_draw(sub, common) -> None:
     p.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB", help="top-to-bottom or left-to-right")
     p.add_argument("--collapse", action="store_true",
                    help="each block instance as one node; runs of identical blocks fold to one node x N")
-    p.add_argument("--depth", type=_nonneg_int, default=None, metavar="K", help="expand blocks down to nesting depth K")
+    p.add_argument("--depth", type=nonneg_int, default=None, metavar="K", help="expand blocks down to nesting depth K")
     p.add_argument("--highlight", action="append", metavar="NAME", help="outline a layer or block (repeatable)")
     p.add_argument("--focus", metavar="BLOCK", help="draw only this block instance and what feeds it")
     p.add_argument("--no-fold", action="store_true", help="draw activations as their own nodes")
