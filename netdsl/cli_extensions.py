@@ -13,6 +13,9 @@ def cmd_run(args) -> int:
     from .backend.run import run
     from .report import summary_table
     net = _compile(args)
+    if args.tf32:
+        import os
+        os.environ["CUPY_TF32"] = "1"  # read when CuPy loads; without it, GPU matmuls stay full float32
     device = get_device(args.device)
     if not args.json:
         _warn(net, args)
@@ -70,6 +73,7 @@ def register(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--no-optimise", action="store_true", help="run the graph as written, without fusion")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls on the GPU (off by default)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum")
