@@ -75,8 +75,10 @@ def windows(xp, xpad, geo: Geometry):
         strides=(sn, sc, sh_, sw_, sh_ * sh, sw_ * sw))
 
 
-def im2col(xp, x, geo: Geometry, workspace=None):
-    """(n, C*kh*kw, OH*OW) columns: one GEMM per image then computes the convolution."""
+def im2col(xp, x, geo: Geometry, workspace=None, key=None):
+    """(n, C*kh*kw, OH*OW) columns: one GEMM per image then computes the convolution. With a
+    workspace and a key, the columns live in a buffer allocated once per shape and reused by
+    every later step (the key says whose: columns are kept for the backward pass)."""
     n = x.shape[0]
     if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
         return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
@@ -84,7 +86,9 @@ def im2col(xp, x, geo: Geometry, workspace=None):
         from .gpu_kernels import im2col as im2col_gpu
         return im2col_gpu(x, geo)
     xpad = padded(xp, x, geo, 0, workspace)
-    cols = xp.empty((n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow), dtype=x.dtype)
+    shape = (n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow)
+    make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
+    cols = workspace.get(("cols", key, shape, x.dtype.str), make) if workspace is not None and key else make()
     six = cols.reshape(n, geo.c, geo.kernel[0], geo.kernel[1], geo.oh, geo.ow)
 
     def work(lo, hi):  # copyto from the strided view: 3x faster than ascontiguousarray here

@@ -48,8 +48,9 @@ def conv_forward(node, inputs):
     out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
     wmat = w.reshape(groups, o // groups, -1)
     saved_cols = []
-    for lo, hi in node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize):
-        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace)  # (n', C*kh*kw, OH*OW)
+    for c, (lo, hi) in enumerate(node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+        # (n', C*kh*kw, OH*OW), in this node's own buffer for chunk c, reused from step to step
+        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace, key=(node.name, c) if node.keep_cols else None)
         cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
         for g in range(groups):
             out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
