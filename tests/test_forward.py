@@ -152,3 +152,15 @@ def test_softmax_and_svm_losses():
     model = Model(net, device="cpu", dtype="float64")
     p = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
     assert model.loss(scores, labels) == pytest.approx(-np.log(p[[0, 1, 2], labels]).mean())
+
+
+def test_conv_paths_agree():
+    """Batch-major columns (small maps), per-image columns (large maps), and Winograd give the
+    same convolution as the reference loops."""
+    for c, size in ((3, 5), (3, 17), (16, 16)):
+        x = RNG.standard_normal((2, c, size, size))
+        wt = RNG.standard_normal((16, c, 3, 3))
+        b = RNG.standard_normal(16)
+        _, out = run_layer(f"input {c}x{size}x{size}\nconv 16 3x3 pad 1", x,
+                           params={"conv1.weight": wt, "conv1.bias": b})
+        np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)

@@ -115,3 +115,26 @@ def col2im(xp, cols, geo: Geometry):
                 dx[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, :, i, j]
     over_batch(xp, n, dx.size, work)
     return unpad(dx, geo)
+
+
+def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
+    """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side, for small
+    maps where one GEMM per image would be thin."""
+    n = x.shape[0]
+    shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * geo.oh * geo.ow)
+    make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
+    cols = workspace.get(("colsT", key, shape, x.dtype.str), make) if workspace is not None and key else make()
+    six = cols.reshape(geo.c, geo.kernel[0], geo.kernel[1], n, geo.oh, geo.ow)
+    xp.copyto(six, windows(xp, padded(xp, x, geo, 0, workspace), geo).transpose(1, 2, 3, 0, 4, 5))
+    return cols
+
+
+def col2im_batch_major(xp, cols, geo: Geometry, n: int):
+    """The adjoint of im2col_batch_major."""
+    kh, kw = geo.kernel
+    c6 = cols.reshape(geo.c, kh, kw, n, geo.oh, geo.ow)
+    dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, geo.rows(i), geo.cols(j)] += c6[:, i, j].transpose(1, 0, 2, 3)
+    return unpad(dx, geo)

@@ -30,6 +30,40 @@ class Kernel:
 # image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
 BIG_GEMM = 1 << 22  # multiply-adds per image
 LONG_MAP = 512  # output positions per image
+# Output maps smaller than this (14x14, 7x7) run the whole batch as one GEMM, forward and back:
+# one GEMM per image would have only 49-196 columns.
+SMALL_MAP = 256
+
+
+def _batch_major(node, geo, groups, n, itemsize) -> bool:
+    return (node.xp.__name__ == "numpy" and groups == 1 and geo.oh * geo.ow < SMALL_MAP
+            and geo.col_elems_per_image * n * itemsize <= node.model.col_budget)
+
+
+def _conv_forward_batch_major(node, x, w, b, geo):
+    xp = node.xp
+    n, o = x.shape[0], w.shape[0]
+    cols = im2col.im2col_batch_major(xp, x, geo, node.workspace, key=node.name)  # (CKK, n*OHW)
+    out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
+    out = xp.ascontiguousarray(out)
+    if b is not None:
+        out += b.reshape(1, o, 1, 1)
+    node.saved.update(cols_batch_major=cols, geo=geo, n=n)
+    return out
+
+
+def _conv_backward_batch_major(node, dout, need_dx):
+    xp = node.xp
+    cols, geo, n = node.saved["cols_batch_major"], node.saved["geo"], node.saved["n"]
+    w = node.params["weight"]
+    o = w.shape[0]
+    dout_t = xp.ascontiguousarray(dout.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, n*OHW)
+    node.grads["weight"] = (dout_t @ cols.T).reshape(w.shape)
+    if "bias" in node.params:
+        node.grads["bias"] = dout_t.sum(axis=1)
+    if not need_dx:
+        return [None]
+    return [im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n)]
 
 
 def conv_forward(node, inputs):
@@ -45,6 +79,8 @@ def conv_forward(node, inputs):
         out, saved = winograd.forward(xp, x, w, b)
         node.saved.update(winograd=saved)
         return out
+    if _batch_major(node, geo, groups, n, x.dtype.itemsize):
+        return _conv_forward_batch_major(node, x, w, b, geo)
     out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
     wmat = w.reshape(groups, o // groups, -1)
     saved_cols = []
@@ -70,6 +106,8 @@ def conv_backward(node, dout, need_dx):
         if "bias" in node.params:
             node.grads["bias"] = dout.reshape(dout.shape[0], dout.shape[1], -1).sum(axis=2).sum(axis=0)
         return [dx]
+    if "cols_batch_major" in node.saved:
+        return _conv_backward_batch_major(node, dout, need_dx)
     x, geo, saved_cols = node.saved["x"], node.saved["geo"], node.saved["cols"]
     w = node.params["weight"]
     n, o = dout.shape[:2]
