@@ -112,9 +112,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
 
 
-COMMANDS: dict[str, tuple[str, Callable]] = {}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="netdsl", description="Compile, explain, draw and run convolutional networks written "
                                                 "in the netdsl language.")

@@ -103,10 +103,6 @@ class _Builder(Transformer):
     def body(self, children):
         return tuple(children)
 
-    @v_args(meta=True)
-    def group(self, meta, children):  # not produced by the grammar directly; see _item below
-        return S.Group(tuple(children), self._span(meta))
-
     def shortcut(self, children):
         return None
 

@@ -314,6 +314,16 @@ class Model:
         """The trunk output's predicted class per example, from the last forward pass."""
         return self._values[self.outputs[0][1]].argmax(axis=1)
 
+    def save(self, path, optimizer=None, extra=None) -> None:
+        """Write weights (and optimiser state) to a safetensors checkpoint, atomically."""
+        from . import checkpoint
+        checkpoint.save(path, self, optimizer, extra)
+
+    def load(self, path, optimizer=None) -> dict:
+        """Load weights from a checkpoint of the same network; refuses a mismatch by tensor name."""
+        from . import checkpoint
+        return checkpoint.load(path, self, optimizer)
+
     def value(self, name: str):
         """A node's output from the last forward pass (for inspection and tests)."""
         return self._values[self.index[name]]
@@ -324,18 +334,3 @@ def check_kernel_table() -> list[str]:
     from .kernels import LOWERED_BEFORE_EXECUTION
     return [op for op in OPS if op not in KERNELS and op not in LOWERED_BEFORE_EXECUTION]
 
-
-def _save(self, path, optimizer=None, extra=None) -> None:
-    """Write weights (and optimiser state) to a safetensors checkpoint, atomically."""
-    from . import checkpoint
-    checkpoint.save(path, self, optimizer, extra)
-
-
-def _load(self, path, optimizer=None) -> dict:
-    """Load weights from a checkpoint of the same network; refuses a mismatch by tensor name."""
-    from . import checkpoint
-    return checkpoint.load(path, self, optimizer)
-
-
-Model.save = _save
-Model.load = _load

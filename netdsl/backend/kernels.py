@@ -71,7 +71,7 @@ def conv_forward(node, inputs):
     (x,) = inputs
     w, b = node.params["weight"], node.params.get("bias")
     kernel, stride, pad = window_geometry([x.shape[1:]], a)
-    n, c = x.shape[:2]
+    n = x.shape[0]
     groups = a["groups"]
     o = w.shape[0]
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
@@ -84,9 +84,10 @@ def conv_forward(node, inputs):
     out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
     wmat = w.reshape(groups, o // groups, -1)
     saved_cols = []
-    for c, (lo, hi) in enumerate(node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
-        # (n', C*kh*kw, OH*OW), in this node's own buffer for chunk c, reused from step to step
-        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace, key=(node.name, c) if node.keep_cols else None)
+    for chunk, (lo, hi) in enumerate(node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+        # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused from step to step
+        key = (node.name, chunk) if node.keep_cols else None
+        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace, key=key)
         cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
         for g in range(groups):
             out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
@@ -119,8 +120,8 @@ def conv_backward(node, dout, need_dx):
     step = xp.empty_like(wmat[0])
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     chunks = node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
-    for c, (lo, hi) in enumerate(chunks):
-        cols = saved_cols[c] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
+    for chunk, (lo, hi) in enumerate(chunks):
+        cols = saved_cols[chunk] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
         cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
         d = dout[lo:hi]
         dcols = xp.empty_like(cols_g) if need_dx else None
