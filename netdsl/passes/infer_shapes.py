@@ -72,10 +72,8 @@ def _chain(g: nx.DiGraph, node: str):
 
 
 def _fork(g: nx.DiGraph, node: str) -> str | None:
-    last = None
-    for last in _chain(g, node):
-        pass
-    return last if last is not None and g.out_degree(last) > 1 else None
+    *_, last = _chain(g, node)
+    return last if g.out_degree(last) > 1 else None
 
 
 def _last_window(g: nx.DiGraph, node: str) -> str | None:
