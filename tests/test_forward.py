@@ -164,3 +164,36 @@ def test_conv_paths_agree():
         _, out = run_layer(f"input {c}x{size}x{size}\nconv 16 3x3 pad 1", x,
                            params={"conv1.weight": wt, "conv1.bias": b})
         np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,line", [
+    ((3, 227, 227), "conv 8 11x11 /4"),          # AlexNet's conv1: 11x11 stride 4
+    ((3, 30, 29), "conv 8 7x7 /2 pad 3"),        # ResNet's conv1, odd width
+    ((3, 17, 17), "conv 4 5x5 /3 pad 2"),
+])
+def test_space_to_depth_matches_im2col(shape, line):
+    """Strided first layers run space-to-depth; forward and every gradient must equal im2col."""
+    from netdsl.backend import conv
+    from netdsl.backend.im2col import Geometry
+    net = netdsl.compile_source(f"input {'x'.join(map(str, shape))}\n{line}\nflatten")
+    k, s = net.layers[1].written.split()[2], int(line.split("/")[1].split()[0])
+    kk = int(k.split("x")[0])
+    pad = int(line.split("pad ")[1]) if "pad" in line else 0
+    assert conv._s2d_applies(Geometry.of((1, *shape), (kk, kk), (s, s), (pad, pad)), 1)
+    x = RNG.standard_normal((2, *shape))
+    fast = Model(net, device="cpu", dtype="float64")
+    plain = Model(net, device="cpu", dtype="float64", params_from=fast)
+    # the same network with the path switched off: a 'groups 1' conv forced per-image
+    original = conv._s2d_applies
+    try:
+        conv._s2d_applies = lambda geo, groups: False
+        ref_out = plain(x)
+        plain.loss(x, [0, 1])
+        ref = plain.backward(input_grad=True)
+    finally:
+        conv._s2d_applies = original
+    np.testing.assert_allclose(fast(x), ref_out, rtol=1e-11, atol=1e-11)
+    fast.loss(x, [0, 1])
+    got = fast.backward(input_grad=True)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, atol=1e-11)

@@ -63,11 +63,6 @@ class NodeState:
     def training(self) -> bool:
         return self.model.training
 
-    def batch_chunks(self, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-        """Split the batch so that one chunk's im2col columns stay under the budget."""
-        per = max(1, self.model.col_budget // max(bytes_per_image, 1))
-        return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
-
     def rng_uniform(self, shape):
         return self.model.uniform(shape)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..ops import window_geometry
-from . import im2col, winograd
+from . import im2col
+from .conv import Conv
 from .threads import over_batch
 
 
@@ -26,122 +27,25 @@ class Kernel:
 
 # conv ------------------------------------------------------------------------------------------
 
-# The weight gradient runs image by image (no transposed copy of the columns) only where each
-# image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
-BIG_GEMM = 1 << 22  # multiply-adds per image
-LONG_MAP = 512  # output positions per image
-# Output maps smaller than this (14x14, 7x7) run the whole batch as one GEMM, forward and back:
-# one GEMM per image would have only 49-196 columns.
-SMALL_MAP = 256
-
-
-def _batch_major(node, geo, groups, n, itemsize) -> bool:
-    return (node.xp.__name__ == "numpy" and groups == 1 and geo.oh * geo.ow < SMALL_MAP
-            and geo.col_elems_per_image * n * itemsize <= node.model.col_budget)
-
-
-def _conv_forward_batch_major(node, x, w, b, geo):
-    xp = node.xp
-    n, o = x.shape[0], w.shape[0]
-    cols = im2col.im2col_batch_major(xp, x, geo, node.workspace, key=node.name)  # (CKK, n*OHW)
-    out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
-    out = xp.ascontiguousarray(out)
-    if b is not None:
-        out += b.reshape(1, o, 1, 1)
-    node.saved.update(cols_batch_major=cols, geo=geo, n=n)
-    return out
-
-
-def _conv_backward_batch_major(node, dout, need_dx):
-    xp = node.xp
-    cols, geo, n = node.saved["cols_batch_major"], node.saved["geo"], node.saved["n"]
-    w = node.params["weight"]
-    o = w.shape[0]
-    dout_t = xp.ascontiguousarray(dout.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, n*OHW)
-    node.grads["weight"] = (dout_t @ cols.T).reshape(w.shape)
-    if "bias" in node.params:
-        node.grads["bias"] = dout_t.sum(axis=1)
-    if not need_dx:
-        return [None]
-    return [im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n)]
+def _conv(node):
+    m = node.model
+    return Conv(node.xp, m.workspace, m.col_budget, node.name, node.keep_cols, m.winograd)
 
 
 def conv_forward(node, inputs):
-    xp, a = node.xp, node.attrs
     (x,) = inputs
-    w, b = node.params["weight"], node.params.get("bias")
-    kernel, stride, pad = window_geometry([x.shape[1:]], a)
-    n = x.shape[0]
-    groups = a["groups"]
-    o = w.shape[0]
+    kernel, stride, pad = window_geometry([x.shape[1:]], node.attrs)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
-    if node.model.winograd and xp.__name__ == "numpy" and winograd.applies(geo, groups, o):
-        out, saved = winograd.forward(xp, x, w, b)
-        node.saved.update(winograd=saved)
-        return out
-    if _batch_major(node, geo, groups, n, x.dtype.itemsize):
-        return _conv_forward_batch_major(node, x, w, b, geo)
-    out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
-    wmat = w.reshape(groups, o // groups, -1)
-    saved_cols = []
-    for chunk, (lo, hi) in enumerate(node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
-        # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused from step to step
-        key = (node.name, chunk) if node.keep_cols else None
-        cols = im2col.im2col(xp, x[lo:hi], geo, node.workspace, key=key)
-        cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
-        for g in range(groups):
-            out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
-        if node.keep_cols:
-            saved_cols.append(cols)
-    if b is not None:
-        out += b.reshape(1, o, 1)
-    node.saved.update(x=x, geo=geo, cols=saved_cols)
-    return out.reshape(n, o, geo.oh, geo.ow)
+    out, saved = _conv(node).forward(x, node.params["weight"], node.params.get("bias"), geo, node.attrs["groups"])
+    node.saved["conv"] = saved
+    return out
 
 
 def conv_backward(node, dout, need_dx):
-    xp, a = node.xp, node.attrs
-    if "winograd" in node.saved:
-        dx, dw = winograd.backward(xp, node.saved["winograd"], dout, need_dx)
-        node.grads["weight"] = dw
-        if "bias" in node.params:
-            node.grads["bias"] = dout.reshape(dout.shape[0], dout.shape[1], -1).sum(axis=2).sum(axis=0)
-        return [dx]
-    if "cols_batch_major" in node.saved:
-        return _conv_backward_batch_major(node, dout, need_dx)
-    x, geo, saved_cols = node.saved["x"], node.saved["geo"], node.saved["cols"]
-    w = node.params["weight"]
-    n, o = dout.shape[:2]
-    groups = a["groups"]
-    og = o // groups
-    dout = dout.reshape(n, o, -1)
-    wmat = w.reshape(groups, og, -1)
-    dw = xp.zeros_like(wmat)
-    step = xp.empty_like(wmat[0])
-    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
-    chunks = node.batch_chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
-    for chunk, (lo, hi) in enumerate(chunks):
-        cols = saved_cols[chunk] if saved_cols else im2col.im2col(xp, x[lo:hi], geo, node.workspace)
-        cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
-        d = dout[lo:hi]
-        dcols = xp.empty_like(cols_g) if need_dx else None
-        for g in range(groups):
-            dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
-            if geo.oh * geo.ow >= LONG_MAP and og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
-                # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
-                # where tensordot would first copy them into a transposed layout
-                for i in range(hi - lo):
-                    xp.matmul(dg[i], cols_g[i, g].T, out=step)
-                    dw[g] += step
-            else:  # small problems: the copy is cheap and one GEMM beats many tiny ones
-                dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
-            if need_dx:
-                dcols[:, g] = xp.matmul(wmat[g].T, dg)
-        if need_dx:
-            dx[lo:hi] = im2col.col2im(xp, dcols.reshape(hi - lo, -1, geo.oh * geo.ow), geo)
-    node.grads["weight"] = dw.reshape(w.shape)
+    dx, dw, db = _conv(node).backward(node.saved["conv"], dout, node.params["weight"], need_dx)
+    node.grads["weight"] = dw
     if "bias" in node.params:
-        node.grads["bias"] = dout.sum(axis=2).sum(axis=0)
+        node.grads["bias"] = db
     return [dx]
 
 

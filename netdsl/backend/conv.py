@@ -1,0 +1,213 @@
+"""2-D convolution, forward and backward, by whichever of four paths suits the layer:
+
+- winograd:   3x3 stride-1 pad-1 layers with enough channels and tiles (backend/winograd.py);
+- s2d:        strided first layers (AlexNet's 11x11 /4, ResNet's 7x7 /2 on 3 channels): the input
+              is folded space-to-depth, making a stride-1 conv on s*s*C channels whose im2col
+              copies whole rows instead of gathering every s-th value;
+- batch-major: small maps (under 256 positions): the whole batch as one GEMM;
+- per-image:  im2col columns and one GEMM per image, the batch split when the columns would
+              exceed the memory budget.
+
+Every path returns (out, saved) forward and (dx, dw, db) backward; `Conv` carries what they
+share (the array module, the workspace, the budget).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import im2col, winograd
+from .im2col import Geometry
+
+# The weight gradient runs image by image (no transposed copy of the columns) only where each
+# image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
+BIG_GEMM = 1 << 22  # multiply-adds per image
+LONG_MAP = 512  # output positions per image
+# Output maps smaller than this (14x14, 7x7) run the whole batch as one GEMM, forward and back:
+# one GEMM per image would have only 49-196 columns.
+SMALL_MAP = 256
+S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
+
+
+@dataclass
+class Conv:
+    xp: Any
+    workspace: Any
+    col_budget: int
+    key: str  # the node's name: its column buffers are its own
+    keep_cols: bool = True
+    use_winograd: bool = True
+
+    @property
+    def cpu(self) -> bool:
+        return self.xp.__name__ == "numpy"
+
+    def chunks(self, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+        per = max(1, self.col_budget // max(bytes_per_image, 1))
+        return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+
+    # dispatch --------------------------------------------------------------------------------
+    def forward(self, x, w, b, geo: Geometry, groups: int):
+        o = w.shape[0]
+        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o):
+            out, saved = winograd.forward(self.xp, x, w, b)
+            return out, {"path": "winograd", **saved}
+        if self.cpu and _s2d_applies(geo, groups):
+            return self._s2d_forward(x, w, b, geo)
+        if self.cpu and groups == 1 and geo.oh * geo.ow < SMALL_MAP and \
+                geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
+            return self._batch_major_forward(x, w, b, geo)
+        return self._per_image_forward(x, w, b, geo, groups)
+
+    def backward(self, saved, dout, w, need_dx):
+        path = saved["path"]
+        if path == "winograd":
+            dx, dw = winograd.backward(self.xp, saved, dout, need_dx)
+            return dx, dw, _bias_grad(dout)
+        return {"s2d": self._s2d_backward, "batch_major": self._batch_major_backward,
+                "per_image": self._per_image_backward}[path](saved, dout, w, need_dx)
+
+    # per-image im2col ------------------------------------------------------------------------
+    def _per_image_forward(self, x, w, b, geo, groups):
+        xp = self.xp
+        n, o = x.shape[0], w.shape[0]
+        out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
+        wmat = w.reshape(groups, o // groups, -1)
+        kept = []
+        for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+            # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused across steps
+            key = (self.key, chunk) if self.keep_cols else None
+            cols = im2col.im2col(xp, x[lo:hi], geo, self.workspace, key=key)
+            cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
+            for g in range(groups):
+                out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
+            if self.keep_cols:
+                kept.append(cols)
+        if b is not None:
+            out += b.reshape(1, o, 1)
+        return out.reshape(n, o, geo.oh, geo.ow), {"path": "per_image", "x": x, "geo": geo, "cols": kept,
+                                                   "groups": groups}
+
+    def _per_image_backward(self, saved, dout, w, need_dx):
+        xp = self.xp
+        x, geo, kept, groups = saved["x"], saved["geo"], saved["cols"], saved["groups"]
+        n, o = dout.shape[:2]
+        og = o // groups
+        dout = dout.reshape(n, o, -1)
+        wmat = w.reshape(groups, og, -1)
+        dw = xp.zeros_like(wmat)
+        step = xp.empty_like(wmat[0])
+        dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+        for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+            cols = kept[chunk] if kept else im2col.im2col(xp, x[lo:hi], geo, self.workspace)
+            cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
+            d = dout[lo:hi]
+            dcols = xp.empty_like(cols_g) if need_dx else None
+            for g in range(groups):
+                dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
+                if geo.oh * geo.ow >= LONG_MAP and og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
+                    # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
+                    # where tensordot would first copy them into a transposed layout
+                    for i in range(hi - lo):
+                        xp.matmul(dg[i], cols_g[i, g].T, out=step)
+                        dw[g] += step
+                else:  # small problems: the copy is cheap and one GEMM beats many tiny ones
+                    dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
+                if need_dx:
+                    dcols[:, g] = xp.matmul(wmat[g].T, dg)
+            if need_dx:
+                dx[lo:hi] = im2col.col2im(xp, dcols.reshape(hi - lo, -1, geo.oh * geo.ow), geo)
+        return dx, dw.reshape(w.shape), dout.sum(axis=2).sum(axis=0)
+
+    # batch-major im2col ----------------------------------------------------------------------
+    def _batch_major_forward(self, x, w, b, geo):
+        xp = self.xp
+        n, o = x.shape[0], w.shape[0]
+        cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key)  # (CKK, n*OHW)
+        out = xp.ascontiguousarray((w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3))
+        if b is not None:
+            out += b.reshape(1, o, 1, 1)
+        return out, {"path": "batch_major", "cols": cols, "geo": geo, "n": n}
+
+    def _batch_major_backward(self, saved, dout, w, need_dx):
+        xp = self.xp
+        cols, geo, n = saved["cols"], saved["geo"], saved["n"]
+        o = w.shape[0]
+        dout_t = xp.ascontiguousarray(dout.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, n*OHW)
+        dw = (dout_t @ cols.T).reshape(w.shape)
+        dx = im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n) if need_dx else None
+        return dx, dw, dout_t.sum(axis=1)
+
+    # space-to-depth --------------------------------------------------------------------------
+    def _s2d_forward(self, x, w, b, geo):
+        xp = self.xp
+        s = geo.stride[0]
+        xs, inner = fold_input(xp, x, geo)
+        ws = fold_weight(xp, w, s)
+        out, saved = self.forward(xs, ws, b, inner, 1)
+        return out, {"path": "s2d", "inner": saved, "geo": geo, "inner_geo": inner, "w_shape": w.shape}
+
+    def _s2d_backward(self, saved, dout, w, need_dx):
+        xp = self.xp
+        geo, s = saved["geo"], saved["geo"].stride[0]
+        dxs, dws, db = self.backward(saved["inner"], dout, fold_weight(xp, w, s), need_dx)
+        dw = unfold_weight(xp, dws, s, w.shape)
+        dx = unfold_input(xp, dxs, geo, saved["inner_geo"]) if need_dx else None
+        return dx, dw, db
+
+
+def _bias_grad(dout):
+    return dout.reshape(dout.shape[0], dout.shape[1], -1).sum(axis=2).sum(axis=0)
+
+
+def _s2d_applies(geo: Geometry, groups: int) -> bool:
+    s = geo.stride[0]
+    return (groups == 1 and s >= 2 and geo.stride[1] == s and geo.kernel[0] >= s and geo.kernel[1] >= s
+            and geo.c * s * s <= S2D_MAX_CHANNELS)
+
+
+def fold_input(xp, x, geo: Geometry):
+    """(n, C, H, W) -> (n, C*s*s, Hb, Wb): block (i, j) of s x s pixels becomes s*s channels, so
+    that output (y, x) of the strided conv reads blocks y..y+K'-1, x..x+K'-1 (K' = ceil(k/s))."""
+    s = geo.stride[0]
+    kb = (-(-geo.kernel[0] // s), -(-geo.kernel[1] // s))
+    hb, wb = geo.oh + kb[0] - 1, geo.ow + kb[1] - 1
+    n, c = x.shape[:2]
+    big = xp.zeros((n, c, hb * s, wb * s), dtype=x.dtype)
+    ph, pw = geo.pad
+    h, w = min(geo.h, hb * s - ph), min(geo.w, wb * s - pw)  # rows past the last window are never read
+    big[:, :, ph:ph + h, pw:pw + w] = x[:, :, :h, :w]
+    folded = big.reshape(n, c, hb, s, wb, s).transpose(0, 1, 3, 5, 2, 4).reshape(n, c * s * s, hb, wb)
+    inner = Geometry.of(folded.shape, kb, (1, 1), (0, 0))
+    return xp.ascontiguousarray(folded), inner
+
+
+def unfold_input(xp, dxs, geo: Geometry, inner: Geometry):
+    """The adjoint of fold_input: folded gradients back onto the (unpadded) input."""
+    s = geo.stride[0]
+    n = dxs.shape[0]
+    hb, wb = inner.h, inner.w
+    big = dxs.reshape(n, geo.c, s, s, hb, wb).transpose(0, 1, 4, 2, 5, 3).reshape(n, geo.c, hb * s, wb * s)
+    dx = xp.zeros((n, geo.c, geo.h, geo.w), dtype=dxs.dtype)
+    ph, pw = geo.pad
+    h, w = min(geo.h, hb * s - ph), min(geo.w, wb * s - pw)
+    dx[:, :, :h, :w] = big[:, :, ph:ph + h, pw:pw + w]
+    return dx
+
+
+def fold_weight(xp, w, s: int):
+    """(O, C, k, k) -> (O, C*s*s, K', K'): weight (i'*s + a, j'*s + b) moves to channel
+    (c, a, b), tap (i', j'); taps past k are zero."""
+    o, c, kh, kw = w.shape
+    kb = (-(-kh // s), -(-kw // s))
+    padded = xp.zeros((o, c, kb[0] * s, kb[1] * s), dtype=w.dtype)
+    padded[:, :, :kh, :kw] = w
+    return xp.ascontiguousarray(
+        padded.reshape(o, c, kb[0], s, kb[1], s).transpose(0, 1, 3, 5, 2, 4).reshape(o, c * s * s, *kb))
+
+
+def unfold_weight(xp, ws, s: int, shape):
+    o, c, kh, kw = shape
+    kb = ws.shape[2:]
+    full = ws.reshape(o, c, s, s, kb[0], kb[1]).transpose(0, 1, 4, 2, 5, 3).reshape(o, c, kb[0] * s, kb[1] * s)
+    return xp.ascontiguousarray(full[:, :, :kh, :kw])
