@@ -7,6 +7,9 @@ from typing import Any
 from ..errors import NetError
 
 
+BLAS_MIN_SIZE = 1 << 16  # smaller tensors: a BLAS call's fixed cost outweighs its speed
+
+
 class SGD:
     """v = momentum * v + (grad + weight_decay * w); w -= lr * v  (PyTorch's formulation).
 
@@ -35,7 +38,7 @@ class SGD:
             if v is None:
                 v = self.velocity[name] = xp.zeros_like(w)
             decay = self.weight_decay if self.weight_decay and self._decays(name, w) else 0.0
-            kind = blas and blas.get(w.dtype.char)
+            kind = blas and w.size >= BLAS_MIN_SIZE and blas.get(w.dtype.char)
             if kind and g.flags.c_contiguous and g.dtype == w.dtype:
                 # in place with BLAS scal/axpy: no temporaries, 2.6x faster than numpy on big fc layers
                 scal, axpy = kind
