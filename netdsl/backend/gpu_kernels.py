@@ -73,7 +73,7 @@ _THREADS = 256
 @lru_cache(maxsize=None)
 def _module():
     import cupy
-    return cupy.RawModule(code=_SOURCE, options=("-std=c++14",))
+    return cupy.RawModule(code=_SOURCE)
 
 
 def _launch(name: str, dtype, total: int, args) -> None:
