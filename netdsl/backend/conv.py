@@ -23,8 +23,8 @@ from .im2col import Geometry
 # image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
 BIG_GEMM = 1 << 22  # multiply-adds per image
 LONG_MAP = 512  # output positions per image
-# Output maps smaller than this (14x14, 7x7) run the whole batch as one GEMM, forward and back:
-# one GEMM per image would have only 49-196 columns.
+# Output maps smaller than this (14x14, 7x7), and layers whose per-image GEMM is under BIG_GEMM
+# (LeNet's), run the whole batch as one GEMM, forward and back: one GEMM per image would be thin.
 SMALL_MAP = 256
 S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 
@@ -54,7 +54,8 @@ class Conv:
             return out, {"path": "winograd", **saved}
         if self.cpu and _s2d_applies(geo, groups):
             return self._s2d_forward(x, w, b, geo)
-        if self.cpu and groups == 1 and geo.oh * geo.ow < SMALL_MAP and \
+        small = geo.oh * geo.ow < SMALL_MAP or o * geo.col_elems_per_image < BIG_GEMM  # thin per-image GEMMs
+        if self.cpu and groups == 1 and small and \
                 geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
