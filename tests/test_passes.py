@@ -123,3 +123,26 @@ def test_optimised_summary_and_print_after_all(capsys):
     assert "planned peak" in captured.out
     for name in ("fold_bn", "fuse_activation", "fuse_elementwise", "plan_memory"):
         assert f"IR after {name}" in captured.err
+
+
+@pytest.mark.parametrize("pass_name,file", [
+    ("eliminate_dead", "googlenet.net"),
+    ("remove_dropout", "alexnet.net"),
+    ("fold_bn", "resnet18.net"),
+    ("fuse_activation", "alexnet.net"),
+    ("fuse_elementwise", "resnet18.net"),
+    ("plan_memory", "googlenet.net"),
+])
+def test_each_pass_alone_keeps_the_outputs(pass_name, file):
+    """Every optimising pass on its own, on a network where it has work to do."""
+    import netdsl.passes as P
+    from netdsl.compiler import Network
+    net = netdsl.load(NETS / file)
+    changed = P.run_pipeline(net.graph, (getattr(P, pass_name), P.count, P.activation_memory))
+    assert changed.nodes != net.graph.nodes or pass_name == "plan_memory"
+    model = Model(net, device="cpu", seed=5)
+    randomise_statistics(model)
+    other = Model(Network(changed), device="cpu", params_from=model)
+    x = np.random.default_rng(6).standard_normal((1, *net.input_shape)).astype(np.float32)
+    before, after = model(x), other(x)
+    assert float(np.abs(after - before).max()) / max(1e-6, float(np.abs(before).max())) < 2e-4
