@@ -20,29 +20,19 @@ class Change:
             return [f"{b.written} -> {shape_text(b.shape)}, {b.params:+,} params, {b.macs:+,} MACs"]
         if b is None:
             return [f"{a.written} ({shape_text(a.shape)}), {-a.params:+,} params, {-a.macs:+,} MACs"]
-        if a.written == b.written:  # a consequence of a change upstream: one line
-            parts = []
-            if a.shape != b.shape:
-                parts.append(f"output {shape_text(a.shape)} => {shape_text(b.shape)}")
-            if a.params != b.params:
-                parts.append(f"params {b.params - a.params:+,}")
-            if a.macs != b.macs:
-                parts.append(f"MACs {b.macs - a.macs:+,}")
-            if a.rf.size != b.rf.size:
-                parts.append(f"RF {a.rf.text()} => {b.rf.text()}")
-            return ["(follows) " + "; ".join(parts)]
-        out = []
-        if a.written != b.written:
-            out.append(f"{a.written}  =>  {b.written}")
-        if a.shape != b.shape:
-            out.append(f"output {shape_text(a.shape)} => {shape_text(b.shape)}")
-        if a.params != b.params:
-            out.append(f"params {a.params:,} => {b.params:,} ({b.params - a.params:+,})")
-        if a.macs != b.macs:
-            out.append(f"MACs {a.macs:,} => {b.macs:,} ({b.macs - a.macs:+,})")
-        if a.rf.size != b.rf.size:
-            out.append(f"receptive field {a.rf.text()} => {b.rf.text()}")
-        return out
+        full = a.written != b.written  # the layer itself changed; else only what feeds it did
+        # (what, full line, compact line) for each fact that differs, in a fixed order
+        facts = [
+            (a.shape != b.shape, f"output {shape_text(a.shape)} => {shape_text(b.shape)}", None),
+            (a.params != b.params, f"params {a.params:,} => {b.params:,} ({b.params - a.params:+,})",
+             f"params {b.params - a.params:+,}"),
+            (a.macs != b.macs, f"MACs {a.macs:,} => {b.macs:,} ({b.macs - a.macs:+,})", f"MACs {b.macs - a.macs:+,}"),
+            (a.rf.size != b.rf.size, f"receptive field {a.rf.text()} => {b.rf.text()}",
+             f"RF {a.rf.text()} => {b.rf.text()}"),
+        ]
+        if not full:  # a consequence of a change upstream: one line
+            return ["(follows) " + "; ".join(compact or line for differs, line, compact in facts if differs)]
+        return [f"{a.written}  =>  {b.written}"] + [line for differs, line, _ in facts if differs]
 
 
 def compare(a: Network, b: Network) -> list[Change]:
