@@ -138,7 +138,7 @@ def compile_source(source: str, file: str = "<string>", *, memory_limit: int = D
 def optimise(net: Network, mode: str = "inference", *, debug: bool = False,
              print_after: Callable | None = None) -> Network:
     """The network after the optimising passes: `inference` (dead side outputs, dropout, bn
-    folding, fusion, memory plan) or `training` (fusion only: every value the backward pass
+    folding, fusion, memory plan) or `training` (fusion only: every value that backward
     reads is kept)."""
     from .passes import OPTIMISE_INFERENCE, OPTIMISE_TRAINING
     passes = {"inference": OPTIMISE_INFERENCE, "training": OPTIMISE_TRAINING}[mode]

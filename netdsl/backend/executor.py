@@ -243,7 +243,7 @@ class Model:
                 node.saved["epilogue_out"] = out
             values[i] = out
             if not (training or keep):
-                node.saved = {}  # nothing to keep for a backward pass
+                node.saved = {}  # inference: no backward step will read what the kernel kept
                 for j in node.inputs:
                     if self.last_use[j] == i:
                         values[j] = None

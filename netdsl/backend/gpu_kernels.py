@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-_SOURCE = r"""
+# The geometry every kernel takes, and a grid-stride loop over `total` elements.
+_COMMON = r"""
+#define GEOMETRY long long total, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, \
+                 int OH, int OW
+#define GEOMETRY_ARGS total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
+#define FOR_EACH_ELEMENT(i) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; \
+         i += (long long)blockDim.x * gridDim.x)
+"""
+
+_TEMPLATES = r"""
 template <typename T>
-__device__ void im2col_impl(const T* x, T* cols, long long total, int C, int H, int W, int KH, int KW,
-                            int SH, int SW, int PH, int PW, int OH, int OW) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
+__device__ void im2col_impl(const T* x, T* cols, GEOMETRY) {
+    FOR_EACH_ELEMENT(i) {  // one thread per column entry (n, c, kh, kw, oh, ow)
         int ow = i % OW; long long t = i / OW;
         int oh = t % OH; t /= OH;
         int kw = t % KW; t /= KW;
@@ -22,10 +30,8 @@ __device__ void im2col_impl(const T* x, T* cols, long long total, int C, int H, 
 }
 
 template <typename T>
-__device__ void col2im_impl(const T* cols, T* x, long long total, int C, int H, int W, int KH, int KW,
-                            int SH, int SW, int PH, int PW, int OH, int OW) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
+__device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
+    FOR_EACH_ELEMENT(i) {  // one thread per input element (n, c, h, w): gathers, no atomics
         int w = i % W; long long t = i / W;
         int h = t % H; t /= H;
         int c = t % C; long long n = t / C;
@@ -46,26 +52,13 @@ __device__ void col2im_impl(const T* cols, T* x, long long total, int C, int H, 
         x[i] = acc;
     }
 }
-
-extern "C" {
-__global__ void im2col_f32(const float* x, float* cols, long long total, int C, int H, int W, int KH, int KW,
-                           int SH, int SW, int PH, int PW, int OH, int OW) {
-    im2col_impl<float>(x, cols, total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
-}
-__global__ void im2col_f64(const double* x, double* cols, long long total, int C, int H, int W, int KH, int KW,
-                           int SH, int SW, int PH, int PW, int OH, int OW) {
-    im2col_impl<double>(x, cols, total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
-}
-__global__ void col2im_f32(const float* cols, float* x, long long total, int C, int H, int W, int KH, int KW,
-                           int SH, int SW, int PH, int PW, int OH, int OW) {
-    col2im_impl<float>(cols, x, total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
-}
-__global__ void col2im_f64(const double* cols, double* x, long long total, int C, int H, int W, int KH, int KW,
-                           int SH, int SW, int PH, int PW, int OH, int OW) {
-    col2im_impl<double>(cols, x, total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
-}
-}
 """
+
+# One extern "C" entry point per kernel and dtype, e.g. im2col_f32(const float* src, float* dst, ...)
+_ENTRY = 'extern "C" __global__ void {name}_{tag}(const {t}* src, {t}* dst, GEOMETRY) {{ {name}_impl<{t}>(src, dst, GEOMETRY_ARGS); }}'
+_SOURCE = _COMMON + _TEMPLATES + "\n".join(
+    _ENTRY.format(name=name, tag=tag, t=ctype)
+    for name in ("im2col", "col2im") for tag, ctype in (("f32", "float"), ("f64", "double")))
 
 _THREADS = 256
 
