@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--only", nargs="*", help="network names to run")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--timeout", type=float, default=900, help="seconds each framework gets per network")
     p.add_argument("--single", nargs=3, metavar=("FRAMEWORK", "NET", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.tf32:
@@ -118,19 +119,27 @@ def main() -> None:
         for fw in ("netdsl", "torch"):
             cmd = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
                    "--single", fw, name, str(batch)] + (["--tf32"] if args.tf32 else [])
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                raise SystemExit(f"{fw} {name} failed:\n{out.stderr}")
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                failure = f"exit {out.returncode}: {out.stderr.strip()[-2000:]}" if out.returncode else None
+            except subprocess.TimeoutExpired:
+                failure = f"over --timeout {args.timeout} s"
+            if failure:  # one broken case must not hide the others' figures
+                print(f"{name:10} {batch:5} {fw} FAILED, {failure}", flush=True)
+                r[f"{fw}_error"] = failure
+                continue
             res = json.loads(out.stdout.strip().splitlines()[-1])
             r[f"{fw}_ms"], r[f"{fw}_peak_mib"] = res["ms"], res["peak_mib"]
             r[f"{fw}_gflops"] = res["flops"] / res["ms"] / 1e6
-        r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
         rows.append(r)
+        if args.json:  # after every row: a run stopped at a time limit keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        if any(k.endswith("_error") for k in r):
+            continue
+        r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
         print(f"{name:10} {batch:5} {r['netdsl_ms']:10.1f} {r['torch_ms']:10.1f} {r['ratio']:6.2f} "
               f"{r['netdsl_gflops']:11.1f} {r['torch_gflops']:10.1f} {r['netdsl_peak_mib']:10.0f} "
               f"{r['torch_peak_mib']:9.0f}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

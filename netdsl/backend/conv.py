@@ -8,6 +8,9 @@
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
               exceed the memory budget.
 
+On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu_kernels.py):
+batch-major wherever the columns fit its budget, per-image (batched GEMMs) otherwise.
+
 Every path returns (out, saved) forward and (dx, dw, db) backward; `Conv` carries what they
 share (the array module, the workspace, the budget).
 """
@@ -27,6 +30,9 @@ LONG_MAP = 512  # output positions per image
 # (LeNet's), run the whole batch as one GEMM, forward and back: one GEMM per image would be thin.
 SMALL_MAP = 256
 S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
+# On the GPU memory is plentiful and launches are dear: columns up to this size run the whole
+# batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
+GPU_COL_BUDGET = 2 << 30
 
 
 @dataclass
@@ -42,13 +48,19 @@ class Conv:
     def cpu(self) -> bool:
         return self.xp.__name__ == "numpy"
 
+    @property
+    def budget(self) -> int:
+        return self.col_budget if self.cpu else max(self.col_budget, GPU_COL_BUDGET)
+
     def chunks(self, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-        per = max(1, self.col_budget // max(bytes_per_image, 1))
+        per = max(1, self.budget // max(bytes_per_image, 1))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
     # dispatch --------------------------------------------------------------------------------
     def forward(self, x, w, b, geo: Geometry, groups: int):
         o = w.shape[0]
+        if not self.cpu:
+            return self._gpu_forward(x, w, b, geo, groups)
         if self.cpu and self.use_winograd and winograd.applies(geo, groups, o):
             out, saved = winograd.forward(self.xp, x, w, b)
             return out, {"path": "winograd", **saved}
@@ -57,6 +69,15 @@ class Conv:
         small = geo.oh * geo.ow < SMALL_MAP or o * geo.col_elems_per_image < BIG_GEMM  # thin per-image GEMMs
         if self.cpu and groups == 1 and small and \
                 geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
+            return self._batch_major_forward(x, w, b, geo)
+        return self._per_image_forward(x, w, b, geo, groups)
+
+    def _gpu_forward(self, x, w, b, geo, groups):
+        """Batch-major where the columns fit (one big GEMM each way); 1x1 stride-1 convs, grouped
+        convs and huge columns per image, as batched GEMMs (a 1x1 conv reads its input in place)."""
+        pointwise = geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0)
+        col_bytes = geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize
+        if groups == 1 and not pointwise and col_bytes <= self.budget:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
@@ -106,7 +127,9 @@ class Conv:
             dcols = xp.empty_like(cols_g) if need_dx else None
             for g in range(groups):
                 dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
-                if geo.oh * geo.ow >= LONG_MAP and og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
+                if not self.cpu:  # one batched GEMM, then a sum over the images
+                    dw[g] += xp.matmul(dg, cols_g[:, g].transpose(0, 2, 1)).sum(axis=0)
+                elif geo.oh * geo.ow >= LONG_MAP and og * cols_g.shape[2] * geo.oh * geo.ow >= BIG_GEMM:
                     # one GEMM per image, accumulated: BLAS reads the transposed columns in place,
                     # where tensordot would first copy them into a transposed layout
                     for i in range(hi - lo):

@@ -239,7 +239,8 @@ class Model:
             args = [x] if not node.inputs else [values[j] for j in node.inputs]
             out = node.kernel.forward(node, args)
             if node.epilogue:
-                out = ACTIVATIONS[node.epilogue][0](self.xp, out)
+                if not node.saved.pop("epilogue_applied", False):  # the GPU's kernels apply it themselves
+                    out = ACTIVATIONS[node.epilogue][0](self.xp, out)
                 node.saved["epilogue_out"] = out
             values[i] = out
             if not (training or keep):

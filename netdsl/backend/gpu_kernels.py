@@ -1,6 +1,8 @@
 """CUDA kernels for the CuPy back end: im2col / col2im as RawKernels (one thread per output
-element, no atomics: col2im gathers), and the elementwise backward chains as ElementwiseKernels,
-so no work runs as a host loop on the GPU. Compiled on first use, cached by CuPy."""
+element, no atomics: col2im gathers) in two layouts, per image (n, C*kh*kw, OH*OW) and batch-major
+(C*kh*kw, n*OH*OW), and elementwise chains as ElementwiseKernels generated per chain (a producer's
+expression with its activation applied in the same pass), so no work runs as a host loop on the
+GPU. Compiled on first use, cached by CuPy."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -26,6 +28,45 @@ __device__ void im2col_impl(const T* x, T* cols, GEOMETRY) {
         int c = t % C; long long n = t / C;
         int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
         cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
+    }
+}
+
+template <typename T>
+__device__ void im2col_bm_impl(const T* x, T* cols, GEOMETRY) {
+    const long long N = total / ((long long)C * KH * KW * OH * OW);
+    FOR_EACH_ELEMENT(i) {  // one thread per column entry (c, kh, kw, n, oh, ow)
+        int ow = i % OW; long long t = i / OW;
+        int oh = t % OH; t /= OH;
+        long long n = t % N; t /= N;
+        int kw = t % KW; t /= KW;
+        int kh = t % KH; int c = t / KH;
+        int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
+        cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
+    }
+}
+
+template <typename T>
+__device__ void col2im_bm_impl(const T* cols, T* x, GEOMETRY) {
+    const long long N = total / ((long long)C * H * W);
+    FOR_EACH_ELEMENT(i) {  // one thread per input element (n, c, h, w): gathers, no atomics
+        int w = i % W; long long t = i / W;
+        int h = t % H; t /= H;
+        int c = t % C; long long n = t / C;
+        T acc = 0;
+        for (int kh = 0; kh < KH; ++kh) {
+            int y = h + PH - kh;
+            if (y < 0 || y % SH) continue;
+            int oh = y / SH;
+            if (oh >= OH) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+                int z = w + PW - kw;
+                if (z < 0 || z % SW) continue;
+                int ow = z / SW;
+                if (ow >= OW) continue;
+                acc += cols[((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow];
+            }
+        }
+        x[i] = acc;
     }
 }
 
@@ -58,7 +99,7 @@ __device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
 _ENTRY = 'extern "C" __global__ void {name}_{tag}(const {t}* src, {t}* dst, GEOMETRY) {{ {name}_impl<{t}>(src, dst, GEOMETRY_ARGS); }}'
 _SOURCE = _COMMON + _TEMPLATES + "\n".join(
     _ENTRY.format(name=name, tag=tag, t=ctype)
-    for name in ("im2col", "col2im") for tag, ctype in (("f32", "float"), ("f64", "double")))
+    for name in ("im2col", "col2im", "im2col_bm", "col2im_bm") for tag, ctype in (("f32", "float"), ("f64", "double")))
 
 _THREADS = 256
 
@@ -82,36 +123,69 @@ def _geo_args(geo):
     return tuple(np.int32(v) for v in (geo.c, geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow))
 
 
-def im2col(x, geo):
+def im2col(x, geo, batch_major: bool = False):
+    """Columns (n, C*kh*kw, OH*OW), or with batch_major (C*kh*kw, n*OH*OW)."""
     import cupy
     import numpy as np
     x = cupy.ascontiguousarray(x)
-    n = x.shape[0]
-    cols = cupy.empty((n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow), dtype=x.dtype)
-    total = cols.size
-    _launch("im2col", x.dtype, total, (x, cols, np.int64(total), *_geo_args(geo)))
+    n, rows = x.shape[0], geo.c * geo.kernel[0] * geo.kernel[1]
+    shape = (rows, n * geo.oh * geo.ow) if batch_major else (n, rows, geo.oh * geo.ow)
+    cols = cupy.empty(shape, dtype=x.dtype)
+    _launch("im2col_bm" if batch_major else "im2col", x.dtype, cols.size,
+            (x, cols, np.int64(cols.size), *_geo_args(geo)))
     return cols
 
 
-def col2im(cols, geo):
+def col2im(cols, geo, n: int | None = None):
+    """The adjoint of im2col; n (the batch) is given for batch-major columns."""
     import cupy
     import numpy as np
     cols = cupy.ascontiguousarray(cols)
-    n = cols.shape[0]
+    batch_major = n is not None
+    n = n if batch_major else cols.shape[0]
     x = cupy.empty((n, geo.c, geo.h, geo.w), dtype=cols.dtype)
-    total = x.size
-    _launch("col2im", cols.dtype, total, (cols, x, np.int64(total), *_geo_args(geo)))
+    _launch("col2im_bm" if batch_major else "col2im", cols.dtype, x.size,
+            (cols, x, np.int64(x.size), *_geo_args(geo)))
     return x
 
 
+# Activations as CUDA expressions of `v`, and their gradients as expressions of the output `y`
+# and the incoming gradient `dy`: the same rules as kernels.ACTIVATIONS, for generated kernels.
+ACTIVATION_EXPR = {
+    None: "v",
+    "relu": "(v > (T)0 ? v : (T)0)",
+    "tanh": "tanh(v)",
+    "sigmoid": "((T)1 / ((T)1 + exp(-v)))",
+}
+GRADIENT_EXPR = {
+    "relu": "(y > (T)0 ? dy : (T)0)",
+    "tanh": "dy * ((T)1 - y * y)",
+    "sigmoid": "dy * y * ((T)1 - y)",
+}
+
+
 @lru_cache(maxsize=None)
-def elementwise():
-    """The backward chains of the activations as single fused kernels."""
+def chain(operands: tuple[str, ...], expr: str, activation: str | None):
+    """One ElementwiseKernel computing activation(expr) over the named operands, e.g.
+    chain(("x", "g", "b"), "x * g + b", "relu") for batch norm's affine step and its ReLU: the
+    producer and its epilogue in one pass over memory."""
     import cupy
-    return {
-        "relu_grad": cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0", "netdsl_relu_grad"),
-        "tanh_grad": cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * ((T)1 - y * y)", "netdsl_tanh_grad"),
-        "sigmoid_grad": cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)",
-                                               "netdsl_sigmoid_grad"),
-        "relu": cupy.ElementwiseKernel("T x", "T y", "y = x > (T)0 ? x : (T)0", "netdsl_relu"),
-    }
+    body = f"T v = {expr}; out = {ACTIVATION_EXPR[activation]};"
+    name = "netdsl_" + "_".join([*operands, activation or "id"])
+    return cupy.ElementwiseKernel(", ".join(f"T {o}" for o in operands), "T out", body, name)
+
+
+@lru_cache(maxsize=None)
+def activation_grad(activation: str):
+    """dy -> dx through an activation, from its output y, as one kernel."""
+    import cupy
+    return cupy.ElementwiseKernel("T dy, T y", "T dx", f"dx = {GRADIENT_EXPR[activation]};",
+                                  f"netdsl_{activation}_grad")
+
+
+@lru_cache(maxsize=None)
+def sgd_update():
+    """PyTorch's SGD step for one tensor, in place and in one pass: v = m*v + g + decay*w; w -= lr*v."""
+    import cupy
+    return cupy.ElementwiseKernel("T g, T momentum, T decay, T lr", "T w, T v",
+                                  "v = momentum * v + g + decay * w; w -= lr * v;", "netdsl_sgd_update")

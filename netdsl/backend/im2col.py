@@ -121,6 +121,9 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side, for small
     maps where one GEMM per image would be thin."""
     n = x.shape[0]
+    if xp.__name__ == "cupy":
+        from .gpu_kernels import im2col as im2col_gpu
+        return im2col_gpu(x, geo, batch_major=True)
     shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * geo.oh * geo.ow)
     make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
     cols = workspace.get(("colsT", key, shape, x.dtype.str), make) if workspace is not None and key else make()
@@ -131,6 +134,9 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
 
 def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     """The adjoint of im2col_batch_major."""
+    if xp.__name__ == "cupy":
+        from .gpu_kernels import col2im as col2im_gpu
+        return col2im_gpu(cols, geo, n)
     kh, kw = geo.kernel
     c6 = cols.reshape(geo.c, kh, kw, n, geo.oh, geo.ow)
     dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)

@@ -36,8 +36,14 @@ def conv_forward(node, inputs):
     (x,) = inputs
     kernel, stride, pad = window_geometry([x.shape[1:]], node.attrs)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
-    out, saved = _conv(node).forward(x, node.params["weight"], node.params.get("bias"), geo, node.attrs["groups"])
+    bias = node.params.get("bias")
+    gpu = _on_gpu(node.xp)  # the GPU adds the bias in the epilogue's kernel
+    out, saved = _conv(node).forward(x, node.params["weight"], None if gpu else bias, geo, node.attrs["groups"])
     node.saved["conv"] = saved
+    if gpu and (bias is not None or node.epilogue):
+        if bias is None:
+            return elementwise_out(node, "y", {"y": out}, None)
+        return elementwise_out(node, "y + b", {"y": out, "b": bias.reshape(1, -1, 1, 1)}, None)
     return out
 
 
@@ -57,9 +63,12 @@ def fc_forward(node, inputs):
     x2 = x.reshape(x.shape[0], -1)
     node.saved.update(x2=x2, shape=x.shape)
     out = x2 @ node.params["weight"].T
-    if "bias" in node.params:
-        out += node.params["bias"]
-    return out
+    if "bias" not in node.params:
+        return out
+
+    def add_bias():
+        return node.xp.add(out, node.params["bias"], out=out)
+    return elementwise_out(node, "y + b", {"y": out, "b": node.params["bias"]}, add_bias)
 
 
 def fc_backward(node, dout, need_dx):
@@ -141,22 +150,21 @@ def pool_backward(node, dout, need_dx):
 # elementwise -----------------------------------------------------------------------------------
 
 
-# Activations, each as (in-place forward on an array, gradient from the OUTPUT y). Written this
-# way so that the same rule serves the standalone ops and the fused epilogues (passes/fuse.py).
+# Activations, each as (forward on an array, in place on the CPU; gradient from the OUTPUT y).
+# Written this way so that the same rule serves the standalone ops and the fused epilogues
+# (passes/fuse.py). On the GPU both run as one generated kernel (gpu_kernels.ACTIVATION_EXPR).
+
+
+def _on_gpu(xp) -> bool:
+    return xp.__name__ == "cupy"
 
 
 def _relu_inplace(xp, a):
-    fast = _gpu_kernel(xp, "relu")
-    if fast:
-        return fast(a, a)
     over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.maximum(a[lo:hi], 0, out=a[lo:hi]))
     return a
 
 
 def _relu_grad(xp, dy, y):
-    fast = _gpu_kernel(xp, "relu_grad")
-    if fast:
-        return fast(dy, y)
     dx = xp.empty_like(dy)
     over_batch(xp, dy.shape[0], dy.size, lambda lo, hi: xp.multiply(dy[lo:hi], y[lo:hi] > 0, out=dx[lo:hi]))
     return dx
@@ -167,8 +175,7 @@ def _tanh_inplace(xp, a):
 
 
 def _tanh_grad(xp, dy, y):
-    fast = _gpu_kernel(xp, "tanh_grad")
-    return fast(dy, y) if fast else dy * (1 - y * y)
+    return dy * (1 - y * y)
 
 
 def _sigmoid_inplace(xp, a):
@@ -180,20 +187,40 @@ def _sigmoid_inplace(xp, a):
 
 
 def _sigmoid_grad(xp, dy, y):
-    fast = _gpu_kernel(xp, "sigmoid_grad")
-    return fast(dy, y) if fast else dy * y * (1 - y)
+    return dy * y * (1 - y)
 
 
-ACTIVATIONS = {"relu": (_relu_inplace, _relu_grad), "tanh": (_tanh_inplace, _tanh_grad),
-               "sigmoid": (_sigmoid_inplace, _sigmoid_grad)}
+def _device_rule(name, cpu_apply, cpu_grad):
+    """The CPU rule, or on the GPU the activation as one generated CUDA kernel each way."""
+    def apply(xp, a):
+        if _on_gpu(xp):
+            from .gpu_kernels import chain
+            return chain(("x",), "x", name)(a)
+        return cpu_apply(xp, a)
+
+    def grad(xp, dy, y):
+        if _on_gpu(xp):
+            from .gpu_kernels import activation_grad
+            return activation_grad(name)(dy, y)
+        return cpu_grad(xp, dy, y)
+    return apply, grad
 
 
-def _gpu_kernel(xp, name):
-    """The fused CUDA kernel for an elementwise rule, or None on the CPU."""
-    if xp.__name__ != "cupy":
-        return None
-    from .gpu_kernels import elementwise
-    return elementwise()[name]
+ACTIVATIONS = {"relu": _device_rule("relu", _relu_inplace, _relu_grad),
+               "tanh": _device_rule("tanh", _tanh_inplace, _tanh_grad),
+               "sigmoid": _device_rule("sigmoid", _sigmoid_inplace, _sigmoid_grad)}
+
+
+def elementwise_out(node, expr: str, operands: dict, compute: Callable):
+    """A producer's last elementwise step (bias, affine, sum). On the GPU it runs as one kernel
+    generated for this chain, with the node's fused activation (its epilogue) applied in the same
+    pass, and the node says so in `saved`; on the CPU `compute()` returns the value and the
+    executor applies the epilogue in place."""
+    if _on_gpu(node.xp):
+        from .gpu_kernels import chain
+        node.saved["epilogue_applied"] = True
+        return chain(tuple(operands), expr, node.epilogue)(*operands.values())
+    return compute()
 
 
 def _activation(name):
@@ -295,9 +322,13 @@ def bn_forward(node, inputs):
     inv_std = 1 / xp.sqrt(var + a["eps"])
     centred *= _bn_view(inv_std, x)  # now x-hat, in place
     node.saved.update(xhat=centred, inv_std=inv_std)
-    out = centred * _bn_view(node.params["weight"], x)
-    out += _bn_view(node.params["bias"], x)
-    return out
+    gamma, beta = _bn_view(node.params["weight"], x), _bn_view(node.params["bias"], x)
+
+    def affine():
+        out = centred * gamma
+        out += beta
+        return out
+    return elementwise_out(node, "x * g + b", {"x": centred, "g": gamma, "b": beta}, affine)
 
 
 def bn_backward(node, dout, need_dx):
@@ -357,14 +388,18 @@ def concat_backward(node, dout, need_dx):
 def add_forward(node, inputs):
     xp = node.xp
     node.saved["n"] = len(inputs)
-    out = xp.empty_like(inputs[0])
 
-    def work(lo, hi):
-        xp.add(inputs[0][lo:hi], inputs[1][lo:hi], out=out[lo:hi])
-        for x in inputs[2:]:
-            out[lo:hi] += x[lo:hi]
-    over_batch(xp, out.shape[0], out.size, work)
-    return out
+    def summed():
+        out = xp.empty_like(inputs[0])
+
+        def work(lo, hi):
+            xp.add(inputs[0][lo:hi], inputs[1][lo:hi], out=out[lo:hi])
+            for x in inputs[2:]:
+                out[lo:hi] += x[lo:hi]
+        over_batch(xp, out.shape[0], out.size, work)
+        return out
+    names = [f"a{k}" for k in range(len(inputs))]
+    return elementwise_out(node, " + ".join(names), dict(zip(names, inputs)), summed)
 
 
 def add_backward(node, dout, need_dx):
