@@ -2,6 +2,7 @@
 single-precision matrix-multiply rate (numpy's GEMM on 2048x2048 matrices, measured here).
 
     python benchmarks/conv_layers.py [--batch 8]
+    python benchmarks/conv_layers.py --device gpu --batch 64     # against cuBLAS's SGEMM (CuPy)
 
 FLOPs are counted as a direct convolution does them (2 x MACs forward, 4 x MACs backward:
 input and weight gradients), so Winograd layers can pass 100% of the GEMM rate.
@@ -19,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 
 import netdsl  # noqa: E402
+import netdsl.backend.device  # noqa: E402
 from netdsl.backend import kernels  # noqa: E402
 from timing import median_ms  # noqa: E402
 
@@ -36,30 +38,34 @@ LAYERS = [  # (where from, input CxHxW, layer)
 ]
 
 
-def gemm_peak() -> float:
-    a = np.random.rand(2048, 2048).astype(np.float32)
-    b = np.random.rand(2048, 2048).astype(np.float32)
-    return 2 * 2048 ** 3 / (median_ms(lambda: a @ b) / 1000) / 1e9
+def gemm_peak(xp, sync, size: int) -> float:
+    a = xp.asarray(np.random.rand(size, size).astype(np.float32))
+    b = xp.asarray(np.random.rand(size, size).astype(np.float32))
+    return 2 * size ** 3 / (median_ms(lambda: a @ b, sync=sync) / 1000) / 1e9
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = p.parse_args()
-    peak = gemm_peak()
-    print(f"# numpy {np.__version__} float32 GEMM peak here: {peak:.0f} GFLOP/s; batch {args.batch}")
+    device = netdsl.backend.device.get_device(args.device)
+    xp, sync = device.xp, device.synchronize
+    size = 2048 if device.name == "cpu" else 8192
+    peak = gemm_peak(xp, sync, size)
+    print(f"# {device.description}: float32 GEMM ({size}^3) peak here {peak:.0f} GFLOP/s; batch {args.batch}")
     print(f"{'layer':18} {'shape':>12} {'fwd ms':>8} {'fwd GF/s':>9} {'%peak':>6} {'bwd ms':>8} {'bwd GF/s':>9} {'%peak':>6}")
     for name, shape, line in LAYERS:
         batch = args.batch if "vgg16" not in name else max(1, args.batch // 4)
         net = netdsl.compile_source(f"input {shape}\n{line}\nflatten")
-        model = netdsl.Model(net, device="cpu")
+        model = netdsl.Model(net, device=device)
         model.training = True
         node = model.nodes[1]
-        x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
+        x = xp.asarray(np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32))
         out = kernels.conv_forward(node, [x])
-        dout = np.ones_like(out)
-        fwd = median_ms(lambda: kernels.conv_forward(node, [x]))
-        bwd = median_ms(lambda: kernels.conv_backward(node, dout, True))
+        dout = xp.ones_like(out)
+        fwd = median_ms(lambda: kernels.conv_forward(node, [x]), sync=sync)
+        bwd = median_ms(lambda: kernels.conv_backward(node, dout, True), sync=sync)
         macs = net.layers[1].macs * batch
         f_rate, b_rate = 2 * macs / fwd / 1e6, 4 * macs / bwd / 1e6
         print(f"{name:18} {shape:>12} {fwd:8.1f} {f_rate:9.0f} {100 * f_rate / peak:5.0f}% {bwd:8.1f} "

@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--only", nargs="*", help="network names to run")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--frameworks", nargs="+", choices=("netdsl", "torch"), default=["netdsl", "torch"])
     p.add_argument("--timeout", type=float, default=900, help="seconds each framework gets per network")
     p.add_argument("--single", nargs=3, metavar=("FRAMEWORK", "NET", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -116,7 +117,7 @@ def main() -> None:
     rows = []
     for name, batch in cases:
         r = {"network": name, "batch": batch}
-        for fw in ("netdsl", "torch"):
+        for fw in args.frameworks:
             cmd = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
                    "--single", fw, name, str(batch)] + (["--tf32"] if args.tf32 else [])
             try:
@@ -135,6 +136,11 @@ def main() -> None:
         if args.json:  # after every row: a run stopped at a time limit keeps what it measured
             Path(args.json).write_text(json.dumps(rows, indent=1))
         if any(k.endswith("_error") for k in r):
+            continue
+        if len(args.frameworks) == 1:
+            fw = args.frameworks[0]
+            print(f"{name:10} {batch:5} {fw} {r[fw + '_ms']:.1f} ms, {r[fw + '_gflops']:.1f} GFLOP/s, "
+                  f"{r[fw + '_peak_mib']:.0f} MiB", flush=True)
             continue
         r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
         print(f"{name:10} {batch:5} {r['netdsl_ms']:10.1f} {r['torch_ms']:10.1f} {r['ratio']:6.2f} "

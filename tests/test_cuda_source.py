@@ -41,3 +41,44 @@ def test_elementwise_expressions_compile(tmp_path):
     result = subprocess.run(["nvcc", "-c", str(src), "-o", str(tmp_path / "expr.o")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def _harness(name: str, in_params: str, out_params: str, body: str) -> str:
+    """A CUDA kernel equivalent to what CuPy's ElementwiseKernel builds from a spec: `raw`
+    parameters as pointers indexed freely, the others as the i-th element (outputs by reference),
+    `i` the element index; instantiated for float and double by a host function."""
+    params, prologue, zeros = [], [], []
+    for kind, spec in (("in", in_params), ("out", out_params)):
+        for p in spec.split(","):
+            words = p.split()
+            raw = words[0] == "raw"
+            ctype, var = words[-2], words[-1]
+            ctype = {"int32": "int", "T": "T"}[ctype]
+            if raw or kind == "out" or ctype == "T":
+                params.append(f"{'const ' if kind == 'in' else ''}{ctype}* {var}{'' if raw else '_ptr'}")
+                zeros.append("nullptr")
+                if not raw:
+                    prologue.append(f"{ctype}{'&' if kind == 'out' else ''} {var} = {var}_ptr[i];")
+            else:
+                params.append(f"{ctype} {var}")
+                zeros.append("0")
+    return (f"template <typename T> __global__ void {name}({', '.join(params)}, ptrdiff_t n) {{\n"
+            f"  for (ptrdiff_t i = blockIdx.x * (ptrdiff_t)blockDim.x + threadIdx.x; i < n; "
+            f"i += (ptrdiff_t)blockDim.x * gridDim.x) {{\n    {' '.join(prologue)}\n{body}\n  }}\n}}\n"
+            f"void launch_{name}() {{ {name}<float><<<1, 1>>>({', '.join(zeros)}, 0); "
+            f"{name}<double><<<1, 1>>>({', '.join(zeros)}, 0); }}\n")
+
+
+@needs_nvcc
+def test_layer_kernels_compile(tmp_path):
+    """The bn, LRN and max-pooling kernels of gpu_layers.py (every activation variant), through a
+    harness that declares their parameters the way CuPy does."""
+    from netdsl.backend.gpu_layers import elementwise_specs
+    specs = {}
+    for activation in ACTIVATION_EXPR:
+        specs.update(elementwise_specs(activation))
+    src = tmp_path / "layers.cu"
+    src.write_text("#include <cstddef>\n" + "\n".join(_harness(n, *spec) for n, spec in specs.items()))
+    result = subprocess.run(["nvcc", "-c", str(src), "-o", str(tmp_path / "layers.o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + src.read_text()

@@ -73,11 +73,11 @@ class Conv:
         return self._per_image_forward(x, w, b, geo, groups)
 
     def _gpu_forward(self, x, w, b, geo, groups):
-        """Batch-major where the columns fit (one big GEMM each way); 1x1 stride-1 convs, grouped
-        convs and huge columns per image, as batched GEMMs (a 1x1 conv reads its input in place)."""
-        pointwise = geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0)
+        """Batch-major where the columns fit: one big GEMM each way, 1x1 convs too (their
+        "columns" are the input transposed to (C, n*OH*OW), a cheap copy that turns 64 thin
+        GEMMs over a 7x7 map into one). Grouped convs and huge columns per image, as batched GEMMs."""
         col_bytes = geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize
-        if groups == 1 and not pointwise and col_bytes <= self.budget:
+        if groups == 1 and col_bytes <= self.budget:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 

@@ -293,7 +293,7 @@ class Model:
                 continue
             need_dx = input_grad or any(j != 0 for j in node.inputs)
             dout = grads[i]
-            if node.epilogue:
+            if node.epilogue and not node.kernel.applies_epilogue_grad:
                 dout = ACTIVATIONS[node.epilogue][1](self.xp, dout, node.saved["epilogue_out"])
             in_grads = node.kernel.backward(node, dout, need_dx)
             for j, gj in zip(node.inputs, in_grads):

@@ -23,6 +23,9 @@ class Kernel:
     backward: Callable
     # heads only: (node, x, labels) -> (loss, dx); the loss of the whole batch, averaged
     loss: Callable | None = None
+    # backward takes the gradient of the fused activation's output and applies the activation's
+    # gradient itself (on the GPU inside its own kernels), instead of the executor doing it first
+    applies_epilogue_grad: bool = False
 
 
 # conv ------------------------------------------------------------------------------------------
@@ -104,6 +107,11 @@ def pool_forward(node, inputs):
         out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
         node.saved.update(geo=geo)
         return out
+    if _layer_kernel(xp):  # one kernel each way, the winning tap kept (gpu_layers.py)
+        from .gpu_layers import maxpool_forward
+        out, tap = maxpool_forward(x, geo)
+        node.saved.update(geo=geo, tap=tap, shape=x.shape)
+        return out
     xpad = im2col.padded(xp, x, geo, -xp.inf, None)  # kept: backward finds the maxima again
     out = xp.empty((x.shape[0], x.shape[1], geo.oh, geo.ow), dtype=x.dtype)
 
@@ -127,6 +135,9 @@ def pool_backward(node, dout, need_dx):
             for j in range(kw):
                 dx_pad[:, :, geo.rows(i), geo.cols(j)] += share
         return [im2col.unpad(dx_pad, geo)]
+    if _layer_kernel(xp):
+        from .gpu_layers import maxpool_backward
+        return [maxpool_backward(dout, node.saved["tap"], geo, node.saved["shape"])]
     # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): a tap
     # takes the windows where it equals the max and no earlier tap did.
     xpad, out = node.saved["xpad"], node.saved["out"]
@@ -157,6 +168,14 @@ def pool_backward(node, dout, need_dx):
 
 def _on_gpu(xp) -> bool:
     return xp.__name__ == "cupy"
+
+
+def _layer_kernel(xp) -> bool:
+    """Whether bn, LRN and max pooling run as the GPU's whole-layer kernels (gpu_layers.py)."""
+    if not _on_gpu(xp):
+        return False
+    from .gpu_layers import ENABLED
+    return ENABLED
 
 
 def _relu_inplace(xp, a):
@@ -227,7 +246,8 @@ def _activation(name):
     apply, grad = ACTIVATIONS[name]
 
     def forward(node, inputs):
-        out = apply(node.xp, inputs[0].copy())
+        x = inputs[0]  # the CPU rules work in place; the GPU's kernel writes a new array
+        out = apply(node.xp, x if _on_gpu(node.xp) else x.copy())
         node.saved["out"] = out
         return out
 
@@ -273,6 +293,12 @@ def lrn_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
     n = a["size"]
+    if _layer_kernel(xp):  # each thread sums its channel window directly (gpu_layers.py)
+        from .gpu_layers import lrn_forward as lrn_gpu
+        x = xp.ascontiguousarray(x)
+        scale, out = lrn_gpu(x, n, a["alpha"], a["beta"], a["k"])
+        node.saved.update(x=x, scale=scale, out=out)
+        return out
     scale = a["k"] + (a["alpha"] / n) * _channel_window_sum(xp, x * x, n // 2, (n - 1) // 2)
     out = x * scale ** (-a["beta"])
     node.saved.update(x=x, scale=scale, out=out)
@@ -283,6 +309,9 @@ def lrn_backward(node, dout, need_dx):
     xp, a = node.xp, node.attrs
     x, scale, out = node.saved["x"], node.saved["scale"], node.saved["out"]
     n, beta = a["size"], a["beta"]
+    if _layer_kernel(xp):
+        from .gpu_layers import lrn_backward as lrn_gpu_backward
+        return [lrn_gpu_backward(dout, x, scale, out, n, a["alpha"], beta)]
     # d b_c / d a_j over the windows that contain j: channels c with c - n//2 <= j <= c + (n-1)//2
     inner = dout * out / scale
     summed = _channel_window_sum(xp, inner, (n - 1) // 2, n // 2)
@@ -302,20 +331,26 @@ def _bn_view(v, x):
     return v.reshape(1, -1) if x.ndim == 2 else v.reshape(1, -1, 1, 1)
 
 
+def _update_running(node, mean, var, count: int) -> None:
+    m = node.attrs["momentum"]
+    rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
+    rm *= 1 - m
+    rm += m * mean
+    rv *= 1 - m
+    rv += m * var * (count / max(count - 1, 1))  # running variance is unbiased (PyTorch)
+
+
 def bn_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
     count = x.size // x.shape[1]
+    if _layer_kernel(xp):
+        return _bn_forward_gpu(node, x, count)
     if node.training:
         mean = _channel_sum(x) / count
         centred = x - _bn_view(mean, x)
         var = _channel_sum(centred * centred) / count  # two passes: the mean first, then the spread
-        m = a["momentum"]
-        rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
-        rm *= 1 - m
-        rm += m * mean
-        rv *= 1 - m
-        rv += m * var * (count / max(count - 1, 1))  # running variance is unbiased (PyTorch)
+        _update_running(node, mean, var, count)
     else:
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
         centred = x - _bn_view(mean, x)
@@ -331,7 +366,26 @@ def bn_forward(node, inputs):
     return elementwise_out(node, "x * g + b", {"x": centred, "g": gamma, "b": beta}, affine)
 
 
+def _bn_forward_gpu(node, x, count):
+    from . import gpu_layers
+    x3 = gpu_layers.channel_view(x)
+    a = node.attrs
+    if node.training:
+        mean, inv_std = gpu_layers.bn_statistics(x3, node.buffers["running_mean"], node.buffers["running_var"],
+                                                 a["momentum"], a["eps"])
+    else:
+        mean = node.buffers["running_mean"]
+        inv_std = 1 / node.xp.sqrt(node.buffers["running_var"] + a["eps"])
+    xhat, out = gpu_layers.bn_apply(x3, mean, inv_std, node.params["weight"], node.params["bias"], node.epilogue)
+    node.saved.update(xhat=xhat, inv_std=inv_std, epilogue_applied=True)
+    return out.reshape(x.shape)
+
+
 def bn_backward(node, dout, need_dx):
+    if _layer_kernel(node.xp):
+        return _bn_backward_gpu(node, dout, need_dx)
+    if node.epilogue:
+        dout = ACTIVATIONS[node.epilogue][1](node.xp, dout, node.saved["epilogue_out"])
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
     node.grads["weight"] = _channel_sum(dout * xhat)
     node.grads["bias"] = _channel_sum(dout)
@@ -349,6 +403,16 @@ def bn_backward(node, dout, need_dx):
     dx -= _bn_view(mean_dy, dout)
     dx *= _bn_view(scale, dout)
     return [dx]
+
+
+def _bn_backward_gpu(node, dout, need_dx):
+    from . import gpu_layers
+    y = gpu_layers.channel_view(node.saved["epilogue_out"]) if node.epilogue else None
+    dx, dgamma, dbeta = gpu_layers.bn_backward(gpu_layers.channel_view(dout), y, node.saved["xhat"],
+                                               node.params["weight"], node.saved["inv_std"], node.training,
+                                               node.epilogue)
+    node.grads["weight"], node.grads["bias"] = dgamma, dbeta
+    return [dx.reshape(dout.shape) if need_dx else None]
 
 
 # structure ---------------------------------------------------------------------------------------
@@ -463,7 +527,7 @@ KERNELS: dict[str, Kernel] = {
     "sigmoid": _activation("sigmoid"),
     "dropout": Kernel(dropout_forward, dropout_backward),
     "lrn": Kernel(lrn_forward, lrn_backward),
-    "bn": Kernel(bn_forward, bn_backward),
+    "bn": Kernel(bn_forward, bn_backward, applies_epilogue_grad=True),
     "flatten": Kernel(flatten_forward, flatten_backward),
     "concat": Kernel(concat_forward, concat_backward),
     "add": Kernel(add_forward, add_backward),
