@@ -81,8 +81,16 @@ class Conv:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
-    def backward(self, saved, dout, w, need_dx):
+    def takes_epilogue(self, saved) -> bool:
+        """Whether backward can apply a fused activation's gradient itself, in the copy it makes
+        anyway (GPU, batch-major); else the caller applies it first."""
+        return not self.cpu and saved["path"] == "batch_major"
+
+    def backward(self, saved, dout, w, need_dx, epilogue=None):
+        """epilogue: (gradient rule, activation output), only where takes_epilogue(saved)."""
         path = saved["path"]
+        if epilogue:
+            return self._batch_major_backward(saved, dout, w, need_dx, epilogue)
         if path == "winograd":
             dx, dw = winograd.backward(self.xp, saved, dout, need_dx)
             return dx, dw, _bias_grad(dout)
@@ -148,16 +156,25 @@ class Conv:
         xp = self.xp
         n, o = x.shape[0], w.shape[0]
         cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key)  # (CKK, n*OHW)
-        out = xp.ascontiguousarray((w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3))
+        out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
+        if self.cpu:
+            out = xp.ascontiguousarray(out)
+        # on the GPU the (N, O, H, W) view goes out as it is: the next kernel (bias and activation,
+        # bn's first pass, im2col) reads it in place instead of after a copy
         if b is not None:
             out += b.reshape(1, o, 1, 1)
         return out, {"path": "batch_major", "cols": cols, "geo": geo, "n": n}
 
-    def _batch_major_backward(self, saved, dout, w, need_dx):
+    def _batch_major_backward(self, saved, dout, w, need_dx, epilogue=None):
         xp = self.xp
         cols, geo, n = saved["cols"], saved["geo"], saved["n"]
         o = w.shape[0]
-        dout_t = xp.ascontiguousarray(dout.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)  # (O, n*OHW)
+        d3 = dout.reshape(n, o, -1).transpose(1, 0, 2)
+        if epilogue:  # the activation's gradient, written straight into the GEMM's (O, n*OHW) layout
+            grad, y = epilogue
+            dout_t = grad(d3, y.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)
+        else:
+            dout_t = xp.ascontiguousarray(d3).reshape(o, -1)  # (O, n*OHW)
         dw = (dout_t @ cols.T).reshape(w.shape)
         dx = im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n) if need_dx else None
         return dx, dw, dout_t.sum(axis=1)

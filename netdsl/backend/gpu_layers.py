@@ -43,9 +43,10 @@ def elementwise_specs(activation: str | None = None) -> dict[str, tuple[str, str
     """Every elementwise kernel here as (input params, output params, body), CuPy's notation:
     built into kernels below, and compiled on CPU-only machines by tests/test_cuda_source.py."""
     return {
+        "netdsl_bn_centre": ("T x, T mean", "T centred", "centred = x - mean;"),
         f"netdsl_bn_{activation or 'id'}": (
-            "T x, T mean, T inv_std, T gamma, T beta", "T xhat, T out",
-            f"xhat = (x - mean) * inv_std; T v = xhat * gamma + beta; out = {ACTIVATION_EXPR[activation]};"),
+            "T centred, T inv_std, T gamma, T beta", "T xhat, T out",
+            f"xhat = centred * inv_std; T v = xhat * gamma + beta; out = {ACTIVATION_EXPR[activation]};"),
         f"netdsl_bn_grad_{activation or 'id'}": (
             "T dy, T y, T xhat, T sum_g, T sum_gx, T gamma, T inv_std, T inv_count", "T dx",
             f"T g = {_grad_expr(activation)}; "
@@ -83,23 +84,32 @@ def channel_view(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
+def centre(x3, mean):
+    """x minus its channel's mean, (N, C, M)."""
+    return _kernel("netdsl_bn_centre")(x3, mean.reshape(1, -1, 1))
+
+
 def bn_statistics(x3, running_mean, running_var, momentum: float, eps: float):
-    """Mean and 1/sigma per channel of an (N, C, M) array in two passes (the mean, then the
-    squared deviations from it, as on the CPU), the running averages updated in place."""
+    """(x - mean, 1/sigma) per channel of an (N, C, M) array, in two passes over x as on the CPU
+    (the mean, then the squared deviations from it); the running averages updated in place.
+    Each sum runs along the contiguous last axis, then over the batch: one reduction over axes
+    0 and 2 at once, with the mean broadcast into it, measured 4-20x slower on an H200 (its time
+    grew with the map size, not the element count)."""
     count = x3.shape[0] * x3.shape[2]
     t = x3.dtype.type
-    mean = _sum("x", ("x",))(x3, axis=(0, 2)) / count
-    spread = _sum("(x - m) * (x - m)", ("x", "m"))(x3, mean.reshape(1, -1, 1), axis=(0, 2))
+    mean = x3.sum(axis=2).sum(axis=0) / count
+    centred = centre(x3, mean)
+    spread = _sum("x * x", ("x",))(centred, axis=2).sum(axis=0)
     inv_std = _empty_like(mean)  # every output is passed: two are updated in place
     _kernel("netdsl_bn_statistics")(mean, spread, t(1 / count), t(momentum), t(eps), t(count / max(count - 1, 1)),
                                     inv_std, running_mean, running_var)
-    return mean, inv_std
+    return centred, inv_std
 
 
-def bn_apply(x3, mean, inv_std, gamma, beta, activation):
-    """x-hat and activation(x-hat * gamma + beta), both (N, C, M)."""
+def bn_apply(centred, inv_std, gamma, beta, activation):
+    """x-hat and activation(x-hat * gamma + beta) from the centred (N, C, M) input."""
     col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
-    return _kernel(f"netdsl_bn_{activation or 'id'}", activation)(x3, col(mean), col(inv_std), col(gamma), col(beta))
+    return _kernel(f"netdsl_bn_{activation or 'id'}", activation)(centred, col(inv_std), col(gamma), col(beta))
 
 
 def bn_backward(dy3, y3, xhat3, gamma, inv_std, training: bool, activation):

@@ -47,11 +47,19 @@ def conv_forward(node, inputs):
         if bias is None:
             return elementwise_out(node, "y", {"y": out}, None)
         return elementwise_out(node, "y + b", {"y": out, "b": bias.reshape(1, -1, 1, 1)}, None)
-    return out
+    return out  # on the GPU possibly a strided view (conv.py): every reader takes those
 
 
 def conv_backward(node, dout, need_dx):
-    dx, dw, db = _conv(node).backward(node.saved["conv"], dout, node.params["weight"], need_dx)
+    conv, saved = _conv(node), node.saved["conv"]
+    epilogue = None
+    if node.epilogue:  # this kernel applies its activation's gradient (applies_epilogue_grad)
+        grad, y = ACTIVATIONS[node.epilogue][1], node.saved["epilogue_out"]
+        if conv.takes_epilogue(saved):
+            epilogue = (lambda dy, out: grad(node.xp, dy, out), y)
+        else:
+            dout = grad(node.xp, dout, y)
+    dx, dw, db = conv.backward(saved, dout, node.params["weight"], need_dx, epilogue)
     node.grads["weight"] = dw
     if "bias" in node.params:
         node.grads["bias"] = db
@@ -371,12 +379,12 @@ def _bn_forward_gpu(node, x, count):
     x3 = gpu_layers.channel_view(x)
     a = node.attrs
     if node.training:
-        mean, inv_std = gpu_layers.bn_statistics(x3, node.buffers["running_mean"], node.buffers["running_var"],
-                                                 a["momentum"], a["eps"])
+        centred, inv_std = gpu_layers.bn_statistics(x3, node.buffers["running_mean"], node.buffers["running_var"],
+                                                    a["momentum"], a["eps"])
     else:
-        mean = node.buffers["running_mean"]
+        centred = gpu_layers.centre(x3, node.buffers["running_mean"])
         inv_std = 1 / node.xp.sqrt(node.buffers["running_var"] + a["eps"])
-    xhat, out = gpu_layers.bn_apply(x3, mean, inv_std, node.params["weight"], node.params["bias"], node.epilogue)
+    xhat, out = gpu_layers.bn_apply(centred, inv_std, node.params["weight"], node.params["bias"], node.epilogue)
     node.saved.update(xhat=xhat, inv_std=inv_std, epilogue_applied=True)
     return out.reshape(x.shape)
 
@@ -519,7 +527,7 @@ def svm_loss(node, x, labels):
 
 KERNELS: dict[str, Kernel] = {
     "input": Kernel(identity_forward, identity_backward),
-    "conv": Kernel(conv_forward, conv_backward),
+    "conv": Kernel(conv_forward, conv_backward, applies_epilogue_grad=True),
     "fc": Kernel(fc_forward, fc_backward),
     "pool": Kernel(pool_forward, pool_backward),
     "relu": _activation("relu"),

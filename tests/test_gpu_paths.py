@@ -1,0 +1,82 @@
+"""The GPU back end's control flow on machines without a GPU: a stand-in array module named
+`cupy` (numpy underneath) sends the executor down every GPU-only branch (batch-major convs for
+all layouts, strided conv outputs, activation gradients fused into the conv's transposed copy,
+generated chain kernels, the one-kernel SGD update), with numpy versions of the CUDA kernels.
+What only a GPU can check (the CUDA code itself) is tests/test_gpu.py's, on a GPU."""
+import types
+
+import numpy as np
+import pytest
+
+import netdsl
+from netdsl.backend import gpu_kernels, gpu_layers, im2col
+from netdsl.backend.device import Device
+from netdsl.backend.executor import Model
+from netdsl.backend.kernels import ACTIVATIONS
+
+from .test_gpu import FUSED
+from .test_gradients import GRAD_CASES, MINI_INCEPTION, MINI_RESNET
+
+_NUMPY_ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
+                      "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+
+
+def _chain(operands, expr, activation):
+    """The generated kernel's meaning: activation(expr) over the named operands (the expressions
+    the back end generates are Python too: sums and products of names)."""
+    def kernel(*arrays):
+        return _NUMPY_ACTIVATIONS[activation](eval(expr, {}, dict(zip(operands, arrays))))
+    return kernel
+
+
+def _sgd_update():
+    def kernel(g, momentum, decay, lr, w, v):
+        v[...] = momentum * v + g + decay * w
+        w -= lr * v
+    return kernel
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    fake = types.ModuleType("cupy")
+    fake.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    monkeypatch.setattr(gpu_kernels, "im2col", lambda x, geo, batch_major=False: (
+        im2col.im2col_batch_major(np, x, geo) if batch_major else im2col.im2col(np, x, geo)))
+    monkeypatch.setattr(gpu_kernels, "col2im", lambda cols, geo, n=None: (
+        im2col.col2im(np, cols, geo) if n is None else im2col.col2im_batch_major(np, cols, geo, n)))
+    monkeypatch.setattr(gpu_kernels, "chain", _chain)
+    monkeypatch.setattr(gpu_kernels, "activation_grad", lambda name: lambda dy, y: ACTIVATIONS[name][1](np, dy, y))
+    monkeypatch.setattr(gpu_kernels, "sgd_update", _sgd_update)
+    monkeypatch.setattr(gpu_layers, "ENABLED", False)  # their CUDA bodies have no stand-in
+    return Device("gpu", fake, "numpy standing in for CuPy")
+
+
+def _compare(net, device, batch=3):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((batch, *net.input_shape))
+    labels = rng.integers(0, net.layer(net.outputs[0][1]).shape[0], batch)
+    training = not any(l.op == "dropout" for l in net.layers)
+    models = [Model(net, device="cpu", dtype="float64", seed=0), Model(net, device=device, dtype="float64", seed=0)]
+    losses = [m.loss(x, labels, training=training) for m in models]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12)
+    grads = [m.backward(input_grad=True) for m in models]
+    assert set(grads[0]) == set(grads[1])
+    for name in grads[0]:
+        np.testing.assert_allclose(grads[1][name], grads[0][name], rtol=1e-9, atol=1e-12, err_msg=name)
+    for m in models:
+        netdsl.SGD(m, lr=0.1, momentum=0.9, weight_decay=1e-2).step()
+    for name, w in models[0].parameters().items():
+        np.testing.assert_allclose(models[1].parameters()[name], w, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("source", [s for ss in GRAD_CASES.values() for s in ss])
+def test_gpu_branches_match_the_cpu(source, stand_in):
+    last = source.splitlines()[-1].split()[0]
+    _compare(netdsl.compile_source(source if last in ("softmax", "svm") else source + "\nflatten"), stand_in)
+
+
+@pytest.mark.parametrize("source", [FUSED, MINI_RESNET, MINI_INCEPTION])
+def test_gpu_branches_match_the_cpu_fused(source, stand_in):
+    net = netdsl.optimise(netdsl.compile_source(source), "training")
+    assert any(net.graph.nodes[n].get("epilogue") for n in net.graph.nodes)
+    _compare(net, stand_in)
