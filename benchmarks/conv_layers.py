@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 
 import netdsl  # noqa: E402
 import netdsl.backend.device  # noqa: E402
-from netdsl.backend import kernels  # noqa: E402
+from netdsl.backend import im2col, kernels  # noqa: E402
+from netdsl.ops import window_geometry  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 LAYERS = [  # (where from, input CxHxW, layer)
@@ -44,6 +45,12 @@ def gemm_peak(xp, sync, size: int) -> float:
     return 2 * size ** 3 / (median_ms(lambda: a @ b, sync=sync) / 1000) / 1e9
 
 
+def kernel_geometry(net):
+    """(kernel, stride, pad) of the conv layer of a one-layer test net."""
+    layer = net.graph.nodes[net.layers[1].name]
+    return window_geometry([net.input_shape], layer["attrs"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=8)
@@ -54,7 +61,8 @@ def main() -> None:
     size = 2048 if device.name == "cpu" else 8192
     peak = gemm_peak(xp, sync, size)
     print(f"# {device.description}: float32 GEMM ({size}^3) peak here {peak:.0f} GFLOP/s; batch {args.batch}")
-    print(f"{'layer':18} {'shape':>12} {'fwd ms':>8} {'fwd GF/s':>9} {'%peak':>6} {'bwd ms':>8} {'bwd GF/s':>9} {'%peak':>6}")
+    print(f"{'layer':18} {'shape':>12} {'fwd ms':>8} {'fwd GF/s':>9} {'%peak':>6} {'bwd ms':>8} {'bwd GF/s':>9} "
+          f"{'%peak':>6} {'cols ms':>8} {'GEMM ms':>8} {'%peak':>6}")
     for name, shape, line in LAYERS:
         batch = args.batch if "vgg16" not in name else max(1, args.batch // 4)
         net = netdsl.compile_source(f"input {shape}\n{line}\nflatten")
@@ -68,8 +76,16 @@ def main() -> None:
         bwd = median_ms(lambda: kernels.conv_backward(node, dout, True), sync=sync)
         macs = net.layers[1].macs * batch
         f_rate, b_rate = 2 * macs / fwd / 1e6, 4 * macs / bwd / 1e6
+        # the forward's two parts alone, as the batch-major path runs them: im2col, then the GEMM
+        geo = im2col.Geometry.of(x.shape, *kernel_geometry(net))
+        cols = im2col.im2col_batch_major(xp, x, geo)
+        wmat = node.params["weight"].reshape(node.params["weight"].shape[0], -1)
+        t_cols = median_ms(lambda: im2col.im2col_batch_major(xp, x, geo), sync=sync)
+        t_gemm = median_ms(lambda: wmat @ cols, sync=sync)
         print(f"{name:18} {shape:>12} {fwd:8.1f} {f_rate:9.0f} {100 * f_rate / peak:5.0f}% {bwd:8.1f} "
-              f"{b_rate:9.0f} {100 * b_rate / peak:5.0f}%", flush=True)
+              f"{b_rate:9.0f} {100 * b_rate / peak:5.0f}% {t_cols:8.2f} {t_gemm:8.2f} "
+              f"{100 * 2 * macs / t_gemm / 1e6 / peak:5.0f}%", flush=True)
+        del cols
 
 
 if __name__ == "__main__":
