@@ -20,7 +20,8 @@ def test_cuda_kernels_compile(tmp_path):
     symbols = subprocess.run(["nm", str(tmp_path / "kernels.o")], capture_output=True, text=True).stdout
     for kernel in ("im2col", "col2im", "im2col_bm", "col2im_bm"):
         for tag in ("f32", "f64"):
-            assert f" T {kernel}_{tag}\n" in symbols
+            for index in ("i32", "i64"):
+                assert f" T {kernel}_{tag}_{index}\n" in symbols
 
 
 @needs_nvcc
