@@ -5,9 +5,10 @@ import math
 from typing import Any
 
 from ..errors import NetError
+from .threads import over_batch
 
 
-BLAS_MIN_SIZE = 1 << 16  # smaller tensors: a BLAS call's fixed cost outweighs its speed
+CHUNK = 1 << 15  # values per cache-sized piece of the in-place CPU update
 
 
 class SGD:
@@ -29,7 +30,6 @@ class SGD:
     def step(self, grads: dict[str, Any] | None = None) -> None:
         grads = self.model.gradients() if grads is None else grads
         xp = self.model.xp
-        blas = _blas_for(xp)
         for name, w in self.model.parameters().items():
             g = grads.get(name)
             if g is None:
@@ -43,22 +43,7 @@ class SGD:
                 t = w.dtype.type
                 sgd_update()(g, t(self.momentum), t(decay), t(self.lr), w, v)
                 continue
-            kind = blas and w.size >= BLAS_MIN_SIZE and blas.get(w.dtype.char)
-            if kind and g.flags.c_contiguous and g.dtype == w.dtype:
-                # in place with BLAS scal/axpy: no temporaries, 2.6x faster than numpy on big fc layers
-                scal, axpy = kind
-                vf, wf = v.reshape(-1), w.reshape(-1)
-                scal(self.momentum, vf)
-                axpy(g.reshape(-1), vf, a=1.0)
-                if decay:
-                    axpy(wf, vf, a=decay)
-                axpy(vf, wf, a=-self.lr)
-                continue
-            if decay:
-                g = g + decay * w
-            v *= self.momentum
-            v += g
-            w -= self.lr * v
+            _update_in_place(xp, w, g, v, self.momentum, decay, self.lr)
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -75,15 +60,31 @@ class SGD:
             self.velocity[name] = self.model.xp.asarray(value, dtype=params[name].dtype)
 
 
-def _blas_for(xp):
-    """BLAS level-1 routines for numpy arrays (scipy ships them), by dtype char; None elsewhere."""
-    if xp.__name__ != "numpy":
-        return None
-    try:
-        from scipy.linalg import blas
-    except ImportError:
-        return None
-    return {"f": (blas.sscal, blas.saxpy), "d": (blas.dscal, blas.daxpy)}
+def _update_in_place(xp, w, g, v, momentum: float, decay: float, lr: float) -> None:
+    """v = momentum*v + g + decay*w; w -= lr*v, in cache-sized pieces (each piece's five
+    operations run while it is in cache: one pass over memory, no temporaries), split over the
+    cores. Replaced scipy's BLAS axpy: its own OpenBLAS threads kept spinning after the update
+    and slowed the next step's first GEMMs (ResNet-18 conv1 forward 31-37 ms without it, 61-69
+    with)."""
+    wf, vf = w.reshape(-1), v.reshape(-1)
+    gf = g.reshape(-1)
+    n = wf.size
+    pieces = -(-n // CHUNK)
+
+    def work(lo: int, hi: int) -> None:
+        scratch = xp.empty(min(CHUNK, n), dtype=w.dtype)
+        for k in range(lo, hi):
+            s = slice(k * CHUNK, min(n, (k + 1) * CHUNK))
+            t = scratch[:s.stop - s.start]
+            vc = vf[s]
+            vc *= momentum
+            vc += gf[s]
+            if decay:
+                xp.multiply(wf[s], decay, out=t)
+                vc += t
+            xp.multiply(vc, lr, out=t)
+            wf[s] -= t
+    over_batch(xp, pieces, n, work)
 
 
 def cosine_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
