@@ -331,14 +331,6 @@ def _per_channel(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _channel_sum(a):
-    return _per_channel(a).sum(axis=2).sum(axis=0)
-
-
-def _bn_view(v, x):
-    return v.reshape(1, -1) if x.ndim == 2 else v.reshape(1, -1, 1, 1)
-
-
 def _update_running(node, mean, var, count: int) -> None:
     m = node.attrs["momentum"]
     rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
@@ -348,30 +340,67 @@ def _update_running(node, mean, var, count: int) -> None:
     rv += m * var * (count / max(count - 1, 1))  # running variance is unbiased (PyTorch)
 
 
+def _batch_sums(xp, n: int, size: int, per_slice: Callable) -> tuple:
+    """Per-channel sums over the whole batch, from per_slice(lo, hi) -> a tuple of per-channel
+    sums over images lo..hi: the slices run in parallel on the CPU and are added in batch order
+    (the same bits on every run)."""
+    parts: dict[int, tuple] = {}
+
+    def work(lo: int, hi: int) -> None:
+        parts[lo] = per_slice(lo, hi)
+    over_batch(xp, n, size, work)
+    ordered = [parts[k] for k in sorted(parts)]
+    totals = ordered[0]
+    for part in ordered[1:]:
+        totals = tuple(t + p for t, p in zip(totals, part))
+    return totals
+
+
+def _sum_nm(a3):
+    return a3.sum(axis=2).sum(axis=0)
+
+
 def bn_forward(node, inputs):
+    """Batch statistics in two passes (the mean, then the squared deviations from it), each pass
+    over batch slices on both cores; x-hat kept for the backward pass."""
     xp, a = node.xp, node.attrs
     (x,) = inputs
     count = x.size // x.shape[1]
     if _layer_kernel(xp):
         return _bn_forward_gpu(node, x, count)
+    n, x3 = x.shape[0], _per_channel(x)
+    centred = xp.empty_like(x)
+    c3 = _per_channel(centred)
     if node.training:
-        mean = _channel_sum(x) / count
-        centred = x - _bn_view(mean, x)
-        var = _channel_sum(centred * centred) / count  # two passes: the mean first, then the spread
+        (total,) = _batch_sums(xp, n, x.size, lambda lo, hi: (_sum_nm(x3[lo:hi]),))
+        mean = total / count
+
+        def centre_and_square(lo, hi):
+            c = c3[lo:hi]
+            xp.subtract(x3[lo:hi], mean[:, None], out=c)
+            return (_sum_nm(c * c),)
+        (spread,) = _batch_sums(xp, n, x.size, centre_and_square)
+        var = spread / count
         _update_running(node, mean, var, count)
     else:
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
-        centred = x - _bn_view(mean, x)
+        over_batch(xp, n, x.size, lambda lo, hi: xp.subtract(x3[lo:hi], mean[:, None], out=c3[lo:hi]))
     inv_std = 1 / xp.sqrt(var + a["eps"])
-    centred *= _bn_view(inv_std, x)  # now x-hat, in place
-    node.saved.update(xhat=centred, inv_std=inv_std)
-    gamma, beta = _bn_view(node.params["weight"], x), _bn_view(node.params["bias"], x)
+    node.saved.update(xhat=centred, inv_std=inv_std)  # x-hat once scaled below
+    gamma, beta = node.params["weight"][:, None], node.params["bias"][:, None]
+    if _on_gpu(xp):  # the generic path on the GPU: the affine step and activation as one kernel
+        c3 *= inv_std[:, None]
+        return elementwise_out(node, "x * g + b", {"x": c3, "g": gamma, "b": beta}, None).reshape(x.shape)
+    out = xp.empty_like(x)
+    o3 = _per_channel(out)
 
-    def affine():
-        out = centred * gamma
-        out += beta
-        return out
-    return elementwise_out(node, "x * g + b", {"x": centred, "g": gamma, "b": beta}, affine)
+    def scale_and_affine(lo, hi):
+        c, o = c3[lo:hi], o3[lo:hi]
+        c *= inv_std[:, None]  # x-hat, in place
+        xp.multiply(c, gamma, out=o)
+        o += beta
+    over_batch(xp, n, x.size, scale_and_affine)
+    return out
 
 
 def _bn_forward_gpu(node, x, count):
@@ -390,26 +419,36 @@ def _bn_forward_gpu(node, x, count):
 
 
 def bn_backward(node, dout, need_dx):
-    if _layer_kernel(node.xp):
+    """dx = (gamma/sigma) * (g - mean(g) - x-hat * mean(g * x-hat)), g the gradient reaching bn's
+    output (through its fused activation); the two sums and dx over batch slices in parallel."""
+    xp = node.xp
+    if _layer_kernel(xp):
         return _bn_backward_gpu(node, dout, need_dx)
     if node.epilogue:
-        dout = ACTIVATIONS[node.epilogue][1](node.xp, dout, node.saved["epilogue_out"])
+        dout = ACTIVATIONS[node.epilogue][1](xp, dout, node.saved["epilogue_out"])
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
-    node.grads["weight"] = _channel_sum(dout * xhat)
-    node.grads["bias"] = _channel_sum(dout)
+    n, g3, xhat3 = dout.shape[0], _per_channel(dout), _per_channel(xhat)
+    sum_g, sum_gx = _batch_sums(xp, n, dout.size,
+                                lambda lo, hi: (_sum_nm(g3[lo:hi]), _sum_nm(g3[lo:hi] * xhat3[lo:hi])))
+    node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
     if not need_dx:
         return [None]
-    scale = node.params["weight"] * inv_std
+    scale = (node.params["weight"] * inv_std)[:, None]
+    dx = xp.empty_like(dout)
+    d3 = _per_channel(dx)
     if not node.training:
-        return [dout * _bn_view(scale, dout)]
+        over_batch(xp, n, dx.size, lambda lo, hi: xp.multiply(g3[lo:hi], scale, out=d3[lo:hi]))
+        return [dx]
     count = dout.size // dout.shape[1]
-    # dx = (g/sigma) * (dy - mean(dy) - xhat * mean(dy * xhat)), with the sums already at hand
-    mean_dy = node.grads["bias"] / count
-    mean_dy_xhat = node.grads["weight"] / count
-    dx = xhat * _bn_view(-mean_dy_xhat, dout)
-    dx += dout
-    dx -= _bn_view(mean_dy, dout)
-    dx *= _bn_view(scale, dout)
+    mean_g, mean_gx = (sum_g / count)[:, None], (sum_gx / count)[:, None]
+
+    def input_grad(lo, hi):
+        d = d3[lo:hi]
+        xp.multiply(xhat3[lo:hi], -mean_gx, out=d)
+        d += g3[lo:hi]
+        d -= mean_g
+        d *= scale
+    over_batch(xp, n, dx.size, input_grad)
     return [dx]
 
 
