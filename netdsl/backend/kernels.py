@@ -146,21 +146,20 @@ def pool_backward(node, dout, need_dx):
     if _layer_kernel(xp):
         from .gpu_layers import maxpool_backward
         return [maxpool_backward(dout, node.saved["tap"], geo, node.saved["shape"])]
-    # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): a tap
-    # takes the windows where it equals the max and no earlier tap did.
+    # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): the
+    # taps in order take what is left of the window's gradient where they equal the maximum,
+    # and leave zero behind (rem - rem*1 is exactly 0), so later equal taps get nothing.
     xpad, out = node.saved["xpad"], node.saved["out"]
 
     def work(lo, hi):
-        taken = xp.zeros(out[lo:hi].shape, dtype=bool)
-        hit = xp.empty_like(taken)
-        routed = xp.empty_like(dout[lo:hi])
+        left = dout[lo:hi].copy()
+        hit = xp.empty(left.shape, dtype=bool)
+        routed = xp.empty_like(left)
         for i in range(kh):
             for j in range(kw):
-                view = xpad[lo:hi, :, geo.rows(i), geo.cols(j)]
-                xp.equal(view, out[lo:hi], out=hit)
-                hit &= ~taken
-                taken |= hit
-                xp.multiply(dout[lo:hi], hit, out=routed)
+                xp.equal(xpad[lo:hi, :, geo.rows(i), geo.cols(j)], out[lo:hi], out=hit)
+                xp.multiply(left, hit, out=routed)
+                left -= routed
                 dx_pad[lo:hi, :, geo.rows(i), geo.cols(j)] += routed
     over_batch(xp, dout.shape[0], dx_pad.size, work)
     return [im2col.unpad(dx_pad, geo)]
