@@ -8,11 +8,12 @@ from netdsl.backend.executor import Model
 
 
 def check_gradients(source: str, batch: int = 2, training: bool = True, samples: int = 12, seed: int = 0,
-                    eps: float = 1e-6, tol: float = 1e-5) -> list[str]:
+                    eps: float = 1e-6, tol: float = 1e-5, **model_options) -> list[str]:
     """Compare every parameter's and the input's analytic gradient with central differences at
-    `samples` random coordinates each. Returns the names checked; asserts on any mismatch."""
+    `samples` random coordinates each. Returns the names checked; asserts on any mismatch.
+    model_options go to Model (col_budget=1 forces convs onto the per-image path)."""
     net = netdsl.compile_source(source)
-    model = Model(net, device="cpu", dtype="float64", seed=seed)
+    model = Model(net, device="cpu", dtype="float64", seed=seed, **model_options)
     rng = np.random.default_rng(seed + 7)
     # Zero biases after a ReLU give pre-activations of exactly 0 (a window of zeros), where ReLU
     # has a kink and central differences see half a slope: jitter every parameter first.

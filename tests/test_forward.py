@@ -9,9 +9,9 @@ from netdsl.backend.executor import Model
 RNG = np.random.default_rng(42)
 
 
-def run_layer(source, x, training=False, params=None):
+def run_layer(source, x, training=False, params=None, **model_options):
     net = netdsl.compile_source(source)
-    model = Model(net, device="cpu", dtype="float64", seed=3)
+    model = Model(net, device="cpu", dtype="float64", seed=3, **model_options)
     for name, value in (params or {}).items():
         model.parameters()[name][...] = value
     out = model.forward(x, training=training)["output"]
@@ -154,15 +154,21 @@ def test_softmax_and_svm_losses():
     assert model.loss(scores, labels) == pytest.approx(-np.log(p[[0, 1, 2], labels]).mean())
 
 
-def test_conv_paths_agree():
-    """Batch-major columns (small maps), per-image columns (large maps), and Winograd give the
-    same convolution as the reference loops."""
-    for c, size in ((3, 5), (3, 17), (16, 16)):
+@pytest.mark.parametrize("path", ["batch_major", "per_image", "winograd"])
+def test_conv_paths_agree(path, monkeypatch):
+    """Batch-major columns, per-image columns (forced by a 1-byte column budget) and Winograd
+    (allowed down to 16 channels) give the same convolution as the reference loops."""
+    from netdsl.backend import winograd
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 16 if path == "winograd" else 1 << 30)
+    options = {"col_budget": 1} if path == "per_image" else {}
+    for c, size in ((3, 5), (3, 17), (16, 16)) if path != "winograd" else ((16, 16), (16, 17)):
         x = RNG.standard_normal((2, c, size, size))
         wt = RNG.standard_normal((16, c, 3, 3))
         b = RNG.standard_normal(16)
-        _, out = run_layer(f"input {c}x{size}x{size}\nconv 16 3x3 pad 1", x,
-                           params={"conv1.weight": wt, "conv1.bias": b})
+        model, out = run_layer(f"input {c}x{size}x{size}\nconv 16 3x3 pad 1", x,
+                               params={"conv1.weight": wt, "conv1.bias": b}, **options)
+        model.forward(x, training=True)
+        assert model.nodes[1].saved["conv"]["path"] == path
         np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)
 
 
@@ -183,7 +189,7 @@ def test_space_to_depth_matches_im2col(shape, line):
     x = RNG.standard_normal((2, *shape))
     fast = Model(net, device="cpu", dtype="float64")
     plain = Model(net, device="cpu", dtype="float64", params_from=fast)
-    # the same network with the path switched off: a 'groups 1' conv forced per-image
+    # the same network with the path switched off: the plain im2col path
     original = conv._s2d_applies
     try:
         conv._s2d_applies = lambda geo, groups: False

@@ -126,16 +126,32 @@ def test_whole_mini_resnet_with_projection_shortcut():
 WINOGRAD_CASES = ["input 16x16x16\nconv 16 3x3 pad 1", "input 16x17x15\nconv 20 3x3 pad 1 nobias\nrelu\nconv 16 3x3 pad 1"]
 
 
-@pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
-def test_winograd_gradient(source):
+@pytest.fixture
+def small_winograd(monkeypatch):
+    """Winograd for the test's 16-channel layers (by default it takes 128 channels and up)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
     assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16)
+
+
+@pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
+def test_winograd_gradient(source, small_winograd):
     check_gradients(source + "\nflatten", batch=2, samples=8)
 
 
+PER_IMAGE_CASES = ["input 4x7x6\nconv 5 3x3 /2 pad 1", "input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 2x2 /2",
+                   "input 16x16x16\nconv 4 1x1"]
+
+
+@pytest.mark.parametrize("source", PER_IMAGE_CASES, ids=["strided", "two-layers", "pointwise"])
+def test_per_image_path_gradient(source):
+    """Convs whose columns exceed the budget run image by image (here every one: budget 1 byte)."""
+    check_gradients(source + "\nflatten", batch=3, samples=8, col_budget=1)
+
+
 @pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
-def test_winograd_matches_im2col(source):
+def test_winograd_matches_im2col(source, small_winograd):
     import numpy as np
 
     import netdsl

@@ -4,9 +4,9 @@
 - s2d:        strided first layers (AlexNet's 11x11 /4, ResNet's 7x7 /2 on 3 channels): the input
               is folded space-to-depth, making a stride-1 conv on s*s*C channels whose im2col
               copies whole rows instead of gathering every s-th value;
-- batch-major: small maps (under 256 positions): the whole batch as one GEMM;
+- batch-major: the whole batch as one GEMM each way, wherever its columns fit the budget;
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
-              exceed the memory budget.
+              exceed the memory budget; grouped convs.
 
 On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu_kernels.py):
 batch-major wherever the columns fit its budget, per-image (batched GEMMs) otherwise.
@@ -26,9 +26,6 @@ from .im2col import Geometry
 # image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
 BIG_GEMM = 1 << 22  # multiply-adds per image
 LONG_MAP = 512  # output positions per image
-# Output maps smaller than this (14x14, 7x7), and layers whose per-image GEMM is under BIG_GEMM
-# (LeNet's), run the whole batch as one GEMM, forward and back: one GEMM per image would be thin.
-SMALL_MAP = 256
 S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 # On the GPU memory is plentiful and launches are dear: columns up to this size run the whole
 # batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
@@ -66,9 +63,9 @@ class Conv:
             return out, {"path": "winograd", **saved}
         if self.cpu and _s2d_applies(geo, groups):
             return self._s2d_forward(x, w, b, geo)
-        small = geo.oh * geo.ow < SMALL_MAP or o * geo.col_elems_per_image < BIG_GEMM  # thin per-image GEMMs
-        if self.cpu and groups == 1 and small and \
-                geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
+        # the whole batch as one GEMM wherever its columns fit: measured faster than per-image
+        # GEMMs on every layer shape tried, large maps too (benchmarks/NOTES.md, change 14)
+        if groups == 1 and geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
