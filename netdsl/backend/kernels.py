@@ -149,18 +149,31 @@ def pool_backward(node, dout, need_dx):
     # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): the
     # taps in order take what is left of the window's gradient where they equal the maximum,
     # and leave zero behind (rem - rem*1 is exactly 0), so later equal taps get nothing.
+    # Strided pools work on the input split by row and column phase (i mod s, j mod s): every
+    # tap's view of its phase is contiguous along rows, where numpy's loops over a stride-2 view
+    # ran 8-10x slower than over contiguous memory.
     xpad, out = node.saved["xpad"], node.saved["out"]
+    sh, sw = geo.stride
+    split = (sh, sw) != (1, 1)
 
     def work(lo, hi):
+        x, d = xpad[lo:hi], dx_pad[lo:hi]
+        keys = [(a, b) for a in range(min(sh, kh)) for b in range(min(sw, kw))]
+        phases = {k: xp.ascontiguousarray(x[:, :, k[0]::sh, k[1]::sw]) for k in keys} if split else {(0, 0): x}
+        grads = {k: xp.zeros_like(v) for k, v in phases.items()} if split else {(0, 0): d}
         left = dout[lo:hi].copy()
         hit = xp.empty(left.shape, dtype=bool)
         routed = xp.empty_like(left)
         for i in range(kh):
             for j in range(kw):
-                xp.equal(xpad[lo:hi, :, geo.rows(i), geo.cols(j)], out[lo:hi], out=hit)
+                key, rows, cols = (i % sh, j % sw), slice(i // sh, i // sh + geo.oh), slice(j // sw, j // sw + geo.ow)
+                xp.equal(phases[key][:, :, rows, cols], out[lo:hi], out=hit)
                 xp.multiply(left, hit, out=routed)
                 left -= routed
-                dx_pad[lo:hi, :, geo.rows(i), geo.cols(j)] += routed
+                grads[key][:, :, rows, cols] += routed
+        if split:
+            for (a, b), g in grads.items():
+                d[:, :, a::sh, b::sw] = g
     over_batch(xp, dout.shape[0], dx_pad.size, work)
     return [im2col.unpad(dx_pad, geo)]
 
