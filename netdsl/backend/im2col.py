@@ -118,8 +118,8 @@ def col2im(xp, cols, geo: Geometry):
 
 
 def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
-    """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side, for small
-    maps where one GEMM per image would be thin."""
+    """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side. Split over
+    channel blocks on the CPU's cores (every block's rows are its own)."""
     n = x.shape[0]
     if xp.__name__ == "cupy":
         from .gpu_kernels import im2col as im2col_gpu
@@ -128,19 +128,32 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
     cols = workspace.get(("colsT", key, shape, x.dtype.str), make) if workspace is not None and key else make()
     six = cols.reshape(geo.c, geo.kernel[0], geo.kernel[1], n, geo.oh, geo.ow)
-    xp.copyto(six, windows(xp, padded(xp, x, geo, 0, workspace), geo).transpose(1, 2, 3, 0, 4, 5))
+    win = windows(xp, padded(xp, x, geo, 0, workspace), geo).transpose(1, 2, 3, 0, 4, 5)
+
+    def work(lo, hi):
+        xp.copyto(six[lo:hi], win[lo:hi])
+    over_batch(xp, geo.c, cols.size, work)
     return cols
 
 
 def col2im_batch_major(xp, cols, geo: Geometry, n: int):
-    """The adjoint of im2col_batch_major."""
+    """The adjoint of im2col_batch_major. The sums build up in the columns' own (C, n, H, W)
+    order, where every tap's rows are contiguous on both sides (over channel blocks on the
+    cores), and one copy turns them to (n, C, H, W) at the end."""
     if xp.__name__ == "cupy":
         from .gpu_kernels import col2im as col2im_gpu
         return col2im_gpu(cols, geo, n)
     kh, kw = geo.kernel
     c6 = cols.reshape(geo.c, kh, kw, n, geo.oh, geo.ow)
-    dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dx[:, :, geo.rows(i), geo.cols(j)] += c6[:, i, j].transpose(1, 0, 2, 3)
-    return unpad(dx, geo)
+    dxt = xp.zeros((geo.c, n, geo.hp, geo.wp), dtype=cols.dtype)
+
+    def work(lo, hi):
+        for i in range(kh):
+            for j in range(kw):
+                dxt[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, i, j]
+    over_batch(xp, geo.c, dxt.size, work)
+    ph, pw = geo.pad
+    inner = dxt[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3)
+    dx = xp.empty(inner.shape, dtype=cols.dtype)
+    over_batch(xp, n, dx.size, lambda lo, hi: xp.copyto(dx[lo:hi], inner[lo:hi]))
+    return dx
