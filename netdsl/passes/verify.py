@@ -7,7 +7,7 @@ from ..ops import OPS
 
 
 class IRError(AssertionError):
-    pass
+    """An IR invariant broken by a pass: a bug in netdsl, never in the user's program."""
 
 
 def verify(g: nx.DiGraph, after: str = "?") -> None:
