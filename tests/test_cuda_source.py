@@ -83,3 +83,53 @@ def test_layer_kernels_compile(tmp_path):
     result = subprocess.run(["nvcc", "-c", str(src), "-o", str(tmp_path / "layers.o")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + src.read_text()
+
+
+@needs_nvcc
+@pytest.mark.parametrize("index", ["i32", "i64"])
+def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
+    """The im2col/col2im kernels' own source, run on the host: compiled as C++ with a grid of
+    one thread (the grid-stride loop then visits every element in turn) and called through
+    ctypes, against the numpy im2col/col2im, both layouts, strided, padded, rectangular."""
+    import ctypes
+
+    import numpy as np
+
+    from netdsl.backend import gpu_kernels
+    from netdsl.backend import im2col as ref
+
+    host = ("struct Dim { unsigned x; };\nstatic const Dim blockIdx{0}, blockDim{1}, gridDim{1}, threadIdx{0};\n"
+            + gpu_kernels._COMMON + gpu_kernels._TEMPLATES.replace("__device__ ", "")
+            + "\n".join(gpu_kernels._ENTRY.replace("__global__ ", "").format(
+                name=name, tag="f64", t="double", itag=itag, i=itype)
+                for name in ("im2col", "col2im", "im2col_bm", "col2im_bm")
+                for itag, itype in gpu_kernels._INDEX_TYPES))
+    src, lib = tmp_path / "host.cpp", tmp_path / "host.so"
+    src.write_text(host)
+    result = subprocess.run(["nvcc", "-x", "c++", "-shared", "-Xcompiler", "-fPIC", str(src), "-o", str(lib)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    kernels = ctypes.CDLL(str(lib))
+
+    def call(name, src_array, dst_array, geo):
+        fn = getattr(kernels, f"{name}_f64_{index}")
+        ints = [geo.c, geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow]
+        fn(src_array.ctypes.data_as(ctypes.c_void_p), dst_array.ctypes.data_as(ctypes.c_void_p),
+           ctypes.c_longlong(dst_array.size), *[ctypes.c_int(v) for v in ints])
+        return dst_array
+
+    rng = np.random.default_rng(0)
+    for shape, kernel, stride, pad in [((2, 3, 7, 6), (3, 3), (1, 1), (1, 1)), ((3, 2, 9, 8), (3, 2), (2, 3), (1, 0)),
+                                       ((2, 4, 5, 5), (5, 5), (1, 1), (2, 2)), ((1, 2, 6, 6), (1, 1), (2, 2), (0, 0))]:
+        geo = ref.Geometry.of(shape, kernel, stride, pad)
+        n, rows = shape[0], geo.c * kernel[0] * kernel[1]
+        x = rng.standard_normal(shape)
+        cols = call("im2col", x, np.empty((n, rows, geo.oh * geo.ow)), geo)
+        np.testing.assert_array_equal(cols, ref.im2col(np, x, geo))
+        cols_bm = call("im2col_bm", x, np.empty((rows, n * geo.oh * geo.ow)), geo)
+        np.testing.assert_array_equal(cols_bm, ref.im2col_batch_major(np, x, geo))
+        d = rng.standard_normal(cols.shape)
+        np.testing.assert_allclose(call("col2im", d, np.empty(shape), geo), ref.col2im(np, d, geo), rtol=1e-12)
+        d_bm = rng.standard_normal(cols_bm.shape)
+        np.testing.assert_allclose(call("col2im_bm", d_bm, np.empty(shape), geo),
+                                   ref.col2im_batch_major(np, d_bm, geo, n), rtol=1e-12, atol=1e-12)
