@@ -100,10 +100,7 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
 
     host = ("struct Dim { unsigned x; };\nstatic const Dim blockIdx{0}, blockDim{1}, gridDim{1}, threadIdx{0};\n"
             + gpu_kernels._COMMON + gpu_kernels._TEMPLATES.replace("__device__ ", "")
-            + "\n".join(gpu_kernels._ENTRY.replace("__global__ ", "").format(
-                name=name, tag="f64", t="double", itag=itag, i=itype)
-                for name in ("im2col", "col2im", "im2col_bm", "col2im_bm")
-                for itag, itype in gpu_kernels._INDEX_TYPES))
+            + gpu_kernels.entry_points(dtypes=(("f64", "double"),), qualifier=""))
     src, lib = tmp_path / "host.cpp", tmp_path / "host.so"
     src.write_text(host)
     result = subprocess.run(["nvcc", "-x", "c++", "-shared", "-Xcompiler", "-fPIC", str(src), "-o", str(lib)],

@@ -19,36 +19,32 @@ _COMMON = r"""
          i += (I)blockDim.x * (I)gridDim.x)
 """
 
+# Two column layouts, chosen at compile time by BM: per image (n, c, kh, kw, oh, ow) and
+# batch-major (c, kh, kw, n, oh, ow). N is the batch size.
 _TEMPLATES = r"""
-template <typename T, typename I>
+template <bool BM, typename I>
+__device__ I column_index(I n, I N, int c, int kh, int kw, int oh, int ow,
+                          int C, int KH, int KW, int OH, int OW) {
+    return BM ? ((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow
+              : ((((n * C + c) * KH + kh) * KW + kw) * OH + oh) * OW + ow;
+}
+
+template <typename T, typename I, bool BM>
 __device__ void im2col_impl(const T* x, T* cols, GEOMETRY) {
-    FOR_EACH_ELEMENT(i) {  // one thread per column entry (n, c, kh, kw, oh, ow)
-        int ow = i % OW; I t = i / OW;
-        int oh = t % OH; t /= OH;
-        int kw = t % KW; t /= KW;
-        int kh = t % KH; t /= KH;
-        int c = t % C; I n = t / C;
-        int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
-        cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
-    }
-}
-
-template <typename T, typename I>
-__device__ void im2col_bm_impl(const T* x, T* cols, GEOMETRY) {
     const I N = total / ((I)C * KH * KW * OH * OW);
-    FOR_EACH_ELEMENT(i) {  // one thread per column entry (c, kh, kw, n, oh, ow)
+    FOR_EACH_ELEMENT(i) {  // one thread per column entry: the inverse of column_index
         int ow = i % OW; I t = i / OW;
         int oh = t % OH; t /= OH;
-        I n = t % N; t /= N;
-        int kw = t % KW; t /= KW;
-        int kh = t % KH; int c = t / KH;
+        I n; int c, kh, kw;
+        if (BM) { n = t % N; t /= N; kw = t % KW; t /= KW; kh = t % KH; c = t / KH; }
+        else { kw = t % KW; t /= KW; kh = t % KH; t /= KH; c = t % C; n = t / C; }
         int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
         cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
     }
 }
 
-template <typename T, typename I>
-__device__ void col2im_bm_impl(const T* cols, T* x, GEOMETRY) {
+template <typename T, typename I, bool BM>
+__device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
     const I N = total / ((I)C * H * W);
     FOR_EACH_ELEMENT(i) {  // one thread per input element (n, c, h, w): gathers, no atomics
         int w = i % W; I t = i / W;
@@ -65,31 +61,7 @@ __device__ void col2im_bm_impl(const T* cols, T* x, GEOMETRY) {
                 if (z < 0 || z % SW) continue;
                 int ow = z / SW;
                 if (ow >= OW) continue;
-                acc += cols[((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow];
-            }
-        }
-        x[i] = acc;
-    }
-}
-
-template <typename T, typename I>
-__device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
-    FOR_EACH_ELEMENT(i) {  // one thread per input element (n, c, h, w): gathers, no atomics
-        int w = i % W; I t = i / W;
-        int h = t % H; t /= H;
-        int c = t % C; I n = t / C;
-        T acc = 0;
-        for (int kh = 0; kh < KH; ++kh) {
-            int y = h + PH - kh;
-            if (y < 0 || y % SH) continue;
-            int oh = y / SH;
-            if (oh >= OH) continue;
-            for (int kw = 0; kw < KW; ++kw) {
-                int z = w + PW - kw;
-                if (z < 0 || z % SW) continue;
-                int ow = z / SW;
-                if (ow >= OW) continue;
-                acc += cols[((((n * C + c) * KH + kh) * KW + kw) * OH + oh) * OW + ow];
+                acc += cols[column_index<BM, I>(n, N, c, kh, kw, oh, ow, C, KH, KW, OH, OW)];
             }
         }
         x[i] = acc;
@@ -97,14 +69,23 @@ __device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
 }
 """
 
-# One extern "C" entry point per kernel and dtype, e.g. im2col_f32(const float* src, float* dst, ...)
+# One extern "C" entry point per kernel, layout, dtype and index type, e.g.
+# im2col_bm_f32_i32(const float* src, float* dst, ...)
+_KERNELS = {"im2col": ("im2col", "false"), "im2col_bm": ("im2col", "true"),
+            "col2im": ("col2im", "false"), "col2im_bm": ("col2im", "true")}
 _ENTRY = ('extern "C" __global__ void {name}_{tag}_{itag}(const {t}* src, {t}* dst, GEOMETRY) '
-          '{{ {name}_impl<{t}, {i}>(src, dst, GEOMETRY_ARGS); }}')
+          '{{ {impl}_impl<{t}, {i}, {bm}>(src, dst, GEOMETRY_ARGS); }}')
 _INDEX_TYPES = (("i32", "int"), ("i64", "long long"))
-_SOURCE = _COMMON + _TEMPLATES + "\n".join(
-    _ENTRY.format(name=name, tag=tag, t=ctype, itag=itag, i=itype)
-    for name in ("im2col", "col2im", "im2col_bm", "col2im_bm") for tag, ctype in (("f32", "float"), ("f64", "double"))
-    for itag, itype in _INDEX_TYPES)
+
+
+def entry_points(dtypes=(("f32", "float"), ("f64", "double")), qualifier: str = "__global__ ") -> str:
+    """The extern "C" wrappers around the templates (the tests build host versions, qualifier "")."""
+    return "\n".join(_ENTRY.replace("__global__ ", qualifier).format(
+        name=name, impl=impl, bm=bm, tag=tag, t=ctype, itag=itag, i=itype)
+        for name, (impl, bm) in _KERNELS.items() for tag, ctype in dtypes for itag, itype in _INDEX_TYPES)
+
+
+_SOURCE = _COMMON + _TEMPLATES + entry_points()
 
 _THREADS = 256
 _MAX_BLOCKS = 65535 * 4
