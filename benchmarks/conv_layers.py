@@ -85,7 +85,6 @@ def main() -> None:
         print(f"{name:18} {shape:>12} {fwd:8.1f} {f_rate:9.0f} {100 * f_rate / peak:5.0f}% {bwd:8.1f} "
               f"{b_rate:9.0f} {100 * b_rate / peak:5.0f}% {t_cols:8.2f} {t_gemm:8.2f} "
               f"{100 * 2 * macs / t_gemm / 1e6 / peak:5.0f}%", flush=True)
-        del cols
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32
 
     import netdsl
     if framework == "torch":
-        import torch  # noqa: F401  (imported before the baseline: its libraries are not the step's memory)
-        from torch_model import TorchNet  # noqa: F401
+        import torch  # imported before the baseline: its libraries are not the step's memory
+        from torch_model import TorchNet
     base = _status("VmRSS")
     net = netdsl.optimise(netdsl.load(ROOT / "nets" / f"{name}.net"), "training")  # as netdsl run does
     rng = np.random.default_rng(0)
@@ -63,8 +63,6 @@ def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32
         sync = model.device.synchronize
         peak_gpu = (lambda: model.xp.get_default_memory_pool().total_bytes()) if device == "gpu" else None
     else:
-        import torch
-        from torch_model import TorchNet
         torch.set_num_threads(os.cpu_count() or 1)
         tdev = "cuda" if device == "gpu" else "cpu"
         torch.backends.cuda.matmul.allow_tf32 = tf32

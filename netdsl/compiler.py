@@ -11,7 +11,6 @@ import networkx as nx
 from .errors import Diagnostic, NetError, Span
 from .expand import expand
 from .ir import ReceptiveField, schedule
-from .ops import OPS
 from .parser import parse
 from .passes import ANALYSIS, run_pipeline
 from .passes.check_limits import DEFAULT_LIMIT

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .compiler import LayerInfo, Network
+from .compiler import Network
 from .ops import OPS, shape_text, window_geometry
 from .passes.check_limits import BYTES, human_bytes
 

@@ -1,8 +1,6 @@
 """The language: every form the issue lists, written the ways people write it."""
-import pytest
 
 import netdsl
-from netdsl import NetError
 
 
 def shapes(src):

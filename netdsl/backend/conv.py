@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import im2col, winograd
+from .device import on_gpu
 from .im2col import Geometry
-from .threads import over_batch
+from .threads import contiguous
 
 # The weight gradient runs image by image (no transposed copy of the columns) only where each
 # image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.
@@ -44,7 +45,7 @@ class Conv:
 
     @property
     def cpu(self) -> bool:
-        return self.xp.__name__ == "numpy"
+        return not on_gpu(self.xp)
 
     @property
     def budget(self) -> int:
@@ -156,7 +157,7 @@ class Conv:
         cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key)  # (CKK, n*OHW)
         out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
         if self.cpu:
-            out = _contiguous(xp, out)
+            out = contiguous(xp, out)
         # on the GPU the (N, O, H, W) view goes out as it is: the next kernel (bias and activation,
         # bn's first pass, im2col) reads it in place instead of after a copy
         if b is not None:
@@ -172,7 +173,7 @@ class Conv:
             grad, y = epilogue
             dout_t = grad(d3, y.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)
         else:
-            dout_t = _contiguous(xp, d3).reshape(o, -1)  # (O, n*OHW)
+            dout_t = contiguous(xp, d3).reshape(o, -1)  # (O, n*OHW)
         dw = (dout_t @ cols.T).reshape(w.shape)
         dx = im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n) if need_dx else None
         return dx, dw, dout_t.sum(axis=1)
@@ -193,15 +194,6 @@ class Conv:
         dw = unfold_weight(xp, dws, s, w.shape)
         dx = unfold_input(xp, dxs, geo, saved["inner_geo"]) if need_dx else None
         return dx, dw, db
-
-
-def _contiguous(xp, a):
-    """A contiguous copy of a transposed view, over slices of its first axis on the CPU's cores."""
-    if not (xp.__name__ == "numpy"):
-        return xp.ascontiguousarray(a)
-    out = xp.empty(a.shape, dtype=a.dtype)
-    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.copyto(out[lo:hi], a[lo:hi]))
-    return out
 
 
 def _bias_grad(dout):

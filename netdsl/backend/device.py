@@ -21,6 +21,11 @@ class Device:
             self.xp.cuda.Stream.null.synchronize()
 
 
+def on_gpu(xp) -> bool:
+    """Whether an array module is CuPy: the one test every GPU-only branch makes."""
+    return xp.__name__ == "cupy"
+
+
 def _gpu() -> Device | None:
     try:
         import cupy

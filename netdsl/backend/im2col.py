@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .threads import over_batch
+from .device import on_gpu
+from .threads import contiguous, over_batch
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def im2col(xp, x, geo: Geometry, workspace=None, key=None):
     n = x.shape[0]
     if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
         return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
-    if xp.__name__ == "cupy":
+    if on_gpu(xp):
         from .gpu_kernels import im2col as im2col_gpu
         return im2col_gpu(x, geo)
     xpad = padded(xp, x, geo, 0, workspace)
@@ -103,7 +104,7 @@ def col2im(xp, cols, geo: Geometry):
     kh, kw = geo.kernel
     if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
         return cols.reshape(n, geo.c, geo.h, geo.w)
-    if xp.__name__ == "cupy":
+    if on_gpu(xp):
         from .gpu_kernels import col2im as col2im_gpu
         return col2im_gpu(cols, geo)
     c6 = cols.reshape(n, geo.c, kh, kw, geo.oh, geo.ow)
@@ -121,7 +122,7 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side. Split over
     channel blocks on the CPU's cores (every block's rows are its own)."""
     n = x.shape[0]
-    if xp.__name__ == "cupy":
+    if on_gpu(xp):
         from .gpu_kernels import im2col as im2col_gpu
         return im2col_gpu(x, geo, batch_major=True)
     shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * geo.oh * geo.ow)
@@ -140,7 +141,7 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     """The adjoint of im2col_batch_major. The sums build up in the columns' own (C, n, H, W)
     order, where every tap's rows are contiguous on both sides (over channel blocks on the
     cores), and one copy turns them to (n, C, H, W) at the end."""
-    if xp.__name__ == "cupy":
+    if on_gpu(xp):
         from .gpu_kernels import col2im as col2im_gpu
         return col2im_gpu(cols, geo, n)
     kh, kw = geo.kernel
@@ -153,7 +154,4 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
                 dxt[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, i, j]
     over_batch(xp, geo.c, dxt.size, work)
     ph, pw = geo.pad
-    inner = dxt[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3)
-    dx = xp.empty(inner.shape, dtype=cols.dtype)
-    over_batch(xp, n, dx.size, lambda lo, hi: xp.copyto(dx[lo:hi], inner[lo:hi]))
-    return dx
+    return contiguous(xp, dxt[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3))

@@ -9,11 +9,12 @@ Layout is NCHW; weights are (out, in/groups, kh, kw) as in PyTorch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from ..ops import window_geometry
 from . import im2col
 from .conv import Conv
+from .device import on_gpu
 from .threads import over_batch
 
 
@@ -40,7 +41,7 @@ def conv_forward(node, inputs):
     kernel, stride, pad = window_geometry([x.shape[1:]], node.attrs)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
     bias = node.params.get("bias")
-    gpu = _on_gpu(node.xp)  # the GPU adds the bias in the epilogue's kernel
+    gpu = on_gpu(node.xp)  # the GPU adds the bias in the epilogue's kernel
     out, saved = _conv(node).forward(x, node.params["weight"], None if gpu else bias, geo, node.attrs["groups"])
     node.saved["conv"] = saved
     if gpu and (bias is not None or node.epilogue):
@@ -186,13 +187,9 @@ def pool_backward(node, dout, need_dx):
 # (passes/fuse.py). On the GPU both run as one generated kernel (gpu_kernels.ACTIVATION_EXPR).
 
 
-def _on_gpu(xp) -> bool:
-    return xp.__name__ == "cupy"
-
-
 def _layer_kernel(xp) -> bool:
     """Whether bn, LRN and max pooling run as the GPU's whole-layer kernels (gpu_layers.py)."""
-    if not _on_gpu(xp):
+    if not on_gpu(xp):
         return False
     from .gpu_layers import ENABLED
     return ENABLED
@@ -232,13 +229,13 @@ def _sigmoid_grad(xp, dy, y):
 def _device_rule(name, cpu_apply, cpu_grad):
     """The CPU rule, or on the GPU the activation as one generated CUDA kernel each way."""
     def apply(xp, a):
-        if _on_gpu(xp):
+        if on_gpu(xp):
             from .gpu_kernels import chain
             return chain(("x",), "x", name)(a)
         return cpu_apply(xp, a)
 
     def grad(xp, dy, y):
-        if _on_gpu(xp):
+        if on_gpu(xp):
             from .gpu_kernels import activation_grad
             return activation_grad(name)(dy, y)
         return cpu_grad(xp, dy, y)
@@ -255,7 +252,7 @@ def elementwise_out(node, expr: str, operands: dict, compute: Callable):
     generated for this chain, with the node's fused activation (its epilogue) applied in the same
     pass, and the node says so in `saved`; on the CPU `compute()` returns the value and the
     executor applies the epilogue in place."""
-    if _on_gpu(node.xp):
+    if on_gpu(node.xp):
         from .gpu_kernels import chain
         node.saved["epilogue_applied"] = True
         return chain(tuple(operands), expr, node.epilogue)(*operands.values())
@@ -267,7 +264,7 @@ def _activation(name):
 
     def forward(node, inputs):
         x = inputs[0]  # the CPU rules work in place; the GPU's kernel writes a new array
-        out = apply(node.xp, x if _on_gpu(node.xp) else x.copy())
+        out = apply(node.xp, x if on_gpu(node.xp) else x.copy())
         node.saved["out"] = out
         return out
 
@@ -400,7 +397,7 @@ def bn_forward(node, inputs):
     inv_std = 1 / xp.sqrt(var + a["eps"])
     node.saved.update(xhat=centred, inv_std=inv_std)  # x-hat once scaled below
     gamma, beta = node.params["weight"][:, None], node.params["bias"][:, None]
-    if _on_gpu(xp):  # the generic path on the GPU: the affine step and activation as one kernel
+    if on_gpu(xp):  # the generic path on the GPU: the affine step and activation as one kernel
         c3 *= inv_std[:, None]
         return elementwise_out(node, "x * g + b", {"x": c3, "g": gamma, "b": beta}, None).reshape(x.shape)
     out = xp.empty_like(x)

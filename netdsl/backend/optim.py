@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from ..errors import NetError
+from .device import on_gpu
 from .threads import over_batch
 
 
@@ -38,7 +39,7 @@ class SGD:
             if v is None:
                 v = self.velocity[name] = xp.zeros_like(w)
             decay = self.weight_decay if self.weight_decay and self._decays(name, w) else 0.0
-            if xp.__name__ == "cupy":  # one generated kernel instead of five array operations
+            if on_gpu(xp):  # one generated kernel instead of five array operations
                 from .gpu_kernels import sgd_update
                 t = w.dtype.type
                 sgd_update()(g, t(self.momentum), t(decay), t(self.lr), w, v)

@@ -28,3 +28,13 @@ def over_batch(xp, n: int, elements: int, work: Callable[[int, int], None]) -> N
     bounds = [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
     for f in [_pool().submit(work, lo, hi) for lo, hi in bounds]:
         f.result()
+
+
+def contiguous(xp, a):
+    """A contiguous copy of a (transposed) view; on the CPU over slices of its first axis, in
+    parallel (numpy's own copy is single-threaded)."""
+    if xp.__name__ != "numpy":
+        return xp.ascontiguousarray(a)
+    out = xp.empty(a.shape, dtype=a.dtype)
+    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.copyto(out[lo:hi], a[lo:hi]))
+    return out

@@ -15,8 +15,15 @@ import networkx as nx
 from ..ir import inputs, schedule
 from ..ops import OPS
 
-VIEW_OPS = ("flatten",)  # share their input's buffer outright
-IN_PLACE_OPS = ("relu", "tanh", "sigmoid", "dropout")  # may overwrite an input nobody else reads
+# From the op table: one-input ops that store nothing new either view their input (injective:
+# flatten) and share its buffer outright, or write over it (elementwise: the activations,
+# dropout) where nobody else reads it.
+SHARING = {"injective": "view", "elementwise": "in_place"}
+
+
+def _sharing(op: str) -> str | None:
+    spec = OPS[op]
+    return None if spec.arity != "one" or spec.stores_output else SHARING.get(spec.kind)
 
 
 def plan_memory(graph: nx.DiGraph) -> nx.DiGraph:
@@ -28,10 +35,10 @@ def plan_memory(graph: nx.DiGraph) -> nx.DiGraph:
                 for n in order}
     owner: dict[str, str] = {}  # node -> node whose buffer holds its value
     for n in order:
-        op = g.nodes[n]["op"]
+        sharing = _sharing(g.nodes[n]["op"])
         srcs = inputs(g, n)
-        if srcs and (op in VIEW_OPS or (op in IN_PLACE_OPS and g.out_degree(srcs[0]) == 1
-                                        and srcs[0] not in outputs)):
+        if srcs and (sharing == "view" or (sharing == "in_place" and g.out_degree(srcs[0]) == 1
+                                           and srcs[0] not in outputs)):
             owner[n] = owner[srcs[0]]
         else:
             owner[n] = n
