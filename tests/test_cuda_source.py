@@ -1,5 +1,6 @@
 """The CUDA source of the CuPy back end compiles, checked with nvcc where it is installed (no GPU
-is needed to compile), so a syntax slip in GPU code shows up on CPU-only machines too."""
+is needed to compile), so a syntax slip in GPU code shows up on CPU-only machines too; and the
+im2col/col2im kernels' source, built for the host, computes what numpy's im2col/col2im do."""
 import shutil
 import subprocess
 
@@ -7,7 +8,9 @@ import pytest
 
 from netdsl.backend.gpu_kernels import _SOURCE, ACTIVATION_EXPR, GRADIENT_EXPR
 
-needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA compiler) is not installed")
+# nvcc ships with the CUDA toolkit, not with pip: where it is missing, these checks cannot run
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,
+                                reason="nvcc (the CUDA compiler) is not installed: the CUDA source cannot be compiled here")
 
 
 @needs_nvcc
