@@ -172,6 +172,16 @@ def test_conv_paths_agree(path, monkeypatch):
         np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("o,ckk,inner", [(6, 25, 50_176), (6, 25, 8_193), (6, 25, 8_192), (64, 576, 9_000)])
+def test_weight_gradient_pieces_sum_to_the_product(o, ckk, inner):
+    """The weight gradient, whole or summed over pieces of its inner axis (LeNet's c1 shape,
+    both sides of the threshold, a ragged last piece), equals the plain product in float64."""
+    from netdsl.backend import conv
+    dout_t = RNG.standard_normal((o, inner))
+    cols = RNG.standard_normal((ckk, inner))
+    np.testing.assert_allclose(conv.weight_grad(np, dout_t, cols), np.dot(dout_t, cols.T), rtol=1e-12, atol=1e-9)
+
+
 @pytest.mark.parametrize("shape,line", [
     ((3, 227, 227), "conv 8 11x11 /4"),          # AlexNet's conv1: 11x11 stride 4
     ((3, 30, 29), "conv 8 7x7 /2 pad 3"),        # ResNet's conv1, odd width
