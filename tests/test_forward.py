@@ -213,3 +213,23 @@ def test_space_to_depth_matches_im2col(shape, line):
     got = fast.backward(input_grad=True)
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape,kernel,pad", [
+    ((3, 4, 14, 14), (5, 5), (0, 0)),     # LeNet's c3 shape, smaller: runs of 10
+    ((2, 3, 9, 7), (3, 2), (1, 0)),       # rectangular kernel, uneven padding
+    ((2, 5, 12, 42), (3, 3), (1, 1)),     # a wide map: 2 extra columns on 42
+])
+def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
+    """The stride-1 input gradient summed on the wide grid equals the plain col2im of the same
+    columns, in float64."""
+    from netdsl.backend import im2col
+    geo = im2col.Geometry.of(shape, kernel, (1, 1), pad)
+    assert im2col.wide_col2im_applies(geo)
+    n, o = shape[0], 6
+    w2 = RNG.standard_normal((o, geo.c * kernel[0] * kernel[1]))
+    dout_t = RNG.standard_normal((o, n * geo.oh * geo.ow))
+    plain = im2col.col2im_batch_major(np, w2.T @ dout_t, geo, n)
+    wide = im2col.col2im_wide(np, w2.T @ im2col.widen(np, dout_t, geo, n), geo, n)
+    assert wide.shape == shape
+    np.testing.assert_allclose(wide, plain, rtol=1e-12, atol=1e-12)

@@ -39,6 +39,12 @@ class Geometry:
         return self.w + 2 * self.pad[1]
 
     @property
+    def whole_window(self) -> bool:
+        """One window covering the whole unpadded input (LeNet's c5: 5x5 on 5x5): the columns
+        are then the input itself, (C*H*W) per image."""
+        return (self.oh, self.ow) == (1, 1) and self.pad == (0, 0) and self.kernel == (self.h, self.w)
+
+    @property
     def col_elems_per_image(self) -> int:
         return self.c * self.kernel[0] * self.kernel[1] * self.oh * self.ow
 
@@ -122,6 +128,8 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     """(C*kh*kw, n*OH*OW) columns: the whole batch as one GEMM's right-hand side. Split over
     channel blocks on the CPU's cores (every block's rows are its own)."""
     n = x.shape[0]
+    if geo.whole_window:
+        return x.reshape(n, -1).T  # a view: BLAS reads it transposed, no copy
     if on_gpu(xp):
         from .gpu_kernels import im2col as im2col_gpu
         return im2col_gpu(x, geo, batch_major=True)
@@ -141,6 +149,8 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     """The adjoint of im2col_batch_major. The sums build up in the columns' own (C, n, H, W)
     order, where every tap's rows are contiguous on both sides (over channel blocks on the
     cores), and one copy turns them to (n, C, H, W) at the end."""
+    if geo.whole_window:
+        return cols.T.reshape(n, geo.c, geo.h, geo.w)
     if on_gpu(xp):
         from .gpu_kernels import col2im as col2im_gpu
         return col2im_gpu(cols, geo, n)
@@ -155,3 +165,50 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     over_batch(xp, geo.c, dxt.size, work)
     ph, pw = geo.pad
     return contiguous(xp, dxt[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3))
+
+
+# Stride-1 input gradients on a wide grid -------------------------------------------------------
+# With the output gradient laid out on an OH x Wp grid (the padded width, zeros past OW), tap
+# (i, j)'s column row lands on the padded input, flattened, as one contiguous run starting at
+# i*Wp + j: col2im becomes kh*kw slice additions of OH*Wp values instead of strided additions of
+# OW-long runs. The zero columns cost a wider GEMM, (Wp - OW)/OW more: it pays where that is small
+# (maps of 56 and more) or the runs are so short that numpy's per-run cost rules (LeNet's 10x10)
+# (benchmarks/NOTES.md, change 18).
+WIDE_MAX_EXTRA = 0.05
+WIDE_SHORT_RUN = 10
+
+
+def wide_col2im_applies(geo: Geometry) -> bool:
+    if geo.stride != (1, 1) or geo.kernel == (1, 1) or geo.whole_window:
+        return False
+    return geo.ow <= WIDE_SHORT_RUN or geo.wp - geo.ow <= WIDE_MAX_EXTRA * geo.ow
+
+
+def widen(xp, dout_t, geo: Geometry, n: int):
+    """(O, n*OH*OW) -> (O, n*OH*Wp), zeros in the columns past OW."""
+    o = dout_t.shape[0]
+    wide = xp.zeros((o, n, geo.oh, geo.wp), dtype=dout_t.dtype)
+    src = dout_t.reshape(o, n, geo.oh, geo.ow)
+
+    def work(lo, hi):
+        wide[lo:hi, :, :, :geo.ow] = src[lo:hi]
+    over_batch(xp, o, wide.size, work)
+    return wide.reshape(o, -1)
+
+
+def col2im_wide(xp, dcols, geo: Geometry, n: int):
+    """The input gradient from (C*kh*kw, n*OH*Wp) columns of a widened output gradient."""
+    kh, kw = geo.kernel
+    span, plane = geo.oh * geo.wp, geo.hp * geo.wp
+    d5 = dcols.reshape(geo.c, kh, kw, n, span)
+    dxt = xp.zeros((geo.c, n, plane + kw - 1), dtype=dcols.dtype)  # the last runs overhang by kw-1
+
+    def work(lo, hi):
+        for i in range(kh):
+            for j in range(kw):
+                start = i * geo.wp + j
+                dxt[lo:hi, :, start:start + span] += d5[lo:hi, i, j]
+    over_batch(xp, geo.c, dxt.size, work)
+    ph, pw = geo.pad
+    grid = dxt[:, :, :plane].reshape(geo.c, n, geo.hp, geo.wp)
+    return contiguous(xp, grid[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3))
