@@ -24,6 +24,8 @@ GRAD_CASES = {
              "input 3x7x7\npool avg 3x3 /2",
              "input 2x5x5\npool avg 3x3 /2 pad 1",
              "input 3x5x4\npool avg global",
+             "input 2x6x4\npool avg 2x2",      # windows that tile the input: one broadcast
+             "input 2x6x6\npool avg 3x2 /3x2",
              "input 2x5x6\npool max 2x3 /1"],
     "fc": ["input 2x3x3\nfc 4", "input 5\nfc 3 nobias"],
     "relu": ["input 2x3x3\nrelu"],

@@ -131,12 +131,24 @@ def pool_forward(node, inputs):
     return out
 
 
+def _tiles(geo) -> bool:
+    """Windows that tile the input exactly (LeNet's 2x2 /2 on 28x28): no overlap, no padding,
+    nothing left over."""
+    return (geo.kernel == geo.stride and geo.pad == (0, 0)
+            and (geo.oh * geo.kernel[0], geo.ow * geo.kernel[1]) == (geo.h, geo.w))
+
+
 def pool_backward(node, dout, need_dx):
     if not need_dx:
         return [None]
     xp, a = node.xp, node.attrs
     geo = node.saved["geo"]
     kh, kw = geo.kernel
+    if a["mode"] == "avg" and _tiles(geo):  # every input value in exactly one window
+        n, c = dout.shape[:2]
+        dx = xp.empty((n, c, geo.oh, kh, geo.ow, kw), dtype=dout.dtype)
+        xp.multiply(dout[:, :, :, None, :, None], 1.0 / (kh * kw), out=dx)
+        return [dx.reshape(n, c, geo.h, geo.w)]
     dx_pad = xp.zeros((dout.shape[0], dout.shape[1], geo.hp, geo.wp), dtype=dout.dtype)
     if a["mode"] == "avg":
         share = dout * (1.0 / (kh * kw))
@@ -207,11 +219,20 @@ def _relu_grad(xp, dy, y):
 
 
 def _tanh_inplace(xp, a):
-    return xp.tanh(a, out=a)
+    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.tanh(a[lo:hi], out=a[lo:hi]))
+    return a
 
 
 def _tanh_grad(xp, dy, y):
-    return dy * (1 - y * y)
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+
+    def work(lo, hi):  # dy * (1 - y^2), in one buffer
+        d = dx[lo:hi]
+        xp.multiply(y[lo:hi], y[lo:hi], out=d)
+        xp.subtract(1, d, out=d)
+        xp.multiply(d, dy[lo:hi], out=d)
+    over_batch(xp, dy.shape[0], dy.size, work)
+    return dx
 
 
 def _sigmoid_inplace(xp, a):
