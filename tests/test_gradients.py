@@ -167,3 +167,25 @@ def test_winograd_matches_im2col(source, small_winograd):
     gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
     for name in gp:
         np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)
+
+
+SPLIT_CASES = ["input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 3x3 /2 pad 1\ntanh",   # columns, wide col2im
+               "input 2x7x7\npool max 3x3 /2 pad 1", "input 2x6x4\npool avg 2x2",
+               "input 3x5x5\nbn\nrelu", "input 2x6x6\nadd {\n{ conv 4 3x3 /2 pad 1 nobias; bn }\nshortcut\n}"]
+
+
+@pytest.mark.parametrize("source", SPLIT_CASES, ids=["convs", "max-pool", "avg-pool", "bn", "residual"])
+def test_gradient_with_work_split_over_threads(source, monkeypatch):
+    """The CPU kernels split their copies and passes over batch slices on two threads only for
+    arrays of 1M elements and more; with the threshold at 0 every slice boundary is exercised."""
+    from netdsl.backend import threads
+    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    check_gradients(source + "\nflatten", batch=4, samples=8)
+
+
+def test_winograd_gradient_with_work_split_over_threads(monkeypatch, small_winograd):
+    from netdsl.backend import threads
+    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    check_gradients(WINOGRAD_CASES[1] + "\nflatten", batch=3, samples=8)

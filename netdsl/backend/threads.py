@@ -11,7 +11,10 @@ from functools import lru_cache
 from typing import Callable
 
 WORKERS = max(1, min(8, os.cpu_count() or 1))
-MIN_ELEMENTS = 1 << 16  # below this, a thread hand-off costs more than it saves
+# Below this many elements (4 MiB of float32) a hand-off to the second core costs more than it
+# saves: measured in whole steps, interleaved, 1<<16 -> 1<<20 took LeNet-5 b64 7.8 -> 7.1 ms,
+# ResNet-18 b8 962 -> 933, VGG16 b2 2043 -> 1828 (benchmarks/NOTES.md, change 19).
+MIN_ELEMENTS = 1 << 20
 
 
 @lru_cache(maxsize=1)
