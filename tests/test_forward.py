@@ -1,5 +1,7 @@
 """Forward results of conv, pooling, LRN and batch norm against plain float64 loops written
 here, straight from the definitions (not from netdsl's kernels)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -172,14 +174,29 @@ def test_conv_paths_agree(path, monkeypatch):
         np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("o,ckk,inner", [(6, 25, 50_176), (6, 25, 8_193), (6, 25, 8_192), (64, 576, 9_000)])
+@pytest.mark.parametrize("o,ckk,inner", [(6, 25, 50_176), (6, 25, 8_193), (6, 25, 8_192), (64, 576, 9_000),
+                                         (128, 1152, 300)])
 def test_weight_gradient_pieces_sum_to_the_product(o, ckk, inner):
-    """The weight gradient, whole or summed over pieces of its inner axis (LeNet's c1 shape,
-    both sides of the threshold, a ragged last piece), equals the plain product in float64."""
+    """The weight gradient, whole, transposed or summed over pieces of its inner axis (LeNet's
+    c1 shape, both sides of the threshold, a ragged last piece), equals the plain product in
+    float64, and is contiguous: the optimiser's flat views of a strided one would copy it."""
     from netdsl.backend import conv
     dout_t = RNG.standard_normal((o, inner))
     cols = RNG.standard_normal((ckk, inner))
-    np.testing.assert_allclose(conv.weight_grad(np, dout_t, cols), np.dot(dout_t, cols.T), rtol=1e-12, atol=1e-9)
+    dw = conv.weight_grad(np, dout_t, cols)
+    assert dw.flags.c_contiguous
+    np.testing.assert_allclose(dw, np.dot(dout_t, cols.T), rtol=1e-12, atol=1e-9)
+
+
+def test_every_gradient_is_contiguous():
+    """Every path's parameter gradients come out contiguous (SGD updates them through flat views)."""
+    net = netdsl.load(Path(__file__).parent.parent / "nets" / "resnet18.net")
+    model = Model(net, device="cpu", dtype="float32", seed=0)
+    x = RNG.standard_normal((1, *net.input_shape)).astype(np.float32)
+    model.loss(x, [0])
+    model.backward()
+    strided = [k for k, g in model.gradients().items() if not g.flags.c_contiguous]
+    assert strided == []
 
 
 @pytest.mark.parametrize("shape,line", [

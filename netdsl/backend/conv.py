@@ -32,8 +32,9 @@ S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 # On the GPU memory is plentiful and launches are dear: columns up to this size run the whole
 # batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
 GPU_COL_BUDGET = 2 << 30
-# weight gradients with at most this many values, over an inner axis longer than 2 * PIECE, are
-# summed over pieces of the inner axis (see weight_grad)
+# weight gradients up to SMALL_RESULT values are computed transposed, and up to TINY_RESULT over an
+# inner axis longer than 2 * PIECE, summed over pieces of that axis (see weight_grad)
+SMALL_RESULT = 1 << 16
 TINY_RESULT = 1024
 PIECE = 4096
 
@@ -205,20 +206,21 @@ class Conv:
 
 
 def weight_grad(xp, dout_t, cols):
-    """dW = dout_t @ cols.T, (O, n*OHW) x (CKK, n*OHW) -> (O, CKK). On the CPU computed as
-    (cols @ dout_t.T).T: OpenBLAS runs that orientation 5-8% faster on ResNet's layers and 2x on
-    thin ones. A tiny result over a long inner axis (LeNet's c1: 6x25 over 50,176) is summed over
-    pieces of it: one such GEMM runs at 24 GFLOP/s, pieces of 4,096 at 69 (benchmarks/NOTES.md,
-    change 17)."""
-    if on_gpu(xp):
-        return dout_t @ cols.T
+    """dW = dout_t @ cols.T, (O, n*OHW) x (CKK, n*OHW) -> (O, CKK), contiguous. Small results
+    are computed as (cols @ dout_t.T) and copied back transposed: OpenBLAS runs that orientation
+    2x faster on thin shapes (LeNet's c3: 0.47 -> 0.25 ms) and the copy is cheap; a tiny result
+    over a long inner axis (LeNet's c1: 6x25 over 50,176) is summed over pieces of it, where one
+    GEMM ran at 24 GFLOP/s and pieces of 4,096 at 69 (benchmarks/NOTES.md, change 17). Large
+    results keep the plain orientation: their transposed copy would cost more than it gains."""
     o, (ckk, inner) = dout_t.shape[0], cols.shape
+    if on_gpu(xp) or o * ckk > SMALL_RESULT:
+        return dout_t @ cols.T
     if o * ckk > TINY_RESULT or inner <= 2 * PIECE:
-        return (cols @ dout_t.T).T
+        return xp.ascontiguousarray((cols @ dout_t.T).T)
     acc = cols[:, :PIECE] @ dout_t[:, :PIECE].T
     for lo in range(PIECE, inner, PIECE):
         acc += cols[:, lo:lo + PIECE] @ dout_t[:, lo:lo + PIECE].T
-    return acc.T
+    return xp.ascontiguousarray(acc.T)
 
 
 def _bias_grad(dout):
