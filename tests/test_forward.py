@@ -162,6 +162,7 @@ def test_conv_paths_agree(path, monkeypatch):
     (allowed down to 16 channels) give the same convolution as the reference loops."""
     from netdsl.backend import winograd
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16 if path == "winograd" else 1 << 30)
+    monkeypatch.setattr(winograd, "MIN_TILES", 64)
     options = {"col_budget": 1} if path == "per_image" else {}
     for c, size in ((3, 5), (3, 17), (16, 16)) if path != "winograd" else ((16, 16), (16, 17)):
         x = RNG.standard_normal((2, c, size, size))

@@ -130,10 +130,11 @@ WINOGRAD_CASES = ["input 16x16x16\nconv 16 3x3 pad 1", "input 16x17x15\nconv 20 
 
 @pytest.fixture
 def small_winograd(monkeypatch):
-    """Winograd for the test's 16-channel layers (by default it takes 128 channels and up)."""
+    """Winograd for the test's 16-channel 16x16 layers (by default it takes 128 channels and 56x56 maps)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
+    monkeypatch.setattr(winograd, "MIN_TILES", 64)
     assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16)
 
 

@@ -16,7 +16,10 @@ from .threads import over_batch
 # GEMMs to matter, enough tiles per image for the 16 GEMMs to be efficient, and maps small
 # enough that the transforms (memory-bound) stay in cache.
 MIN_CHANNELS = 128  # 64-channel layers: batch-major im2col measured 15-30% faster
-MIN_TILES = 64  # 2x2 tiles per image: 16x16 maps and up
+# 2x2 tiles per image: 56x56 maps and up. With batch-major columns, the wide col2im and fewer
+# thread hand-offs (changes 18-19), im2col won on 28x28 maps in interleaved A/B (fwd+bwd ms,
+# two runs: 128x28x28 b8 45.7/44.9 vs 34.2/29.3; 512x28x28 b2 112/104 vs 84/82); 56x56 maps tie.
+MIN_TILES = 28 * 28
 MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
 
 
