@@ -17,6 +17,7 @@ from ..ir import inputs as ir_inputs
 from ..ir import schedule
 from ..ops import OPS, shape_text
 from .device import Device, get_device
+from .heap import keep_freed_memory
 from .kernels import ACTIVATIONS, KERNELS
 
 DEFAULT_COL_BUDGET = 256 * 2**20  # bytes of im2col columns per conv call before the batch is split
@@ -96,6 +97,8 @@ class Model:
         self.net = net
         self.device = device if isinstance(device, Device) else get_device(device)
         self.xp = self.device.xp
+        if self.device.name == "cpu":
+            keep_freed_memory()  # no fresh page mapping every step (backend/heap.py)
         self.dtype = np.dtype(dtype)
         self.col_budget = col_budget
         self.winograd = winograd  # F(2x2, 3x3) for 3x3 stride-1 pad-1 convs on the CPU (backend/winograd.py)

@@ -1,0 +1,49 @@
+"""Keeping freed memory inside the process on the CPU (glibc's malloc).
+
+A training step frees and reallocates the same large arrays (columns, activations, gradients)
+every step. glibc serves every block over 32 MiB with a fresh mmap and returns it on free, so
+each step the kernel maps and zeroes those pages again: on this project's machine 150-1400 ms of
+system time in a 1.6-2.6 s VGG16 step (5,000 faults on 2 MiB pages). With mmap turned off for
+large blocks and the heap never trimmed, the next step reuses the same pages: no faults, ~10 ms
+of system time, VGG16's step 1.7-2.6 s -> 1.5-1.6 s (benchmarks/NOTES.md, change 21).
+
+The cost: memory freed by netdsl stays with the process (reused by its next allocations, not
+returned to the system). NETDSL_KEEP_MEMORY=0 turns this off; other C libraries are left as
+they are.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+# mallopt parameters, from glibc's malloc.h
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_MAX = -4
+
+TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: free memory at the top stays
+TOP_PAD = 64 << 20  # grow the heap in steps of 64 MiB, fewer brk calls
+
+_done: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc once per process (see the module docstring); True where it applied.
+    Does nothing, and says False, off Linux/glibc or with NETDSL_KEEP_MEMORY=0."""
+    global _done
+    if _done is None:
+        _done = _tune()
+    return _done
+
+
+def _tune() -> bool:
+    if os.environ.get("NETDSL_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # glibc only: others' mallopt differs or is a stub
+    except (OSError, AttributeError):
+        return False
+    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
