@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from netdsl.backend import heap  # noqa: E402
+
+# glibc's malloc told, through its environment, what netdsl tells it through mallopt (backend/heap.py)
+HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(heap.TRIM_THRESHOLD),
+            "MALLOC_TOP_PAD_": str(heap.TOP_PAD)}
 CPU_CASES = [("lenet5", 64), ("alexnet", 8), ("resnet18", 8), ("vgg16", 2)]
 GPU_CASES = [("resnet50", 64), ("alexnet", 128), ("googlenet", 64), ("vgg16", 32)]  # the target case first
 
@@ -95,6 +100,9 @@ def main() -> None:
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     p.add_argument("--frameworks", nargs="+", choices=("netdsl", "torch"), default=["netdsl", "torch"])
     p.add_argument("--timeout", type=float, default=900, help="seconds each framework gets per network")
+    p.add_argument("--torch-heap", choices=("default", "same", "both"), default="both",
+                   help="PyTorch with glibc's default malloc, with the heap settings netdsl makes for "
+                        "itself (backend/heap.py), or both (CPU)")
     p.add_argument("--single", nargs=3, metavar=("FRAMEWORK", "NET", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.tf32:
@@ -110,40 +118,55 @@ def main() -> None:
         cases = [c for c in cases if c[0] in args.only]
     print(f"# {time.strftime('%Y-%m-%d')}, device {args.device}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} cores, tf32 {'on' if args.tf32 else 'off'}; medians of {args.repeat} steps")
+    runs = [(fw, fw, {}) for fw in args.frameworks if fw != "torch"]  # (key, framework, environment)
+    if "torch" in args.frameworks:
+        if args.device == "gpu" or args.torch_heap in ("default", "both"):
+            runs.append(("torch", "torch", {}))
+        if args.device == "cpu" and args.torch_heap in ("same", "both"):
+            runs.append(("torch_heap", "torch", HEAP_ENV))
+    same_heap = any(key == "torch_heap" for key, _, _ in runs)
+    if same_heap:
+        print("# torch*: PyTorch with the heap settings netdsl makes for itself (" +
+              " ".join(f"{k}={v}" for k, v in HEAP_ENV.items()) + ")")
     print(f"{'network':10} {'batch':>5} {'netdsl ms':>10} {'torch ms':>10} {'ratio':>6} {'netdsl GF/s':>11} "
-          f"{'torch GF/s':>10} {'netdsl MiB':>10} {'torch MiB':>9}")
+          f"{'torch GF/s':>10} {'netdsl MiB':>10} {'torch MiB':>9}" + (f" {'torch* ms':>9} {'ratio*':>6}" if same_heap else ""))
     rows = []
     for name, batch in cases:
         r = {"network": name, "batch": batch}
-        for fw in args.frameworks:
+        for fw_key, fw, env in runs:
             cmd = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
                    "--single", fw, name, str(batch)] + (["--tf32"] if args.tf32 else [])
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                                     env={**os.environ, **env})
                 failure = f"exit {out.returncode}: {out.stderr.strip()[-2000:]}" if out.returncode else None
             except subprocess.TimeoutExpired:
                 failure = f"over --timeout {args.timeout} s"
             if failure:  # one broken case must not hide the others' figures
-                print(f"{name:10} {batch:5} {fw} FAILED, {failure}", flush=True)
-                r[f"{fw}_error"] = failure
+                print(f"{name:10} {batch:5} {fw_key} FAILED, {failure}", flush=True)
+                r[f"{fw_key}_error"] = failure
                 continue
             res = json.loads(out.stdout.strip().splitlines()[-1])
-            r[f"{fw}_ms"], r[f"{fw}_peak_mib"] = res["ms"], res["peak_mib"]
-            r[f"{fw}_gflops"] = res["flops"] / res["ms"] / 1e6
+            r[f"{fw_key}_ms"], r[f"{fw_key}_peak_mib"] = res["ms"], res["peak_mib"]
+            r[f"{fw_key}_gflops"] = res["flops"] / res["ms"] / 1e6
         rows.append(r)
         if args.json:  # after every row: a run stopped at a time limit keeps what it measured
             Path(args.json).write_text(json.dumps(rows, indent=1))
         if any(k.endswith("_error") for k in r):
             continue
-        if len(args.frameworks) == 1:
-            fw = args.frameworks[0]
-            print(f"{name:10} {batch:5} {fw} {r[fw + '_ms']:.1f} ms, {r[fw + '_gflops']:.1f} GFLOP/s, "
-                  f"{r[fw + '_peak_mib']:.0f} MiB", flush=True)
+        if "netdsl_ms" not in r or "torch_ms" not in r:
+            for key, _, _ in runs:
+                print(f"{name:10} {batch:5} {key} {r[key + '_ms']:.1f} ms, {r[key + '_gflops']:.1f} GFLOP/s, "
+                      f"{r[key + '_peak_mib']:.0f} MiB", flush=True)
             continue
         r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
+        same = ""
+        if "torch_heap_ms" in r:
+            r["ratio_same_heap"] = r["netdsl_ms"] / r["torch_heap_ms"]
+            same = f" {r['torch_heap_ms']:9.1f} {r['ratio_same_heap']:6.2f}"
         print(f"{name:10} {batch:5} {r['netdsl_ms']:10.1f} {r['torch_ms']:10.1f} {r['ratio']:6.2f} "
               f"{r['netdsl_gflops']:11.1f} {r['torch_gflops']:10.1f} {r['netdsl_peak_mib']:10.0f} "
-              f"{r['torch_peak_mib']:9.0f}", flush=True)
+              f"{r['torch_peak_mib']:9.0f}{same}", flush=True)
 
 
 if __name__ == "__main__":
