@@ -190,3 +190,13 @@ def test_winograd_gradient_with_work_split_over_threads(monkeypatch, small_winog
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "WORKERS", 2)
     check_gradients(WINOGRAD_CASES[1] + "\nflatten", batch=3, samples=8)
+
+
+@pytest.mark.parametrize("source", ["input 3x7x7\npool max 3x3 /2 pad 1", "input 2x5x6\npool max 2x3 /1",
+                                    "input 3x4x4\nrelu\npool max 2x2"], ids=["strided", "stride-1", "ties"])
+def test_max_pool_gradient_over_channel_blocks(source, monkeypatch):
+    """Max pooling routes its gradient over blocks of channels; one channel a block here."""
+    from netdsl.backend import kernels
+    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
+    assert len(kernels._channel_blocks(3, 49)) == 3
+    check_gradients(source + "\nflatten", batch=2, samples=8)
