@@ -146,3 +146,17 @@ def test_each_pass_alone_keeps_the_outputs(pass_name, file):
     x = np.random.default_rng(6).standard_normal((1, *net.input_shape)).astype(np.float32)
     before, after = model(x), other(x)
     assert float(np.abs(after - before).max()) / max(1e-6, float(np.abs(before).max())) < 2e-4
+
+
+BN_TANH = "input 3x6x6\nconv 4 3x3 pad 1 nobias\nbn\ntanh\nflatten\nfc 3\nsoftmax"
+
+
+@pytest.mark.parametrize("source", [MINI_RESNET, BN_TANH], ids=["mini-resnet", "bn-tanh"])
+def test_fused_graph_over_small_blocks_and_threads(source, monkeypatch):
+    """The same check with batch norm and pooling working one channel a block, the blocks
+    shared out over two threads: fused ReLU and tanh inside bn's blocks, every boundary crossed."""
+    from netdsl.backend import kernels, threads
+    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
+    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    test_training_passes_keep_the_loss_and_every_gradient(source)

@@ -387,66 +387,61 @@ def _update_running(node, mean, var, count: int) -> None:
     rv += m * var * (count / max(count - 1, 1))  # running variance is unbiased (PyTorch)
 
 
-def _batch_sums(xp, n: int, size: int, per_slice: Callable) -> tuple:
-    """Per-channel sums over the whole batch, from per_slice(lo, hi) -> a tuple of per-channel
-    sums over images lo..hi: the slices run in parallel on the CPU and are added in batch order
-    (the same bits on every run)."""
-    parts: dict[int, tuple] = {}
-
-    def work(lo: int, hi: int) -> None:
-        parts[lo] = per_slice(lo, hi)
-    over_batch(xp, n, size, work)
-    ordered = [parts[k] for k in sorted(parts)]
-    totals = ordered[0]
-    for part in ordered[1:]:
-        totals = tuple(t + p for t, p in zip(totals, part))
-    return totals
-
-
 def _sum_nm(a3):
     return a3.sum(axis=2).sum(axis=0)
 
 
+def _bn_blocks(xp, x) -> list[slice]:
+    """Channel blocks for batch norm's passes: on the CPU ~128K values each, so that a block's
+    passes (sum, centre, square, scale, affine, ReLU) run while it is in cache; one block on the
+    GPU."""
+    per_channel = x.size // x.shape[1]
+    return [slice(None)] if on_gpu(xp) else _channel_blocks(x.shape[1], per_channel)
+
+
+def _over_blocks(xp, blocks: list[slice], size: int, block: Callable) -> None:
+    """block(cs) for every channel block, the blocks shared out over the cores."""
+    over_batch(xp, len(blocks), size, lambda lo, hi: [block(cs) for cs in blocks[lo:hi]])
+
+
 def bn_forward(node, inputs):
-    """Batch statistics in two passes (the mean, then the squared deviations from it), each pass
-    over batch slices on both cores; x-hat kept for the backward pass."""
+    """Batch statistics in two passes (the mean, then the squared deviations from it), then the
+    affine step and a fused ReLU, channel block by channel block (each block's statistics are its
+    own); x-hat kept for the backward pass."""
     xp, a = node.xp, node.attrs
     (x,) = inputs
     count = x.size // x.shape[1]
     if _layer_kernel(xp):
         return _bn_forward_gpu(node, x, count)
-    n, x3 = x.shape[0], _per_channel(x)
-    centred = xp.empty_like(x)
-    c3 = _per_channel(centred)
+    x3 = _per_channel(x)
+    centred, out = xp.empty_like(x), xp.empty_like(x)
+    c3, o3 = _per_channel(centred), _per_channel(out)
     if node.training:
-        (total,) = _batch_sums(xp, n, x.size, lambda lo, hi: (_sum_nm(x3[lo:hi]),))
-        mean = total / count
-
-        def centre_and_square(lo, hi):
-            c = c3[lo:hi]
-            xp.subtract(x3[lo:hi], mean[:, None], out=c)
-            return (_sum_nm(c * c),)
-        (spread,) = _batch_sums(xp, n, x.size, centre_and_square)
-        var = spread / count
-        _update_running(node, mean, var, count)
+        mean, var = xp.empty(x.shape[1], dtype=x.dtype), xp.empty(x.shape[1], dtype=x.dtype)
     else:
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
-        over_batch(xp, n, x.size, lambda lo, hi: xp.subtract(x3[lo:hi], mean[:, None], out=c3[lo:hi]))
-    inv_std = 1 / xp.sqrt(var + a["eps"])
-    node.saved.update(xhat=centred, inv_std=inv_std)  # x-hat once scaled below
-    gamma, beta = node.params["weight"][:, None], node.params["bias"][:, None]
-    if on_gpu(xp):  # the generic path on the GPU: the affine step and activation as one kernel
-        c3 *= inv_std[:, None]
-        return elementwise_out(node, "x * g + b", {"x": c3, "g": gamma, "b": beta}, None).reshape(x.shape)
-    out = xp.empty_like(x)
-    o3 = _per_channel(out)
+    inv_std = xp.empty(x.shape[1], dtype=x.dtype)
+    gamma, beta = node.params["weight"], node.params["bias"]
+    relu = node.epilogue == "relu" and not on_gpu(xp)
 
-    def scale_and_affine(lo, hi):
-        c, o = c3[lo:hi], o3[lo:hi]
-        c *= inv_std[:, None]  # x-hat, in place
-        xp.multiply(c, gamma, out=o)
-        o += beta
-    over_batch(xp, n, x.size, scale_and_affine)
+    def block(cs):
+        xb, c, o = x3[:, cs], c3[:, cs], o3[:, cs]
+        if node.training:
+            mean[cs] = _sum_nm(xb) / count
+            xp.subtract(xb, mean[cs][:, None], out=c)
+            var[cs] = _sum_nm(c * c) / count
+        else:
+            xp.subtract(xb, mean[cs][:, None], out=c)
+        inv_std[cs] = 1 / xp.sqrt(var[cs] + a["eps"])
+        c *= inv_std[cs][:, None]  # x-hat, in place
+        xp.multiply(c, gamma[cs][:, None], out=o)
+        o += beta[cs][:, None]
+        if relu:
+            xp.maximum(o, 0, out=o)
+    _over_blocks(xp, _bn_blocks(xp, x), x.size, block)
+    if node.training:
+        _update_running(node, mean, var, count)
+    node.saved.update(xhat=centred, inv_std=inv_std, epilogue_applied=relu)
     return out
 
 
@@ -467,36 +462,48 @@ def _bn_forward_gpu(node, x, count):
 
 def bn_backward(node, dout, need_dx):
     """dx = (gamma/sigma) * (g - mean(g) - x-hat * mean(g * x-hat)), g the gradient reaching bn's
-    output (through its fused activation); the two sums and dx over batch slices in parallel."""
+    output through its fused activation; channel block by channel block, the activation's
+    gradient, the two sums and dx while the block is in cache."""
     xp = node.xp
     if _layer_kernel(xp):
         return _bn_backward_gpu(node, dout, need_dx)
-    if node.epilogue:
-        dout = ACTIVATIONS[node.epilogue][1](xp, dout, node.saved["epilogue_out"])
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
-    n, g3, xhat3 = dout.shape[0], _per_channel(dout), _per_channel(xhat)
-    sum_g, sum_gx = _batch_sums(xp, n, dout.size,
-                                lambda lo, hi: (_sum_nm(g3[lo:hi]), _sum_nm(g3[lo:hi] * xhat3[lo:hi])))
-    node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
-    if not need_dx:
-        return [None]
-    scale = (node.params["weight"] * inv_std)[:, None]
-    dx = xp.empty_like(dout)
-    d3 = _per_channel(dx)
-    if not node.training:
-        over_batch(xp, n, dx.size, lambda lo, hi: xp.multiply(g3[lo:hi], scale, out=d3[lo:hi]))
-        return [dx]
+    y = node.saved.get("epilogue_out")
+    grad = ACTIVATIONS[node.epilogue][1] if node.epilogue else None
     count = dout.size // dout.shape[1]
-    mean_g, mean_gx = (sum_g / count)[:, None], (sum_gx / count)[:, None]
+    g3, xhat3, y3 = _per_channel(dout), _per_channel(xhat), _per_channel(y) if grad else None
+    sum_g, sum_gx = xp.empty_like(inv_std), xp.empty_like(inv_std)
+    scale = node.params["weight"] * inv_std
+    dx = xp.empty_like(dout) if need_dx else None
+    d3 = _per_channel(dx) if need_dx else None
 
-    def input_grad(lo, hi):
-        d = d3[lo:hi]
-        xp.multiply(xhat3[lo:hi], -mean_gx, out=d)
-        d += g3[lo:hi]
-        d -= mean_g
-        d *= scale
-    over_batch(xp, n, dx.size, input_grad)
-    return [dx]
+    def block(cs):
+        g = g3[:, cs]
+        if grad is not None:
+            g = _activation_grad_block(xp, node.epilogue, grad, g, y3[:, cs])
+        xb = xhat3[:, cs]
+        sum_g[cs], sum_gx[cs] = _sum_nm(g), _sum_nm(g * xb)
+        if not need_dx:
+            return
+        d, sc = d3[:, cs], scale[cs][:, None]
+        if not node.training:
+            xp.multiply(g, sc, out=d)
+            return
+        xp.multiply(xb, -(sum_gx[cs] / count)[:, None], out=d)
+        d += g
+        d -= (sum_g[cs] / count)[:, None]
+        d *= sc
+    _over_blocks(xp, _bn_blocks(xp, dout), dout.size, block)
+    node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
+    return [dx if need_dx else None]
+
+
+def _activation_grad_block(xp, name: str, grad: Callable, dy, y):
+    """An activation's gradient on one block, without starting threads of its own (the block
+    already runs on one): ReLU inline, the others through their rule."""
+    if name == "relu" and not on_gpu(xp):
+        return dy * (y > 0)
+    return grad(xp, dy, y)
 
 
 def _bn_backward_gpu(node, dout, need_dx):

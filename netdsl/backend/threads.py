@@ -6,6 +6,7 @@ calls that release the GIL, so two slices of the batch run at once on two cores.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable
@@ -15,16 +16,18 @@ WORKERS = max(1, min(8, os.cpu_count() or 1))
 # saves: measured in whole steps, interleaved, 1<<16 -> 1<<20 took LeNet-5 b64 7.8 -> 7.1 ms,
 # ResNet-18 b8 962 -> 933, VGG16 b2 2043 -> 1828 (benchmarks/NOTES.md, change 19).
 MIN_ELEMENTS = 1 << 20
+PREFIX = "netdsl-worker"  # work already on a worker runs there whole: a nested split could deadlock
 
 
 @lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(WORKERS, thread_name_prefix="netdsl")
+    return ThreadPoolExecutor(WORKERS, thread_name_prefix=PREFIX)
 
 
 def over_batch(xp, n: int, elements: int, work: Callable[[int, int], None]) -> None:
     """Run work(lo, hi) over slices of a batch of n, in parallel on the CPU when worth it."""
-    if xp.__name__ != "numpy" or WORKERS == 1 or n < 2 or elements < MIN_ELEMENTS:
+    if (xp.__name__ != "numpy" or WORKERS == 1 or n < 2 or elements < MIN_ELEMENTS
+            or threading.current_thread().name.startswith(PREFIX)):  # inside a worker: no nesting
         work(0, n)
         return
     parts = min(WORKERS, n)
