@@ -86,9 +86,9 @@ class Conv:
         return self._per_image_forward(x, w, b, geo, groups)
 
     def takes_epilogue(self, saved) -> bool:
-        """Whether backward can apply a fused activation's gradient itself, in the copy it makes
-        anyway (GPU, batch-major); else the caller applies it first."""
-        return not self.cpu and saved["path"] == "batch_major"
+        """Whether backward can apply a fused activation's gradient itself, in the transposed
+        copy it makes anyway (batch-major); else the caller applies it first."""
+        return saved["path"] == "batch_major"
 
     def backward(self, saved, dout, w, need_dx, epilogue=None):
         """epilogue: (gradient rule, activation output), only where takes_epilogue(saved)."""
@@ -161,12 +161,12 @@ class Conv:
         n, o = x.shape[0], w.shape[0]
         cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key)  # (CKK, n*OHW)
         out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
-        if self.cpu:
-            out = contiguous(xp, out)
+        if self.cpu:  # the transposed copy adds the bias on its way
+            out = contiguous(xp, out, add=None if b is None else b.reshape(1, o, 1, 1))
+        elif b is not None:
+            out += b.reshape(1, o, 1, 1)
         # on the GPU the (N, O, H, W) view goes out as it is: the next kernel (bias and activation,
         # bn's first pass, im2col) reads it in place instead of after a copy
-        if b is not None:
-            out += b.reshape(1, o, 1, 1)
         return out, {"path": "batch_major", "cols": cols, "geo": geo, "n": n}
 
     def _batch_major_backward(self, saved, dout, w, need_dx, epilogue=None):

@@ -229,8 +229,10 @@ def _relu_inplace(xp, a):
     return a
 
 
+# The gradient rules write a C-ordered result in dy's logical shape even where dy and y are
+# transposed views: a conv writes its activation's gradient straight into its GEMM's layout.
 def _relu_grad(xp, dy, y):
-    dx = xp.empty_like(dy)
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
     over_batch(xp, dy.shape[0], dy.size, lambda lo, hi: xp.multiply(dy[lo:hi], y[lo:hi] > 0, out=dx[lo:hi]))
     return dx
 
@@ -261,7 +263,11 @@ def _sigmoid_inplace(xp, a):
 
 
 def _sigmoid_grad(xp, dy, y):
-    return dy * y * (1 - y)
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+    xp.subtract(1, y, out=dx)
+    dx *= y
+    dx *= dy
+    return dx
 
 
 def _device_rule(name, cpu_apply, cpu_grad):

@@ -36,11 +36,18 @@ def over_batch(xp, n: int, elements: int, work: Callable[[int, int], None]) -> N
         f.result()
 
 
-def contiguous(xp, a):
-    """A contiguous copy of a (transposed) view; on the CPU over slices of its first axis, in
-    parallel (numpy's own copy is single-threaded)."""
+def contiguous(xp, a, add=None):
+    """A contiguous copy of a (transposed) view, plus `add` (broadcast along a's first axis)
+    if given; on the CPU over slices of its first axis, in parallel (numpy's own copy is
+    single-threaded)."""
     if xp.__name__ != "numpy":
-        return xp.ascontiguousarray(a)
+        return xp.ascontiguousarray(a) if add is None else a + add
     out = xp.empty(a.shape, dtype=a.dtype)
-    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.copyto(out[lo:hi], a[lo:hi]))
+
+    def work(lo, hi):
+        if add is None:
+            xp.copyto(out[lo:hi], a[lo:hi])
+        else:
+            xp.add(a[lo:hi], add, out=out[lo:hi])
+    over_batch(xp, a.shape[0], a.size, work)
     return out
