@@ -18,7 +18,8 @@ GRAD_CASES = {
              "input 2x9x9\nconv 2 5x5 /3 pad 2 nobias",
              "input 3x7x5\nconv 2 3x1 /2x1",
              "input 2x18x17\nconv 3 3x3 pad 1",  # a map of 306 positions: one GEMM per image
-             "input 4x18x18\nconv 4 3x3 /1 pad 1 groups 2"],
+             "input 4x18x18\nconv 4 3x3 /1 pad 1 groups 2",
+             "input 3x4x5\nconv 4 4x5"],  # one window covers the whole input (LeNet's c5): no columns
     "pool": ["input 2x7x7\npool max 3x3 /2 pad 1",
              "input 2x6x6\npool max 2x2",
              "input 3x7x7\npool avg 3x3 /2",
