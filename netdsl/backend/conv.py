@@ -4,7 +4,8 @@
 - s2d:        strided first layers (AlexNet's 11x11 /4, ResNet's 7x7 /2 on 3 channels): the input
               is folded space-to-depth, making a stride-1 conv on s*s*C channels whose im2col
               copies whole rows instead of gathering every s-th value;
-- batch-major: the whole batch as one GEMM each way, wherever its columns fit the budget;
+- batch-major: the whole batch as one GEMM each way, wherever its columns fit the budget; on
+              the CPU, stride-1 input gradients summed on a wide grid (im2col.col2im_wide);
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
               exceed the memory budget; grouped convs.
 
