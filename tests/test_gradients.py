@@ -177,21 +177,14 @@ SPLIT_CASES = ["input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 3x3 /2 pad 1\ntanh",
 
 
 @pytest.mark.parametrize("source", SPLIT_CASES, ids=["convs", "max-pool", "avg-pool", "bn", "residual"])
-def test_gradient_with_work_split_over_threads(source, monkeypatch):
+def test_gradient_with_work_split_over_threads(source, fine_grained_work):
     """The CPU kernels split their copies and passes over batch slices on two threads only for
     arrays of 1M elements and more; with the threshold at 0 every slice boundary is exercised,
     and batch norm and max pooling work one channel a block."""
-    from netdsl.backend import kernels, threads
-    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
-    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
-    monkeypatch.setattr(threads, "WORKERS", 2)
     check_gradients(source + "\nflatten", batch=4, samples=8)
 
 
-def test_winograd_gradient_with_work_split_over_threads(monkeypatch, small_winograd):
-    from netdsl.backend import threads
-    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
-    monkeypatch.setattr(threads, "WORKERS", 2)
+def test_winograd_gradient_with_work_split_over_threads(fine_grained_work, small_winograd):
     check_gradients(WINOGRAD_CASES[1] + "\nflatten", batch=3, samples=8)
 
 

@@ -152,11 +152,7 @@ BN_TANH = "input 3x6x6\nconv 4 3x3 pad 1 nobias\nbn\ntanh\nflatten\nfc 3\nsoftma
 
 
 @pytest.mark.parametrize("source", [MINI_RESNET, BN_TANH], ids=["mini-resnet", "bn-tanh"])
-def test_fused_graph_over_small_blocks_and_threads(source, monkeypatch):
+def test_fused_graph_over_small_blocks_and_threads(source, fine_grained_work):
     """The same check with batch norm and pooling working one channel a block, the blocks
     shared out over two threads: fused ReLU and tanh inside bn's blocks, every boundary crossed."""
-    from netdsl.backend import kernels, threads
-    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
-    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
-    monkeypatch.setattr(threads, "WORKERS", 2)
     test_training_passes_keep_the_loss_and_every_gradient(source)

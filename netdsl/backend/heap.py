@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from functools import lru_cache
 
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
@@ -25,19 +26,11 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: free memory at the top stays
 TOP_PAD = 64 << 20  # grow the heap in steps of 64 MiB, fewer brk calls
 
-_done: bool | None = None
 
-
+@lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc once per process (see the module docstring); True where it applied.
     Does nothing, and says False, off Linux/glibc or with NETDSL_KEEP_MEMORY=0."""
-    global _done
-    if _done is None:
-        _done = _tune()
-    return _done
-
-
-def _tune() -> bool:
     if os.environ.get("NETDSL_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:

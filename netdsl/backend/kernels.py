@@ -156,17 +156,16 @@ def pool_backward(node, dout, need_dx):
     xp, a = node.xp, node.attrs
     geo = node.saved["geo"]
     kh, kw = geo.kernel
-    if a["mode"] == "avg" and _tiles(geo):  # every input value in exactly one window
-        n, c = dout.shape[:2]
-        dx = xp.empty((n, c, geo.oh, kh, geo.ow, kw), dtype=dout.dtype)
-        share = dout * (1.0 / (kh * kw))
-        for i in range(kh):  # one copy a tap: 3x faster here than a broadcast over size-2 axes
-            for j in range(kw):
-                dx[:, :, :, i, :, j] = share
-        return [dx.reshape(n, c, geo.h, geo.w)]
-    dx_pad = xp.zeros((dout.shape[0], dout.shape[1], geo.hp, geo.wp), dtype=dout.dtype)
+    n, c = dout.shape[:2]
     if a["mode"] == "avg":
         share = dout * (1.0 / (kh * kw))
+        if _tiles(geo):  # every input value in exactly one window
+            dx = xp.empty((n, c, geo.oh, kh, geo.ow, kw), dtype=dout.dtype)
+            for i in range(kh):  # one copy a tap: 3x faster here than a broadcast over size-2 axes
+                for j in range(kw):
+                    dx[:, :, :, i, :, j] = share
+            return [dx.reshape(n, c, geo.h, geo.w)]
+        dx_pad = xp.zeros((n, c, geo.hp, geo.wp), dtype=dout.dtype)
         for i in range(kh):
             for j in range(kw):
                 dx_pad[:, :, geo.rows(i), geo.cols(j)] += share
@@ -181,6 +180,7 @@ def pool_backward(node, dout, need_dx):
     # tap's view of its phase is contiguous along rows, where numpy's loops over a stride-2 view
     # ran 8-10x slower than over contiguous memory.
     xpad, out = node.saved["xpad"], node.saved["out"]
+    dx_pad = xp.zeros((n, c, geo.hp, geo.wp), dtype=dout.dtype)
     sh, sw = geo.stride
     split = (sh, sw) != (1, 1)
     keys = [(a, b) for a in range(min(sh, kh)) for b in range(min(sw, kw))] if split else [(0, 0)]
@@ -202,9 +202,9 @@ def pool_backward(node, dout, need_dx):
                 d[:, :, a::sh, b::sw] = g
 
     def work(lo, hi):
-        for cs in _channel_blocks(dout.shape[1], (hi - lo) * geo.oh * geo.ow):
+        for cs in _channel_blocks(c, (hi - lo) * geo.oh * geo.ow):
             route(xpad[lo:hi, cs], dx_pad[lo:hi, cs], dout[lo:hi, cs].copy(), out[lo:hi, cs])
-    over_batch(xp, dout.shape[0], dx_pad.size, work)
+    over_batch(xp, n, dx_pad.size, work)
     return [im2col.unpad(dx_pad, geo)]
 
 
@@ -428,26 +428,28 @@ def bn_forward(node, inputs):
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
     inv_std = xp.empty(x.shape[1], dtype=x.dtype)
     gamma, beta = node.params["weight"], node.params["bias"]
-    relu = node.epilogue == "relu" and not on_gpu(xp)
+    # on the CPU the fused activation runs on each block in place (its rule starts no threads
+    # of its own there: threads.over_batch runs whole on a worker); the GPU's generic path
+    # leaves it to the executor
+    activation = ACTIVATIONS[node.epilogue][0] if node.epilogue and not on_gpu(xp) else None
 
     def block(cs):
         xb, c, o = x3[:, cs], c3[:, cs], o3[:, cs]
         if node.training:
             mean[cs] = _sum_nm(xb) / count
-            xp.subtract(xb, mean[cs][:, None], out=c)
+        xp.subtract(xb, mean[cs][:, None], out=c)
+        if node.training:
             var[cs] = _sum_nm(c * c) / count
-        else:
-            xp.subtract(xb, mean[cs][:, None], out=c)
         inv_std[cs] = 1 / xp.sqrt(var[cs] + a["eps"])
         c *= inv_std[cs][:, None]  # x-hat, in place
         xp.multiply(c, gamma[cs][:, None], out=o)
         o += beta[cs][:, None]
-        if relu:
-            xp.maximum(o, 0, out=o)
+        if activation is not None:
+            activation(xp, o)
     _over_blocks(xp, _bn_blocks(xp, x), x.size, block)
     if node.training:
         _update_running(node, mean, var, count)
-    node.saved.update(xhat=centred, inv_std=inv_std, epilogue_applied=relu)
+    node.saved.update(xhat=centred, inv_std=inv_std, epilogue_applied=activation is not None)
     return out
 
 
@@ -486,7 +488,7 @@ def bn_backward(node, dout, need_dx):
     def block(cs):
         g = g3[:, cs]
         if grad is not None:
-            g = _activation_grad_block(xp, node.epilogue, grad, g, y3[:, cs])
+            g = grad(xp, g, y3[:, cs])
         xb = xhat3[:, cs]
         sum_g[cs], sum_gx[cs] = _sum_nm(g), _sum_nm(g * xb)
         if not need_dx:
@@ -502,14 +504,6 @@ def bn_backward(node, dout, need_dx):
     _over_blocks(xp, _bn_blocks(xp, dout), dout.size, block)
     node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
     return [dx if need_dx else None]
-
-
-def _activation_grad_block(xp, name: str, grad: Callable, dy, y):
-    """An activation's gradient on one block, without starting threads of its own (the block
-    already runs on one): ReLU inline, the others through their rule."""
-    if name == "relu" and not on_gpu(xp):
-        return dy * (y > 0)
-    return grad(xp, dy, y)
 
 
 def _bn_backward_gpu(node, dout, need_dx):
