@@ -92,7 +92,7 @@ def test_layer_kernels_compile(tmp_path):
 @pytest.mark.parametrize("index", ["i32", "i64"])
 def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
     """The im2col/col2im kernels' own source, run on the host: compiled as C++ with a grid of
-    one thread (the grid-stride loop then visits every element in turn) and called through
+    one thread (the plane and position loops then visit every element in turn) and called through
     ctypes, against the numpy im2col/col2im, both layouts, strided, padded, rectangular."""
     import ctypes
 
@@ -101,7 +101,7 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
     from netdsl.backend import gpu_kernels
     from netdsl.backend import im2col as ref
 
-    host = ("struct Dim { unsigned x; };\nstatic const Dim blockIdx{0}, blockDim{1}, gridDim{1}, threadIdx{0};\n"
+    host = ("struct Dim { unsigned x, y; };\nstatic const Dim blockIdx{0, 0}, blockDim{1, 1}, gridDim{1, 1}, threadIdx{0, 0};\n"
             + gpu_kernels._COMMON + gpu_kernels._TEMPLATES.replace("__device__ ", "")
             + gpu_kernels.entry_points(dtypes=(("f64", "double"),), qualifier=""))
     src, lib = tmp_path / "host.cpp", tmp_path / "host.so"

@@ -89,8 +89,19 @@ def test_fused_epilogues_parity(source, mode):
 
 
 def test_big_conv_parity(layout):
-    _parity(_source_net("input 64x56x56\nconv 128 3x3 /2 pad 1\nrelu\nconv 64 5x5 pad 2 groups 2\n"
-                        "pool max 3x3 /2\nfc 10\nsoftmax"), batch=8, col_budget=layout)
+    # the 1x1 conv on a 28x28 map runs per image over its input as it lies (GPU_POINTWISE_MIN_MAP)
+    _parity(_source_net("input 64x56x56\nconv 128 3x3 /2 pad 1\nrelu\nconv 48 1x1\nrelu\n"
+                        "conv 64 5x5 pad 2 groups 2\npool max 3x3 /2\nfc 10\nsoftmax"), batch=8, col_budget=layout)
+
+
+@pytest.mark.parametrize("last_axis_from", [1, 10**9])
+def test_bn_channel_sums_parity(monkeypatch, last_axis_from):
+    """bn's per-channel sums run along the last axis then the batch on large maps, over both
+    axes at once on small ones (gpu_layers.LAST_AXIS_MIN_MAP): each way, fused and not."""
+    from netdsl.backend import gpu_layers
+    monkeypatch.setattr(gpu_layers, "LAST_AXIS_MIN_MAP", last_axis_from)
+    _parity(netdsl.compile_source(MINI_RESNET))
+    _parity(netdsl.optimise(netdsl.compile_source(MINI_RESNET), "training"))
 
 
 def test_sgd_step_parity():

@@ -75,6 +75,15 @@ def test_gpu_branches_match_the_cpu(source, stand_in):
     _compare(netdsl.compile_source(source if last in ("softmax", "svm") else source + "\nflatten"), stand_in)
 
 
+def test_gpu_pointwise_convs_per_image_match_the_cpu(stand_in, monkeypatch):
+    """1x1 convs on large maps run as batched GEMMs over the input as it lies; with the
+    threshold at one position every 1x1 conv of the inception block does, fused and not."""
+    from netdsl.backend import conv
+    monkeypatch.setattr(conv, "GPU_POINTWISE_MIN_MAP", 1)
+    _compare(netdsl.compile_source(MINI_INCEPTION), stand_in)
+    _compare(netdsl.optimise(netdsl.compile_source(MINI_INCEPTION), "training"), stand_in)
+
+
 @pytest.mark.parametrize("source", [FUSED, MINI_RESNET, MINI_INCEPTION])
 def test_gpu_branches_match_the_cpu_fused(source, stand_in):
     net = netdsl.optimise(netdsl.compile_source(source), "training")

@@ -33,6 +33,10 @@ S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 # On the GPU memory is plentiful and launches are dear: columns up to this size run the whole
 # batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
 GPU_COL_BUDGET = 2 << 30
+# 1x1 stride-1 convs over maps at least this large run on the GPU as per-image batched GEMMs
+# (no transposed copies): ResNet-50 b64 on an H200 91 -> 88 ms a step in float32; from 28x28
+# maps it gained 5 ms in float32 but lost 2 with TF32, and GoogLeNet lost from 14x14 (NOTES.md)
+GPU_POINTWISE_MIN_MAP = 56 * 56
 # weight gradients up to SMALL_RESULT values are computed transposed, and up to TINY_RESULT over an
 # inner axis longer than 2 * PIECE, summed over pieces of that axis (see weight_grad)
 SMALL_RESULT = 1 << 16
@@ -78,11 +82,13 @@ class Conv:
         return self._per_image_forward(x, w, b, geo, groups)
 
     def _gpu_forward(self, x, w, b, geo, groups):
-        """Batch-major where the columns fit: one big GEMM each way, 1x1 convs too (their
-        "columns" are the input transposed to (C, n*OH*OW), a cheap copy that turns 64 thin
-        GEMMs over a 7x7 map into one). Grouped convs and huge columns per image, as batched GEMMs."""
+        """Batch-major where the columns fit: one big GEMM each way, 1x1 convs on small maps too
+        (their "columns" are the input transposed to (C, n*OH*OW), a cheap copy that turns 64
+        thin GEMMs over a 7x7 map into one). 1x1 convs on large maps, grouped convs and huge
+        columns per image, as batched GEMMs: the former over the input as it lies, no copies."""
         col_bytes = geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize
-        if groups == 1 and col_bytes <= self.budget:
+        if groups == 1 and col_bytes <= self.budget and not (
+                geo.pointwise and geo.oh * geo.ow >= GPU_POINTWISE_MIN_MAP):
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
@@ -106,18 +112,20 @@ class Conv:
     def _per_image_forward(self, x, w, b, geo, groups):
         xp = self.xp
         n, o = x.shape[0], w.shape[0]
-        out = xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
         wmat = w.reshape(groups, o // groups, -1)
-        kept = []
+        kept, pieces = [], []
         for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
             # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused across steps
             key = (self.key, chunk) if self.keep_cols else None
             cols = im2col.im2col(xp, x[lo:hi], geo, self.workspace, key=key)
-            cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
-            for g in range(groups):
-                out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
+            if groups == 1:  # one batched GEMM straight into its own result
+                pieces.append(xp.matmul(wmat[0], cols))
+            else:
+                cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
+                pieces.append(xp.concatenate([xp.matmul(wmat[g], cols_g[:, g]) for g in range(groups)], axis=1))
             if self.keep_cols:
                 kept.append(cols)
+        out = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)
         if b is not None:
             out += b.reshape(1, o, 1)
         return out.reshape(n, o, geo.oh, geo.ow), {"path": "per_image", "x": x, "geo": geo, "cols": kept,
@@ -132,12 +140,11 @@ class Conv:
         wmat = w.reshape(groups, og, -1)
         dw = xp.zeros_like(wmat)
         step = xp.empty_like(wmat[0])
-        dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+        dx_pieces = []
         for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
             cols = kept[chunk] if kept else im2col.im2col(xp, x[lo:hi], geo, self.workspace)
             cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
             d = dout[lo:hi]
-            dcols = xp.empty_like(cols_g) if need_dx else None
             for g in range(groups):
                 dg = d[:, g * og:(g + 1) * og]  # (n', og, OHW)
                 if not self.cpu:  # one batched GEMM, then a sum over the images
@@ -150,10 +157,11 @@ class Conv:
                         dw[g] += step
                 else:  # small problems: the copy is cheap and one GEMM beats many tiny ones
                     dw[g] += xp.tensordot(dg, cols_g[:, g], axes=([0, 2], [0, 2]))
-                if need_dx:
-                    dcols[:, g] = xp.matmul(wmat[g].T, dg)
-            if need_dx:
-                dx[lo:hi] = im2col.col2im(xp, dcols.reshape(hi - lo, -1, geo.oh * geo.ow), geo)
+            if need_dx:  # (n', C*kh*kw, OH*OW), group by group
+                dcols = xp.concatenate([xp.matmul(wmat[g].T, d[:, g * og:(g + 1) * og]) for g in range(groups)],
+                                       axis=1) if groups > 1 else xp.matmul(wmat[0].T, d)
+                dx_pieces.append(im2col.col2im(xp, dcols, geo))
+        dx = None if not need_dx else dx_pieces[0] if len(dx_pieces) == 1 else xp.concatenate(dx_pieces)
         return dx, dw.reshape(w.shape), dout.sum(axis=2).sum(axis=0)
 
     # batch-major im2col ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""CUDA kernels for the CuPy back end: im2col / col2im as RawKernels (one thread per output
-element, no atomics: col2im gathers) in two layouts, per image (n, C*kh*kw, OH*OW) and batch-major
+"""CUDA kernels for the CuPy back end: im2col / col2im as RawKernels (a block per plane of
+columns or input, no atomics: col2im gathers) in two layouts, per image (n, C*kh*kw, OH*OW) and batch-major
 (C*kh*kw, n*OH*OW), and elementwise chains as ElementwiseKernels generated per chain (a producer's
 expression with its activation applied in the same pass), so no work runs as a host loop on the
 GPU. Compiled on first use, cached by CuPy."""
@@ -7,64 +7,71 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-# The geometry every kernel takes, and a grid-stride loop over `total` elements. Index
-# arithmetic runs in I: int where every index fits (64-bit division is many instructions on a
-# GPU; the H200 measured im2col at a tenth of its memory rate with it), long long beyond.
+# The geometry every kernel takes. Index arithmetic runs in I: int where every index fits
+# (64-bit division is many instructions on a GPU; the H200 measured im2col at a tenth of its
+# memory rate with it), long long beyond.
 _COMMON = r"""
 #define GEOMETRY long long total, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, \
                  int OH, int OW
 #define GEOMETRY_ARGS total, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
-#define FOR_EACH_ELEMENT(i) \
-    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)total; \
-         i += (I)blockDim.x * (I)gridDim.x)
+// Work in planes: each (blockIdx.x, threadIdx.y) takes one plane (one OH*OW row of the columns,
+// one H*W map of the input) at a time, and its threads the positions in it. The plane's own
+// indices are worked out once per plane rather than once per element: integer division by a
+// value known only at run time is the dearest thing these kernels do.
+#define FOR_EACH_PLANE(r, planes) \
+    for (I r = (I)blockIdx.x * blockDim.y + threadIdx.y; r < (planes); r += (I)gridDim.x * blockDim.y)
+#define FOR_EACH_POSITION(p, size) for (int p = threadIdx.x; p < (size); p += blockDim.x)
 """
 
 # Two column layouts, chosen at compile time by BM: per image (n, c, kh, kw, oh, ow) and
-# batch-major (c, kh, kw, n, oh, ow). N is the batch size.
+# batch-major (c, kh, kw, n, oh, ow). N is the batch size. Either way column row r, i.e.
+# (n, c, kh, kw) or (c, kh, kw, n), is one contiguous OH*OW plane.
 _TEMPLATES = r"""
 template <bool BM, typename I>
-__device__ I column_index(I n, I N, int c, int kh, int kw, int oh, int ow,
-                          int C, int KH, int KW, int OH, int OW) {
-    return BM ? ((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow
-              : ((((n * C + c) * KH + kh) * KW + kw) * OH + oh) * OW + ow;
+__device__ I column_row(I n, I N, int c, int kh, int kw, int C, int KH, int KW) {
+    return BM ? (((I)c * KH + kh) * KW + kw) * N + n : (((n * C + c) * KH + kh) * KW + kw);
 }
 
 template <typename T, typename I, bool BM>
 __device__ void im2col_impl(const T* x, T* cols, GEOMETRY) {
-    const I N = total / ((I)C * KH * KW * OH * OW);
-    FOR_EACH_ELEMENT(i) {  // one thread per column entry: the inverse of column_index
-        int ow = i % OW; I t = i / OW;
-        int oh = t % OH; t /= OH;
-        I n; int c, kh, kw;
+    const int plane = OH * OW;
+    const I rows = total / plane, N = rows / ((I)C * KH * KW);
+    FOR_EACH_PLANE(r, rows) {  // the inverse of column_row, once per row
+        I t = r, n; int c, kh, kw;
         if (BM) { n = t % N; t /= N; kw = t % KW; t /= KW; kh = t % KH; c = t / KH; }
         else { kw = t % KW; t /= KW; kh = t % KH; t /= KH; c = t % C; n = t / C; }
-        int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
-        cols[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
+        const T* src = x + (n * C + c) * (I)H * W;
+        T* dst = cols + r * plane;
+        FOR_EACH_POSITION(p, plane) {
+            int oh = p / OW, ow = p - oh * OW;
+            int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
+            dst[p] = (h >= 0 && h < H && w >= 0 && w < W) ? src[h * W + w] : (T)0;
+        }
     }
 }
 
 template <typename T, typename I, bool BM>
 __device__ void col2im_impl(const T* cols, T* x, GEOMETRY) {
-    const I N = total / ((I)C * H * W);
-    FOR_EACH_ELEMENT(i) {  // one thread per input element (n, c, h, w): gathers, no atomics
-        int w = i % W; I t = i / W;
-        int h = t % H; t /= H;
-        int c = t % C; I n = t / C;
-        T acc = 0;
-        for (int kh = 0; kh < KH; ++kh) {
-            int y = h + PH - kh;
-            if (y < 0 || y % SH) continue;
-            int oh = y / SH;
-            if (oh >= OH) continue;
-            for (int kw = 0; kw < KW; ++kw) {
-                int z = w + PW - kw;
-                if (z < 0 || z % SW) continue;
-                int ow = z / SW;
-                if (ow >= OW) continue;
-                acc += cols[column_index<BM, I>(n, N, c, kh, kw, oh, ow, C, KH, KW, OH, OW)];
+    const int size = H * W, plane = OH * OW;
+    const I maps = total / size, N = maps / C;
+    FOR_EACH_PLANE(m, maps) {  // one input map (n, c): gathers its sums, no atomics
+        const I n = m / C; const int c = m - n * C;
+        FOR_EACH_POSITION(p, size) {
+            int h = p / W, w = p - h * W;
+            // the outputs whose window covers (h, w): oh*SH + kh = h + PH with 0 <= kh < KH
+            int y = h + PH, z = w + PW;
+            int oh0 = y >= KH ? (y - KH) / SH + 1 : 0, oh1 = y / SH < OH ? y / SH : OH - 1;
+            int ow0 = z >= KW ? (z - KW) / SW + 1 : 0, ow1 = z / SW < OW ? z / SW : OW - 1;
+            T acc = 0;
+            for (int oh = oh0; oh <= oh1; ++oh) {
+                int kh = y - oh * SH;
+                for (int ow = ow0; ow <= ow1; ++ow) {
+                    int kw = z - ow * SW;
+                    acc += cols[column_row<BM, I>(n, N, c, kh, kw, C, KH, KW) * plane + oh * OW + ow];
+                }
             }
+            x[m * size + p] = acc;
         }
-        x[i] = acc;
     }
 }
 """
@@ -88,9 +95,9 @@ def entry_points(dtypes=(("f32", "float"), ("f64", "double")), qualifier: str = 
 _SOURCE = _COMMON + _TEMPLATES + entry_points()
 
 _THREADS = 256
-_MAX_BLOCKS = 65535 * 4
-# 32-bit indices while every index, and the grid-stride loop's last step past the end, fit
-_INT32_LIMIT = 2**31 - 1 - _MAX_BLOCKS * _THREADS
+_MAX_BLOCKS = 1 << 20
+# 32-bit indices wherever every index fits
+_INT32_LIMIT = 2**31 - 1
 
 
 @lru_cache(maxsize=None)
@@ -99,14 +106,18 @@ def _module():
     return cupy.RawModule(code=_SOURCE)
 
 
-def _launch(name: str, dtype, total: int, args, largest: int) -> None:
-    """`largest`: the element count of the bigger of the two arrays, which bounds every index."""
+def _launch(name: str, dtype, planes: int, plane: int, args, largest: int) -> None:
+    """`planes` planes of `plane` positions each; `largest`: the element count of the bigger of
+    the two arrays, which bounds every index. A block's threads share one plane where it is long
+    (coalesced runs), or take several short planes side by side (7x7 maps: 64 threads each)."""
     import numpy as np
     suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-    index = "i32" if largest <= _INT32_LIMIT else "i64"
+    index = "i32" if largest + _THREADS * _MAX_BLOCKS <= _INT32_LIMIT else "i64"
     kernel = _module().get_function(f"{name}_{suffix}_{index}")
-    blocks = min(_MAX_BLOCKS, (total + _THREADS - 1) // _THREADS)
-    kernel((max(blocks, 1),), (_THREADS,), args)
+    across = min(_THREADS, -(-plane // 32) * 32)
+    per_block = _THREADS // across
+    blocks = min(_MAX_BLOCKS, -(-planes // per_block))
+    kernel((max(blocks, 1),), (across, per_block), args)
 
 
 def _geo_args(geo):
@@ -122,7 +133,7 @@ def im2col(x, geo, batch_major: bool = False):
     n, rows = x.shape[0], geo.c * geo.kernel[0] * geo.kernel[1]
     shape = (rows, n * geo.oh * geo.ow) if batch_major else (n, rows, geo.oh * geo.ow)
     cols = cupy.empty(shape, dtype=x.dtype)
-    _launch("im2col_bm" if batch_major else "im2col", x.dtype, cols.size,
+    _launch("im2col_bm" if batch_major else "im2col", x.dtype, cols.size // (geo.oh * geo.ow), geo.oh * geo.ow,
             (x, cols, np.int64(cols.size), *_geo_args(geo)), max(x.size, cols.size))
     return cols
 
@@ -135,7 +146,7 @@ def col2im(cols, geo, n: int | None = None):
     batch_major = n is not None
     n = n if batch_major else cols.shape[0]
     x = cupy.empty((n, geo.c, geo.h, geo.w), dtype=cols.dtype)
-    _launch("col2im_bm" if batch_major else "col2im", cols.dtype, x.size,
+    _launch("col2im_bm" if batch_major else "col2im", cols.dtype, n * geo.c, geo.h * geo.w,
             (cols, x, np.int64(x.size), *_geo_args(geo)), max(x.size, cols.size))
     return x
 

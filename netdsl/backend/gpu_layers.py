@@ -89,17 +89,28 @@ def centre(x3, mean):
     return _kernel("netdsl_bn_centre")(x3, mean.reshape(1, -1, 1))
 
 
+# Per-channel sums of (N, C, M) arrays: along the contiguous last axis, then over the batch,
+# where the maps are large (an H200 measured one reduction over axes 0 and 2 at once 4-5x
+# slower on 56x56 and 112x112 maps, its time growing with the map size); on smaller maps over
+# both axes at once, which measured 1.8x faster on 28x28 and 7x7 maps (benchmarks/NOTES.md).
+LAST_AXIS_MIN_MAP = 56 * 56
+
+
+def channel_sums(reduction, *arrays):
+    """reduction(*arrays) summed per channel: (C,) from (N, C, M) operands."""
+    if arrays[0].shape[2] >= LAST_AXIS_MIN_MAP:
+        return reduction(*arrays, axis=2).sum(axis=0)
+    return reduction(*arrays, axis=(0, 2))
+
+
 def bn_statistics(x3, running_mean, running_var, momentum: float, eps: float):
     """(x - mean, 1/sigma) per channel of an (N, C, M) array, in two passes over x as on the CPU
-    (the mean, then the squared deviations from it); the running averages updated in place.
-    Each sum runs along the contiguous last axis, then over the batch: one reduction over axes
-    0 and 2 at once, with the mean broadcast into it, measured 4-20x slower on an H200 (its time
-    grew with the map size, not the element count)."""
+    (the mean, then the squared deviations from it); the running averages updated in place."""
     count = x3.shape[0] * x3.shape[2]
     t = x3.dtype.type
-    mean = x3.sum(axis=2).sum(axis=0) / count
+    mean = channel_sums(_sum("x", ("x",)), x3) / count
     centred = centre(x3, mean)
-    spread = _sum("x * x", ("x",))(centred, axis=2).sum(axis=0)
+    spread = channel_sums(_sum("x * x", ("x",)), centred)
     inv_std = _empty_like(mean)  # every output is passed: two are updated in place
     _kernel("netdsl_bn_statistics")(mean, spread, t(1 / count), t(momentum), t(eps), t(count / max(count - 1, 1)),
                                     inv_std, running_mean, running_var)
@@ -117,8 +128,8 @@ def bn_backward(dy3, y3, xhat3, gamma, inv_std, training: bool, activation):
     evaluation mode the statistics are constants and dx is the gradient scaled."""
     y3 = dy3 if y3 is None else y3  # unused by the expressions without an activation
     g = _grad_expr(activation)
-    dbeta = _sum(g, ("dy", "y"))(dy3, y3, axis=(0, 2))
-    dgamma = _sum(f"{g} * xhat", ("dy", "y", "xhat"))(dy3, y3, xhat3, axis=(0, 2))
+    dbeta = channel_sums(_sum(g, ("dy", "y")), dy3, y3)
+    dgamma = channel_sums(_sum(f"{g} * xhat", ("dy", "y", "xhat")), dy3, y3, xhat3)
     inv_count = 1 / (dy3.shape[0] * dy3.shape[2]) if training else 0.0
     col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
     dx = _kernel(f"netdsl_bn_grad_{activation or 'id'}", activation)(

@@ -45,6 +45,11 @@ class Geometry:
         return (self.oh, self.ow) == (1, 1) and self.pad == (0, 0) and self.kernel == (self.h, self.w)
 
     @property
+    def pointwise(self) -> bool:
+        """A 1x1 stride-1 unpadded conv: its per-image columns are its input as it lies."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
+
+    @property
     def col_elems_per_image(self) -> int:
         return self.c * self.kernel[0] * self.kernel[1] * self.oh * self.ow
 
@@ -87,7 +92,7 @@ def im2col(xp, x, geo: Geometry, workspace=None, key=None):
     workspace and a key, the columns live in a buffer allocated once per shape and reused by
     every later step (the key says whose: columns are kept for the backward pass)."""
     n = x.shape[0]
-    if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
+    if geo.pointwise:
         return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
     if on_gpu(xp):
         from .gpu_kernels import im2col as im2col_gpu
@@ -108,7 +113,7 @@ def col2im(xp, cols, geo: Geometry):
     """The adjoint of im2col: scatter-add columns back onto the (unpadded) input."""
     n = cols.shape[0]
     kh, kw = geo.kernel
-    if geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.pad == (0, 0):
+    if geo.pointwise:
         return cols.reshape(n, geo.c, geo.h, geo.w)
     if on_gpu(xp):
         from .gpu_kernels import col2im as col2im_gpu
