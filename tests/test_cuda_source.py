@@ -57,7 +57,7 @@ def _harness(name: str, in_params: str, out_params: str, body: str) -> str:
             words = p.split()
             raw = words[0] == "raw"
             ctype, var = words[-2], words[-1]
-            ctype = {"int32": "int", "T": "T"}[ctype]
+            ctype = {"int32": "int", "float64": "double", "T": "T"}[ctype]
             if raw or kind == "out" or ctype == "T":
                 params.append(f"{'const ' if kind == 'in' else ''}{ctype}* {var}{'' if raw else '_ptr'}")
                 zeros.append("nullptr")
@@ -76,13 +76,18 @@ def _harness(name: str, in_params: str, out_params: str, body: str) -> str:
 @needs_nvcc
 def test_layer_kernels_compile(tmp_path):
     """The bn, LRN and max-pooling kernels of gpu_layers.py (every activation variant), through a
-    harness that declares their parameters the way CuPy does."""
+    harness that declares their parameters the way CuPy does, and bn's RawKernels as they are."""
     from netdsl.backend.gpu_layers import elementwise_specs
     specs = {}
     for activation in ACTIVATION_EXPR:
         specs.update(elementwise_specs(activation))
+    # and bn's one-pass sum kernels (RawKernels), each in a namespace of its own for its typedef
+    from netdsl.backend.gpu_layers import channel_sums_sources
+    raw = {name: code for activation in ACTIVATION_EXPR for ctype in ("float", "double")
+           for name, code in channel_sums_sources(ctype, activation).items()}
     src = tmp_path / "layers.cu"
-    src.write_text("#include <cstddef>\n" + "\n".join(_harness(n, *spec) for n, spec in specs.items()))
+    src.write_text("#include <cstddef>\n" + "\n".join(_harness(n, *spec) for n, spec in specs.items())
+                   + "".join(f"\nnamespace {name} {{\n{code}\n}}\n" for name, code in raw.items()))
     result = subprocess.run(["nvcc", "-c", str(src), "-o", str(tmp_path / "layers.o")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + src.read_text()
@@ -133,3 +138,61 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
         d_bm = rng.standard_normal(cols_bm.shape)
         np.testing.assert_allclose(call("col2im_bm", d_bm, np.empty(shape), geo),
                                    ref.col2im_batch_major(np, d_bm, geo, n), rtol=1e-12, atol=1e-12)
+
+
+@needs_nvcc
+def test_bn_channel_sums_compute_what_numpy_does(tmp_path):
+    """batch norm's one-pass per-channel sums (gpu_layers.channel_sums_sources), built for the
+    host with one thread a block and called block by block through ctypes: every slice of the
+    batch, both walks (map by map, and flat over short maps), strided operands as a conv's
+    transposed output gives them, every activation's gradient, against numpy in float64."""
+    import ctypes
+
+    import numpy as np
+
+    from netdsl.backend import gpu_layers
+    from netdsl.backend.kernels import ACTIVATIONS
+
+    host = ("#define __global__\n#define __shared__ static\nstruct Dim { unsigned x, y; };\n"
+            "static Dim blockIdx{0, 0};\nstatic const Dim blockDim{1, 1}, threadIdx{0, 0}, gridDim{1, 1};\n"
+            "static inline void __syncthreads() {}\n"
+            'extern "C" void set_block(unsigned x, unsigned y) { blockIdx.x = x; blockIdx.y = y; }\n')
+    sources = {}  # the statistics kernel comes with every activation's set: once
+    for activation in ACTIVATION_EXPR:
+        sources.update(gpu_layers.channel_sums_sources("double", activation))
+    src, lib = tmp_path / "sums.cpp", tmp_path / "sums.so"
+    src.write_text(host + "typedef double T;\n" + "\n".join(sources.values()).replace("typedef double T;", ""))
+    result = subprocess.run(["nvcc", "-x", "c++", "-shared", "-Xcompiler", "-fPIC", str(src), "-o", str(lib)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    sums = ctypes.CDLL(str(lib))
+
+    def run(name, operands, strides, flat, slices):
+        n, c, m = operands[0].shape
+        partial = np.zeros((c, slices, 2))
+        ptrs = [ctypes.c_void_p(a.ctypes.data) for a in operands]
+        for ch in range(c):
+            for sl in range(slices):
+                sums.set_block(ch, sl)
+                getattr(sums, name)(*ptrs, partial.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n), ctypes.c_int(c),
+                                    ctypes.c_int(m), ctypes.c_longlong(strides[0]), ctypes.c_longlong(strides[1]),
+                                    ctypes.c_int(slices), ctypes.c_int(flat))
+        return partial.sum(axis=1)
+
+    rng = np.random.default_rng(0)
+    n, c, m = 5, 3, 7
+    base = rng.standard_normal((c, n, m)) + 3.0  # (C, N, M) memory seen as (N, C, M): strides (m, n*m)
+    x = base.transpose(1, 0, 2)
+    for flat in (0, 1):
+        for slices in (1, 2, 5):
+            got = run("netdsl_bn_sums_double", [x], (m, n * m), flat, slices)
+            np.testing.assert_allclose(got[:, 0], x.sum(axis=(0, 2)), rtol=1e-12)
+            np.testing.assert_allclose(got[:, 1], (x * x).sum(axis=(0, 2)), rtol=1e-12)
+    dy, xhat = rng.standard_normal((n, c, m)), rng.standard_normal((n, c, m))
+    for activation, (fn, grad) in [(None, (None, None)), *((a, ACTIVATIONS[a]) for a in ACTIVATION_EXPR if a)]:
+        y = fn(np, rng.standard_normal((n, c, m))) if fn else dy
+        g = grad(np, dy, y) if grad else dy
+        for flat in (0, 1):
+            got = run(f"netdsl_bn_grad_sums_{activation or 'id'}_double", [dy, y, xhat], (c * m, m), flat, 2)
+            np.testing.assert_allclose(got[:, 0], g.sum(axis=(0, 2)), rtol=1e-12, err_msg=str(activation))
+            np.testing.assert_allclose(got[:, 1], (g * xhat).sum(axis=(0, 2)), rtol=1e-12, err_msg=str(activation))

@@ -94,14 +94,24 @@ def test_big_conv_parity(layout):
                         "conv 64 5x5 pad 2 groups 2\npool max 3x3 /2\nfc 10\nsoftmax"), batch=8, col_budget=layout)
 
 
-@pytest.mark.parametrize("last_axis_from", [1, 10**9])
-def test_bn_channel_sums_parity(monkeypatch, last_axis_from):
-    """bn's per-channel sums run along the last axis then the batch on large maps, over both
-    axes at once on small ones (gpu_layers.LAST_AXIS_MIN_MAP): each way, fused and not."""
-    from netdsl.backend import gpu_layers
-    monkeypatch.setattr(gpu_layers, "LAST_AXIS_MIN_MAP", last_axis_from)
-    _parity(netdsl.compile_source(MINI_RESNET))
-    _parity(netdsl.optimise(netdsl.compile_source(MINI_RESNET), "training"))
+BN_MAPS = """
+input 3x20x20
+conv 8 3x3 pad 1 nobias; bn; relu
+conv 8 3x3 /2 pad 1 nobias; bn; tanh
+conv 4 1x1 nobias; bn
+pool avg global
+fc 3
+svm
+"""
+
+
+@pytest.mark.parametrize("mode", ["training", "inference"])
+def test_bn_one_pass_sums_parity(mode):
+    """bn's one-pass per-channel sums walk 20x20 maps map by map and 10x10 ones flat, over the
+    batch-major conv's strided output; with and without fused activations, in training and with
+    the running statistics."""
+    _parity(netdsl.compile_source(BN_MAPS), batch=6, training=mode == "training")
+    _parity(netdsl.optimise(netdsl.compile_source(BN_MAPS), mode), batch=6, training=mode == "training")
 
 
 def test_sgd_step_parity():

@@ -51,11 +51,12 @@ def stand_in(monkeypatch):
     return Device("gpu", fake, "numpy standing in for CuPy")
 
 
-def _compare(net, device, batch=3):
+def _compare(net, device, batch=3, training=None):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((batch, *net.input_shape))
     labels = rng.integers(0, net.layer(net.outputs[0][1]).shape[0], batch)
-    training = not any(l.op == "dropout" for l in net.layers)
+    if training is None:
+        training = not any(l.op == "dropout" for l in net.layers)
     models = [Model(net, device="cpu", dtype="float64", seed=0), Model(net, device=device, dtype="float64", seed=0)]
     losses = [m.loss(x, labels, training=training) for m in models]
     assert losses[1] == pytest.approx(losses[0], rel=1e-12)
@@ -82,6 +83,40 @@ def test_gpu_pointwise_convs_per_image_match_the_cpu(stand_in, monkeypatch):
     monkeypatch.setattr(conv, "GPU_POINTWISE_MIN_MAP", 1)
     _compare(netdsl.compile_source(MINI_INCEPTION), stand_in)
     _compare(netdsl.optimise(netdsl.compile_source(MINI_INCEPTION), "training"), stand_in)
+
+
+def _bn_statistics(x3, running_mean, running_var, momentum, eps):
+    count = x3.shape[0] * x3.shape[2]
+    mean, var = x3.mean(axis=(0, 2)), x3.var(axis=(0, 2))
+    running_mean[...] = running_mean * (1 - momentum) + momentum * mean
+    running_var[...] = running_var * (1 - momentum) + momentum * var * count / max(count - 1, 1)
+    return mean, 1 / np.sqrt(var + eps)
+
+
+def _bn_apply(x3, mean, inv_std, gamma, beta, activation):
+    col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
+    xhat = (x3 - col(mean)) * col(inv_std)
+    return xhat, _NUMPY_ACTIVATIONS[activation](xhat * col(gamma) + col(beta))
+
+
+def _bn_backward(dy3, y3, xhat3, gamma, inv_std, training, activation):
+    g = ACTIVATIONS[activation][1](np, dy3, y3) if activation else dy3
+    dbeta, dgamma = g.sum(axis=(0, 2)), (g * xhat3).sum(axis=(0, 2))
+    inv_count = 1 / (g.shape[0] * g.shape[2]) if training else 0.0
+    col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
+    return col(gamma * inv_std) * (g - col(dbeta) * inv_count - xhat3 * col(dgamma) * inv_count), dgamma, dbeta
+
+
+@pytest.mark.parametrize("mode", ["training", "inference"])
+def test_gpu_bn_layer_kernel_glue_matches_the_cpu(stand_in, monkeypatch, mode):
+    """The executor's side of the whole-layer bn kernels (what it hands them, what it keeps),
+    with numpy standing in for their CUDA bodies, which tests/test_gpu.py checks on a GPU."""
+    monkeypatch.setattr(gpu_layers, "ENABLED", True)
+    monkeypatch.setattr(gpu_layers, "bn_statistics", _bn_statistics)
+    monkeypatch.setattr(gpu_layers, "bn_apply", _bn_apply)
+    monkeypatch.setattr(gpu_layers, "bn_backward", _bn_backward)
+    _compare(netdsl.optimise(netdsl.compile_source(MINI_RESNET), mode), stand_in, training=mode == "training")
+    _compare(netdsl.compile_source(MINI_RESNET), stand_in, training=mode == "training")
 
 
 @pytest.mark.parametrize("source", [FUSED, MINI_RESNET, MINI_INCEPTION])

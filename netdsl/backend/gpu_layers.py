@@ -5,10 +5,10 @@ is a kernel launch and a pass over memory: batch norm there took eight passes fo
 many backward, LRN a cumulative sum, a concatenation and two gathers, max pooling four
 operations per window tap. These kernels do each layer in two or three passes:
 
-- bn forward: sum, then squared deviations from the mean (two-pass variance, as on the CPU),
-  then x-hat and the output with the fused activation in one elementwise pass;
-  bn backward: the two sums the gradient needs, then dx, with the activation's gradient
-  applied inside (the executor hands bn the gradient of its activated output);
+- bn forward: the per-channel sums of x and x*x in one pass (double precision), then x-hat and
+  the output with the fused activation in one elementwise pass; bn backward: the two sums the
+  gradient needs in one pass, then dx, with the activation's gradient applied inside (the
+  executor hands bn the gradient of its activated output);
 - LRN: the channel window summed directly by each thread, forward and backward;
 - max pooling: the output and the winning tap (first maximum in tap order, as on the CPU) in one
   pass; the backward gathers per input element, like col2im, with no atomics.
@@ -25,13 +25,53 @@ from .gpu_kernels import ACTIVATION_EXPR, GRADIENT_EXPR
 ENABLED = os.environ.get("NETDSL_GPU_LAYER_KERNELS", "1") != "0"
 
 # batch norm ----------------------------------------------------------------------------------
+# Per-channel sums in one pass over memory: a RawKernel over a (channel, slice of the batch) grid
+# whose blocks each sum two quantities of their slice in double precision, then one small kernel
+# that adds the slices up per channel. Forward it sums x and x*x (the variance as E[x^2] - mean^2,
+# exact enough in double for float32 data), backward g and g * x-hat, g the gradient reaching bn's
+# output through its activation. They replace two CuPy reductions each way, and the forward's
+# centring pass: bn then reads x twice and writes x-hat and the output once, instead of reading
+# it four times and writing three arrays.
 
+_SUM_THREADS = 256
+_TARGET_BLOCKS = 512  # blocks per launch: enough to fill an H100/H200 (132 SMs) several times
 
-@lru_cache(maxsize=None)
-def _sum(map_expr: str, operands: tuple[str, ...]):
-    import cupy
-    return cupy.ReductionKernel(", ".join(f"T {o}" for o in operands), "T total", map_expr, "a + b",
-                                "total = a", "0", "netdsl_channel_sum")
+_CHANNEL_SUMS = r"""
+// partial[c][s] = (sum of p, sum of q) over images [s*N/S, (s+1)*N/S) of channel c, for operands
+// laid out (N, C, M) with strides (sn, sc, 1); `flat`: maps shorter than a block are walked as one
+// run over (n, m), else map by map.
+extern "C" __global__ void NAME(OPERANDS, double* partial, int N, int C, int M, long long sn, long long sc,
+                                int S, int flat) {
+    __shared__ double sa[THREADS], sb[THREADS];
+    const int c = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
+    const int n0 = (int)((long long)s * N / S), n1 = (int)((long long)(s + 1) * N / S);
+    double a = 0, b = 0;
+    if (flat) {
+        for (int j = tid; j < (n1 - n0) * M; j += blockDim.x) {
+            const int q_ = j / M;
+            const long long i = (long long)(n0 + q_) * sn + (long long)c * sc + (j - q_ * M);
+            TERM
+        }
+    } else {
+        for (int n = n0; n < n1; ++n) {
+            for (int m = tid; m < M; m += blockDim.x) {
+                const long long i = (long long)n * sn + (long long)c * sc + m;
+                TERM
+            }
+        }
+    }
+    sa[tid] = a; sb[tid] = b;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (tid < k) { sa[tid] += sa[tid + k]; sb[tid] += sb[tid + k]; }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        partial[2 * ((long long)c * S + s)] = sa[0];
+        partial[2 * ((long long)c * S + s) + 1] = sb[0];
+    }
+}
+"""
 
 
 def _grad_expr(activation: str | None) -> str:
@@ -39,24 +79,73 @@ def _grad_expr(activation: str | None) -> str:
     return f"({GRADIENT_EXPR[activation]})" if activation else "dy"
 
 
+def channel_sums_sources(ctype: str, activation: str | None = None) -> dict[str, str]:
+    """The two one-pass sum kernels as CUDA source, for element type `ctype`: built into RawKernels
+    below, and run on the host by tests/test_cuda_source.py."""
+    statistics_term = "{ const double v = (double)x[i]; a += v; b += v * v; }"
+    gradient_term = (f"{{ const T dy = dy_[i], y = y_[i]; const double g = (double)({_grad_expr(activation)}); "
+                     "a += g; b += g * (double)xhat[i]; }")
+    kernels = {
+        f"netdsl_bn_sums_{ctype}": ("const T* x", statistics_term),
+        f"netdsl_bn_grad_sums_{activation or 'id'}_{ctype}": ("const T* dy_, const T* y_, const T* xhat", gradient_term),
+    }
+    return {name: f"typedef {ctype} T;\n" + _CHANNEL_SUMS.replace("NAME", name).replace("OPERANDS", operands)
+            .replace("TERM", term).replace("THREADS", str(_SUM_THREADS)) for name, (operands, term) in kernels.items()}
+
+
+@lru_cache(maxsize=None)
+def _sums_kernel(kind: str, ctype: str, activation: str | None = None):
+    import cupy
+    name = f"netdsl_bn_sums_{ctype}" if kind == "statistics" else f"netdsl_bn_grad_sums_{activation or 'id'}_{ctype}"
+    return cupy.RawKernel(channel_sums_sources(ctype, activation)[name], name)
+
+
+def _channel_partials(kernel, operands, n: int, c: int, m: int, strides: tuple[int, int]):
+    """(C, S, 2) float64 partial sums of `kernel` over (N, C, M) operands with the given element
+    strides for n and c."""
+    import cupy
+    import numpy as np
+    slices = min(n, max(1, _TARGET_BLOCKS // c))
+    partial = cupy.empty((c, slices, 2), dtype=cupy.float64)
+    kernel((c, slices), (_SUM_THREADS,), (*operands, partial, np.int32(n), np.int32(c), np.int32(m),
+                                          np.int64(strides[0]), np.int64(strides[1]), np.int32(slices),
+                                          np.int32(m < _SUM_THREADS)))
+    return partial
+
+
+def _ctype(dtype) -> str:
+    import numpy as np
+    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
+
+
 def elementwise_specs(activation: str | None = None) -> dict[str, tuple[str, str, str]]:
     """Every elementwise kernel here as (input params, output params, body), CuPy's notation:
     built into kernels below, and compiled on CPU-only machines by tests/test_cuda_source.py."""
     return {
-        "netdsl_bn_centre": ("T x, T mean", "T centred", "centred = x - mean;"),
         f"netdsl_bn_{activation or 'id'}": (
-            "T centred, T inv_std, T gamma, T beta", "T xhat, T out",
-            f"xhat = centred * inv_std; T v = xhat * gamma + beta; out = {ACTIVATION_EXPR[activation]};"),
+            "T x, T mean, T inv_std, T gamma, T beta", "T xhat, T out",
+            f"xhat = (x - mean) * inv_std; T v = xhat * gamma + beta; out = {ACTIVATION_EXPR[activation]};"),
         f"netdsl_bn_grad_{activation or 'id'}": (
             "T dy, T y, T xhat, T sum_g, T sum_gx, T gamma, T inv_std, T inv_count", "T dx",
             f"T g = {_grad_expr(activation)}; "
             "dx = gamma * inv_std * (g - sum_g * inv_count - xhat * sum_gx * inv_count);"),
-        # per channel, after the two reductions: 1/sigma, and the running averages in place
+        # per channel, from the (C, S, 2) partials of x and x*x: the mean, 1/sigma, and the running
+        # averages in place
         "netdsl_bn_statistics": (
-            "T mean, T spread, T inv_count, T momentum, T eps, T unbias", "T inv_std, T running_mean, T running_var",
-            "T var = spread * inv_count; inv_std = (T)1 / sqrt(var + eps); "
+            "raw float64 partial, int32 S, float64 inv_count, T momentum, T eps, T unbias",
+            "T mean, T inv_std, T running_mean, T running_var",
+            "double a = 0, b = 0; "
+            "for (int s = 0; s < S; ++s) { a += partial[2 * (i * S + s)]; b += partial[2 * (i * S + s) + 1]; } "
+            "const double mu = a * inv_count, var64 = b * inv_count - mu * mu; "
+            "const T var = (T)(var64 > 0 ? var64 : 0); mean = (T)mu; inv_std = (T)1 / sqrt(var + eps); "
             "running_mean = running_mean * ((T)1 - momentum) + momentum * mean; "
             "running_var = running_var * ((T)1 - momentum) + momentum * var * unbias;"),
+        # per channel, from the (C, S, 2) partials of g and g * x-hat: their sums
+        "netdsl_bn_sum_partials": (
+            "raw float64 partial, int32 S", "T sum_a, T sum_b",
+            "double a = 0, b = 0; "
+            "for (int s = 0; s < S; ++s) { a += partial[2 * (i * S + s)]; b += partial[2 * (i * S + s) + 1]; } "
+            "sum_a = (T)a; sum_b = (T)b;"),
         "netdsl_lrn_forward": (
             "raw T x, int32 C, int32 M, int32 before, int32 after, T k, T alpha_n, T beta", "T scale, T out",
             _LRN_FORWARD),
@@ -74,63 +163,47 @@ def _kernel(name: str, activation: str | None = None):
     return cupy.ElementwiseKernel(*elementwise_specs(activation)[name], name)
 
 
-def _empty_like(a):
-    import cupy
-    return cupy.empty_like(a)
-
-
 def channel_view(a):
-    """(N, C) or (N, C, ...) as (N, C, M): the per-channel reductions run over axes 0 and 2."""
+    """(N, C) or (N, C, ...) as (N, C, M)."""
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def centre(x3, mean):
-    """x minus its channel's mean, (N, C, M)."""
-    return _kernel("netdsl_bn_centre")(x3, mean.reshape(1, -1, 1))
-
-
-# Per-channel sums of (N, C, M) arrays: along the contiguous last axis, then over the batch,
-# where the maps are large (an H200 measured one reduction over axes 0 and 2 at once 4-5x
-# slower on 56x56 and 112x112 maps, its time growing with the map size); on smaller maps over
-# both axes at once, which measured 1.8x faster on 28x28 and 7x7 maps (benchmarks/NOTES.md).
-LAST_AXIS_MIN_MAP = 56 * 56
-
-
-def channel_sums(reduction, *arrays):
-    """reduction(*arrays) summed per channel: (C,) from (N, C, M) operands."""
-    if arrays[0].shape[2] >= LAST_AXIS_MIN_MAP:
-        return reduction(*arrays, axis=2).sum(axis=0)
-    return reduction(*arrays, axis=(0, 2))
-
-
 def bn_statistics(x3, running_mean, running_var, momentum: float, eps: float):
-    """(x - mean, 1/sigma) per channel of an (N, C, M) array, in two passes over x as on the CPU
-    (the mean, then the squared deviations from it); the running averages updated in place."""
-    count = x3.shape[0] * x3.shape[2]
+    """(mean, 1/sigma) per channel of an (N, C, M) array, read once; the running averages
+    updated in place. x3 may be a strided view (a conv's transposed output) with unit-stride maps."""
+    import cupy
+    if x3.strides[2] != x3.itemsize:
+        x3 = cupy.ascontiguousarray(x3)
+    n, c, m = x3.shape
+    partial = _channel_partials(_sums_kernel("statistics", _ctype(x3.dtype)), (x3,), n, c, m,
+                                (x3.strides[0] // x3.itemsize, x3.strides[1] // x3.itemsize))
+    count = n * m
     t = x3.dtype.type
-    mean = channel_sums(_sum("x", ("x",)), x3) / count
-    centred = centre(x3, mean)
-    spread = channel_sums(_sum("x * x", ("x",)), centred)
-    inv_std = _empty_like(mean)  # every output is passed: two are updated in place
-    _kernel("netdsl_bn_statistics")(mean, spread, t(1 / count), t(momentum), t(eps), t(count / max(count - 1, 1)),
-                                    inv_std, running_mean, running_var)
-    return centred, inv_std
+    mean, inv_std = cupy.empty(c, dtype=x3.dtype), cupy.empty(c, dtype=x3.dtype)  # two more are updated in place
+    _kernel("netdsl_bn_statistics")(partial, partial.shape[1], 1.0 / count, t(momentum), t(eps),
+                                    t(count / max(count - 1, 1)), mean, inv_std, running_mean, running_var)
+    return mean, inv_std
 
 
-def bn_apply(centred, inv_std, gamma, beta, activation):
-    """x-hat and activation(x-hat * gamma + beta) from the centred (N, C, M) input."""
+def bn_apply(x3, mean, inv_std, gamma, beta, activation):
+    """x-hat and activation(x-hat * gamma + beta) of an (N, C, M) input, in one pass."""
     col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
-    return _kernel(f"netdsl_bn_{activation or 'id'}", activation)(centred, col(inv_std), col(gamma), col(beta))
+    return _kernel(f"netdsl_bn_{activation or 'id'}", activation)(x3, col(mean), col(inv_std), col(gamma), col(beta))
 
 
 def bn_backward(dy3, y3, xhat3, gamma, inv_std, training: bool, activation):
     """(dx, d gamma, d beta) from the gradient of bn's (activated) output, all (N, C, M); in
     evaluation mode the statistics are constants and dx is the gradient scaled."""
-    y3 = dy3 if y3 is None else y3  # unused by the expressions without an activation
-    g = _grad_expr(activation)
-    dbeta = channel_sums(_sum(g, ("dy", "y")), dy3, y3)
-    dgamma = channel_sums(_sum(f"{g} * xhat", ("dy", "y", "xhat")), dy3, y3, xhat3)
-    inv_count = 1 / (dy3.shape[0] * dy3.shape[2]) if training else 0.0
+    import cupy
+    dy3 = cupy.ascontiguousarray(dy3)
+    y3 = dy3 if y3 is None else cupy.ascontiguousarray(y3)  # unused by the expressions without an activation
+    xhat3 = cupy.ascontiguousarray(xhat3)
+    n, c, m = dy3.shape
+    kernel = _sums_kernel("gradient", _ctype(dy3.dtype), activation)
+    partial = _channel_partials(kernel, (dy3, y3, xhat3), n, c, m, (c * m, m))
+    dbeta, dgamma = _kernel("netdsl_bn_sum_partials")(partial, partial.shape[1], cupy.empty(c, dy3.dtype),
+                                                      cupy.empty(c, dy3.dtype))
+    inv_count = 1 / (n * m) if training else 0.0
     col = lambda v: v.reshape(1, -1, 1)  # noqa: E731
     dx = _kernel(f"netdsl_bn_grad_{activation or 'id'}", activation)(
         dy3, y3, xhat3, col(dbeta), col(dgamma), col(gamma), col(inv_std), dy3.dtype.type(inv_count))

@@ -458,12 +458,11 @@ def _bn_forward_gpu(node, x, count):
     x3 = gpu_layers.channel_view(x)
     a = node.attrs
     if node.training:
-        centred, inv_std = gpu_layers.bn_statistics(x3, node.buffers["running_mean"], node.buffers["running_var"],
-                                                    a["momentum"], a["eps"])
+        mean, inv_std = gpu_layers.bn_statistics(x3, node.buffers["running_mean"], node.buffers["running_var"],
+                                                 a["momentum"], a["eps"])
     else:
-        centred = gpu_layers.centre(x3, node.buffers["running_mean"])
-        inv_std = 1 / node.xp.sqrt(node.buffers["running_var"] + a["eps"])
-    xhat, out = gpu_layers.bn_apply(centred, inv_std, node.params["weight"], node.params["bias"], node.epilogue)
+        mean, inv_std = node.buffers["running_mean"], 1 / node.xp.sqrt(node.buffers["running_var"] + a["eps"])
+    xhat, out = gpu_layers.bn_apply(x3, mean, inv_std, node.params["weight"], node.params["bias"], node.epilogue)
     node.saved.update(xhat=xhat, inv_std=inv_std, epilogue_applied=True)
     return out.reshape(x.shape)
 

@@ -1,5 +1,5 @@
 """Session-4 GPU A/B: old vs new im2col/col2im kernels; 1x1 per-image threshold; bn pieces."""
-import importlib.util, os, subprocess, sys, time, json
+import importlib.util, os, sys
 sys.path.insert(0, os.getcwd()); sys.path.insert(0, os.getcwd() + "/benchmarks")
 import numpy as np
 import cupy
@@ -58,31 +58,34 @@ elif what == "pointwise":  # in this process: CUPY_TF32 as set by the caller
             print(f"  {('off' if v == 10**9 else v):>6}: " + " ".join(f"{t:7.1f}" for t in ts), flush=True)
         del model, opt; cupy.get_default_memory_pool().free_all_blocks()
 
-elif what == "bn":
-    from netdsl.backend import gpu_layers as gl
-    for shape in ((64, 64, 112, 112), (64, 256, 56, 56), (64, 64, 56, 56), (64, 512, 28, 28), (64, 2048, 7, 7)):
-        x = cupy.random.standard_normal(shape, dtype=cupy.float32)
-        x3 = gl.channel_view(x)
-        xt = cupy.random.standard_normal((shape[1], shape[0], shape[2] * shape[3]), dtype=cupy.float32).transpose(1, 0, 2)
-        rm, rv = cupy.zeros(shape[1], cupy.float32), cupy.ones(shape[1], cupy.float32)
-        g, b = cupy.ones(shape[1], cupy.float32), cupy.zeros(shape[1], cupy.float32)
-        mean = x3.sum(axis=2).sum(axis=0)
-        c, inv = gl.bn_statistics(x3, rm, rv, 0.1, 1e-5)
-        xhat, y = gl.bn_apply(c, inv, g, b, "relu")
-        t = {
-            "copy": median_ms(lambda: x.copy(), 9, 2, sync),
-            "sum2,0": median_ms(lambda: x3.sum(axis=2).sum(axis=0), 9, 2, sync),
-            "sum(0,2)": median_ms(lambda: x3.sum(axis=(0, 2)), 9, 2, sync),
-            "sum2,0 T": median_ms(lambda: xt.sum(axis=2).sum(axis=0), 9, 2, sync),
-            "centre": median_ms(lambda: gl.centre(x3, mean), 9, 2, sync),
-            "stats": median_ms(lambda: gl.bn_statistics(x3, rm, rv, 0.1, 1e-5), 9, 2, sync),
-            "stats T": median_ms(lambda: gl.bn_statistics(xt, rm, rv, 0.1, 1e-5), 9, 2, sync),
-            "apply": median_ms(lambda: gl.bn_apply(c, inv, g, b, "relu"), 9, 2, sync),
-            "backward": median_ms(lambda: gl.bn_backward(x3, y, xhat, g, inv, True, "relu"), 9, 2, sync),
-            "bwd sums(0,2)": median_ms(lambda: (gl._sum("(y > (T)0 ? dy : (T)0)", ("dy", "y"))(x3, y, axis=(0, 2)),
-                gl._sum("(y > (T)0 ? dy : (T)0) * xhat", ("dy", "y", "xhat"))(x3, y, xhat, axis=(0, 2))), 9, 2, sync),
-            "bwd sums 2,0": median_ms(lambda: (gl._sum("(y > (T)0 ? dy : (T)0)", ("dy", "y"))(x3, y, axis=2).sum(0),
-                gl._sum("(y > (T)0 ? dy : (T)0) * xhat", ("dy", "y", "xhat"))(x3, y, xhat, axis=2).sum(0)), 9, 2, sync),
-        }
-        print(f"{str(shape):>20} {x.nbytes/1e6:7.1f} MB  " + "  ".join(f"{k} {v:.3f}" for k, v in t.items()), flush=True)
-        del x, x3, xt, c, xhat, y; cupy.get_default_memory_pool().free_all_blocks()
+elif what == "bn":  # old (commit bd20453) vs new one-pass bn kernels: results and ms
+    from netdsl.backend import gpu_layers as new_bn
+    spec = importlib.util.spec_from_file_location("old_gl", ".ab/old_gpu_layers.py")
+    old_bn = importlib.util.module_from_spec(spec); spec.loader.exec_module(old_bn)
+    rel = lambda a, b: float(cupy.abs(a - b).max() / (cupy.abs(b).max() + 1e-30))
+    for shape in ((64, 64, 112, 112), (64, 256, 56, 56), (64, 64, 56, 56), (64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7)):
+        n, c = shape[:2]
+        xt = (cupy.random.standard_normal((c, n, shape[2] * shape[3]), dtype=cupy.float32) + 0.5).transpose(1, 0, 2)
+        g, b = cupy.random.random(c, dtype=cupy.float32) + 0.5, cupy.random.random(c, dtype=cupy.float32)
+        dy = cupy.random.standard_normal(xt.shape, dtype=cupy.float32)
+        def old_fwd():
+            rm, rv = cupy.zeros(c, cupy.float32), cupy.ones(c, cupy.float32)
+            cen, inv = old_bn.bn_statistics(xt, rm, rv, 0.1, 1e-5)
+            return old_bn.bn_apply(cen, inv, g, b, "relu") + (inv, rm, rv)
+        def new_fwd():
+            rm, rv = cupy.zeros(c, cupy.float32), cupy.ones(c, cupy.float32)
+            mean, inv = new_bn.bn_statistics(xt, rm, rv, 0.1, 1e-5)
+            return new_bn.bn_apply(xt, mean, inv, g, b, "relu") + (inv, rm, rv)
+        o, nw = old_fwd(), new_fwd()
+        errs = [rel(a, b_) for a, b_ in zip(nw, o)]
+        xhat, y, inv = o[0], o[1], o[2]
+        ob = old_bn.bn_backward(dy, y, xhat, g, inv, True, "relu")
+        nb = new_bn.bn_backward(dy, y, xhat, g, inv, True, "relu")
+        errs += [rel(a, b_) for a, b_ in zip(nb, ob)]
+        t = [median_ms(f, 15, 3, sync) for f in (old_fwd, new_fwd,
+             lambda: old_bn.bn_backward(dy, y, xhat, g, inv, True, "relu"),
+             lambda: new_bn.bn_backward(dy, y, xhat, g, inv, True, "relu"),
+             lambda: xt.copy())]
+        print(f"{str(shape):>20} {xt.nbytes/1e6:7.1f} MB  fwd old/new {t[0]:.3f}/{t[1]:.3f}  bwd old/new {t[2]:.3f}/{t[3]:.3f}"
+              f"  copy {t[4]:.3f}  max rel diff {max(errs):.1e}", flush=True)
+        del xt, dy, o, nw, ob, nb; cupy.get_default_memory_pool().free_all_blocks()
