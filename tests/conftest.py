@@ -22,3 +22,16 @@ def fine_grained_work(monkeypatch):
     monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "WORKERS", 2)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def cpu_kernels(request, monkeypatch):
+    """Both CPU implementations of im2col/col2im and max pooling: the compiled loops
+    (backend/native.py; they need the machine's C compiler, which the test set-up has) and
+    the numpy fallback every machine without one runs."""
+    from netdsl.backend import native
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "available", lambda xp, dtype: False)
+    else:
+        assert native.library() is not None, "no working C compiler: the native kernels are untested"
+    return request.param

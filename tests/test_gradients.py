@@ -44,20 +44,34 @@ GRAD_CASES = {
 }
 
 
-def _cases():
+# ops whose CPU kernels come in two implementations, compiled (native.py) and numpy: checked with each
+NATIVE_OPS = ("conv", "pool", "concat", "add")
+
+
+def _cases(native: bool):
     for op, sources in GRAD_CASES.items():
-        for i, src in enumerate(sources):
-            yield pytest.param(op, src, id=f"{op}-{i}")
+        if (op in NATIVE_OPS) == native:
+            for i, src in enumerate(sources):
+                yield pytest.param(op, src, id=f"{op}-{i}")
 
 
-@pytest.mark.parametrize("op,source", list(_cases()))
-def test_gradient(op, source):
+def _check_op(op, source):
     last_op = source.splitlines()[-1].split()[0]
     ends_in_head = last_op in OPS and OPS[last_op].is_head
     full = source if ends_in_head else source + "\nflatten"
     batch = 4 if op == "bn" else 2
     checked = check_gradients(full, batch=batch)
     assert "input" in checked
+
+
+@pytest.mark.parametrize("op,source", list(_cases(native=False)))
+def test_gradient(op, source):
+    _check_op(op, source)
+
+
+@pytest.mark.parametrize("op,source", list(_cases(native=True)))
+def test_gradient_both_cpu_kernels(op, source, cpu_kernels):
+    _check_op(op, source)
 
 
 def test_bn_gradient_in_evaluation_mode():
@@ -177,7 +191,7 @@ SPLIT_CASES = ["input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 3x3 /2 pad 1\ntanh",
 
 
 @pytest.mark.parametrize("source", SPLIT_CASES, ids=["convs", "max-pool", "avg-pool", "bn", "residual"])
-def test_gradient_with_work_split_over_threads(source, fine_grained_work):
+def test_gradient_with_work_split_over_threads(source, fine_grained_work, cpu_kernels):
     """The CPU kernels split their copies and passes over batch slices on two threads only for
     arrays of 1M elements and more; with the threshold at 0 every slice boundary is exercised,
     and batch norm and max pooling work one channel a block."""
@@ -190,7 +204,7 @@ def test_winograd_gradient_with_work_split_over_threads(fine_grained_work, small
 
 @pytest.mark.parametrize("source", ["input 3x7x7\npool max 3x3 /2 pad 1", "input 2x5x6\npool max 2x3 /1",
                                     "input 3x4x4\nrelu\npool max 2x2"], ids=["strided", "stride-1", "ties"])
-def test_max_pool_gradient_over_channel_blocks(source, monkeypatch):
+def test_max_pool_gradient_over_channel_blocks(source, monkeypatch, cpu_kernels):
     """Max pooling routes its gradient over blocks of channels; one channel a block here."""
     from netdsl.backend import kernels
     monkeypatch.setattr(kernels, "POOL_BLOCK", 1)

@@ -190,7 +190,7 @@ class Conv:
             dout_t = contiguous(xp, d3).reshape(o, -1)  # (O, n*OHW)
         dw = weight_grad(xp, dout_t, cols).reshape(w.shape)
         dx = None
-        if need_dx and self.cpu and im2col.wide_col2im_applies(geo):
+        if need_dx and self.cpu and im2col.wide_col2im_applies(geo, xp, dout_t.dtype):
             dx = im2col.col2im_wide(xp, w.reshape(o, -1).T @ im2col.widen(xp, dout_t, geo, n), geo, n)
         elif need_dx:
             dx = im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n)

@@ -1,12 +1,14 @@
 """Windows over a padded NCHW input, and the im2col / col2im pair built on them.
 
 numpy and CuPy both support strided views, so one implementation serves both; the GPU module
-(netdsl.backend.gpu_kernels) replaces im2col/col2im with CUDA kernels when CuPy is in use.
+(netdsl.backend.gpu_kernels) replaces im2col/col2im with CUDA kernels when CuPy is in use, and
+on the CPU the batch-major pair runs as compiled loops where a C compiler is at hand (native.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import native
 from .device import on_gpu
 from .threads import contiguous, over_batch
 
@@ -141,6 +143,8 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * geo.oh * geo.ow)
     make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
     cols = workspace.get(("colsT", key, shape, x.dtype.str), make) if workspace is not None and key else make()
+    if native.available(xp, x.dtype):
+        return native.im2col_batch_major(xp, x, geo, cols)
     six = cols.reshape(geo.c, geo.kernel[0], geo.kernel[1], n, geo.oh, geo.ow)
     win = windows(xp, padded(xp, x, geo, 0, workspace), geo).transpose(1, 2, 3, 0, 4, 5)
 
@@ -159,6 +163,8 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     if on_gpu(xp):
         from .gpu_kernels import col2im as col2im_gpu
         return col2im_gpu(cols, geo, n)
+    if native.available(xp, cols.dtype):
+        return native.col2im_batch_major(xp, cols, geo, n)
     kh, kw = geo.kernel
     c6 = cols.reshape(geo.c, kh, kw, n, geo.oh, geo.ow)
     dxt = xp.zeros((geo.c, n, geo.hp, geo.wp), dtype=cols.dtype)
@@ -183,7 +189,11 @@ WIDE_MAX_EXTRA = 0.05
 WIDE_SHORT_RUN = 10
 
 
-def wide_col2im_applies(geo: Geometry) -> bool:
+def wide_col2im_applies(geo: Geometry, xp=None, dtype=None) -> bool:
+    """Whether the wide grid pays for this layer; never where the native col2im serves
+    (measured as fast on 56x56 maps, faster on small ones: NOTES.md, change 28)."""
+    if xp is not None and native.available(xp, dtype):
+        return False
     if geo.stride != (1, 1) or geo.kernel == (1, 1) or geo.whole_window:
         return False
     return geo.ow <= WIDE_SHORT_RUN or geo.wp - geo.ow <= WIDE_MAX_EXTRA * geo.ow

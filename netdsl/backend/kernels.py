@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ops import window_geometry
-from . import im2col
+from . import im2col, native
 from .conv import Conv
 from .device import on_gpu
 from .threads import over_batch
@@ -121,6 +121,10 @@ def pool_forward(node, inputs):
         out, tap = maxpool_forward(x, geo)
         node.saved.update(geo=geo, tap=tap, shape=x.shape)
         return out
+    if native.available(xp, x.dtype):  # one pass each way, the winning position kept (native.c)
+        out, arg = native.maxpool_forward(xp, x, geo)
+        node.saved.update(geo=geo, arg=arg, shape=x.shape)
+        return out
     xpad = im2col.padded(xp, x, geo, -xp.inf, None)  # kept: backward finds the maxima again
     out = xp.empty((x.shape[0], x.shape[1], geo.oh, geo.ow), dtype=x.dtype)
 
@@ -173,6 +177,8 @@ def pool_backward(node, dout, need_dx):
     if _layer_kernel(xp):
         from .gpu_layers import maxpool_backward
         return [maxpool_backward(dout, node.saved["tap"], geo, node.saved["shape"])]
+    if "arg" in node.saved:
+        return [native.maxpool_backward(xp, dout, node.saved["arg"], geo, node.saved["shape"])]
     # Each window's gradient goes to its first maximum in tap order (PyTorch's tie rule): the
     # taps in order take what is left of the window's gradient where they equal the maximum,
     # and leave zero behind (rem - rem*1 is exactly 0), so later equal taps get nothing.

@@ -1,0 +1,154 @@
+"""The CPU's data-movement kernels in C (native.c), built on first use with the machine's C
+compiler and loaded through ctypes, the way tinygrad's CPU back end compiles its kernels.
+
+numpy does max pooling a pass per window tap, and im2col/col2im a call per short run of a map
+row: on LeNet's 10x10 maps and in ResNet's pooling that bookkeeping, not the memory traffic,
+is the time. These loops do each in one pass. The library is cached under
+$NETDSL_CACHE (default ~/.cache/netdsl), keyed by the source, the compiler and this CPU's
+features, and written to a temporary name then renamed, so concurrent first uses are safe.
+Where no compiler works, or NETDSL_NATIVE=0, `library()` is None and the callers keep their
+numpy paths (which the tests also use as the reference).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from .threads import over_batch
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
+SUFFIX = {"float32": "f32", "float64": "f64"}
+
+
+class Geometry(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("h", "w", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow")]
+
+    @classmethod
+    def of(cls, geo) -> "Geometry":
+        return cls(geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow)
+
+
+def _cpu_features() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("NETDSL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netdsl")
+    return Path(base)
+
+
+def _build(compiler: str) -> Path:
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(),
+                                     _cpu_features().encode(), platform.machine().encode()])).hexdigest()[:16]
+    for directory in (_cache_dir(), Path(tempfile.gettempdir()) / "netdsl-cache"):
+        target = directory / f"native-{key}.so"
+        if target.exists():
+            return target
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(prefix=target.name, dir=directory)
+        except OSError:
+            continue  # not writable: the next place
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"], check=True,
+                           capture_output=True, timeout=120)
+            os.replace(partial, target)  # whole or not at all: another process may be loading it
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return target
+    raise OSError("no writable cache directory for the native kernels")
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (NETDSL_NATIVE=0, no C compiler, or it failed)."""
+    if os.environ.get("NETDSL_NATIVE", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    p, i, size, geo = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t, Geometry
+    for suffix in SUFFIX.values():
+        getattr(lib, f"maxpool_forward_{suffix}").argtypes = [p, p, p, size, geo]
+        getattr(lib, f"maxpool_backward_{suffix}").argtypes = [p, p, p, size, geo]
+        getattr(lib, f"im2col_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
+        getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
+    return lib
+
+
+def available(xp, dtype) -> bool:
+    """Whether the native kernels serve arrays of this module and dtype (numpy float32/64)."""
+    return xp.__name__ == "numpy" and str(dtype) in SUFFIX and library() is not None
+
+
+def _kernel(name: str, dtype):
+    return getattr(library(), f"{name}_{SUFFIX[str(dtype)]}")
+
+
+def _at(a, offset: int = 0) -> int:
+    return a.ctypes.data + offset * a.itemsize
+
+
+def maxpool_forward(xp, x, geo):
+    """(out, arg): each window's maximum and the position in its map it came from (int32)."""
+    x = xp.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    out = xp.empty((n, c, geo.oh, geo.ow), dtype=x.dtype)
+    arg = xp.empty(out.shape, dtype=xp.int32)
+    kernel, g, size, outs = _kernel("maxpool_forward", x.dtype), Geometry.of(geo), geo.h * geo.w, geo.oh * geo.ow
+
+    def work(lo, hi):
+        kernel(_at(x, lo * c * size), _at(out, lo * c * outs), _at(arg, lo * c * outs), (hi - lo) * c, g)
+    over_batch(xp, n, x.size, work)
+    return out, arg
+
+
+def maxpool_backward(xp, dout, arg, geo, shape):
+    dout = xp.ascontiguousarray(dout)
+    n, c = shape[:2]
+    dx = xp.empty(shape, dtype=dout.dtype)
+    kernel, g, size, outs = _kernel("maxpool_backward", dout.dtype), Geometry.of(geo), geo.h * geo.w, geo.oh * geo.ow
+
+    def work(lo, hi):
+        kernel(_at(dout, lo * c * outs), _at(arg, lo * c * outs), _at(dx, lo * c * size), (hi - lo) * c, g)
+    over_batch(xp, n, dx.size, work)
+    return dx
+
+
+def im2col_batch_major(xp, x, geo, cols):
+    """Fill (C*kh*kw, n*OH*OW) `cols` from x, channel blocks on the cores."""
+    x = xp.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    kernel, g = _kernel("im2col_bm", x.dtype), Geometry.of(geo)
+    over_batch(xp, c, cols.size, lambda lo, hi: kernel(_at(x), _at(cols), n, c, lo, hi, g))
+    return cols
+
+
+def col2im_batch_major(xp, cols, geo, n: int):
+    """The (n, C, H, W) input gradient from (C*kh*kw, n*OH*OW) columns, channel blocks on the cores."""
+    cols = xp.ascontiguousarray(cols)
+    dx = xp.empty((n, geo.c, geo.h, geo.w), dtype=cols.dtype)
+    kernel, g = _kernel("col2im_bm", cols.dtype), Geometry.of(geo)
+    over_batch(xp, geo.c, cols.size, lambda lo, hi: kernel(_at(cols), _at(dx), n, geo.c, lo, hi, g))
+    return dx

@@ -1,0 +1,101 @@
+"""The compiled CPU kernels (backend/native.c) against the numpy code they stand in for, on a
+table of geometries (strides, padding, rectangular windows and maps, one channel, windows
+covering the map), in float32 and float64; and how the library is built, cached and done without."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from netdsl.backend import im2col, native
+from netdsl.backend.im2col import Geometry
+
+# (input shape, kernel, stride, padding)
+GEOMETRIES = [((2, 3, 7, 6), (3, 3), (1, 1), (1, 1)), ((3, 2, 9, 8), (3, 2), (2, 3), (1, 0)),
+              ((2, 4, 5, 5), (5, 5), (1, 1), (2, 2)), ((1, 2, 6, 6), (1, 1), (2, 2), (0, 0)),
+              ((4, 1, 12, 12), (5, 5), (1, 1), (0, 0)), ((2, 3, 11, 13), (7, 7), (2, 2), (3, 3)),
+              ((2, 2, 4, 5), (4, 5), (1, 1), (0, 0)), ((3, 5, 8, 8), (3, 3), (2, 2), (1, 1))]
+
+
+@pytest.fixture(autouse=True)
+def compiled():
+    assert native.library() is not None, "no working C compiler: the native kernels are untested"
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    monkeypatch.setattr(native, "available", lambda xp, dtype: False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kernel,stride,pad", GEOMETRIES)
+def test_im2col_and_col2im_match_numpy(shape, kernel, stride, pad, dtype, monkeypatch):
+    rng = np.random.default_rng(0)
+    geo = Geometry.of(shape, kernel, stride, pad)
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = im2col.im2col_batch_major(np, x, geo)
+    d = rng.standard_normal(cols.shape).astype(dtype)
+    dx = im2col.col2im_batch_major(np, d, geo, shape[0])
+    monkeypatch.setattr(native, "available", lambda xp, dtype: False)
+    np.testing.assert_array_equal(cols, im2col.im2col_batch_major(np, x, geo))
+    np.testing.assert_allclose(dx, im2col.col2im_batch_major(np, d, geo, shape[0]),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+def _max_pool(x, source_pool: str, numpy_only: bool, monkeypatch):
+    """Forward and backward of one max-pool layer through the executor's kernels."""
+    import netdsl
+    from netdsl.backend.executor import Model
+    if numpy_only:
+        monkeypatch.setattr(native, "available", lambda xp, dtype: False)
+    net = netdsl.compile_source(f"input {'x'.join(map(str, x.shape[1:]))}\n{source_pool}\nflatten")
+    model = Model(net, device="cpu", dtype=str(x.dtype))
+    model.loss(x, np.zeros(x.shape[0], dtype=int))
+    out = model._values[model.index[net.layers[1].name]].copy()
+    dx = model.backward(input_grad=True)["input"]
+    monkeypatch.undo()
+    return out, dx
+
+
+@pytest.mark.parametrize("pool", ["pool max 3x3 /2 pad 1", "pool max 2x2", "pool max 2x3 /1", "pool max 3x3 /3 pad 1"])
+@pytest.mark.parametrize("values", ["random", "ties", "nan"])
+def test_max_pool_matches_numpy(pool, values, monkeypatch):
+    """Values, the gradient routed to the first maximum in tap order (ties: small integers and
+    ReLU-like zeros), and NaN winning its window, as numpy's maximum makes it."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 8))
+    if values == "ties":
+        x = np.maximum(rng.integers(-2, 3, x.shape), 0).astype(np.float64)
+    if values == "nan":
+        x[0, 1, 2, 3] = np.nan
+    fast = _max_pool(x, pool, False, monkeypatch)
+    plain = _max_pool(x, pool, True, monkeypatch)
+    np.testing.assert_array_equal(fast[0], plain[0])
+    if values != "nan":  # NaN's gradient is NaN either way, wherever it is routed
+        np.testing.assert_allclose(fast[1], plain[1], rtol=1e-12, atol=1e-12)
+
+
+def _python(code: str, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_library_is_built_once_into_the_cache_by_whole_files(tmp_path):
+    code = "from netdsl.backend import native; print(native.library() is not None)"
+    first = _python(code, NETDSL_CACHE=str(tmp_path))
+    assert first.stdout.strip() == "True", first.stderr
+    built = sorted(p.name for p in tmp_path.iterdir())
+    assert len(built) == 1 and built[0].endswith(".so")  # no temporary left behind
+    again = _python(code, NETDSL_CACHE=str(tmp_path))
+    assert again.stdout.strip() == "True" and sorted(p.name for p in tmp_path.iterdir()) == built
+
+
+@pytest.mark.parametrize("env", [{"NETDSL_NATIVE": "0"}, {"CC": "/nonexistent/cc"}], ids=["switched-off", "no-compiler"])
+def test_without_the_library_the_numpy_paths_run(tmp_path, env):
+    code = ("import numpy as np, netdsl\nfrom netdsl.backend import native\n"
+            "net = netdsl.compile_source('input 2x6x6\\nconv 3 3x3 pad 1\\npool max 2x2\\nflatten')\n"
+            "m = netdsl.Model(net, device='cpu')\nm.loss(np.ones((2, 2, 6, 6), np.float32), [0, 1])\n"
+            "m.backward()\nprint(native.library())")
+    result = _python(code, NETDSL_CACHE=str(tmp_path / "cache"), **env)
+    assert result.returncode == 0 and result.stdout.strip() == "None", result.stderr
