@@ -26,7 +26,7 @@ def fine_grained_work(monkeypatch):
 
 @pytest.fixture(params=["native", "numpy"])
 def cpu_kernels(request, monkeypatch):
-    """Both CPU implementations of im2col/col2im and max pooling: the compiled loops
+    """Both CPU implementations of im2col/col2im, max pooling and batch norm: the compiled loops
     (backend/native.py; they need the machine's C compiler, which the test set-up has) and
     the numpy fallback every machine without one runs."""
     from netdsl.backend import native

@@ -45,7 +45,7 @@ GRAD_CASES = {
 
 
 # ops whose CPU kernels come in two implementations, compiled (native.py) and numpy: checked with each
-NATIVE_OPS = ("conv", "pool", "concat", "add")
+NATIVE_OPS = ("conv", "pool", "bn", "concat", "add")
 
 
 def _cases(native: bool):
@@ -74,7 +74,7 @@ def test_gradient_both_cpu_kernels(op, source, cpu_kernels):
     _check_op(op, source)
 
 
-def test_bn_gradient_in_evaluation_mode():
+def test_bn_gradient_in_evaluation_mode(cpu_kernels):
     check_gradients("input 3x4x4\nbn\nflatten", batch=3, training=False)
 
 

@@ -99,3 +99,31 @@ def test_without_the_library_the_numpy_paths_run(tmp_path, env):
             "m.backward()\nprint(native.library())")
     result = _python(code, NETDSL_CACHE=str(tmp_path / "cache"), **env)
     assert result.returncode == 0 and result.stdout.strip() == "None", result.stderr
+
+
+@pytest.mark.parametrize("mode", ["training", "inference"])
+def test_fused_networks_agree_with_numpy(mode, monkeypatch):
+    """A whole optimised ResNet block (bn with its ReLU fused, max pooling, convs) through the
+    compiled kernels and through numpy: the same loss, gradients and running statistics."""
+    import netdsl
+    from netdsl.backend.executor import Model
+
+    from .test_gradients import MINI_RESNET
+    source = MINI_RESNET.replace("conv 4 3x3 pad 1 nobias; bn; relu", "conv 4 3x3 pad 1 nobias; bn; relu; pool max 3x3 /1 pad 1")
+    net = netdsl.optimise(netdsl.compile_source(source), "training")  # inference's would fold bn away
+    assert any(d.get("op") == "bn" and d.get("epilogue") == "relu" for _, d in net.graph.nodes(data=True))
+    x = np.random.default_rng(3).standard_normal((5, *net.input_shape))
+    results = []
+    for numpy_only in (False, True):
+        if numpy_only:
+            monkeypatch.setattr(native, "available", lambda xp, dtype: False)
+        model = Model(net, device="cpu", dtype="float64", seed=0)
+        loss = model.loss(x, [0, 1, 2, 0, 1], training=mode == "training")
+        grads = model.backward(input_grad=True)
+        results.append((loss, grads, {k: v.copy() for k, v in model.buffers().items()}))
+    (l0, g0, b0), (l1, g1, b1) = results
+    assert l0 == pytest.approx(l1, rel=1e-12)
+    for name in g1:
+        np.testing.assert_allclose(g0[name], g1[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    for name in b1:
+        np.testing.assert_allclose(b0[name], b1[name], rtol=1e-12, err_msg=name)

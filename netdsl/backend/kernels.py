@@ -425,6 +425,8 @@ def bn_forward(node, inputs):
     count = x.size // x.shape[1]
     if _layer_kernel(xp):
         return _bn_forward_gpu(node, x, count)
+    if _bn_native(node, x.dtype):
+        return _bn_forward_native(node, x, count)
     x3 = _per_channel(x)
     centred, out = xp.empty_like(x), xp.empty_like(x)
     c3, o3 = _per_channel(centred), _per_channel(out)
@@ -459,6 +461,27 @@ def bn_forward(node, inputs):
     return out
 
 
+def _bn_native(node, dtype) -> bool:
+    """Whether batch norm runs as native.c's loops: where they are built, with no activation
+    fused or a ReLU (the one they apply themselves)."""
+    return node.epilogue in (None, "relu") and native.available(node.xp, dtype)
+
+
+def _bn_forward_native(node, x, count):
+    xp = node.xp
+    c = x.shape[1]
+    if node.training:
+        mean, var = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+    else:
+        mean, var = node.buffers["running_mean"], node.buffers["running_var"]
+    xhat, out, inv_std = native.bn_forward(xp, x, node.params["weight"], node.params["bias"], mean, var,
+                                           node.training, node.attrs["eps"], node.epilogue == "relu")
+    if node.training:
+        _update_running(node, mean, var, count)
+    node.saved.update(xhat=xhat, inv_std=inv_std, epilogue_applied=node.epilogue is not None)
+    return out
+
+
 def _bn_forward_gpu(node, x, count):
     from . import gpu_layers
     x3 = gpu_layers.channel_view(x)
@@ -480,6 +503,12 @@ def bn_backward(node, dout, need_dx):
     xp = node.xp
     if _layer_kernel(xp):
         return _bn_backward_gpu(node, dout, need_dx)
+    if _bn_native(node, dout.dtype):
+        dx, sum_g, sum_gx = native.bn_backward(xp, dout, node.saved.get("epilogue_out") if node.epilogue else None,
+                                               node.saved["xhat"], node.params["weight"], node.saved["inv_std"],
+                                               node.training, need_dx)
+        node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
+        return [dx]
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]
     y = node.saved.get("epilogue_out")
     grad = ACTIVATIONS[node.epilogue][1] if node.epilogue else None

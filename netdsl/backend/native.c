@@ -134,5 +134,106 @@ void col2im_bm_##SUFFIX(const T* restrict cols, T* restrict dx, int n, int c, in
     }                                                                                             \
 }
 
+/* Sums in double over 8 lanes, so that the loops vectorise (one running sum would be a chain   \
+ * of dependent additions, 4x slower here, and reordering it is what -ffast-math would allow). */ \
+#define LANES 8
+#define LANE_SUM(acc, m, term)                                                                    \
+    do {                                                                                          \
+        double lane_[LANES] = {0};                                                                \
+        ptrdiff_t k = 0;                                                                          \
+        for (; k + LANES <= (m); k += LANES)                                                      \
+            for (int l = 0; l < LANES; ++l) { const ptrdiff_t i = k + l; lane_[l] += (term); }    \
+        for (; k < (m); ++k) { const ptrdiff_t i = k; lane_[0] += (term); }                       \
+        for (int l = 0; l < LANES; ++l) (acc) += lane_[l];                                        \
+    } while (0)
+
+#define DEFINE_BATCH_NORM(T, SUFFIX)                                                              \
+/* Batch norm forward for channels [c0, c1) of (n, C, m) data, a channel at a time while it is   \
+ * in cache: in training the mean and then the squared deviations from it (two passes, sums in   \
+ * double), else the given statistics; then x-hat and gamma * x-hat + beta, ReLU'd if `relu`. */ \
+void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out, T* restrict mean, \
+                         T* restrict var, T* restrict inv_std, const T* restrict gamma,          \
+                         const T* restrict beta, int n, int c, ptrdiff_t m, int c0, int c1,       \
+                         int training, double eps, int relu) {                                    \
+    const double count = (double)n * m;                                                           \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        if (training) {                                                                           \
+            double s = 0, q = 0;                                                                  \
+            for (int b = 0; b < n; ++b) {                                                         \
+                const T* restrict xr = x + ((ptrdiff_t)b * c + ch) * m;                           \
+                LANE_SUM(s, m, (double)xr[i]);                                                    \
+            }                                                                                     \
+            const double mu = s / count;                                                          \
+            for (int b = 0; b < n; ++b) {                                                         \
+                const T* restrict xr = x + ((ptrdiff_t)b * c + ch) * m;                           \
+                LANE_SUM(q, m, ((double)xr[i] - mu) * ((double)xr[i] - mu));                      \
+            }                                                                                     \
+            mean[ch] = (T)mu;                                                                     \
+            var[ch] = (T)(q / count);                                                             \
+        }                                                                                         \
+        const T mu = mean[ch], inv = (T)(1.0 / sqrt((double)var[ch] + eps));                      \
+        const T ga = gamma[ch], be = beta[ch];                                                    \
+        inv_std[ch] = inv;                                                                        \
+        for (int b = 0; b < n; ++b) {                                                             \
+            const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
+            const T* restrict xr = x + at;                                                        \
+            T* restrict hr = xhat + at;                                                           \
+            T* restrict orow = out + at;                                                          \
+            for (ptrdiff_t k = 0; k < m; ++k) {                                                   \
+                const T h = (xr[k] - mu) * inv, o = h * ga + be;                                  \
+                hr[k] = h;                                                                        \
+                orow[k] = relu && o < 0 ? (T)0 : o;                                               \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* Its backward: g = dout, through the ReLU's gradient if `relu` (y: the ReLU's output); the     \
+ * sums of g and g * x-hat per channel (the bias and weight gradients), and, if dx is given,      \
+ * dx = gamma/sigma * (g - mean(g) - x-hat * mean(g * x-hat)), or gamma/sigma * g out of training. */ \
+void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* restrict xhat,     \
+                          T* restrict dx, T* restrict sum_g, T* restrict sum_gx,                  \
+                          const T* restrict gamma, const T* restrict inv_std, int n, int c,       \
+                          ptrdiff_t m, int c0, int c1, int training, int relu) {                  \
+    const double count = (double)n * m;                                                           \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        double sg = 0, sgx = 0;                                                                   \
+        for (int b = 0; b < n; ++b) {                                                             \
+            const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
+            const T* restrict dr = dout + at;                                                     \
+            const T* restrict hr = xhat + at;                                                     \
+            if (relu) {                                                                           \
+                const T* restrict yr = y + at;                                                    \
+                /* the ReLU's gradient as dy * (y > 0), without branches (as numpy's multiply) */ \
+                LANE_SUM(sg, m, (double)(dr[i] * (T)(yr[i] > 0)));                                \
+                LANE_SUM(sgx, m, (double)(dr[i] * (T)(yr[i] > 0)) * hr[i]);                       \
+            } else {                                                                              \
+                LANE_SUM(sg, m, (double)dr[i]);                                                   \
+                LANE_SUM(sgx, m, (double)dr[i] * hr[i]);                                          \
+            }                                                                                     \
+        }                                                                                         \
+        sum_g[ch] = (T)sg;                                                                        \
+        sum_gx[ch] = (T)sgx;                                                                      \
+        if (!dx) continue;                                                                        \
+        const T scale = gamma[ch] * inv_std[ch];                                                  \
+        const T mg = training ? (T)(sg / count) : 0, mgx = training ? (T)(sgx / count) : 0;       \
+        for (int b = 0; b < n; ++b) {                                                             \
+            const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
+            const T* restrict dr = dout + at;                                                     \
+            const T* restrict hr = xhat + at;                                                     \
+            T* restrict out = dx + at;                                                            \
+            if (relu) { /* two loops, not a test inside one: y is only there with the ReLU */    \
+                const T* restrict yr = y + at;                                                    \
+                for (ptrdiff_t k = 0; k < m; ++k)                                                 \
+                    out[k] = scale * (dr[k] * (T)(yr[k] > 0) - mg - hr[k] * mgx);                 \
+            } else {                                                                              \
+                for (ptrdiff_t k = 0; k < m; ++k) out[k] = scale * (dr[k] - mg - hr[k] * mgx);    \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
+DEFINE_BATCH_NORM(float, f32)
+DEFINE_BATCH_NORM(double, f64)

@@ -1,9 +1,10 @@
 """The CPU's data-movement kernels in C (native.c), built on first use with the machine's C
 compiler and loaded through ctypes, the way tinygrad's CPU back end compiles its kernels.
 
-numpy does max pooling a pass per window tap, and im2col/col2im a call per short run of a map
-row: on LeNet's 10x10 maps and in ResNet's pooling that bookkeeping, not the memory traffic,
-is the time. These loops do each in one pass. The library is cached under
+numpy does max pooling a pass per window tap, im2col/col2im a call per short run of a map
+row, and batch norm six passes over each channel block: on LeNet's 10x10 maps and in ResNet's
+pooling and batch norm that bookkeeping, not the memory traffic, is the time. These loops do
+each in one or two passes. The library is cached under
 $NETDSL_CACHE (default ~/.cache/netdsl), keyed by the source, the compiler and this CPU's
 features, and written to a temporary name then renamed, so concurrent first uses are safe.
 Where no compiler works, or NETDSL_NATIVE=0, `library()` is None and the callers keep their
@@ -94,6 +95,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"maxpool_backward_{suffix}").argtypes = [p, p, p, size, geo]
         getattr(lib, f"im2col_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
+        getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
+        getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, i]
     return lib
 
 
@@ -152,3 +155,34 @@ def col2im_batch_major(xp, cols, geo, n: int):
     kernel, g = _kernel("col2im_bm", cols.dtype), Geometry.of(geo)
     over_batch(xp, geo.c, cols.size, lambda lo, hi: kernel(_at(cols), _at(dx), n, geo.c, lo, hi, g))
     return dx
+
+
+def bn_forward(xp, x, gamma, beta, mean, var, training: bool, eps: float, relu: bool):
+    """(x-hat, out) of batch norm over an (n, C, ...) array, ReLU'd if `relu`, channel ranges on
+    the cores. In training `mean` and `var` receive the batch statistics, else they are used."""
+    x = xp.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    m = x.size // (n * c) if x.size else 0
+    xhat, out, inv_std = xp.empty_like(x), xp.empty_like(x), xp.empty(c, dtype=x.dtype)
+    kernel = _kernel("bn_forward", x.dtype)
+    over_batch(xp, c, x.size, lambda lo, hi: kernel(_at(x), _at(xhat), _at(out), _at(mean), _at(var), _at(inv_std),
+                                                     _at(gamma), _at(beta), n, c, m, lo, hi, int(training),
+                                                     float(eps), int(relu)))
+    return xhat, out, inv_std
+
+
+def bn_backward(xp, dout, y, xhat, gamma, inv_std, training: bool, need_dx: bool):
+    """(dx or None, sum of g, sum of g * x-hat) per channel, g being dout through the ReLU whose
+    output is y (None: no ReLU)."""
+    dout = xp.ascontiguousarray(dout)
+    n, c = dout.shape[:2]
+    m = dout.size // (n * c) if dout.size else 0
+    dx = xp.empty_like(dout) if need_dx else None
+    sum_g, sum_gx = xp.empty(c, dtype=dout.dtype), xp.empty(c, dtype=dout.dtype)
+    kernel = _kernel("bn_backward", dout.dtype)
+    y = None if y is None else xp.ascontiguousarray(y)  # held here while the kernel reads it
+    ys, dxs = (None if a is None else _at(a) for a in (y, dx))
+    over_batch(xp, c, dout.size, lambda lo, hi: kernel(_at(dout), ys, _at(xhat), dxs, _at(sum_g), _at(sum_gx),
+                                                        _at(gamma), _at(inv_std), n, c, m, lo, hi, int(training),
+                                                        int(y is not None)))
+    return dx, sum_g, sum_gx
