@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import im2col, winograd
+from . import im2col, native, winograd
 from .device import on_gpu
 from .im2col import Geometry
 from .threads import contiguous
@@ -113,19 +113,22 @@ class Conv:
         xp = self.xp
         n, o = x.shape[0], w.shape[0]
         wmat = w.reshape(groups, o // groups, -1)
-        kept, pieces = [], []
-        for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+        chunks = self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
+        # one chunk and one group: the batched GEMM's own result is the output, no copy into one
+        out = None if len(chunks) == 1 and groups == 1 else xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
+        kept = []
+        for chunk, (lo, hi) in enumerate(chunks):
             # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused across steps
             key = (self.key, chunk) if self.keep_cols else None
             cols = im2col.im2col(xp, x[lo:hi], geo, self.workspace, key=key)
-            if groups == 1:  # one batched GEMM straight into its own result
-                pieces.append(xp.matmul(wmat[0], cols))
+            if out is None:
+                out = xp.matmul(wmat[0], cols)
             else:
                 cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
-                pieces.append(xp.concatenate([xp.matmul(wmat[g], cols_g[:, g]) for g in range(groups)], axis=1))
+                for g in range(groups):
+                    out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
             if self.keep_cols:
                 kept.append(cols)
-        out = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)
         if b is not None:
             out += b.reshape(1, o, 1)
         return out.reshape(n, o, geo.oh, geo.ow), {"path": "per_image", "x": x, "geo": geo, "cols": kept,
@@ -140,8 +143,9 @@ class Conv:
         wmat = w.reshape(groups, og, -1)
         dw = xp.zeros_like(wmat)
         step = xp.empty_like(wmat[0])
-        dx_pieces = []
-        for chunk, (lo, hi) in enumerate(self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)):
+        chunks = self.chunks(n, geo.col_elems_per_image * x.dtype.itemsize)
+        dx = xp.empty(x.shape, dtype=x.dtype) if need_dx and len(chunks) > 1 else None
+        for chunk, (lo, hi) in enumerate(chunks):
             cols = kept[chunk] if kept else im2col.im2col(xp, x[lo:hi], geo, self.workspace)
             cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
             d = dout[lo:hi]
@@ -160,8 +164,11 @@ class Conv:
             if need_dx:  # (n', C*kh*kw, OH*OW), group by group
                 dcols = xp.concatenate([xp.matmul(wmat[g].T, d[:, g * og:(g + 1) * og]) for g in range(groups)],
                                        axis=1) if groups > 1 else xp.matmul(wmat[0].T, d)
-                dx_pieces.append(im2col.col2im(xp, dcols, geo))
-        dx = None if not need_dx else dx_pieces[0] if len(dx_pieces) == 1 else xp.concatenate(dx_pieces)
+                piece = im2col.col2im(xp, dcols, geo)
+                if dx is None:  # one chunk: its gradient is the whole one (a 1x1 conv's: the GEMM's result)
+                    dx = piece
+                else:
+                    dx[lo:hi] = piece
         return dx, dw.reshape(w.shape), dout.sum(axis=2).sum(axis=0)
 
     # batch-major im2col ----------------------------------------------------------------------
@@ -190,7 +197,9 @@ class Conv:
             dout_t = contiguous(xp, d3).reshape(o, -1)  # (O, n*OHW)
         dw = weight_grad(xp, dout_t, cols).reshape(w.shape)
         dx = None
-        if need_dx and self.cpu and im2col.wide_col2im_applies(geo, xp, dout_t.dtype):
+        # the wide grid only for numpy's col2im: the native one is as fast on 56x56 maps and
+        # faster on small ones without it (benchmarks/NOTES.md, change 28)
+        if need_dx and self.cpu and not native.available(xp, dout_t.dtype) and im2col.wide_col2im_applies(geo):
             dx = im2col.col2im_wide(xp, w.reshape(o, -1).T @ im2col.widen(xp, dout_t, geo, n), geo, n)
         elif need_dx:
             dx = im2col.col2im_batch_major(xp, w.reshape(o, -1).T @ dout_t, geo, n)

@@ -189,11 +189,7 @@ WIDE_MAX_EXTRA = 0.05
 WIDE_SHORT_RUN = 10
 
 
-def wide_col2im_applies(geo: Geometry, xp=None, dtype=None) -> bool:
-    """Whether the wide grid pays for this layer; never where the native col2im serves
-    (measured as fast on 56x56 maps, faster on small ones: NOTES.md, change 28)."""
-    if xp is not None and native.available(xp, dtype):
-        return False
+def wide_col2im_applies(geo: Geometry) -> bool:
     if geo.stride != (1, 1) or geo.kernel == (1, 1) or geo.whole_window:
         return False
     return geo.ow <= WIDE_SHORT_RUN or geo.wp - geo.ow <= WIDE_MAX_EXTRA * geo.ow
