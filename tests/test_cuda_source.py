@@ -1,6 +1,7 @@
 """The CUDA source of the CuPy back end compiles, checked with nvcc where it is installed (no GPU
 is needed to compile), so a syntax slip in GPU code shows up on CPU-only machines too; and the
-im2col/col2im kernels' source, built for the host, computes what numpy's im2col/col2im do."""
+im2col/col2im kernels' and batch norm's one-pass sums' source, built for the host, computes
+what numpy does."""
 import shutil
 import subprocess
 
