@@ -94,8 +94,8 @@ void im2col_bm_##SUFFIX(const T* restrict x, T* restrict cols, int n, int c, int
                         }                                                                         \
                         const T* restrict sr = src + (ptrdiff_t)h * g.w - g.pw + j; /* + ow*sw */ \
                         for (int ow = 0; ow < lo; ++ow) dr[ow] = 0;                               \
-                        if (g.sw == 1)                                                            \
-                            memcpy(dr + lo, sr + lo, sizeof(T) * (hi - lo));                      \
+                        if (g.sw == 1) /* a loop, not memcpy: the runs are short (10-56) */      \
+                            for (int ow = lo; ow < hi; ++ow) dr[ow] = sr[ow];                     \
                         else                                                                      \
                             for (int ow = lo; ow < hi; ++ow) dr[ow] = sr[(ptrdiff_t)ow * g.sw];   \
                         for (int ow = hi; ow < g.ow; ++ow) dr[ow] = 0;                            \
