@@ -161,7 +161,8 @@ def test_conv_paths_agree(path, monkeypatch):
     """Batch-major columns, per-image columns (forced by a 1-byte column budget) and Winograd
     (allowed down to 16 channels) give the same convolution as the reference loops."""
     from netdsl.backend import winograd
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 16 if path == "winograd" else 1 << 30)
+    for threshold in ("MIN_CHANNELS", "NATIVE_MIN_CHANNELS"):
+        monkeypatch.setattr(winograd, threshold, 16 if path == "winograd" else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)
     options = {"col_budget": 1} if path == "per_image" else {}
     for c, size in ((3, 5), (3, 17), (16, 16)) if path != "winograd" else ((16, 16), (16, 17)):

@@ -145,16 +145,19 @@ WINOGRAD_CASES = ["input 16x16x16\nconv 16 3x3 pad 1", "input 16x17x15\nconv 20 
 
 @pytest.fixture
 def small_winograd(monkeypatch):
-    """Winograd for the test's 16-channel 16x16 layers (by default it takes 128 channels and 56x56 maps)."""
+    """Winograd for the test's 16-channel 16x16 layers (by default it takes 128 channels, 64 with
+    the native transforms, and 56x56 maps)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
+    monkeypatch.setattr(winograd, "NATIVE_MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)
-    assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16)
+    for native_transforms in (False, True):
+        assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16, native_transforms)
 
 
 @pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
-def test_winograd_gradient(source, small_winograd):
+def test_winograd_gradient(source, small_winograd, cpu_kernels):
     check_gradients(source + "\nflatten", batch=2, samples=8)
 
 
@@ -169,7 +172,7 @@ def test_per_image_path_gradient(source):
 
 
 @pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
-def test_winograd_matches_im2col(source, small_winograd):
+def test_winograd_matches_im2col(source, small_winograd, cpu_kernels):
     import numpy as np
 
     import netdsl
@@ -198,7 +201,7 @@ def test_gradient_with_work_split_over_threads(source, fine_grained_work, cpu_ke
     check_gradients(source + "\nflatten", batch=4, samples=8)
 
 
-def test_winograd_gradient_with_work_split_over_threads(fine_grained_work, small_winograd):
+def test_winograd_gradient_with_work_split_over_threads(fine_grained_work, small_winograd, cpu_kernels):
     check_gradients(WINOGRAD_CASES[1] + "\nflatten", batch=3, samples=8)
 
 

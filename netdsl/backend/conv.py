@@ -70,7 +70,7 @@ class Conv:
         o = w.shape[0]
         if not self.cpu:
             return self._gpu_forward(x, w, b, geo, groups)
-        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o):
+        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o, native.available(self.xp, x.dtype)):
             out, saved = winograd.forward(self.xp, x, w, b)
             return out, {"path": "winograd", **saved}
         if self.cpu and _s2d_applies(geo, groups):

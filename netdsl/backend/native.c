@@ -233,7 +233,157 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
     }                                                                                             \
 }
 
+/* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths and the layouts):    \
+ * tiles of 4x4 inputs at stride 2, 16 arrays (a, b) of (n, C, th*tw) each; images [lo, hi). */   \
+#define DEFINE_WINOGRAD(T, SUFFIX)                                                                \
+/* V = B^T d B for every tile of the padded input (n, C, 2th+2, 2tw+2): the row combinations    \
+ * along whole rows first (contiguous), then the column ones tile by tile. */                    \
+void wino_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, int th, int tw,     \
+                         int lo, int hi) {                                                        \
+    const int wp = 2 * tw + 2, tiles = th * tw;                                                   \
+    const ptrdiff_t plane = (ptrdiff_t)(2 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    T t[4][wp];                                                                                   \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < c; ++ch) {                                                          \
+            const T* restrict xp = xpad + ((ptrdiff_t)b * c + ch) * plane;                        \
+            T* restrict vp = v + ((ptrdiff_t)b * c + ch) * tiles;                                 \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T *r0 = xp + (ptrdiff_t)(2 * ty) * wp, *r1 = r0 + wp, *r2 = r1 + wp, *r3 = r2 + wp; \
+                for (int k = 0; k < wp; ++k) {                                                    \
+                    t[0][k] = r0[k] - r2[k];                                                      \
+                    t[1][k] = r1[k] + r2[k];                                                      \
+                    t[2][k] = r2[k] - r1[k];                                                      \
+                    t[3][k] = r1[k] - r3[k];                                                      \
+                }                                                                                 \
+                for (int a = 0; a < 4; ++a) {                                                     \
+                    T* restrict o0 = vp + (ptrdiff_t)(4 * a) * stride + ty * tw;                  \
+                    T* restrict o1 = o0 + stride, * restrict o2 = o1 + stride, * restrict o3 = o2 + stride; \
+                    const T* ta = t[a];                                                           \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        const T d0 = ta[2 * tx], d1 = ta[2 * tx + 1], d2 = ta[2 * tx + 2], d3 = ta[2 * tx + 3]; \
+                        o0[tx] = d0 - d2;                                                         \
+                        o1[tx] = d1 + d2;                                                         \
+                        o2[tx] = d2 - d1;                                                         \
+                        o3[tx] = d1 - d3;                                                         \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* Y = A^T M A, each tile's 2x2 outputs into (n, O, h, w), those past an odd edge dropped: a    \
+ * row of tiles at a time, every step along contiguous rows of the 16 arrays. */                 \
+void wino_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,      \
+                          int h, int w, int lo, int hi) {                                         \
+    const int tiles = th * tw, full = w / 2; /* tiles whose two columns are both inside */       \
+    const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
+    T s[2][4][tw];                                                                                \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < o; ++ch) {                                                          \
+            const T* restrict mp = m + ((ptrdiff_t)b * o + ch) * tiles;                           \
+            T* restrict op = out + ((ptrdiff_t)b * o + ch) * h * w;                               \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T* restrict mr = mp + (ptrdiff_t)ty * tw;                                   \
+                for (int j = 0; j < 4; ++j) {                                                     \
+                    const T *m0 = mr + j * stride, *m1 = mr + (4 + j) * stride;                   \
+                    const T *m2 = mr + (8 + j) * stride, *m3 = mr + (12 + j) * stride;            \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        s[0][j][tx] = m0[tx] + m1[tx] + m2[tx];                                   \
+                        s[1][j][tx] = m1[tx] - m2[tx] - m3[tx];                                   \
+                    }                                                                             \
+                }                                                                                 \
+                for (int i = 0; i < 2 && 2 * ty + i < h; ++i) {                                   \
+                    T* restrict row = op + (ptrdiff_t)(2 * ty + i) * w;                           \
+                    const T *s0 = s[i][0], *s1 = s[i][1], *s2 = s[i][2], *s3 = s[i][3];           \
+                    for (int tx = 0; tx < full; ++tx) {                                           \
+                        row[2 * tx] = s0[tx] + s1[tx] + s2[tx];                                   \
+                        row[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx];                               \
+                    }                                                                             \
+                    if (full < tw) row[2 * full] = s0[full] + s1[full] + s2[full];                \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges):   \
+ * a row of tiles at a time from two zero-padded copies of its output rows. */                   \
+void wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
+                              int h, int w, int lo, int hi) {                                     \
+    const int tiles = th * tw;                                                                    \
+    const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
+    T g[2][2 * tw], r[4][2][tw];                                                                  \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < o; ++ch) {                                                          \
+            const T* restrict gp = dy + ((ptrdiff_t)b * o + ch) * h * w;                          \
+            T* restrict dp = dm + ((ptrdiff_t)b * o + ch) * tiles;                                \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                for (int i = 0; i < 2; ++i)                                                       \
+                    for (int k = 0; k < 2 * tw; ++k)                                              \
+                        g[i][k] = (2 * ty + i < h && k < w) ? gp[(ptrdiff_t)(2 * ty + i) * w + k] : (T)0; \
+                for (int tx = 0; tx < tw; ++tx)                                                   \
+                    for (int j = 0; j < 2; ++j) { /* the rows of A dY: y0, y0 + y1, y0 - y1, -y1 */ \
+                        const T y0 = g[0][2 * tx + j], y1 = g[1][2 * tx + j];                     \
+                        r[0][j][tx] = y0;                                                         \
+                        r[1][j][tx] = y0 + y1;                                                    \
+                        r[2][j][tx] = y0 - y1;                                                    \
+                        r[3][j][tx] = -y1;                                                        \
+                    }                                                                             \
+                for (int a = 0; a < 4; ++a) {                                                     \
+                    T* restrict d0 = dp + (4 * a) * stride + (ptrdiff_t)ty * tw;                  \
+                    T* restrict d1 = d0 + stride, * restrict d2 = d1 + stride, * restrict d3 = d2 + stride; \
+                    const T *r0 = r[a][0], *r1 = r[a][1];                                         \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        d0[tx] = r0[tx];                                                          \
+                        d1[tx] = r0[tx] + r1[tx];                                                 \
+                        d2[tx] = r0[tx] - r1[tx];                                                 \
+                        d3[tx] = -r1[tx];                                                         \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* dX += B dV B^T, each tile's 4x4 patch added onto the padded input gradient: a row of tiles at \
+ * a time, each of the patch's 16 places as one pass over the row (tiles overlap by two columns \
+ * and two rows, so the passes add in turn; a plane is one thread's). */                         \
+void wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n, int c, int th,   \
+                                 int tw, int lo, int hi) {                                        \
+    const int wp = 2 * tw + 2, tiles = th * tw;                                                   \
+    const ptrdiff_t plane = (ptrdiff_t)(2 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    T q[4][4][tw];                                                                                \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < c; ++ch) {                                                          \
+            const T* restrict vp = dv + ((ptrdiff_t)b * c + ch) * tiles;                          \
+            T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \
+                for (int a = 0; a < 4; ++a) { /* along b: B's rows v0, v1-v2+v3, -v0+v1+v2, -v3 */ \
+                    const T *v0 = vr + (4 * a) * stride, *v1 = v0 + stride, *v2 = v1 + stride, *v3 = v2 + stride; \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        q[a][0][tx] = v0[tx];                                                     \
+                        q[a][1][tx] = v1[tx] - v2[tx] + v3[tx];                                   \
+                        q[a][2][tx] = -v0[tx] + v1[tx] + v2[tx];                                  \
+                        q[a][3][tx] = -v3[tx];                                                    \
+                    }                                                                             \
+                }                                                                                 \
+                for (int bp = 0; bp < 4; ++bp) { /* then along a, onto rows 2ty .. 2ty+3 */       \
+                    const T *q0 = q[0][bp], *q1 = q[1][bp], *q2 = q[2][bp], *q3 = q[3][bp];       \
+                    T* restrict x0 = xp + (ptrdiff_t)(2 * ty) * wp + bp;                          \
+                    T* restrict x1 = x0 + wp, * restrict x2 = x1 + wp, * restrict x3 = x2 + wp;   \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        x0[2 * tx] += q0[tx];                                                     \
+                        x1[2 * tx] += q1[tx] - q2[tx] + q3[tx];                                   \
+                        x2[2 * tx] += -q0[tx] + q1[tx] + q2[tx];                                  \
+                        x3[2 * tx] += -q3[tx];                                                    \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}
+
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_BATCH_NORM(float, f32)
 DEFINE_BATCH_NORM(double, f64)
+DEFINE_WINOGRAD(float, f32)
+DEFINE_WINOGRAD(double, f64)

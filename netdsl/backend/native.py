@@ -27,6 +27,8 @@ from .threads import over_batch
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
 SUFFIX = {"float32": "f32", "float64": "f64"}
+# Winograd's transforms in native.c, with how many int dimensions each takes before its image range
+WINOGRAD = {"input": 4, "output": 6, "grad_tiles": 6, "input_adjoint": 4}
 
 
 class Geometry(ctypes.Structure):
@@ -97,6 +99,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
         getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, i]
+        for name, ints in WINOGRAD.items():
+            getattr(lib, f"wino_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
     return lib
 
 
@@ -186,3 +190,10 @@ def bn_backward(xp, dout, y, xhat, gamma, inv_std, training: bool, need_dx: bool
                                                         _at(gamma), _at(inv_std), n, c, m, lo, hi, int(training),
                                                         int(y is not None)))
     return dx, sum_g, sum_gx
+
+
+def winograd(xp, name: str, src, dst, n: int, *dims: int) -> None:
+    """One of native.c's Winograd transforms (wino_<name>: input, output, grad_tiles,
+    input_adjoint) from src into dst, both contiguous, the images split over the cores."""
+    kernel = _kernel(f"wino_{name}", src.dtype)
+    over_batch(xp, n, dst.size, lambda lo, hi: kernel(_at(src), _at(dst), n, *dims, lo, hi))

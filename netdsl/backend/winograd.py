@@ -10,6 +10,7 @@ arithmetic; in float32 the error is of the order of 1e-6 relative (tests compare
 """
 from __future__ import annotations
 
+from . import native
 from .threads import over_batch
 
 # Where it pays on this kind of CPU (measured, benchmarks/NOTES.md): enough channels for the
@@ -21,13 +22,19 @@ MIN_CHANNELS = 128  # 64-channel layers: batch-major im2col measured 15-30% fast
 # two runs: 128x28x28 b8 45.7/44.9 vs 34.2/29.3; 512x28x28 b2 112/104 vs 84/82); 56x56 maps tie.
 MIN_TILES = 28 * 28
 MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
+# With native.c's transforms (one pass each instead of numpy's strided passes) it also wins on
+# 64-channel layers and on large maps, fwd+bwd ms against batch-major im2col, interleaved:
+# 64x56x56 b8 48/55, 128x112x112 b2 106/170, 64x224x224 b2 159/226; on 28x28 and smaller maps
+# it ties or loses (512x14x14 b2 58/34: many small GEMMs in its backward) (NOTES.md, change 30)
+NATIVE_MIN_CHANNELS = 64
 
 
-def applies(geo, groups: int, out_channels: int) -> bool:
+def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
+    channels = NATIVE_MIN_CHANNELS if native_transforms else MIN_CHANNELS
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.pad == (1, 1) and groups == 1
-            and geo.c >= MIN_CHANNELS and out_channels >= MIN_CHANNELS and tiles >= MIN_TILES
-            and geo.c * geo.h * geo.w <= MAX_ELEMENTS)
+            and geo.c >= channels and out_channels >= channels and tiles >= MIN_TILES
+            and (native_transforms or geo.c * geo.h * geo.w <= MAX_ELEMENTS))
 
 
 def _filter_transform(xp, w):
@@ -88,13 +95,19 @@ def forward(xp, x, weight, bias):
     xpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
     xpad[:, :, 1:1 + h, 1:1 + w] = x
     v = xp.empty((4, 4, n, c, th, tw), dtype=x.dtype)
-    over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
+    if native.available(xp, x.dtype):
+        native.winograd(xp, "input", xpad, v, n, c, th, tw)
+    else:
+        over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
     u = _filter_transform(xp, weight)  # (4, 4, O, C)
     vt = v.reshape(16, n, c, th * tw)
     m = xp.matmul(u.reshape(16, 1, o, c), vt)  # (16, n, O, T): 16 x n GEMMs
     out = xp.empty((n, o, h, w), dtype=x.dtype)
-    m6 = m.reshape(4, 4, n, o, th, tw)
-    over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
+    if native.available(xp, x.dtype):
+        native.winograd(xp, "output", m, out, n, o, th, tw, h, w)
+    else:
+        m6 = m.reshape(4, 4, n, o, th, tw)
+        over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
     if bias is not None:
         out += bias.reshape(1, o, 1, 1)
     return out, {"v": vt, "u": u, "shape": x.shape}
@@ -134,7 +147,10 @@ def backward(xp, saved, dy, need_dx):
     o = dy.shape[1]
     th, tw = (h + 1) // 2, (w + 1) // 2
     dm = xp.empty((4, 4, n, o, th, tw), dtype=dy.dtype)
-    over_batch(xp, n, dm.size, lambda lo, hi: _grad_tiles(xp, dy, th, tw, lo, hi, dm))
+    if native.available(xp, dy.dtype):
+        native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w)
+    else:
+        over_batch(xp, n, dm.size, lambda lo, hi: _grad_tiles(xp, dy, th, tw, lo, hi, dm))
     dmt = dm.reshape(16, n, o, th * tw)
     du = xp.zeros((16, o, c), dtype=dy.dtype)
     step = xp.empty_like(du)
@@ -145,8 +161,11 @@ def backward(xp, saved, dy, need_dx):
     dx = None
     if need_dx:
         dv = xp.matmul(u.reshape(16, 1, o, c).transpose(0, 1, 3, 2), dmt)  # (16, n, C, T)
-        dv6 = dv.reshape(4, 4, n, c, th, tw)
         dxpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dy.dtype)
-        over_batch(xp, n, dxpad.size, lambda lo, hi: _input_adjoint(xp, dv6, dxpad, th, tw, lo, hi))
+        if native.available(xp, dy.dtype):
+            native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw)
+        else:
+            dv6 = dv.reshape(4, 4, n, c, th, tw)
+            over_batch(xp, n, dxpad.size, lambda lo, hi: _input_adjoint(xp, dv6, dxpad, th, tw, lo, hi))
         dx = dxpad[:, :, 1:1 + h, 1:1 + w]
     return dx, dw
