@@ -164,6 +164,7 @@ def test_conv_paths_agree(path, monkeypatch):
     for threshold in ("MIN_CHANNELS", "NATIVE_MIN_CHANNELS"):
         monkeypatch.setattr(winograd, threshold, 16 if path == "winograd" else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)
+    monkeypatch.setattr(winograd, "NATIVE_MIN_TILES", 64)
     options = {"col_budget": 1} if path == "per_image" else {}
     for c, size in ((3, 5), (3, 17), (16, 16)) if path != "winograd" else ((16, 16), (16, 17)):
         x = RNG.standard_normal((2, c, size, size))

@@ -233,8 +233,9 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
     }                                                                                             \
 }
 
-/* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths and the layouts):    \
- * tiles of 4x4 inputs at stride 2, 16 arrays (a, b) of (n, C, th*tw) each; images [lo, hi). */   \
+/* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths): tiles of 4x4      \
+ * inputs at stride 2, 16 arrays (a, b) laid out batch-major, (C, n, th*tw) each, so that one GEMM \
+ * per array covers the whole batch; images [lo, hi). */                                          \
 #define DEFINE_WINOGRAD(T, SUFFIX)                                                                \
 /* V = B^T d B for every tile of the padded input (n, C, 2th+2, 2tw+2): the row combinations    \
  * along whole rows first (contiguous), then the column ones tile by tile. */                    \
@@ -246,7 +247,7 @@ void wino_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, in
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
             const T* restrict xp = xpad + ((ptrdiff_t)b * c + ch) * plane;                        \
-            T* restrict vp = v + ((ptrdiff_t)b * c + ch) * tiles;                                 \
+            T* restrict vp = v + ((ptrdiff_t)ch * n + b) * tiles;                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T *r0 = xp + (ptrdiff_t)(2 * ty) * wp, *r1 = r0 + wp, *r2 = r1 + wp, *r3 = r2 + wp; \
                 for (int k = 0; k < wp; ++k) {                                                    \
@@ -280,7 +281,7 @@ void wino_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
     T s[2][4][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
-            const T* restrict mp = m + ((ptrdiff_t)b * o + ch) * tiles;                           \
+            const T* restrict mp = m + ((ptrdiff_t)ch * n + b) * tiles;                           \
             T* restrict op = out + ((ptrdiff_t)b * o + ch) * h * w;                               \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict mr = mp + (ptrdiff_t)ty * tw;                                   \
@@ -315,7 +316,7 @@ void wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
             const T* restrict gp = dy + ((ptrdiff_t)b * o + ch) * h * w;                          \
-            T* restrict dp = dm + ((ptrdiff_t)b * o + ch) * tiles;                                \
+            T* restrict dp = dm + ((ptrdiff_t)ch * n + b) * tiles;                                \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 for (int i = 0; i < 2; ++i)                                                       \
                     for (int k = 0; k < 2 * tw; ++k)                                              \
@@ -353,7 +354,7 @@ void wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n,
     T q[4][4][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            const T* restrict vp = dv + ((ptrdiff_t)b * c + ch) * tiles;                          \
+            const T* restrict vp = dv + ((ptrdiff_t)ch * n + b) * tiles;                          \
             T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \

@@ -1,6 +1,8 @@
 """Winograd F(2x2, 3x3) for 3x3 convolutions at stride 1 with padding 1 (VGG's and most of
 ResNet's), on the CPU: 16 multiplications per 2x2 output tile instead of 36, so the GEMMs do
-2.25x less work; the transforms are additions over strided views.
+2.25x less work; the transforms are additions, in native.c where it is built (the GEMMs then
+batch-major, one per tile position over the whole batch), else over strided numpy views (the
+GEMMs per image).
 
     forward   V = B^T d B (input tiles), U = G g G^T (filters), M = U V (16 GEMMs), Y = A^T M A
     backward  dM = A dY A^T;  dU = dM V^T -> dW = G^T dU G;  dV = U^T dM -> dX = B dV B^T
@@ -22,19 +24,26 @@ MIN_CHANNELS = 128  # 64-channel layers: batch-major im2col measured 15-30% fast
 # two runs: 128x28x28 b8 45.7/44.9 vs 34.2/29.3; 512x28x28 b2 112/104 vs 84/82); 56x56 maps tie.
 MIN_TILES = 28 * 28
 MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
-# With native.c's transforms (one pass each instead of numpy's strided passes) it also wins on
-# 64-channel layers and on large maps, fwd+bwd ms against batch-major im2col, interleaved:
-# 64x56x56 b8 48/55, 128x112x112 b2 106/170, 64x224x224 b2 159/226; on 28x28 and smaller maps
-# it ties or loses (512x14x14 b2 58/34: many small GEMMs in its backward) (NOTES.md, change 30)
+# With native.c's transforms (one pass each instead of numpy's strided passes) and batch-major
+# GEMMs (one per tile position over the whole batch) it also wins on 64-channel layers and on
+# large maps, wherever the GEMMs are wide (tiles over the batch); fwd+bwd ms against
+# batch-major im2col, interleaved: 64x56x56 b8 (6,272 tiles) 49/59, 128x28x28 b8 (1,568)
+# 40/48, 256x56x56 b2 (1,568) 88/134; with 392 tiles a tie or worse (256x14x14 b8 36/37,
+# 512x28x28 b2 103-136/119-131), with 128 a loss (512x7x7 b8 59/34) (NOTES.md, changes 30-31)
 NATIVE_MIN_CHANNELS = 64
+NATIVE_MIN_TILES = 1024  # over the whole batch
 
 
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
-    channels = NATIVE_MIN_CHANNELS if native_transforms else MIN_CHANNELS
+    if native_transforms:
+        wide_enough = geo.n * tiles >= NATIVE_MIN_TILES
+        channels = NATIVE_MIN_CHANNELS
+    else:
+        wide_enough = tiles >= MIN_TILES and geo.c * geo.h * geo.w <= MAX_ELEMENTS
+        channels = MIN_CHANNELS
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.pad == (1, 1) and groups == 1
-            and geo.c >= channels and out_channels >= channels and tiles >= MIN_TILES
-            and (native_transforms or geo.c * geo.h * geo.w <= MAX_ELEMENTS))
+            and geo.c >= channels and out_channels >= channels and wide_enough)
 
 
 def _filter_transform(xp, w):
@@ -89,28 +98,50 @@ def _output_transform(xp, m, out, h, w, lo, hi):
 
 def forward(xp, x, weight, bias):
     """(n, C, H, W) -> (n, O, H, W) and what backward needs."""
+    out, saved = (_forward_native if native.available(xp, x.dtype) else _forward_numpy)(xp, x, weight)
+    if bias is not None:
+        out += bias.reshape(1, weight.shape[0], 1, 1)
+    return out, saved
+
+
+def _padded(xp, x):
+    """The input padded by 1 and up to whole tiles: (n, C, 2*th + 2, 2*tw + 2)."""
     n, c, h, w = x.shape
-    o = weight.shape[0]
     th, tw = (h + 1) // 2, (w + 1) // 2
     xpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
     xpad[:, :, 1:1 + h, 1:1 + w] = x
+    return xpad, th, tw
+
+
+def _forward_numpy(xp, x, weight):
+    """Per image: V (16, n, C, T), 16 x n GEMMs; the transforms as numpy passes."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    xpad, th, tw = _padded(xp, x)
     v = xp.empty((4, 4, n, c, th, tw), dtype=x.dtype)
-    if native.available(xp, x.dtype):
-        native.winograd(xp, "input", xpad, v, n, c, th, tw)
-    else:
-        over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
+    over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
     u = _filter_transform(xp, weight)  # (4, 4, O, C)
     vt = v.reshape(16, n, c, th * tw)
     m = xp.matmul(u.reshape(16, 1, o, c), vt)  # (16, n, O, T): 16 x n GEMMs
     out = xp.empty((n, o, h, w), dtype=x.dtype)
-    if native.available(xp, x.dtype):
-        native.winograd(xp, "output", m, out, n, o, th, tw, h, w)
-    else:
-        m6 = m.reshape(4, 4, n, o, th, tw)
-        over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
-    if bias is not None:
-        out += bias.reshape(1, o, 1, 1)
-    return out, {"v": vt, "u": u, "shape": x.shape}
+    m6 = m.reshape(4, 4, n, o, th, tw)
+    over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
+    return out, {"v": vt, "u": u, "shape": x.shape, "native": False}
+
+
+def _forward_native(xp, x, weight):
+    """Batch-major: V (16, C, n*T), one GEMM per tile position over the whole batch; the
+    transforms in native.c."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    xpad, th, tw = _padded(xp, x)
+    v = xp.empty((16, c, n * th * tw), dtype=x.dtype)
+    native.winograd(xp, "input", xpad, v, n, c, th, tw)
+    u = _filter_transform(xp, weight).reshape(16, o, c)
+    m = xp.matmul(u, v)  # (16, O, n*T): 16 GEMMs
+    out = xp.empty((n, o, h, w), dtype=x.dtype)
+    native.winograd(xp, "output", m, out, n, o, th, tw, h, w)
+    return out, {"v": v, "u": u, "shape": x.shape, "native": True}
 
 
 def _grad_tiles(xp, dy, th, tw, lo, hi, dm):
@@ -142,15 +173,16 @@ def _input_adjoint(xp, dv, dxpad, th, tw, lo, hi):
 
 def backward(xp, saved, dy, need_dx):
     """Gradients of the weights (and of the input, if needed) from dY (n, O, H, W)."""
+    return (_backward_native if saved["native"] else _backward_numpy)(xp, saved, dy, need_dx)
+
+
+def _backward_numpy(xp, saved, dy, need_dx):
     vt, u = saved["v"], saved["u"]
     n, c, h, w = saved["shape"]
     o = dy.shape[1]
     th, tw = (h + 1) // 2, (w + 1) // 2
     dm = xp.empty((4, 4, n, o, th, tw), dtype=dy.dtype)
-    if native.available(xp, dy.dtype):
-        native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w)
-    else:
-        over_batch(xp, n, dm.size, lambda lo, hi: _grad_tiles(xp, dy, th, tw, lo, hi, dm))
+    over_batch(xp, n, dm.size, lambda lo, hi: _grad_tiles(xp, dy, th, tw, lo, hi, dm))
     dmt = dm.reshape(16, n, o, th * tw)
     du = xp.zeros((16, o, c), dtype=dy.dtype)
     step = xp.empty_like(du)
@@ -161,11 +193,26 @@ def backward(xp, saved, dy, need_dx):
     dx = None
     if need_dx:
         dv = xp.matmul(u.reshape(16, 1, o, c).transpose(0, 1, 3, 2), dmt)  # (16, n, C, T)
+        dv6 = dv.reshape(4, 4, n, c, th, tw)
         dxpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dy.dtype)
-        if native.available(xp, dy.dtype):
-            native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw)
-        else:
-            dv6 = dv.reshape(4, 4, n, c, th, tw)
-            over_batch(xp, n, dxpad.size, lambda lo, hi: _input_adjoint(xp, dv6, dxpad, th, tw, lo, hi))
+        over_batch(xp, n, dxpad.size, lambda lo, hi: _input_adjoint(xp, dv6, dxpad, th, tw, lo, hi))
+        dx = dxpad[:, :, 1:1 + h, 1:1 + w]
+    return dx, dw
+
+
+def _backward_native(xp, saved, dy, need_dx):
+    v, u = saved["v"], saved["u"]  # (16, C, n*T), (16, O, C)
+    n, c, h, w = saved["shape"]
+    o = dy.shape[1]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    dm = xp.empty((16, o, n * th * tw), dtype=dy.dtype)
+    native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w)
+    du = xp.matmul(dm, v.transpose(0, 2, 1))  # dU = dM V^T: 16 GEMMs over the whole batch
+    dw = _filter_adjoint(xp, du.reshape(4, 4, o, c))
+    dx = None
+    if need_dx:
+        dv = xp.matmul(u.transpose(0, 2, 1), dm)  # (16, C, n*T)
+        dxpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dy.dtype)
+        native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw)
         dx = dxpad[:, :, 1:1 + h, 1:1 + w]
     return dx, dw
