@@ -40,7 +40,11 @@ def _gpu() -> Device | None:
 
 def _cpu() -> Device:
     import numpy
-    return Device("cpu", numpy, f"cpu (numpy {numpy.__version__})")
+
+    from . import native
+    kernels = ("compiled kernels" if native.library() is not None
+               else "numpy kernels only: no working C compiler, or NETDSL_NATIVE=0")
+    return Device("cpu", numpy, f"cpu (numpy {numpy.__version__}, {kernels})")
 
 
 def get_device(choice: str = "auto") -> Device:
