@@ -1,7 +1,7 @@
 """The CUDA source of the CuPy back end compiles, checked with nvcc where it is installed (no GPU
 is needed to compile), so a syntax slip in GPU code shows up on CPU-only machines too; and the
-im2col/col2im kernels' and batch norm's one-pass sums' source, built for the host, computes
-what numpy does."""
+im2col/col2im kernels' and batch norm's one-pass sums' source, built for the host with its C++
+compiler (so on every machine), computes what numpy does."""
 import shutil
 import subprocess
 
@@ -94,7 +94,29 @@ def test_layer_kernels_compile(tmp_path):
     assert result.returncode == 0, result.stderr + src.read_text()
 
 
-@needs_nvcc
+# CUDA source run on the host: one block of one thread (the kernels' loops then visit every
+# element in turn), the block index set from Python through set_block.
+HOST_CUDA = ("#define __global__\n#define __device__\n#define __shared__ static\n"
+             "struct Dim { unsigned x, y; };\nstatic Dim blockIdx{0, 0};\n"
+             "static const Dim blockDim{1, 1}, threadIdx{0, 0}, gridDim{1, 1};\n"
+             "static inline void __syncthreads() {}\n"
+             'extern "C" void set_block(unsigned x, unsigned y) { blockIdx.x = x; blockIdx.y = y; }\n')
+
+
+def _build_for_host(tmp_path, source: str):
+    """CUDA source built as C++ for this machine (the host's C++ compiler: no CUDA toolkit
+    needed) and loaded through ctypes."""
+    import ctypes
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    assert compiler, "no C++ compiler: the kernels' source cannot be run on the host"
+    src, lib = tmp_path / "host.cpp", tmp_path / "host.so"
+    src.write_text(HOST_CUDA + source)
+    result = subprocess.run([compiler, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(lib))
+
+
 @pytest.mark.parametrize("index", ["i32", "i64"])
 def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
     """The im2col/col2im kernels' own source, run on the host: compiled as C++ with a grid of
@@ -107,15 +129,8 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
     from netdsl.backend import gpu_kernels
     from netdsl.backend import im2col as ref
 
-    host = ("struct Dim { unsigned x, y; };\nstatic const Dim blockIdx{0, 0}, blockDim{1, 1}, gridDim{1, 1}, threadIdx{0, 0};\n"
-            + gpu_kernels._COMMON + gpu_kernels._TEMPLATES.replace("__device__ ", "")
-            + gpu_kernels.entry_points(dtypes=(("f64", "double"),), qualifier=""))
-    src, lib = tmp_path / "host.cpp", tmp_path / "host.so"
-    src.write_text(host)
-    result = subprocess.run(["nvcc", "-x", "c++", "-shared", "-Xcompiler", "-fPIC", str(src), "-o", str(lib)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    kernels = ctypes.CDLL(str(lib))
+    kernels = _build_for_host(tmp_path, gpu_kernels._COMMON + gpu_kernels._TEMPLATES
+                              + gpu_kernels.entry_points(dtypes=(("f64", "double"),), qualifier=""))
 
     def call(name, src_array, dst_array, geo):
         fn = getattr(kernels, f"{name}_f64_{index}")
@@ -141,7 +156,6 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
                                    ref.col2im_batch_major(np, d_bm, geo, n), rtol=1e-12, atol=1e-12)
 
 
-@needs_nvcc
 def test_bn_channel_sums_compute_what_numpy_does(tmp_path):
     """batch norm's one-pass per-channel sums (gpu_layers.channel_sums_sources), built for the
     host with one thread a block and called block by block through ctypes: every slice of the
@@ -154,19 +168,10 @@ def test_bn_channel_sums_compute_what_numpy_does(tmp_path):
     from netdsl.backend import gpu_layers
     from netdsl.backend.kernels import ACTIVATIONS
 
-    host = ("#define __global__\n#define __shared__ static\nstruct Dim { unsigned x, y; };\n"
-            "static Dim blockIdx{0, 0};\nstatic const Dim blockDim{1, 1}, threadIdx{0, 0}, gridDim{1, 1};\n"
-            "static inline void __syncthreads() {}\n"
-            'extern "C" void set_block(unsigned x, unsigned y) { blockIdx.x = x; blockIdx.y = y; }\n')
     sources = {}  # the statistics kernel comes with every activation's set: once
     for activation in ACTIVATION_EXPR:
         sources.update(gpu_layers.channel_sums_sources("double", activation))
-    src, lib = tmp_path / "sums.cpp", tmp_path / "sums.so"
-    src.write_text(host + "typedef double T;\n" + "\n".join(sources.values()).replace("typedef double T;", ""))
-    result = subprocess.run(["nvcc", "-x", "c++", "-shared", "-Xcompiler", "-fPIC", str(src), "-o", str(lib)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    sums = ctypes.CDLL(str(lib))
+    sums = _build_for_host(tmp_path, "typedef double T;\n" + "\n".join(sources.values()).replace("typedef double T;", ""))
 
     def run(name, operands, strides, flat, slices):
         n, c, m = operands[0].shape
