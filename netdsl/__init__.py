@@ -5,6 +5,7 @@
     net.layer("conv1").shape      # (96, 55, 55)
     net.totals().params           # 62378344
 """
+from .backend import blas_threads  # noqa: F401  (first: it sets OpenBLAS's environment before numpy loads)
 from .backend.executor import Model
 from .backend.optim import SGD
 from .compiler import LayerInfo, Network, Totals, compile, compile_source, load, optimise

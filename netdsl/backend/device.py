@@ -41,10 +41,11 @@ def _gpu() -> Device | None:
 def _cpu() -> Device:
     import numpy
 
-    from . import native
+    from . import blas_threads, native
     kernels = ("compiled kernels" if native.library() is not None
                else "numpy kernels only: no working C compiler, or NETDSL_NATIVE=0")
-    return Device("cpu", numpy, f"cpu (numpy {numpy.__version__}, {kernels})")
+    notes = ", ".join(filter(None, [kernels, blas_threads.note()]))
+    return Device("cpu", numpy, f"cpu (numpy {numpy.__version__}, {notes})")
 
 
 def get_device(choice: str = "auto") -> Device:

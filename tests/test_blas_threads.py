@@ -1,0 +1,56 @@
+"""netdsl puts OpenBLAS's idle threads to sleep (backend/blas_threads.py): the variable is set on
+import unless the user set it or switched it off, and it has the effect it is there for: after a
+GEMM the process burns no CPU while idle, where by default a worker thread spins."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from netdsl.backend import blas_threads
+
+VARIABLE = blas_threads.VARIABLE
+
+IDLE_CPU = """
+import os, resource, time{first}
+import numpy as np
+a = np.ones((1500, 1500), dtype=np.float32)
+a @ a  # OpenBLAS's worker threads now have worked, and wait for the next call
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+t = cpu()
+time.sleep(0.2)
+print(cpu() - t)
+"""
+
+
+def _run(code: str, **env) -> str:
+    base = {k: v for k, v in os.environ.items() if k not in (VARIABLE, "NETDSL_BLAS_SLEEP", "OPENBLAS_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**base, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_variable_set_on_import_unless_the_user_chose():
+    show = f"import netdsl, os; print(os.environ.get({VARIABLE!r}))"
+    assert _run(show) == blas_threads.SLEEP_AT_ONCE
+    assert _run(show, **{VARIABLE: "12"}) == "12"
+    assert _run(show, NETDSL_BLAS_SLEEP="0") == "None"
+
+
+def test_device_says_when_numpy_came_first():
+    show = "from netdsl.backend.device import get_device; print(get_device('cpu').description)"
+    assert "spin" not in _run("import netdsl\n" + show)
+    assert "BLAS threads spin" in _run("import numpy, netdsl\n" + show)
+    assert "spin" not in _run("import numpy, netdsl\n" + show, **{VARIABLE: "4"})
+
+
+def test_idle_blas_threads_sleep():
+    spinning = float(_run(IDLE_CPU.format(first="")))
+    if spinning < 0.05:
+        pytest.skip(f"OpenBLAS's threads did not spin here by default ({spinning:.3f} s of CPU in 0.2 s idle): "
+                    "one core, or a BLAS other than OpenBLAS, has nothing to put to sleep")
+    quiet = float(_run(IDLE_CPU.format(first="\nimport netdsl")))
+    assert quiet < 0.02, f"{quiet:.3f} s of CPU while idle, by default {spinning:.3f}"
