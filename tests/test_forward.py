@@ -156,11 +156,14 @@ def test_softmax_and_svm_losses():
     assert model.loss(scores, labels) == pytest.approx(-np.log(p[[0, 1, 2], labels]).mean())
 
 
-@pytest.mark.parametrize("path", ["batch_major", "per_image", "winograd"])
+@pytest.mark.parametrize("path", ["batch_major", "per_image", "winograd", "direct"])
 def test_conv_paths_agree(path, monkeypatch):
-    """Batch-major columns, per-image columns (forced by a 1-byte column budget) and Winograd
-    (allowed down to 16 channels) give the same convolution as the reference loops."""
-    from netdsl.backend import winograd
+    """Batch-major columns, per-image columns (forced by a 1-byte column budget), Winograd
+    (allowed down to 16 channels) and the direct kernels (which take these thin layers unless
+    switched off) give the same convolution as the reference loops."""
+    from netdsl.backend import direct, winograd
+    if path != "direct":
+        monkeypatch.setattr(direct, "MAX_INNER", 0)
     for threshold in ("MIN_CHANNELS", "NATIVE_MIN_CHANNELS"):
         monkeypatch.setattr(winograd, threshold, 16 if path == "winograd" else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)

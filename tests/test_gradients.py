@@ -74,6 +74,14 @@ def test_gradient_both_cpu_kernels(op, source, cpu_kernels):
     _check_op(op, source)
 
 
+@pytest.mark.parametrize("source", GRAD_CASES["conv"], ids=[f"conv-{i}" for i in range(len(GRAD_CASES["conv"]))])
+def test_conv_gradient_by_native_columns(source, monkeypatch):
+    """The compiled im2col/col2im paths for the thin layers the direct kernels otherwise take."""
+    from netdsl.backend import direct
+    monkeypatch.setattr(direct, "MAX_INNER", 0)
+    _check_op("conv", source)
+
+
 def test_bn_gradient_in_evaluation_mode(cpu_kernels):
     check_gradients("input 3x4x4\nbn\nflatten", batch=3, training=False)
 

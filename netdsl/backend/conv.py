@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import im2col, native, winograd
+from . import direct, im2col, native, winograd
 from .device import on_gpu
 from .im2col import Geometry
 from .threads import contiguous
@@ -73,6 +73,9 @@ class Conv:
         if self.cpu and self.use_winograd and winograd.applies(geo, groups, o, native.available(self.xp, x.dtype)):
             out, saved = winograd.forward(self.xp, x, w, b)
             return out, {"path": "winograd", **saved}
+        if self.cpu and direct.applies(geo, groups, o, native.available(self.xp, x.dtype)):
+            out, saved = direct.forward(self.xp, x, w, b, geo)
+            return out, {"path": "direct", **saved}
         if self.cpu and _s2d_applies(geo, groups):
             return self._s2d_forward(x, w, b, geo)
         # the whole batch as one GEMM wherever its columns fit: measured faster than per-image
@@ -92,14 +95,18 @@ class Conv:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
-    def takes_epilogue(self, saved) -> bool:
-        """Whether backward can apply a fused activation's gradient itself, in the transposed
-        copy it makes anyway (batch-major); else the caller applies it first."""
-        return saved["path"] == "batch_major"
+    def takes_epilogue(self, saved, activation: str) -> bool:
+        """Whether backward can apply a fused activation's gradient itself, in the copy it makes
+        anyway (batch-major: the transposed one; direct: the wide grid); else the caller applies
+        it first."""
+        return saved["path"] == "batch_major" or (saved["path"] == "direct" and activation in direct.EPILOGUES)
 
     def backward(self, saved, dout, w, need_dx, epilogue=None):
-        """epilogue: (gradient rule, activation output), only where takes_epilogue(saved)."""
+        """epilogue: (activation name, gradient rule, activation output), only where
+        takes_epilogue(saved, name)."""
         path = saved["path"]
+        if path == "direct":
+            return direct.backward(self.xp, saved, dout, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:
             return self._batch_major_backward(saved, dout, w, need_dx, epilogue)
         if path == "winograd":
@@ -191,7 +198,7 @@ class Conv:
         o = w.shape[0]
         d3 = dout.reshape(n, o, -1).transpose(1, 0, 2)
         if epilogue:  # the activation's gradient, written straight into the GEMM's (O, n*OHW) layout
-            grad, y = epilogue
+            _, grad, y = epilogue
             dout_t = grad(d3, y.reshape(n, o, -1).transpose(1, 0, 2)).reshape(o, -1)
         else:
             dout_t = contiguous(xp, d3).reshape(o, -1)  # (O, n*OHW)

@@ -56,8 +56,8 @@ def conv_backward(node, dout, need_dx):
     epilogue = None
     if node.epilogue:  # this kernel applies its activation's gradient (applies_epilogue_grad)
         grad, y = ACTIVATIONS[node.epilogue][1], node.saved["epilogue_out"]
-        if conv.takes_epilogue(saved):
-            epilogue = (lambda dy, out: grad(node.xp, dy, out), y)
+        if conv.takes_epilogue(saved, node.epilogue):
+            epilogue = (node.epilogue, lambda dy, out: grad(node.xp, dy, out), y)
         else:
             dout = grad(node.xp, dout, y)
     dx, dw, db = conv.backward(saved, dout, node.params["weight"], need_dx, epilogue)

@@ -25,7 +25,7 @@ from pathlib import Path
 from .threads import over_batch
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC")
 SUFFIX = {"float32": "f32", "float64": "f64"}
 # Winograd's transforms in native.c, with how many int dimensions each takes before its image range
 WINOGRAD = {"input": 4, "output": 6, "grad_tiles": 6, "input_adjoint": 4}
@@ -99,6 +99,10 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
         getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, i]
+        getattr(lib, f"direct_forward_{suffix}").argtypes = [p] * 4 + [i, i, i, size] + [i] * 6 + [size, size, i, i]
+        getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 5
+        getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
+        getattr(lib, f"direct_weight_grad_{suffix}").restype = i
         for name, ints in WINOGRAD.items():
             getattr(lib, f"wino_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
     return lib
@@ -106,11 +110,17 @@ def library() -> ctypes.CDLL | None:
 
 def available(xp, dtype) -> bool:
     """Whether the native kernels serve arrays of this module and dtype (numpy float32/64)."""
-    return xp.__name__ == "numpy" and str(dtype) in SUFFIX and library() is not None
+    return xp.__name__ == "numpy" and _suffix(dtype) is not None and library() is not None
 
 
+@lru_cache(maxsize=None)
+def _suffix(dtype) -> str | None:
+    return SUFFIX.get(str(dtype))  # str(dtype) costs microseconds, and a step asks dozens of times
+
+
+@lru_cache(maxsize=None)
 def _kernel(name: str, dtype):
-    return getattr(library(), f"{name}_{SUFFIX[str(dtype)]}")
+    return getattr(library(), f"{name}_{_suffix(dtype)}")
 
 
 def _at(a, offset: int = 0) -> int:
