@@ -61,6 +61,15 @@ def test_direct_conv_matches_reference(shape, dtype, tol):
     assert dx.shape == x.shape and dx.flags.c_contiguous and dw.shape == w.shape and dw.flags.c_contiguous
     for got, ref in ((dw, dw_ref), (dx, dx_ref), (db, dy.sum(axis=(0, 2, 3)))):
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * max(1.0, np.abs(ref).max()) * 10)
+    # without the input gradient (first layers) dy is laid out without its margins
+    no_dx, dw2, db2 = direct.backward(np, saved, dy.astype(dtype), False)
+    assert no_dx is None
+    np.testing.assert_allclose(dw2, dw, rtol=0, atol=tol * max(1.0, np.abs(dw_ref).max()))
+    np.testing.assert_allclose(db2, db, rtol=0, atol=tol * max(1.0, np.abs(db).max()))
+
+
+def test_geometries_cover_every_weight_gradient_tile():
+    assert {direct._wgrad_tile(g[4], g[5] * g[6]) for g in GEOMETRIES} == set(direct.WGRAD_TILES)
 
 
 RULES = {"relu": lambda y: (y > 0).astype(y.dtype), "tanh": lambda y: 1 - y * y, "sigmoid": lambda y: y * (1 - y)}

@@ -19,7 +19,8 @@ from .threads import over_batch
 
 VBYTES = 64  # native.c's vector size: register tiles of DIRECT_PV vectors of positions
 DIRECT_PV = 2
-DW_OB = 4  # the weight gradient's outputs per register tile
+# the weight gradient's register tiles, outputs x taps (native.c instantiates these four)
+WGRAD_TILES = ((4, 5), (4, 4), (3, 5), (3, 4))
 TILE_OUTPUTS = (6, 8)  # the forward's outputs per register tile (native.c instantiates these)
 # Thin layers only, measured against the im2col paths (benchmarks/NOTES.md, change 32): short
 # dot products (C*kh*kw) and few weights. Wide layers lose: 256x14x14 backward 23 -> 35 ms, and
@@ -59,6 +60,12 @@ def flat_planes(xp, x, pad: tuple[int, int], kernel: tuple[int, int]):
     flat = xp.zeros((n, c, plane), dtype=x.dtype)
     flat[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w] = x
     return flat, wp, oh, ow
+
+
+def _wgrad_tile(o: int, taps: int) -> tuple[int, int]:
+    """The weight gradient's (outputs, taps) tile that pads o x taps least, the larger on a
+    tie: LeNet's c1 (6 x 25) takes 3 x 5, the folded ResNet stem (64 x 16) 4 x 4."""
+    return min(WGRAD_TILES, key=lambda t: _round_up(o, t[0]) * _round_up(taps, t[1]))
 
 
 def _tile_outputs(o: int) -> int:
@@ -103,9 +110,13 @@ def backward(xp, saved, dout, need_dx, epilogue=None):
     c, (kh, kw) = geo.c, geo.kernel
     wp, lanes = geo.wp, _lanes(dout.dtype)
     m = _round_up(geo.oh * wp, lanes)  # the weight gradient's positions
-    front = (kh - 1) * wp + kw - 1  # a margin that the input gradient's taps read as zeros
-    dplane = front + _round_up(geo.hp * wp, DIRECT_PV * lanes) + (kh - 1) * wp + kw - 1
-    opad = _round_up(o, DW_OB)
+    if need_dx:  # a margin and a tail that the input gradient's taps read as zeros
+        front = (kh - 1) * wp + kw - 1
+        dplane = front + _round_up(geo.hp * wp, DIRECT_PV * lanes) + (kh - 1) * wp + kw - 1
+    else:
+        front, dplane = 0, m
+    ob, tb = _wgrad_tile(o, kh * kw)
+    opad = _round_up(o, ob)
     dout = xp.ascontiguousarray(dout)
     y = None if epilogue is None else xp.ascontiguousarray(epilogue[1])
     act = 0 if epilogue is None else EPILOGUES[epilogue[0]]
@@ -122,7 +133,7 @@ def backward(xp, saved, dout, need_dx, epilogue=None):
     def work(lo, hi):
         part = xp.empty((opad, c, kh * kw), dtype=dout.dtype)
         if kernel(native._at(flat), native._at(dyw, front), native._at(part), c, opad, flat.shape[2], dplane, m,
-                  wp, kh, kw, lo, hi):
+                  wp, kh, kw, ob, tb, lo, hi):
             raise MemoryError("direct_weight_grad: no memory for its per-lane sums")
         parts.append(part)
     over_batch(xp, n, _split_measure(n * opad * m * c * kh * kw), work)

@@ -394,15 +394,14 @@ void wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n,
 typedef float vfloat __attribute__((vector_size(VBYTES)));
 typedef double vdouble __attribute__((vector_size(VBYTES)));
 /* Keeps a loaded vector in a register: else GCC folds the load into each FMA that uses it, and a \
- * vector used by four FMAs is loaded four times (the weight gradient ran load-bound, 50 GFLOP/s). */
+ * vector used by four FMAs is loaded four times (the weight gradient ran load-bound, 50 GFLOP/s; \
+ * with only x pinned, the 4 x 4 tile folded dy's loads instead and ran 1.7x slower than 4 x 5). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
 #else
 #define IN_REGISTER(v) ((void)0)
 #endif
 #define DIRECT_PV 2 /* vectors of positions per tile */
-#define DW_OB 4     /* weight gradient: outputs x taps accumulated at once */
-#define DW_TB 5
 #define DW_BLOCK_BYTES (256 << 10) /* the weight gradient's images a block: about half an L2 */
 
 #define DEFINE_DIRECT_TILE(T, V, SUFFIX, OB)                                                      \
@@ -446,9 +445,70 @@ static void direct_tile_##SUFFIX##_##OB(const T* restrict x, const T* restrict w
     }                                                                                             \
 }
 
+#define DEFINE_DIRECT_WGRAD(T, V, SUFFIX, OB, TB)                                                 \
+static int direct_wgrad_##SUFFIX##_##OB##_##TB(const T* restrict x, const T* restrict dy, T* restrict dw, \
+                                int c, int opad, ptrdiff_t plane, ptrdiff_t dplane, ptrdiff_t m,  \
+                                int wp, int kh, int kw, int lo, int hi) {                         \
+    enum { L = VBYTES / sizeof(T) };                                                              \
+    const int taps = kh * kw, groups = (taps + TB - 1) / TB, tpad = groups * TB;                  \
+    int off[tpad];                                                                                \
+    for (int t = 0; t < tpad; ++t) off[t] = t < taps ? (t / kw) * wp + t % kw : 0;                \
+    /* T, not V: malloc's alignment is less than a vector's; memcpy loads whatever the alignment */ \
+    T* restrict sums = calloc((size_t)opad * c * tpad, sizeof(V));                                \
+    if (!sums) return -1;                                                                         \
+    /* images a block at a time, the block's planes in L2, so that the register tiles run over    \
+     * many positions (LeNet's c3 has 144 an image) between their adds into `sums` */             \
+    const ptrdiff_t image_bytes = ((ptrdiff_t)c * plane + (ptrdiff_t)opad * dplane) * sizeof(T);  \
+    const int block = image_bytes >= DW_BLOCK_BYTES ? 1 : (int)(DW_BLOCK_BYTES / image_bytes);    \
+    for (int b0 = lo; b0 < hi; b0 += block)                                                       \
+        for (int o0 = 0; o0 < opad; o0 += OB)                                                     \
+            for (int ch = 0; ch < c; ++ch)                                                        \
+                for (int g = 0; g < groups; ++g) {                                                \
+                    const int* restrict go = off + g * TB;                                        \
+                    V acc[OB][TB];                                                                \
+                    for (int a = 0; a < OB; ++a)                                                  \
+                        for (int j = 0; j < TB; ++j) acc[a][j] = (V){0};                          \
+                    for (int b = b0; b < hi && b < b0 + block; ++b) {                             \
+                    const T* restrict xc = x + ((ptrdiff_t)b * c + ch) * plane;                   \
+                    const T* restrict db = dy + ((ptrdiff_t)b * opad + o0) * dplane;              \
+                    for (ptrdiff_t p = 0; p < m; p += L) {                                        \
+                        V dv[OB];                                                                 \
+                        for (int a = 0; a < OB; ++a) { memcpy(&dv[a], db + a * dplane + p, sizeof(V)); IN_REGISTER(dv[a]); } \
+                        for (int j = 0; j < TB; ++j) {                                            \
+                            V xv;                                                                 \
+                            memcpy(&xv, xc + p + go[j], sizeof(V));                               \
+                            IN_REGISTER(xv);                                                      \
+                            for (int a = 0; a < OB; ++a) acc[a][j] += dv[a] * xv;                 \
+                        }                                                                         \
+                    }                                                                             \
+                    }                                                                             \
+                    for (int a = 0; a < OB; ++a)                                                  \
+                        for (int j = 0; j < TB; ++j) {                                            \
+                            T* at = sums + (((ptrdiff_t)(o0 + a) * c + ch) * tpad + g * TB + j) * L; \
+                            V total;                                                              \
+                            memcpy(&total, at, sizeof(V));                                        \
+                            total += acc[a][j];                                                   \
+                            memcpy(at, &total, sizeof(V));                                        \
+                        }                                                                         \
+                }                                                                                 \
+    for (int oc = 0; oc < opad * c; ++oc)                                                         \
+        for (int t = 0; t < taps; ++t) {                                                          \
+            const T* lanes = sums + ((ptrdiff_t)oc * tpad + t) * L;                               \
+            T sum = 0;                                                                            \
+            for (int l = 0; l < L; ++l) sum += lanes[l];                                          \
+            dw[(ptrdiff_t)oc * taps + t] = sum;                                                   \
+        }                                                                                         \
+    free(sums);                                                                                   \
+    return 0;                                                                                     \
+}
+
 #define DEFINE_DIRECT(T, V, SUFFIX)                                                               \
 DEFINE_DIRECT_TILE(T, V, SUFFIX, 6)                                                               \
 DEFINE_DIRECT_TILE(T, V, SUFFIX, 8)                                                               \
+DEFINE_DIRECT_WGRAD(T, V, SUFFIX, 3, 4)                                                           \
+DEFINE_DIRECT_WGRAD(T, V, SUFFIX, 3, 5)                                                           \
+DEFINE_DIRECT_WGRAD(T, V, SUFFIX, 4, 4)                                                           \
+DEFINE_DIRECT_WGRAD(T, V, SUFFIX, 4, 5)                                                           \
 /* out (n, O, OH, OW) = conv(x, w) + bias for images [lo, hi): x (n, C, plane) flat padded       \
  * planes, wt (C, kh*kw, opad) the weights tap-major with the outputs innermost, zero past O;    \
  * ob (6 or 8) outputs a tile. Only positions [nz_lo, nz_hi) of a plane may be nonzero: a tile    \
@@ -531,63 +591,16 @@ void direct_grad_planes_##SUFFIX(const T* restrict dout, const T* restrict y, T*
  * dy on the wide grid as direct_grad_planes lays it out (planes `dplane` apart, read up to m, a \
  * multiple of the vector length, from the pointer given: the plane's start + its margin); x as   \
  * in direct_forward. Image by image, so that its planes \
- * stay in cache: DW_OB outputs x DW_TB taps accumulate in registers over the image's positions, \
+ * stay in cache: ob outputs x tb taps (3 or 4 by 4 or 5, whichever pads O and the taps least) accumulate in registers over the image's positions, \
  * then into per-lane sums in `lanes` (one vector per weight), summed across the lanes at the end. \
  * Returns 0, or -1 if that buffer could not be allocated. */                                    \
 int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* restrict dw,       \
                                 int c, int opad, ptrdiff_t plane, ptrdiff_t dplane, ptrdiff_t m,  \
-                                int wp, int kh, int kw, int lo, int hi) {                         \
-    enum { L = VBYTES / sizeof(T) };                                                              \
-    const int taps = kh * kw, groups = (taps + DW_TB - 1) / DW_TB, tpad = groups * DW_TB;         \
-    int off[tpad];                                                                                \
-    for (int t = 0; t < tpad; ++t) off[t] = t < taps ? (t / kw) * wp + t % kw : 0;                \
-    /* T, not V: malloc's alignment is less than a vector's; memcpy loads whatever the alignment */ \
-    T* restrict sums = calloc((size_t)opad * c * tpad, sizeof(V));                                \
-    if (!sums) return -1;                                                                         \
-    /* images a block at a time, the block's planes in L2, so that the register tiles run over \
-     * many positions (LeNet's c3 has 144 an image) between their adds into `sums` */             \
-    const ptrdiff_t image_bytes = ((ptrdiff_t)c * plane + (ptrdiff_t)opad * dplane) * sizeof(T);  \
-    const int block = image_bytes >= DW_BLOCK_BYTES ? 1 : (int)(DW_BLOCK_BYTES / image_bytes);    \
-    for (int b0 = lo; b0 < hi; b0 += block)                                                       \
-        for (int o0 = 0; o0 < opad; o0 += DW_OB)                                                  \
-            for (int ch = 0; ch < c; ++ch)                                                        \
-                for (int g = 0; g < groups; ++g) {                                                \
-                    const int* restrict go = off + g * DW_TB;                                     \
-                    V acc[DW_OB][DW_TB];                                                          \
-                    for (int a = 0; a < DW_OB; ++a)                                               \
-                        for (int j = 0; j < DW_TB; ++j) acc[a][j] = (V){0};                       \
-                    for (int b = b0; b < hi && b < b0 + block; ++b) {                             \
-                    const T* restrict xc = x + ((ptrdiff_t)b * c + ch) * plane;                   \
-                    const T* restrict db = dy + ((ptrdiff_t)b * opad + o0) * dplane;              \
-                    for (ptrdiff_t p = 0; p < m; p += L) {                                        \
-                        V dv[DW_OB];                                                              \
-                        for (int a = 0; a < DW_OB; ++a) memcpy(&dv[a], db + a * dplane + p, sizeof(V)); \
-                        for (int j = 0; j < DW_TB; ++j) {                                         \
-                            V xv;                                                                 \
-                            memcpy(&xv, xc + p + go[j], sizeof(V));                               \
-                            IN_REGISTER(xv);                                                      \
-                            for (int a = 0; a < DW_OB; ++a) acc[a][j] += dv[a] * xv;              \
-                        }                                                                         \
-                    }                                                                             \
-                    }                                                                             \
-                    for (int a = 0; a < DW_OB; ++a)                                               \
-                        for (int j = 0; j < DW_TB; ++j) {                                         \
-                            T* at = sums + (((ptrdiff_t)(o0 + a) * c + ch) * tpad + g * DW_TB + j) * L; \
-                            V total;                                                              \
-                            memcpy(&total, at, sizeof(V));                                        \
-                            total += acc[a][j];                                                   \
-                            memcpy(at, &total, sizeof(V));                                        \
-                        }                                                                         \
-                }                                                                                 \
-    for (int oc = 0; oc < opad * c; ++oc)                                                         \
-        for (int t = 0; t < taps; ++t) {                                                          \
-            const T* lanes = sums + ((ptrdiff_t)oc * tpad + t) * L;                               \
-            T sum = 0;                                                                            \
-            for (int l = 0; l < L; ++l) sum += lanes[l];                                          \
-            dw[(ptrdiff_t)oc * taps + t] = sum;                                                   \
-        }                                                                                         \
-    free(sums);                                                                                   \
-    return 0;                                                                                     \
+                                int wp, int kh, int kw, int ob, int tb, int lo, int hi) {         \
+    int (*kernel)(const T*, const T*, T*, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, int, \
+                  int, int) = ob == 3 ? (tb == 4 ? direct_wgrad_##SUFFIX##_3_4 : direct_wgrad_##SUFFIX##_3_5) \
+                                     : (tb == 4 ? direct_wgrad_##SUFFIX##_4_4 : direct_wgrad_##SUFFIX##_4_5); \
+    return kernel(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi);                       \
 }
 
 DEFINE_KERNELS(float, f32)

@@ -100,7 +100,7 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
         getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, i]
         getattr(lib, f"direct_forward_{suffix}").argtypes = [p] * 4 + [i, i, i, size] + [i] * 6 + [size, size, i, i]
-        getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 5
+        getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 7
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
         getattr(lib, f"direct_weight_grad_{suffix}").restype = i
         for name, ints in WINOGRAD.items():
