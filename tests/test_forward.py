@@ -256,3 +256,15 @@ def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
     wide = im2col.col2im_wide(np, w2.T @ im2col.widen(np, dout_t, geo, n), geo, n)
     assert wide.shape == shape
     np.testing.assert_allclose(wide, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,c,size,o,expect", [
+    (8, 64, 56, 64, True), (8, 128, 28, 128, True), (8, 256, 14, 256, True), (8, 512, 7, 512, False),  # ResNet-18 b8
+    (2, 64, 224, 64, True), (2, 256, 28, 512, True), (2, 512, 28, 512, True), (2, 512, 14, 512, False),  # VGG16 b2
+    (2, 64, 28, 64, False), (2, 128, 28, 128, False), (8, 64, 56, 32, False)])
+def test_winograd_rule_with_native_transforms(n, c, size, o, expect):
+    """Which 3x3 layers of the benchmark nets take Winograd with native.c's transforms: 64+
+    channels from 1,024 tiles over the batch, 256+ from 392 (benchmarks/NOTES.md, changes 31, 35)."""
+    from netdsl.backend import winograd
+    from netdsl.backend.im2col import Geometry
+    assert winograd.applies(Geometry.of((n, c, size, size), (3, 3), (1, 1), (1, 1)), 1, o, True) == expect

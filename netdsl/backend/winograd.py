@@ -32,12 +32,19 @@ MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
 # 512x28x28 b2 103-136/119-131), with 128 a loss (512x7x7 b8 59/34) (NOTES.md, changes 30-31)
 NATIVE_MIN_CHANNELS = 64
 NATIVE_MIN_TILES = 1024  # over the whole batch
+# With the filter transforms as one small GEMM (change 35; they had cost 3.6 ms on a 256x256
+# layer) wide layers win from 392 tiles too: fwd/bwd ms against im2col, interleaved, 256x14x14
+# b8 10.2-10.8/15.8-17.7 vs 11.3-12.8/19.7-21.2, VGG's 512x28x28 b2 27/49-51 vs 43-45/56-58;
+# 128 channels tie there (128x28x28 b2, 128x14x14 b8), 64 lose (64x28x28 b2 1.4/2.6 vs 1.1/2.1)
+WIDE_CHANNELS = 256
+WIDE_MIN_TILES = 392
 
 
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
     if native_transforms:
-        wide_enough = geo.n * tiles >= NATIVE_MIN_TILES
+        wide = min(geo.c, out_channels) >= WIDE_CHANNELS
+        wide_enough = geo.n * tiles >= (WIDE_MIN_TILES if wide else NATIVE_MIN_TILES)
         channels = NATIVE_MIN_CHANNELS
     else:
         wide_enough = tiles >= MIN_TILES and geo.c * geo.h * geo.w <= MAX_ELEMENTS
@@ -46,24 +53,25 @@ def applies(geo, groups: int, out_channels: int, native_transforms: bool = False
             and geo.c >= channels and out_channels >= channels and wide_enough)
 
 
+# G (4x3) of F(2x2, 3x3); U = G g G^T is, per filter, the 9 taps times kron(G, G) (16x9): one
+# small GEMM over all O*C filters instead of numpy passes over strided 3-tap views (3.6 ms for a
+# 256x256 layer, more than a quarter of its forward; now ~0.3 ms)
+G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+KRON_G = tuple(tuple(G[a][i] * G[b][j] for i in range(3) for j in range(3)) for a in range(4) for b in range(4))
+
+
 def _filter_transform(xp, w):
     """U = G g G^T for every (o, c): (O, C, 3, 3) -> (4, 4, O, C)."""
-    g0, g1, g2 = w[:, :, 0], w[:, :, 1], w[:, :, 2]  # rows: (O, C, 3)
-    rows = xp.stack([g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2])  # (4, O, C, 3)
-    c0, c1, c2 = rows[..., 0], rows[..., 1], rows[..., 2]
-    return xp.stack([c0, (c0 + c1 + c2) * 0.5, (c0 - c1 + c2) * 0.5, c2], axis=1)  # (4, 4, O, C)
+    o, c = w.shape[:2]
+    k = xp.asarray(KRON_G, dtype=w.dtype)  # (16, 9)
+    return (k @ xp.ascontiguousarray(w).reshape(o * c, 9).T).reshape(4, 4, o, c)
 
 
 def _filter_adjoint(xp, du):
     """dW = G^T dU G: (4, 4, O, C) -> (O, C, 3, 3)."""
-    # along the first tile axis: dW rows i from dU rows a with G[a, i]
-    r0 = du[0] + 0.5 * (du[1] + du[2])
-    r1 = 0.5 * (du[1] - du[2])
-    r2 = du[3] + 0.5 * (du[1] + du[2])
-    out = []
-    for r in (r0, r1, r2):  # r: (4, O, C) along the second tile axis
-        out.append(xp.stack([r[0] + 0.5 * (r[1] + r[2]), 0.5 * (r[1] - r[2]), r[3] + 0.5 * (r[1] + r[2])], axis=-1))
-    return xp.stack(out, axis=-2)  # (O, C, 3, 3)
+    o, c = du.shape[2:]
+    k = xp.asarray(KRON_G, dtype=du.dtype)
+    return (xp.ascontiguousarray(du).reshape(16, o * c).T @ k).reshape(o, c, 3, 3)
 
 
 def _input_transform(xp, xpad, th, tw, v, lo, hi):
