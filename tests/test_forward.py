@@ -259,12 +259,15 @@ def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
 
 
 @pytest.mark.parametrize("n,c,size,o,expect", [
-    (8, 64, 56, 64, True), (8, 128, 28, 128, True), (8, 256, 14, 256, True), (8, 512, 7, 512, False),  # ResNet-18 b8
-    (2, 64, 224, 64, True), (2, 256, 28, 512, True), (2, 512, 28, 512, True), (2, 512, 14, 512, False),  # VGG16 b2
-    (2, 64, 28, 64, False), (2, 128, 28, 128, False), (8, 64, 56, 32, False)])
+    (8, 64, 56, 64, 4), (8, 128, 28, 128, 2), (8, 256, 14, 256, 2), (8, 512, 7, 512, None),  # ResNet-18 b8
+    (2, 64, 224, 64, 4), (2, 128, 112, 128, 4), (2, 256, 28, 512, 2), (2, 512, 14, 512, 2),  # VGG16 b2
+    (2, 64, 28, 64, None), (2, 128, 28, 128, None), (8, 64, 56, 32, None)])
 def test_winograd_rule_with_native_transforms(n, c, size, o, expect):
-    """Which 3x3 layers of the benchmark nets take Winograd with native.c's transforms: 64+
-    channels from 1,024 tiles over the batch, 256+ from 392 (benchmarks/NOTES.md, changes 31, 35)."""
+    """Which 3x3 layers of the benchmark nets take Winograd with native.c's transforms, and with
+    which output tile: 64+ channels from 1,024 tiles over the batch, 256+ from 98 on maps from
+    14x14; F(4x4, 3x3) on maps from 56x56 (benchmarks/NOTES.md, changes 31, 35, 36)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
-    assert winograd.applies(Geometry.of((n, c, size, size), (3, 3), (1, 1), (1, 1)), 1, o, True) == expect
+    geo = Geometry.of((n, c, size, size), (3, 3), (1, 1), (1, 1))
+    got = winograd.tile_for(geo, True) if winograd.applies(geo, 1, o, True) else None
+    assert got == expect

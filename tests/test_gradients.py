@@ -151,18 +151,21 @@ def test_whole_mini_resnet_with_projection_shortcut():
 WINOGRAD_CASES = ["input 16x16x16\nconv 16 3x3 pad 1", "input 16x17x15\nconv 20 3x3 pad 1 nobias\nrelu\nconv 16 3x3 pad 1"]
 
 
-@pytest.fixture
-def small_winograd(monkeypatch):
+@pytest.fixture(params=[2, 4], ids=["F2x2", "F4x4"])
+def small_winograd(request, monkeypatch):
     """Winograd for the test's 16-channel 16x16 layers (by default it takes 128 channels, 64 with
-    the native transforms, and 56x56 maps)."""
+    the native transforms, and 56x56 maps), with 2x2 output tiles or, where native.c's
+    transforms run, 4x4 ones (by default from 56x56 maps). Returns the tile size asked for."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
+    monkeypatch.setattr(winograd, "F4_MIN_MAP", 8 if request.param == 4 else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "NATIVE_MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)
     monkeypatch.setattr(winograd, "NATIVE_MIN_TILES", 64)
     for native_transforms in (False, True):
         assert winograd.applies(Geometry.of((1, 16, 16, 16), (3, 3), (1, 1), (1, 1)), 1, 16, native_transforms)
+    return request.param
 
 
 @pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
@@ -192,6 +195,8 @@ def test_winograd_matches_im2col(source, small_winograd, cpu_kernels):
     x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
     np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
     fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
+    tiles = {node.saved["conv"].get("tile", 2) for node in fast.nodes if "conv" in node.saved}
+    assert tiles == {small_winograd if cpu_kernels == "native" else 2}  # F(4x4, 3x3) is native.c's only
     gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
     for name in gp:
         np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)

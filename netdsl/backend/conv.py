@@ -71,10 +71,11 @@ class Conv:
         o = w.shape[0]
         if not self.cpu:
             return self._gpu_forward(x, w, b, geo, groups)
-        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o, native.available(self.xp, x.dtype)):
-            out, saved = winograd.forward(self.xp, x, w, b)
+        compiled = native.available(self.xp, x.dtype)
+        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o, compiled):
+            out, saved = winograd.forward(self.xp, x, w, b, winograd.tile_for(geo, compiled))
             return out, {"path": "winograd", **saved}
-        if self.cpu and direct.applies(geo, groups, o, native.available(self.xp, x.dtype)):
+        if self.cpu and direct.applies(geo, groups, o, compiled):
             out, saved = direct.forward(self.xp, x, w, b, geo)
             return out, {"path": "direct", **saved}
         if self.cpu and _s2d_applies(geo, groups):

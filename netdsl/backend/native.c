@@ -603,6 +603,177 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
     return kernel(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi);                       \
 }
 
+/* Winograd F(4x4, 3x3): 36 multiplications per 4x4 output tile instead of F(2x2, 3x3)'s 64 per
+ * four 2x2 tiles, with 6x6 input tiles overlapping by two. The same layouts as above with 36
+ * planes (a*6 + b) and tiles of four: V (36, C, n*T), the padded input (n, C, 4th+2, 4tw+2).
+ * Lavin & Gray's matrices (points 0, +-1, +-2):
+ *   B^T rows  4d0 -5d2 +d4 | -4d1 -4d2 +d3 +d4 | 4d1 -4d2 -d3 +d4 | -2d1 -d2 +2d3 +d4 |
+ *             2d1 -d2 -2d3 +d4 | 4d1 -5d3 +d5
+ *   A^T rows  m0+m1+m2+m3+m4 | m1-m2+2m3-2m4 | m1+m2+4m3+4m4 | m1-m2+8m3-8m4+m5      */
+#define W4_BT(o, d)                                                                               \
+    do {                                                                                          \
+        o[0] = 4 * d[0] - 5 * d[2] + d[4];                                                        \
+        o[1] = -4 * d[1] - 4 * d[2] + d[3] + d[4];                                                \
+        o[2] = 4 * d[1] - 4 * d[2] - d[3] + d[4];                                                 \
+        o[3] = -2 * d[1] - d[2] + 2 * d[3] + d[4];                                                \
+        o[4] = 2 * d[1] - d[2] - 2 * d[3] + d[4];                                                 \
+        o[5] = 4 * d[1] - 5 * d[3] + d[5];                                                        \
+    } while (0)
+#define W4_AT(o, m)                                                                               \
+    do {                                                                                          \
+        o[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                                  \
+        o[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4];                                                 \
+        o[2] = m[1] + m[2] + 4 * m[3] + 4 * m[4];                                                 \
+        o[3] = m[1] - m[2] + 8 * m[3] - 8 * m[4] + m[5];                                          \
+    } while (0)
+/* the adjoints: A g (6 from 4) and B v (6 from 6), the transposes of the rows above */
+#define W4_A(o, g)                                                                                \
+    do {                                                                                          \
+        o[0] = g[0];                                                                              \
+        o[1] = g[0] + g[1] + g[2] + g[3];                                                         \
+        o[2] = g[0] - g[1] + g[2] - g[3];                                                         \
+        o[3] = g[0] + 2 * g[1] + 4 * g[2] + 8 * g[3];                                             \
+        o[4] = g[0] - 2 * g[1] + 4 * g[2] - 8 * g[3];                                             \
+        o[5] = g[3];                                                                              \
+    } while (0)
+#define W4_B(o, v)                                                                                \
+    do {                                                                                          \
+        o[0] = 4 * v[0];                                                                          \
+        o[1] = -4 * v[1] + 4 * v[2] - 2 * v[3] + 2 * v[4] + 4 * v[5];                             \
+        o[2] = -5 * v[0] - 4 * v[1] - 4 * v[2] - v[3] - v[4];                                     \
+        o[3] = v[1] - v[2] + 2 * v[3] - 2 * v[4] - 5 * v[5];                                      \
+        o[4] = v[0] + v[1] + v[2] + v[3] + v[4];                                                  \
+        o[5] = v[5];                                                                              \
+    } while (0)
+
+#define DEFINE_WINOGRAD4(T, SUFFIX)                                                               \
+/* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
+void wino4_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, int th, int tw,    \
+                          int lo, int hi) {                                                       \
+    const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
+    const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    T t[6][wp];                                                                                   \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < c; ++ch) {                                                          \
+            const T* restrict xp = xpad + ((ptrdiff_t)b * c + ch) * plane;                        \
+            T* restrict vp = v + ((ptrdiff_t)ch * n + b) * tiles;                                 \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T* restrict r = xp + (ptrdiff_t)(4 * ty) * wp;                              \
+                for (int k = 0; k < wp; ++k) {                                                    \
+                    T d[6], o[6];                                                                 \
+                    for (int i = 0; i < 6; ++i) d[i] = r[i * wp + k];                             \
+                    W4_BT(o, d);                                                                  \
+                    for (int a = 0; a < 6; ++a) t[a][k] = o[a];                                   \
+                }                                                                                 \
+                for (int a = 0; a < 6; ++a) {                                                     \
+                    T* restrict out = vp + (ptrdiff_t)(6 * a) * stride + ty * tw;                 \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T o[6];                                                                   \
+                        const T* d = t[a] + 4 * tx;                                               \
+                        W4_BT(o, d);                                                              \
+                        for (int q = 0; q < 6; ++q) out[q * stride + tx] = o[q];                  \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* Y = A^T M A, each tile's 4x4 outputs into (n, O, h, w), those past the edges dropped. */      \
+void wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,     \
+                           int h, int w, int lo, int hi) {                                        \
+    const int tiles = th * tw;                                                                    \
+    const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
+    T s[6][4][tw];                                                                                \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < o; ++ch) {                                                          \
+            const T* restrict mp = m + ((ptrdiff_t)ch * n + b) * tiles;                           \
+            T* restrict op = out + ((ptrdiff_t)b * o + ch) * h * w;                               \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T* restrict mr = mp + (ptrdiff_t)ty * tw;                                   \
+                for (int a = 0; a < 6; ++a)                                                       \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T q[6], y[4];                                                             \
+                        for (int bb = 0; bb < 6; ++bb) q[bb] = mr[(6 * a + bb) * stride + tx];    \
+                        W4_AT(y, q);                                                              \
+                        for (int j = 0; j < 4; ++j) s[a][j][tx] = y[j];                           \
+                    }                                                                             \
+                for (int j = 0; j < 4; ++j)                                                       \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T q[6], y[4];                                                             \
+                        for (int a = 0; a < 6; ++a) q[a] = s[a][j][tx];                           \
+                        W4_AT(y, q);                                                              \
+                        const int col = 4 * tx + j;                                               \
+                        if (col >= w) continue;                                                   \
+                        for (int i = 0; i < 4 && 4 * ty + i < h; ++i)                             \
+                            op[(ptrdiff_t)(4 * ty + i) * w + col] = y[i];                         \
+                    }                                                                             \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges). */ \
+void wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
+                               int h, int w, int lo, int hi) {                                    \
+    const int tiles = th * tw;                                                                    \
+    const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
+    T r[6][4 * tw];                                                                               \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < o; ++ch) {                                                          \
+            const T* restrict gp = dy + ((ptrdiff_t)b * o + ch) * h * w;                          \
+            T* restrict dp = dm + ((ptrdiff_t)ch * n + b) * tiles;                                \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                for (int k = 0; k < 4 * tw; ++k) { /* along the rows: A times the 4 row values */ \
+                    T g[4], q[6];                                                                 \
+                    for (int i = 0; i < 4; ++i)                                                   \
+                        g[i] = (4 * ty + i < h && k < w) ? gp[(ptrdiff_t)(4 * ty + i) * w + k] : (T)0; \
+                    W4_A(q, g);                                                                   \
+                    for (int a = 0; a < 6; ++a) r[a][k] = q[a];                                   \
+                }                                                                                 \
+                for (int a = 0; a < 6; ++a) {                                                     \
+                    T* restrict d = dp + (ptrdiff_t)(6 * a) * stride + (ptrdiff_t)ty * tw;        \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T q[6];                                                                   \
+                        const T* g = r[a] + 4 * tx;                                               \
+                        W4_A(q, g);                                                               \
+                        for (int bb = 0; bb < 6; ++bb) d[bb * stride + tx] = q[bb];               \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* dX += B dV B^T, each tile's 6x6 patch added onto the padded input gradient (tiles overlap by  \
+ * two rows and columns; a plane is one thread's). */                                            \
+void wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n, int c, int th,  \
+                                  int tw, int lo, int hi) {                                       \
+    const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
+    const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    T q[6][6][tw];                                                                                \
+    for (int b = lo; b < hi; ++b)                                                                 \
+        for (int ch = 0; ch < c; ++ch) {                                                          \
+            const T* restrict vp = dv + ((ptrdiff_t)ch * n + b) * tiles;                          \
+            T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
+            for (int ty = 0; ty < th; ++ty) {                                                     \
+                const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \
+                for (int a = 0; a < 6; ++a) /* along b first: q[a][l] = (dV_a B^T)[l] */          \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T v6[6], o[6];                                                            \
+                        for (int bb = 0; bb < 6; ++bb) v6[bb] = vr[(6 * a + bb) * stride + tx];   \
+                        W4_B(o, v6);                                                              \
+                        for (int l = 0; l < 6; ++l) q[a][l][tx] = o[l];                           \
+                    }                                                                             \
+                for (int l = 0; l < 6; ++l) /* then along a, onto rows 4ty .. 4ty+5 */           \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        T v6[6], o[6];                                                            \
+                        for (int a = 0; a < 6; ++a) v6[a] = q[a][l][tx];                          \
+                        W4_B(o, v6);                                                              \
+                        T* x0 = xp + (ptrdiff_t)(4 * ty) * wp + 4 * tx + l; /* tiles overlap */   \
+                        for (int k = 0; k < 6; ++k) x0[(ptrdiff_t)k * wp] += o[k];                \
+                    }                                                                             \
+            }                                                                                     \
+        }                                                                                         \
+}
+
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_BATCH_NORM(float, f32)
@@ -611,3 +782,5 @@ DEFINE_WINOGRAD(float, f32)
 DEFINE_WINOGRAD(double, f64)
 DEFINE_DIRECT(float, vfloat, f32)
 DEFINE_DIRECT(double, vdouble, f64)
+DEFINE_WINOGRAD4(float, f32)
+DEFINE_WINOGRAD4(double, f64)

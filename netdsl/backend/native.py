@@ -104,7 +104,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
         getattr(lib, f"direct_weight_grad_{suffix}").restype = i
         for name, ints in WINOGRAD.items():
-            getattr(lib, f"wino_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
+            for prefix in ("wino", "wino4"):
+                getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
     return lib
 
 
@@ -202,8 +203,9 @@ def bn_backward(xp, dout, y, xhat, gamma, inv_std, training: bool, need_dx: bool
     return dx, sum_g, sum_gx
 
 
-def winograd(xp, name: str, src, dst, n: int, *dims: int) -> None:
-    """One of native.c's Winograd transforms (wino_<name>: input, output, grad_tiles,
-    input_adjoint) from src into dst, both contiguous, the images split over the cores."""
-    kernel = _kernel(f"wino_{name}", src.dtype)
+def winograd(xp, name: str, src, dst, n: int, *dims: int, tile: int = 2) -> None:
+    """One of native.c's Winograd transforms (wino_<name> for F(2x2, 3x3), wino4_<name> for
+    F(4x4, 3x3): input, output, grad_tiles, input_adjoint) from src into dst, both contiguous,
+    the images split over the cores."""
+    kernel = _kernel(f"{'wino' if tile == 2 else 'wino4'}_{name}", src.dtype)
     over_batch(xp, n, dst.size, lambda lo, hi: kernel(_at(src), _at(dst), n, *dims, lo, hi))

@@ -36,14 +36,29 @@ NATIVE_MIN_TILES = 1024  # over the whole batch
 # layer) wide layers win from 392 tiles too: fwd/bwd ms against im2col, interleaved, 256x14x14
 # b8 10.2-10.8/15.8-17.7 vs 11.3-12.8/19.7-21.2, VGG's 512x28x28 b2 27/49-51 vs 43-45/56-58;
 # 128 channels tie there (128x28x28 b2, 128x14x14 b8), 64 lose (64x28x28 b2 1.4/2.6 vs 1.1/2.1)
+# (and, measured again after change 36, from 98: 512x14x14 b2 9.6-9.8/15.9-17.3 vs 10.8-11.0/
+# 20.3-21.5; on 7x7 maps a tie, 512x7x7 b8 33-37 vs 34 fwd+bwd: left to im2col)
 WIDE_CHANNELS = 256
-WIDE_MIN_TILES = 392
+WIDE_MIN_TILES = 98
+WIDE_MIN_MAP = 14
+# F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
+# 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
+# vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
+# 26-38/46 vs 33-35/60, 256x56x56 b2 22-26/36-54 vs 28-29/52-56); on 28x28 maps a tie, on
+# smaller ones a loss (the 6x6 tiles pad more). Its float32 error is ~1e-5 of the output's
+# scale against ~5e-7 for F(2x2, 3x3), so where they tie the smaller one runs (NOTES, change 36).
+F4_MIN_MAP = 56
+
+
+def tile_for(geo, native_transforms: bool) -> int:
+    """The output tile of the Winograd variant for a layer that applies(): 4 or 2."""
+    return 4 if native_transforms and min(geo.h, geo.w) >= F4_MIN_MAP else 2
 
 
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
     if native_transforms:
-        wide = min(geo.c, out_channels) >= WIDE_CHANNELS
+        wide = min(geo.c, out_channels) >= WIDE_CHANNELS and min(geo.h, geo.w) >= WIDE_MIN_MAP
         wide_enough = geo.n * tiles >= (WIDE_MIN_TILES if wide else NATIVE_MIN_TILES)
         channels = NATIVE_MIN_CHANNELS
     else:
@@ -56,22 +71,31 @@ def applies(geo, groups: int, out_channels: int, native_transforms: bool = False
 # G (4x3) of F(2x2, 3x3); U = G g G^T is, per filter, the 9 taps times kron(G, G) (16x9): one
 # small GEMM over all O*C filters instead of numpy passes over strided 3-tap views (3.6 ms for a
 # 256x256 layer, more than a quarter of its forward; now ~0.3 ms)
-G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-KRON_G = tuple(tuple(G[a][i] * G[b][j] for i in range(3) for j in range(3)) for a in range(4) for b in range(4))
+# G of F(4x4, 3x3) (6x3), for native.c's wino4_* transforms (Lavin & Gray's points 0, +-1, +-2)
+G4 = ((0.25, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+      (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+G2 = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
-def _filter_transform(xp, w):
-    """U = G g G^T for every (o, c): (O, C, 3, 3) -> (4, 4, O, C)."""
+def _kron(g):
+    return tuple(tuple(ga[i] * gb[j] for i in range(3) for j in range(3)) for ga in g for gb in g)
+
+
+KRON_G = {2: _kron(G2), 4: _kron(G4)}  # output tile size -> (alpha^2, 9)
+
+
+def _filter_transform(xp, w, tile: int = 2):
+    """U = G g G^T for every (o, c): (O, C, 3, 3) -> (alpha, alpha, O, C), alpha = tile + 2."""
     o, c = w.shape[:2]
-    k = xp.asarray(KRON_G, dtype=w.dtype)  # (16, 9)
-    return (k @ xp.ascontiguousarray(w).reshape(o * c, 9).T).reshape(4, 4, o, c)
+    k = xp.asarray(KRON_G[tile], dtype=w.dtype)  # (alpha^2, 9)
+    return (k @ xp.ascontiguousarray(w).reshape(o * c, 9).T).reshape(tile + 2, tile + 2, o, c)
 
 
-def _filter_adjoint(xp, du):
-    """dW = G^T dU G: (4, 4, O, C) -> (O, C, 3, 3)."""
+def _filter_adjoint(xp, du, tile: int = 2):
+    """dW = G^T dU G: (alpha, alpha, O, C) -> (O, C, 3, 3)."""
     o, c = du.shape[2:]
-    k = xp.asarray(KRON_G, dtype=du.dtype)
-    return (xp.ascontiguousarray(du).reshape(16, o * c).T @ k).reshape(o, c, 3, 3)
+    k = xp.asarray(KRON_G[tile], dtype=du.dtype)
+    return (xp.ascontiguousarray(du).reshape((tile + 2) ** 2, o * c).T @ k).reshape(o, c, 3, 3)
 
 
 def _input_transform(xp, xpad, th, tw, v, lo, hi):
@@ -104,19 +128,22 @@ def _output_transform(xp, m, out, h, w, lo, hi):
             out[lo:hi, :, i::2, j::2] = y[:, :, :rows, :cols]
 
 
-def forward(xp, x, weight, bias):
-    """(n, C, H, W) -> (n, O, H, W) and what backward needs."""
-    out, saved = (_forward_native if native.available(xp, x.dtype) else _forward_numpy)(xp, x, weight)
+def forward(xp, x, weight, bias, tile: int = 2):
+    """(n, C, H, W) -> (n, O, H, W) and what backward needs; tile 4 (F(4x4, 3x3)) with native.c only."""
+    if native.available(xp, x.dtype):
+        out, saved = _forward_native(xp, x, weight, tile)
+    else:
+        out, saved = _forward_numpy(xp, x, weight)
     if bias is not None:
         out += bias.reshape(1, weight.shape[0], 1, 1)
     return out, saved
 
 
-def _padded(xp, x):
-    """The input padded by 1 and up to whole tiles: (n, C, 2*th + 2, 2*tw + 2)."""
+def _padded(xp, x, tile: int = 2):
+    """The input padded by 1 and up to whole tiles: (n, C, tile*th + 2, tile*tw + 2)."""
     n, c, h, w = x.shape
-    th, tw = (h + 1) // 2, (w + 1) // 2
-    xpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
+    th, tw = -(-h // tile), -(-w // tile)
+    xpad = xp.zeros((n, c, tile * th + 2, tile * tw + 2), dtype=x.dtype)
     xpad[:, :, 1:1 + h, 1:1 + w] = x
     return xpad, th, tw
 
@@ -137,19 +164,19 @@ def _forward_numpy(xp, x, weight):
     return out, {"v": vt, "u": u, "shape": x.shape, "native": False}
 
 
-def _forward_native(xp, x, weight):
-    """Batch-major: V (16, C, n*T), one GEMM per tile position over the whole batch; the
-    transforms in native.c."""
+def _forward_native(xp, x, weight, tile: int = 2):
+    """Batch-major: V (alpha^2, C, n*T), one GEMM per tile position over the whole batch; the
+    transforms in native.c, F(2x2, 3x3) or F(4x4, 3x3) by `tile`."""
     n, c, h, w = x.shape
-    o = weight.shape[0]
-    xpad, th, tw = _padded(xp, x)
-    v = xp.empty((16, c, n * th * tw), dtype=x.dtype)
-    native.winograd(xp, "input", xpad, v, n, c, th, tw)
-    u = _filter_transform(xp, weight).reshape(16, o, c)
-    m = xp.matmul(u, v)  # (16, O, n*T): 16 GEMMs
+    o, positions = weight.shape[0], (tile + 2) ** 2
+    xpad, th, tw = _padded(xp, x, tile)
+    v = xp.empty((positions, c, n * th * tw), dtype=x.dtype)
+    native.winograd(xp, "input", xpad, v, n, c, th, tw, tile=tile)
+    u = _filter_transform(xp, weight, tile).reshape(positions, o, c)
+    m = xp.matmul(u, v)  # (alpha^2, O, n*T): a GEMM per tile position
     out = xp.empty((n, o, h, w), dtype=x.dtype)
-    native.winograd(xp, "output", m, out, n, o, th, tw, h, w)
-    return out, {"v": v, "u": u, "shape": x.shape, "native": True}
+    native.winograd(xp, "output", m, out, n, o, th, tw, h, w, tile=tile)
+    return out, {"v": v, "u": u, "shape": x.shape, "native": True, "tile": tile}
 
 
 def _grad_tiles(xp, dy, th, tw, lo, hi, dm):
@@ -209,18 +236,18 @@ def _backward_numpy(xp, saved, dy, need_dx):
 
 
 def _backward_native(xp, saved, dy, need_dx):
-    v, u = saved["v"], saved["u"]  # (16, C, n*T), (16, O, C)
+    v, u, tile = saved["v"], saved["u"], saved["tile"]  # (alpha^2, C, n*T), (alpha^2, O, C)
     n, c, h, w = saved["shape"]
-    o = dy.shape[1]
-    th, tw = (h + 1) // 2, (w + 1) // 2
-    dm = xp.empty((16, o, n * th * tw), dtype=dy.dtype)
-    native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w)
-    du = xp.matmul(dm, v.transpose(0, 2, 1))  # dU = dM V^T: 16 GEMMs over the whole batch
-    dw = _filter_adjoint(xp, du.reshape(4, 4, o, c))
+    o, alpha = dy.shape[1], tile + 2
+    th, tw = -(-h // tile), -(-w // tile)
+    dm = xp.empty((alpha * alpha, o, n * th * tw), dtype=dy.dtype)
+    native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w, tile=tile)
+    du = xp.matmul(dm, v.transpose(0, 2, 1))  # dU = dM V^T: a GEMM per tile position, whole batch
+    dw = _filter_adjoint(xp, du.reshape(alpha, alpha, o, c), tile)
     dx = None
     if need_dx:
-        dv = xp.matmul(u.transpose(0, 2, 1), dm)  # (16, C, n*T)
-        dxpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=dy.dtype)
-        native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw)
+        dv = xp.matmul(u.transpose(0, 2, 1), dm)  # (alpha^2, C, n*T)
+        dxpad = xp.zeros((n, c, tile * th + 2, tile * tw + 2), dtype=dy.dtype)
+        native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw, tile=tile)
         dx = dxpad[:, :, 1:1 + h, 1:1 + w]
     return dx, dw
