@@ -129,3 +129,23 @@ def test_fused_networks_agree_with_numpy(mode, monkeypatch):
         np.testing.assert_allclose(g0[name], g1[name], rtol=1e-9, atol=1e-12, err_msg=name)
     for name in b1:
         np.testing.assert_allclose(b0[name], b1[name], rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decay", [0.0, 5e-4])
+def test_sgd_update_in_c_matches_the_formula(dtype, decay, fine_grained_work):
+    """native.c's one-pass SGD (over pieces on two threads, a ragged last piece) against the
+    formula in float64: v = momentum*v + g + decay*w; w -= lr*v, three steps."""
+    from netdsl.backend import optim
+    rng = np.random.default_rng(3)
+    n = 3 * optim.CHUNK + 17
+    w, v = rng.standard_normal(n).astype(dtype), np.zeros(n, dtype)
+    w64, v64 = w.astype(np.float64), np.zeros(n)
+    for _ in range(3):
+        g = rng.standard_normal(n).astype(dtype)
+        optim._update_in_place(np, w, g, v, 0.9, decay, 0.05)
+        v64 = 0.9 * v64 + g + decay * w64
+        w64 = w64 - 0.05 * v64
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(v, v64, rtol=tol, atol=tol)
+    np.testing.assert_allclose(w, w64, rtol=tol, atol=tol)

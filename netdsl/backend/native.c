@@ -774,6 +774,20 @@ void wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n
         }                                                                                         \
 }
 
+#define DEFINE_SGD(T, SUFFIX)                                                                     \
+/* SGD with momentum and weight decay over values [lo, hi) of flat w, g, v, in one pass:        \
+ * v = momentum*v + g + decay*w; w -= lr*v (numpy needed five passes a cache-sized piece and a \
+ * Python loop over the pieces: VGG16 has 4,200 of them). */                                     \
+void sgd_update_##SUFFIX(T* restrict w, const T* restrict g, T* restrict v, ptrdiff_t lo,         \
+                         ptrdiff_t hi, double momentum, double decay, double lr) {                \
+    const T mu = (T)momentum, wd = (T)decay, eta = (T)lr;                                         \
+    for (ptrdiff_t i = lo; i < hi; ++i) {                                                         \
+        const T vi = mu * v[i] + g[i] + wd * w[i];                                                \
+        v[i] = vi;                                                                                \
+        w[i] -= eta * vi;                                                                         \
+    }                                                                                             \
+}
+
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_BATCH_NORM(float, f32)
@@ -784,3 +798,5 @@ DEFINE_DIRECT(float, vfloat, f32)
 DEFINE_DIRECT(double, vdouble, f64)
 DEFINE_WINOGRAD4(float, f32)
 DEFINE_WINOGRAD4(double, f64)
+DEFINE_SGD(float, f32)
+DEFINE_SGD(double, f64)

@@ -103,6 +103,7 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 7
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
         getattr(lib, f"direct_weight_grad_{suffix}").restype = i
+        getattr(lib, f"sgd_update_{suffix}").argtypes = [p] * 3 + [size, size] + [ctypes.c_double] * 3
         for name, ints in WINOGRAD.items():
             for prefix in ("wino", "wino4"):
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
@@ -209,3 +210,12 @@ def winograd(xp, name: str, src, dst, n: int, *dims: int, tile: int = 2) -> None
     the images split over the cores."""
     kernel = _kernel(f"{'wino' if tile == 2 else 'wino4'}_{name}", src.dtype)
     over_batch(xp, n, dst.size, lambda lo, hi: kernel(_at(src), _at(dst), n, *dims, lo, hi))
+
+
+def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int) -> None:
+    """native.c's one-pass SGD update of contiguous w, v from g, in pieces of `chunk` values on the cores."""
+    n = w.size
+    kernel = _kernel("sgd_update", w.dtype)
+    args = (_at(w), _at(g), _at(v))
+    over_batch(xp, -(-n // chunk), n, lambda lo, hi: kernel(*args, lo * chunk, min(n, hi * chunk),
+                                                            momentum, decay, lr))
