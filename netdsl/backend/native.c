@@ -788,6 +788,51 @@ void sgd_update_##SUFFIX(T* restrict w, const T* restrict g, T* restrict v, ptrd
     }                                                                                             \
 }
 
+#define DEFINE_AVGPOOL(T, SUFFIX)                                                                 \
+/* Average pooling whose windows tile the input (kernel = stride, no padding, nothing left over: \
+ * LeNet's 2x2 /2), `planes` maps of h x w: each output row from the sum of its kh input rows   \
+ * (contiguous), then of kw neighbours in that sum, times `scale`. */                            \
+void avgpool_tiled_forward_##SUFFIX(const T* restrict x, T* restrict out, ptrdiff_t planes,      \
+                                    int h, int w, int kh, int kw, double scale) {                 \
+    const int oh = h / kh, ow = w / kw;                                                           \
+    const T s = (T)scale;                                                                         \
+    T rows[w];                                                                                    \
+    for (ptrdiff_t p = 0; p < planes; ++p)                                                        \
+        for (int oy = 0; oy < oh; ++oy) {                                                         \
+            const T* restrict r = x + (p * h + (ptrdiff_t)oy * kh) * w;                           \
+            for (int k = 0; k < w; ++k) rows[k] = r[k];                                           \
+            for (int i = 1; i < kh; ++i)                                                          \
+                for (int k = 0; k < w; ++k) rows[k] += r[i * w + k];                              \
+            T* restrict o = out + (p * oh + oy) * ow;                                             \
+            if (kw == 2)                                                                          \
+                for (int ox = 0; ox < ow; ++ox) o[ox] = (rows[2 * ox] + rows[2 * ox + 1]) * s;    \
+            else                                                                                  \
+                for (int ox = 0; ox < ow; ++ox) {                                                 \
+                    T acc = rows[ox * kw];                                                        \
+                    for (int j = 1; j < kw; ++j) acc += rows[ox * kw + j];                        \
+                    o[ox] = acc * s;                                                              \
+                }                                                                                 \
+        }                                                                                         \
+}                                                                                                 \
+                                                                                                  \
+/* Its gradient: each output's gradient times `scale` to every value of its window. */           \
+void avgpool_tiled_backward_##SUFFIX(const T* restrict dout, T* restrict dx, ptrdiff_t planes,   \
+                                     int h, int w, int kh, int kw, double scale) {                \
+    const int oh = h / kh, ow = w / kw;                                                           \
+    const T s = (T)scale;                                                                         \
+    for (ptrdiff_t p = 0; p < planes; ++p)                                                        \
+        for (int oy = 0; oy < oh; ++oy) {                                                         \
+            const T* restrict d = dout + (p * oh + oy) * ow;                                      \
+            T* restrict r = dx + (p * h + (ptrdiff_t)oy * kh) * w;                                \
+            if (kw == 2)                                                                          \
+                for (int ox = 0; ox < ow; ++ox) r[2 * ox] = r[2 * ox + 1] = d[ox] * s;            \
+            else                                                                                  \
+                for (int ox = 0; ox < ow; ++ox)                                                   \
+                    for (int j = 0; j < kw; ++j) r[ox * kw + j] = d[ox] * s;                      \
+            for (int i = 1; i < kh; ++i) memcpy(r + (ptrdiff_t)i * w, r, sizeof(T) * w);         \
+        }                                                                                         \
+}
+
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_BATCH_NORM(float, f32)
@@ -800,3 +845,5 @@ DEFINE_WINOGRAD4(float, f32)
 DEFINE_WINOGRAD4(double, f64)
 DEFINE_SGD(float, f32)
 DEFINE_SGD(double, f64)
+DEFINE_AVGPOOL(float, f32)
+DEFINE_AVGPOOL(double, f64)

@@ -103,6 +103,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 7
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
         getattr(lib, f"direct_weight_grad_{suffix}").restype = i
+        for way in ("forward", "backward"):
+            getattr(lib, f"avgpool_tiled_{way}_{suffix}").argtypes = [p, p, size] + [i] * 4 + [ctypes.c_double]
         getattr(lib, f"sgd_update_{suffix}").argtypes = [p] * 3 + [size, size] + [ctypes.c_double] * 3
         for name, ints in WINOGRAD.items():
             for prefix in ("wino", "wino4"):
@@ -219,3 +221,18 @@ def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int
     args = (_at(w), _at(g), _at(v))
     over_batch(xp, -(-n // chunk), n, lambda lo, hi: kernel(*args, lo * chunk, min(n, hi * chunk),
                                                             momentum, decay, lr))
+
+
+def avgpool_tiled(xp, src, geo, forward: bool):
+    """Average pooling whose windows tile the input (kernels.py's _tiles), forward (src: the
+    input) or backward (src: the output gradient), images split over the cores."""
+    src = xp.ascontiguousarray(src)
+    n, c = src.shape[:2]
+    shape = (n, c, geo.oh, geo.ow) if forward else (n, c, geo.h, geo.w)
+    dst = xp.empty(shape, dtype=src.dtype)
+    kernel = _kernel(f"avgpool_tiled_{'forward' if forward else 'backward'}", src.dtype)
+    per_in, per_out = src[0, 0].size, dst[0, 0].size
+    scale = 1.0 / (geo.kernel[0] * geo.kernel[1])
+    over_batch(xp, n, src.size + dst.size, lambda lo, hi: kernel(
+        _at(src, lo * c * per_in), _at(dst, lo * c * per_out), (hi - lo) * c, geo.h, geo.w, *geo.kernel, scale))
+    return dst
