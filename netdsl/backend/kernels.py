@@ -478,11 +478,15 @@ def _bn_forward_native(node, x, count):
         mean, var = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
     else:
         mean, var = node.buffers["running_mean"], node.buffers["running_var"]
-    xhat, out, inv_std = native.bn_forward(xp, x, node.params["weight"], node.params["bias"], mean, var,
-                                           node.training, node.attrs["eps"], node.epilogue == "relu")
+    x = xp.ascontiguousarray(x)
+    out, inv_std = native.bn_forward(xp, x, node.params["weight"], node.params["bias"], mean, var,
+                                     node.training, node.attrs["eps"], node.epilogue == "relu")
     if node.training:
         _update_running(node, mean, var, count)
-    node.saved.update(xhat=xhat, inv_std=inv_std, epilogue_applied=node.epilogue is not None)
+    else:
+        mean = mean.copy()  # the running mean x-hat was computed with, whatever updates it later
+    # x and the mean, not x-hat: the backward recomputes it, and the forward writes one array less
+    node.saved.update(x=x, mean=mean, inv_std=inv_std, epilogue_applied=node.epilogue is not None)
     return out
 
 
@@ -509,8 +513,8 @@ def bn_backward(node, dout, need_dx):
         return _bn_backward_gpu(node, dout, need_dx)
     if _bn_native(node, dout.dtype):
         dx, sum_g, sum_gx = native.bn_backward(xp, dout, node.saved.get("epilogue_out") if node.epilogue else None,
-                                               node.saved["xhat"], node.params["weight"], node.saved["inv_std"],
-                                               node.training, need_dx)
+                                               node.saved["x"], node.saved["mean"], node.params["weight"],
+                                               node.saved["inv_std"], node.training, need_dx)
         node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
         return [dx]
     xhat, inv_std = node.saved["xhat"], node.saved["inv_std"]

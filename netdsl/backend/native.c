@@ -151,7 +151,8 @@ void col2im_bm_##SUFFIX(const T* restrict cols, T* restrict dx, int n, int c, in
 #define DEFINE_BATCH_NORM(T, SUFFIX)                                                              \
 /* Batch norm forward for channels [c0, c1) of (n, C, m) data, a channel at a time while it is   \
  * in cache: in training the mean and then the squared deviations from it (two passes, sums in   \
- * double), else the given statistics; then x-hat and gamma * x-hat + beta, ReLU'd if `relu`. */ \
+ * double), else the given statistics; then gamma * x-hat + beta, ReLU'd if `relu` (and x-hat  \
+ * itself where xhat is given: the backward recomputes it from x, saving a write of the array). */ \
 void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out, T* restrict mean, \
                          T* restrict var, T* restrict inv_std, const T* restrict gamma,          \
                          const T* restrict beta, int n, int c, ptrdiff_t m, int c0, int c1,       \
@@ -178,11 +179,11 @@ void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out,
         for (int b = 0; b < n; ++b) {                                                             \
             const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
             const T* restrict xr = x + at;                                                        \
-            T* restrict hr = xhat + at;                                                           \
+            T* restrict hr = xhat ? xhat + at : NULL;                                             \
             T* restrict orow = out + at;                                                          \
             for (ptrdiff_t k = 0; k < m; ++k) {                                                   \
                 const T h = (xr[k] - mu) * inv, o = h * ga + be;                                  \
-                hr[k] = h;                                                                        \
+                if (hr) hr[k] = h; /* loop-invariant: the compiler unswitches it */             \
                 orow[k] = relu && o < 0 ? (T)0 : o;                                               \
             }                                                                                     \
         }                                                                                         \
@@ -191,26 +192,28 @@ void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out,
                                                                                                   \
 /* Its backward: g = dout, through the ReLU's gradient if `relu` (y: the ReLU's output); the     \
  * sums of g and g * x-hat per channel (the bias and weight gradients), and, if dx is given,      \
- * dx = gamma/sigma * (g - mean(g) - x-hat * mean(g * x-hat)), or gamma/sigma * g out of training. */ \
-void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* restrict xhat,     \
-                          T* restrict dx, T* restrict sum_g, T* restrict sum_gx,                  \
-                          const T* restrict gamma, const T* restrict inv_std, int n, int c,       \
-                          ptrdiff_t m, int c0, int c1, int training, int relu) {                  \
+ * dx = gamma/sigma * (g - mean(g) - x-hat * mean(g * x-hat)), or gamma/sigma * g out of training; \
+ * x-hat = (x - mean) * inv_std recomputed from the forward's input x, as the forward did. */    \
+void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* restrict x,       \
+                          const T* restrict mean, T* restrict dx, T* restrict sum_g,              \
+                          T* restrict sum_gx, const T* restrict gamma, const T* restrict inv_std, \
+                          int n, int c, ptrdiff_t m, int c0, int c1, int training, int relu) {    \
     const double count = (double)n * m;                                                           \
     for (int ch = c0; ch < c1; ++ch) {                                                            \
+        const T mu = mean[ch], inv = inv_std[ch];                                                 \
         double sg = 0, sgx = 0;                                                                   \
         for (int b = 0; b < n; ++b) {                                                             \
             const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
             const T* restrict dr = dout + at;                                                     \
-            const T* restrict hr = xhat + at;                                                     \
+            const T* restrict xr = x + at;                                                        \
             if (relu) {                                                                           \
                 const T* restrict yr = y + at;                                                    \
                 /* the ReLU's gradient as dy * (y > 0), without branches (as numpy's multiply) */ \
                 LANE_SUM(sg, m, (double)(dr[i] * (T)(yr[i] > 0)));                                \
-                LANE_SUM(sgx, m, (double)(dr[i] * (T)(yr[i] > 0)) * hr[i]);                       \
+                LANE_SUM(sgx, m, (double)(dr[i] * (T)(yr[i] > 0)) * ((xr[i] - mu) * inv));        \
             } else {                                                                              \
                 LANE_SUM(sg, m, (double)dr[i]);                                                   \
-                LANE_SUM(sgx, m, (double)dr[i] * hr[i]);                                          \
+                LANE_SUM(sgx, m, (double)dr[i] * ((xr[i] - mu) * inv));                           \
             }                                                                                     \
         }                                                                                         \
         sum_g[ch] = (T)sg;                                                                        \
@@ -221,20 +224,20 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
         for (int b = 0; b < n; ++b) {                                                             \
             const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
             const T* restrict dr = dout + at;                                                     \
-            const T* restrict hr = xhat + at;                                                     \
+            const T* restrict xr = x + at;                                                        \
             T* restrict out = dx + at;                                                            \
-            if (relu) { /* two loops, not a test inside one: y is only there with the ReLU */    \
+            if (relu) { /* two loops, not a test inside one: y is only there with the ReLU */     \
                 const T* restrict yr = y + at;                                                    \
                 for (ptrdiff_t k = 0; k < m; ++k)                                                 \
-                    out[k] = scale * (dr[k] * (T)(yr[k] > 0) - mg - hr[k] * mgx);                 \
+                    out[k] = scale * (dr[k] * (T)(yr[k] > 0) - mg - (xr[k] - mu) * inv * mgx);    \
             } else {                                                                              \
-                for (ptrdiff_t k = 0; k < m; ++k) out[k] = scale * (dr[k] - mg - hr[k] * mgx);    \
+                for (ptrdiff_t k = 0; k < m; ++k) out[k] = scale * (dr[k] - mg - (xr[k] - mu) * inv * mgx); \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
 }
 
-/* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths): tiles of 4x4      \
+/* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths): tiles of 4x4       \
  * inputs at stride 2, 16 arrays (a, b) laid out batch-major, (C, n, th*tw) each, so that one GEMM \
  * per array covers the whole batch; images [lo, hi). */                                          \
 #define DEFINE_WINOGRAD(T, SUFFIX)                                                                \

@@ -98,7 +98,7 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"im2col_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
-        getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, i]
+        getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 9 + [i, i, size, i, i, i, i]
         getattr(lib, f"direct_forward_{suffix}").argtypes = [p] * 4 + [i, i, i, size] + [i] * 6 + [size, size, i, i]
         getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 7
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
@@ -176,22 +176,23 @@ def col2im_batch_major(xp, cols, geo, n: int):
 
 
 def bn_forward(xp, x, gamma, beta, mean, var, training: bool, eps: float, relu: bool):
-    """(x-hat, out) of batch norm over an (n, C, ...) array, ReLU'd if `relu`, channel ranges on
-    the cores. In training `mean` and `var` receive the batch statistics, else they are used."""
+    """(out, inv_std) of batch norm over an (n, C, ...) array, ReLU'd if `relu`, channel ranges
+    on the cores. In training `mean` and `var` receive the batch statistics, else they are used.
+    x-hat is not kept: bn_backward recomputes it from x and the mean."""
     x = xp.ascontiguousarray(x)
     n, c = x.shape[:2]
     m = x.size // (n * c) if x.size else 0
-    xhat, out, inv_std = xp.empty_like(x), xp.empty_like(x), xp.empty(c, dtype=x.dtype)
+    out, inv_std = xp.empty_like(x), xp.empty(c, dtype=x.dtype)
     kernel = _kernel("bn_forward", x.dtype)
-    over_batch(xp, c, x.size, lambda lo, hi: kernel(_at(x), _at(xhat), _at(out), _at(mean), _at(var), _at(inv_std),
+    over_batch(xp, c, x.size, lambda lo, hi: kernel(_at(x), None, _at(out), _at(mean), _at(var), _at(inv_std),
                                                      _at(gamma), _at(beta), n, c, m, lo, hi, int(training),
                                                      float(eps), int(relu)))
-    return xhat, out, inv_std
+    return out, inv_std
 
 
-def bn_backward(xp, dout, y, xhat, gamma, inv_std, training: bool, need_dx: bool):
+def bn_backward(xp, dout, y, x, mean, gamma, inv_std, training: bool, need_dx: bool):
     """(dx or None, sum of g, sum of g * x-hat) per channel, g being dout through the ReLU whose
-    output is y (None: no ReLU)."""
+    output is y (None: no ReLU); x and mean: the forward's input and mean (x-hat recomputed)."""
     dout = xp.ascontiguousarray(dout)
     n, c = dout.shape[:2]
     m = dout.size // (n * c) if dout.size else 0
@@ -200,9 +201,9 @@ def bn_backward(xp, dout, y, xhat, gamma, inv_std, training: bool, need_dx: bool
     kernel = _kernel("bn_backward", dout.dtype)
     y = None if y is None else xp.ascontiguousarray(y)  # held here while the kernel reads it
     ys, dxs = (None if a is None else _at(a) for a in (y, dx))
-    over_batch(xp, c, dout.size, lambda lo, hi: kernel(_at(dout), ys, _at(xhat), dxs, _at(sum_g), _at(sum_gx),
-                                                        _at(gamma), _at(inv_std), n, c, m, lo, hi, int(training),
-                                                        int(y is not None)))
+    over_batch(xp, c, dout.size, lambda lo, hi: kernel(_at(dout), ys, _at(x), _at(mean), dxs, _at(sum_g),
+                                                        _at(sum_gx), _at(gamma), _at(inv_std), n, c, m, lo, hi,
+                                                        int(training), int(y is not None)))
     return dx, sum_g, sum_gx
 
 
