@@ -56,13 +56,13 @@ def test_direct_conv_matches_reference(shape, dtype, tol):
     np.testing.assert_allclose(out, expect, rtol=0, atol=tol * scale * 10)
 
     dy = RNG.standard_normal(out.shape)
-    dx, dw, db = direct.backward(np, saved, dy.astype(dtype), True)
+    dx, dw, db = direct.backward(np, saved, dy.astype(dtype), w.astype(dtype), True)
     dw_ref, dx_ref = _reference_grads(x, w, dy, (ph, pw))
     assert dx.shape == x.shape and dx.flags.c_contiguous and dw.shape == w.shape and dw.flags.c_contiguous
     for got, ref in ((dw, dw_ref), (dx, dx_ref), (db, dy.sum(axis=(0, 2, 3)))):
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * max(1.0, np.abs(ref).max()) * 10)
     # without the input gradient (first layers) dy is laid out without its margins
-    no_dx, dw2, db2 = direct.backward(np, saved, dy.astype(dtype), False)
+    no_dx, dw2, db2 = direct.backward(np, saved, dy.astype(dtype), w.astype(dtype), False)
     assert no_dx is None
     np.testing.assert_allclose(dw2, dw, rtol=0, atol=tol * max(1.0, np.abs(dw_ref).max()))
     np.testing.assert_allclose(db2, db, rtol=0, atol=tol * max(1.0, np.abs(db).max()))
@@ -83,8 +83,8 @@ def test_fused_activation_gradient_is_applied_on_the_wide_grid(activation):
     out, saved = direct.forward(np, x, w, None, geo)
     y = {"relu": np.maximum(out, 0), "tanh": np.tanh(out), "sigmoid": 1 / (1 + np.exp(-out))}[activation]
     dy = RNG.standard_normal(out.shape)
-    fused = direct.backward(np, saved, dy, True, (activation, y))
-    plain = direct.backward(np, saved, dy * RULES[activation](y), True)
+    fused = direct.backward(np, saved, dy, w, True, (activation, y))
+    plain = direct.backward(np, saved, dy * RULES[activation](y), w, True)
     for got, ref in zip(fused, plain):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
@@ -98,7 +98,7 @@ def test_direct_conv_over_two_threads(fine_grained_work, monkeypatch):
     out, saved = direct.forward(np, x, w, b, geo)
     np.testing.assert_allclose(out, ref_conv(x, w, b, (1, 1), (2, 1), 1), rtol=0, atol=1e-11)
     dy = RNG.standard_normal(out.shape)
-    dx, dw, db = direct.backward(np, saved, dy, True)
+    dx, dw, db = direct.backward(np, saved, dy, w, True)
     dw_ref, dx_ref = _reference_grads(x, w, dy, (2, 1))
     np.testing.assert_allclose(dw, dw_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=1e-10)

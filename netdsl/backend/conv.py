@@ -108,7 +108,7 @@ class Conv:
         takes_epilogue(saved, name)."""
         path = saved["path"]
         if path == "direct":
-            return direct.backward(self.xp, saved, dout, need_dx, epilogue and (epilogue[0], epilogue[2]))
+            return direct.backward(self.xp, saved, dout, w, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:
             return self._batch_major_backward(saved, dout, w, need_dx, epilogue)
         if path == "winograd":

@@ -9,12 +9,14 @@ the "wide grid" (OH rows of wp columns, the columns from OW on computed and drop
 
     forward   out = conv(x, w) + b           over the flat planes, outputs in register tiles
     backward  dW  = sum over p of dy_wide[o, p] * x[c, p + ky*wp + kx]
-              dX  = the forward kernel over dy padded by (k-1-pad), the weights flipped and
-                    transposed: a "full" correlation, which is what the adjoint is
+              dX  = the forward kernel over dy_wide behind a zero margin of (kh-1)*wp + kw-1,
+                    the weights flipped and transposed, on the padded input's grid: the "full"
+                    correlation that is the forward's adjoint (dy's dropped columns are zeros,
+                    so the taps that wrap round a row read nothing)
 """
 from __future__ import annotations
 
-from . import native
+from . import native, threads
 from .threads import over_batch
 
 VBYTES = 64  # native.c's vector size: register tiles of DIRECT_PV vectors of positions
@@ -93,19 +95,18 @@ def _conv(xp, x, w, b, pad):
 
 def _split_measure(macs: int) -> int:
     """over_batch splits from MIN_ELEMENTS elements: scaled so that it splits from MIN_SPLIT_MACS."""
-    from .threads import MIN_ELEMENTS
-    return macs * MIN_ELEMENTS // MIN_SPLIT_MACS
+    return macs * threads.MIN_ELEMENTS // MIN_SPLIT_MACS
 
 
 def forward(xp, x, w, b, geo):
     out, flat = _conv(xp, x, w, b, geo.pad)
-    return out, {"flat": flat, "geo": geo, "w": w}
+    return out, {"flat": flat, "geo": geo}
 
 
-def backward(xp, saved, dout, need_dx, epilogue=None):
+def backward(xp, saved, dout, w, need_dx, epilogue=None):
     """(dx, dw, db); epilogue: (name, activation output) of a fused activation in EPILOGUES,
     whose gradient is applied while dout is laid out on the wide grid."""
-    flat, geo, w = saved["flat"], saved["geo"], saved["w"]
+    flat, geo = saved["flat"], saved["geo"]
     n, o = dout.shape[:2]
     c, (kh, kw) = geo.c, geo.kernel
     wp, lanes = geo.wp, _lanes(dout.dtype)

@@ -69,7 +69,7 @@ def _update_in_place(xp, w, g, v, momentum: float, decay: float, lr: float) -> N
     and slowed the next step's first GEMMs (ResNet-18 conv1 forward 31-37 ms without it, 61-69
     with)."""
     if native.available(xp, w.dtype) and w.flags.c_contiguous and v.flags.c_contiguous:
-        # one pass in C: VGG16's update 148 -> ~100 ms (NOTES.md, change 37)
+        # one pass in C: a VGG16-sized update 158 -> 56 ms (NOTES.md, change 37)
         native.sgd_update(xp, w, xp.ascontiguousarray(g, dtype=w.dtype), v, momentum, decay, lr, CHUNK)
         return
     wf, vf = w.reshape(-1), v.reshape(-1)

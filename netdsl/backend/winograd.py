@@ -7,8 +7,12 @@ GEMMs per image).
     forward   V = B^T d B (input tiles), U = G g G^T (filters), M = U V (16 GEMMs), Y = A^T M A
     backward  dM = A dY A^T;  dU = dM V^T -> dW = G^T dU G;  dV = U^T dM -> dX = B dV B^T
 
+With native.c, maps from 56x56 use F(4x4, 3x3) instead (6x6 input tiles, 36 GEMMs, 4x fewer
+multiplications than im2col): the same steps with B, G and A of that size.
+
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. Exact in exact
-arithmetic; in float32 the error is of the order of 1e-6 relative (tests compare with im2col).
+arithmetic; in float32 the error is of the order of 5e-7 of the output's scale for F(2x2, 3x3)
+and 1e-5 for F(4x4, 3x3) (tests compare with im2col in float64).
 """
 from __future__ import annotations
 
@@ -68,13 +72,13 @@ def applies(geo, groups: int, out_channels: int, native_transforms: bool = False
             and geo.c >= channels and out_channels >= channels and wide_enough)
 
 
-# G (4x3) of F(2x2, 3x3); U = G g G^T is, per filter, the 9 taps times kron(G, G) (16x9): one
-# small GEMM over all O*C filters instead of numpy passes over strided 3-tap views (3.6 ms for a
-# 256x256 layer, more than a quarter of its forward; now ~0.3 ms)
-# G of F(4x4, 3x3) (6x3), for native.c's wino4_* transforms (Lavin & Gray's points 0, +-1, +-2)
+# U = G g G^T is, per filter, the 9 taps times kron(G, G) (alpha^2 x 9): one small GEMM over all
+# O*C filters instead of numpy passes over strided 3-tap views (3.6 ms for a 256x256 layer, more
+# than a quarter of its forward; now ~0.5 ms). G of F(2x2, 3x3) (4x3), and of F(4x4, 3x3) (6x3,
+# for native.c's wino4_* transforms; Lavin & Gray's points 0, +-1, +-2)
+G2 = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 G4 = ((0.25, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
       (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
-G2 = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def _kron(g):
