@@ -109,6 +109,8 @@ def library() -> ctypes.CDLL | None:
         for name, ints in WINOGRAD.items():
             for prefix in ("wino", "wino4"):
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
+            getattr(lib, f"wino_{name}_{suffix}").restype = None  # void (ctypes' default would read garbage)
+            getattr(lib, f"wino4_{name}_{suffix}").restype = i  # -1: no memory for its staging buffer
     return lib
 
 
@@ -212,7 +214,11 @@ def winograd(xp, name: str, src, dst, n: int, *dims: int, tile: int = 2) -> None
     F(4x4, 3x3): input, output, grad_tiles, input_adjoint) from src into dst, both contiguous,
     the images split over the cores."""
     kernel = _kernel(f"{'wino' if tile == 2 else 'wino4'}_{name}", src.dtype)
-    over_batch(xp, n, dst.size, lambda lo, hi: kernel(_at(src), _at(dst), n, *dims, lo, hi))
+
+    def work(lo, hi):  # F(2x2) transforms return nothing (None), F(4x4) ones -1 without memory
+        if kernel(_at(src), _at(dst), n, *dims, lo, hi):
+            raise MemoryError(f"Winograd's {name} transform: no memory for its staging buffer")
+    over_batch(xp, n, dst.size, work)
 
 
 def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int) -> None:
