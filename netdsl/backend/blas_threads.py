@@ -1,4 +1,5 @@
-"""OpenBLAS's idle worker threads, put to sleep instead of spinning between netdsl's GEMMs.
+"""OpenBLAS's threads: its idle workers put to sleep instead of spinning between netdsl's GEMMs,
+and stacks of small GEMMs run one a core instead of each on every core.
 
 After each call OpenBLAS keeps its worker threads busy-waiting for 2^28 cycles (about 0.1 s),
 ready for the next GEMM. netdsl's compiled kernels run on every core between its GEMMs, and a
@@ -13,8 +14,13 @@ kept; NETDSL_BLAS_SLEEP=0 leaves the variable alone.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import sys
+from functools import lru_cache
+
+from .threads import over_batch
 
 VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
 SLEEP_AT_ONCE = "4"  # OpenBLAS's smallest: a timeout of 2^4 cycles
@@ -32,3 +38,53 @@ def note() -> str | None:
     if ENABLED and _loaded_without_it:
         return f"BLAS threads spin: import netdsl before numpy, or set {VARIABLE}={SLEEP_AT_ONCE}"
     return None
+
+
+# A stack of small GEMMs (Winograd's 16 or 36 per layer, 64 x 64 by 64 x 1,568 and the like) runs
+# faster as one GEMM a core, single-threaded, than as each GEMM split over every core: OpenBLAS
+# runs those shapes at 80-105 GFLOP/s on two threads (waking its sleeping worker for each), and
+# at 110-157 as one a core (benchmarks/NOTES.md, change 41). From this many multiply-adds.
+MIN_STACK_MACS = 1 << 22
+
+
+@lru_cache(maxsize=1)
+def _set_threads_local():
+    """OpenBLAS's openblas_set_num_threads_local (0.3.27 on): despite its name it sets the
+    process's thread count (measured: two threads setting and restoring it at once left it at 1,
+    and every later GEMM on one core), and returns the previous count; None where numpy's BLAS
+    has none."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+        except OSError:
+            continue
+        if fn is not None:
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            return fn
+    return None
+
+
+def stacked_matmul(xp, a, b):
+    """a[i] @ b[i] for every i of two (P, ., .) stacks, on numpy with OpenBLAS one GEMM a core
+    (each single-threaded, the stack split over the cores); else numpy's own matmul."""
+    set_local = _set_threads_local() if xp.__name__ == "numpy" else None
+    p, m, k = a.shape
+    n = b.shape[2]
+    if set_local is None or p < 2 or p * m * k * n < MIN_STACK_MACS:
+        return xp.matmul(a, b)
+    out = xp.empty((p, m, n), dtype=xp.result_type(a, b))
+
+    def work(lo, hi):
+        for i in range(lo, hi):
+            xp.matmul(a[i], b[i], out=out[i])
+    previous = set_local(1)  # for the whole split, from this thread: the setting is the process's
+    try:
+        over_batch(xp, p, 1 << 62, work)  # always split: the threshold above is in multiply-adds
+    finally:
+        set_local(previous)
+    return out

@@ -17,6 +17,7 @@ and 1e-5 for F(4x4, 3x3) (tests compare with im2col in float64).
 from __future__ import annotations
 
 from . import native
+from .blas_threads import stacked_matmul
 from .threads import over_batch
 
 # Where it pays on this kind of CPU (measured, benchmarks/NOTES.md): enough channels for the
@@ -177,7 +178,7 @@ def _forward_native(xp, x, weight, tile: int = 2):
     v = xp.empty((positions, c, n * th * tw), dtype=x.dtype)
     native.winograd(xp, "input", xpad, v, n, c, th, tw, tile=tile)
     u = _filter_transform(xp, weight, tile).reshape(positions, o, c)
-    m = xp.matmul(u, v)  # (alpha^2, O, n*T): a GEMM per tile position
+    m = stacked_matmul(xp, u, v)  # (alpha^2, O, n*T): a GEMM per tile position, one a core
     out = xp.empty((n, o, h, w), dtype=x.dtype)
     native.winograd(xp, "output", m, out, n, o, th, tw, h, w, tile=tile)
     return out, {"v": v, "u": u, "shape": x.shape, "native": True, "tile": tile}
@@ -246,11 +247,11 @@ def _backward_native(xp, saved, dy, need_dx):
     th, tw = -(-h // tile), -(-w // tile)
     dm = xp.empty((alpha * alpha, o, n * th * tw), dtype=dy.dtype)
     native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w, tile=tile)
-    du = xp.matmul(dm, v.transpose(0, 2, 1))  # dU = dM V^T: a GEMM per tile position, whole batch
+    du = stacked_matmul(xp, dm, v.transpose(0, 2, 1))  # dU = dM V^T: a GEMM per tile position
     dw = _filter_adjoint(xp, du.reshape(alpha, alpha, o, c), tile)
     dx = None
     if need_dx:
-        dv = xp.matmul(u.transpose(0, 2, 1), dm)  # (alpha^2, C, n*T)
+        dv = stacked_matmul(xp, u.transpose(0, 2, 1), dm)  # (alpha^2, C, n*T)
         dxpad = xp.zeros((n, c, tile * th + 2, tile * tw + 2), dtype=dy.dtype)
         native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw, tile=tile)
         dx = dxpad[:, :, 1:1 + h, 1:1 + w]
