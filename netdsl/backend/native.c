@@ -1,8 +1,9 @@
-/* The CPU's data-movement kernels as plain C loops, compiled on first use by netdsl/backend/native.py
- * with the machine's C compiler (-O3 -march=native) and called through ctypes, which lets go of
- * the GIL: the Python side splits the work over batch slices or channel blocks on the cores.
- * Each one does in one pass what numpy needs a pass per window tap or per short run for; the
- * numpy versions stay as the fallback where no compiler is found, and as the tests' reference.
+/* The CPU's kernels as plain C loops, compiled on first use by netdsl/backend/native.py with the
+ * machine's C compiler (-O3 -march=native) and called through ctypes, which lets go of the GIL:
+ * the Python side splits the work over batch slices or channel blocks on the cores. The data-
+ * movement ones do in one pass what numpy needs a pass per window tap or per short run for; the
+ * direct convolutions, Winograd's transforms and the SGD update are arithmetic BLAS serves badly.
+ * The numpy versions stay as the fallback where no compiler is found, and as the tests' reference.
  *
  * Layouts: NCHW inputs, `planes` = images x channels (each an H x W map); `T` is float or double
  * (one copy of each kernel per type, suffixed _f32 / _f64).
@@ -600,10 +601,13 @@ void direct_grad_planes_##SUFFIX(const T* restrict dout, const T* restrict y, T*
 int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* restrict dw,       \
                                 int c, int opad, ptrdiff_t plane, ptrdiff_t dplane, ptrdiff_t m,  \
                                 int wp, int kh, int kw, int ob, int tb, int lo, int hi) {         \
-    int (*kernel)(const T*, const T*, T*, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, int, \
-                  int, int) = ob == 3 ? (tb == 4 ? direct_wgrad_##SUFFIX##_3_4 : direct_wgrad_##SUFFIX##_3_5) \
-                                     : (tb == 4 ? direct_wgrad_##SUFFIX##_4_4 : direct_wgrad_##SUFFIX##_4_5); \
-    return kernel(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi);                       \
+    if (ob == 3 && tb == 4)                                                                       \
+        return direct_wgrad_##SUFFIX##_3_4(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi); \
+    if (ob == 3)                                                                                  \
+        return direct_wgrad_##SUFFIX##_3_5(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi); \
+    if (tb == 4)                                                                                  \
+        return direct_wgrad_##SUFFIX##_4_4(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi); \
+    return direct_wgrad_##SUFFIX##_4_5(x, dy, dw, c, opad, plane, dplane, m, wp, kh, kw, lo, hi);  \
 }
 
 /* Winograd F(4x4, 3x3): 36 multiplications per 4x4 output tile instead of F(2x2, 3x3)'s 64 per
@@ -649,18 +653,28 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
         o[5] = v[5];                                                                              \
     } while (0)
 
+/* F(4x4, 3x3)'s transforms move a plane's 36 arrays (planes `stride` apart in V or M) through a
+ * buffer whole, planes `ps` apart there: as 36 interleaved streams of 14-value runs they held the
+ * transforms to half their speed (64x56x56 b8: input 3.0-3.7 -> 1.8 ms, output 2.2-3.7 ->
+ * 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5). Each returns -1 without memory. */
+#define W4_STAGING(T)                                                                             \
+    T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
+    const ptrdiff_t ps = tiles;                                                                   \
+    if (!buf) return -1
+#define W4_GATHER(buf, src)                                                                       \
+    for (int q = 0; q < 36; ++q)                                                                  \
+        memcpy(buf + (ptrdiff_t)q * tiles, src + q * stride, sizeof *buf * tiles)
+#define W4_SCATTER(dst, buf)                                                                      \
+    for (int q = 0; q < 36; ++q)                                                                  \
+        memcpy(dst + q * stride, buf + (ptrdiff_t)q * tiles, sizeof *buf * tiles)
+
 #define DEFINE_WINOGRAD4(T, SUFFIX)                                                               \
 /* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
 int wino4_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, int th, int tw,     \
                           int lo, int hi) {                                                       \
     const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
     const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
-    /* a plane's 36 arrays pass through this buffer whole: as 36 interleaved streams of           \
-     * 14-value runs they held the transform to half its speed (64x56x56 b8, input 3.0-3.7        \
-     * -> 1.8 ms, output 2.2-3.7 -> 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5) */ \
-    T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
-    const ptrdiff_t ps = tiles;                                                                   \
-    if (!buf) return -1;                                                                          \
+    W4_STAGING(T);                                                                                \
     T t[6][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
@@ -685,8 +699,7 @@ int wino4_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, in
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
-            for (int q = 0; q < 36; ++q)                                                          \
-                memcpy(vp_out + q * stride, buf + (ptrdiff_t)q * tiles, sizeof(T) * tiles);       \
+            W4_SCATTER(vp_out, buf);                                                              \
         }                                                                                         \
     free(buf);                                                                                    \
     return 0;                                                                                     \
@@ -697,18 +710,12 @@ int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
                            int h, int w, int lo, int hi) {                                        \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    /* a plane's 36 arrays pass through this buffer whole: as 36 interleaved streams of           \
-     * 14-value runs they held the transform to half its speed (64x56x56 b8, input 3.0-3.7        \
-     * -> 1.8 ms, output 2.2-3.7 -> 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5) */ \
-    T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
-    const ptrdiff_t ps = tiles;                                                                   \
-    if (!buf) return -1;                                                                          \
+    W4_STAGING(T);                                                                                \
     T s[6][4][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
             const T* restrict mp_in = m + ((ptrdiff_t)ch * n + b) * tiles;                        \
-            for (int q = 0; q < 36; ++q)                                                          \
-                memcpy(buf + (ptrdiff_t)q * tiles, mp_in + q * stride, sizeof(T) * tiles);        \
+            W4_GATHER(buf, mp_in);                                                                \
             const T* restrict mp = buf;                                                           \
             T* restrict op = out + ((ptrdiff_t)b * o + ch) * h * w;                               \
             for (int ty = 0; ty < th; ++ty) {                                                     \
@@ -741,12 +748,7 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
                                int h, int w, int lo, int hi) {                                    \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    /* a plane's 36 arrays pass through this buffer whole: as 36 interleaved streams of           \
-     * 14-value runs they held the transform to half its speed (64x56x56 b8, input 3.0-3.7        \
-     * -> 1.8 ms, output 2.2-3.7 -> 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5) */ \
-    T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
-    const ptrdiff_t ps = tiles;                                                                   \
-    if (!buf) return -1;                                                                          \
+    W4_STAGING(T);                                                                                \
     T r[6][4 * tw];                                                                               \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
@@ -771,8 +773,7 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
-            for (int q = 0; q < 36; ++q)                                                          \
-                memcpy(dp_out + q * stride, buf + (ptrdiff_t)q * tiles, sizeof(T) * tiles);       \
+            W4_SCATTER(dp_out, buf);                                                              \
         }                                                                                         \
     free(buf);                                                                                    \
     return 0;                                                                                     \
@@ -784,18 +785,12 @@ int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n,
                                   int tw, int lo, int hi) {                                       \
     const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
     const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
-    /* a plane's 36 arrays pass through this buffer whole: as 36 interleaved streams of           \
-     * 14-value runs they held the transform to half its speed (64x56x56 b8, input 3.0-3.7        \
-     * -> 1.8 ms, output 2.2-3.7 -> 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5) */ \
-    T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
-    const ptrdiff_t ps = tiles;                                                                   \
-    if (!buf) return -1;                                                                          \
+    W4_STAGING(T);                                                                                \
     T q[6][6][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
             const T* restrict vp_in = dv + ((ptrdiff_t)ch * n + b) * tiles;                       \
-            for (int q = 0; q < 36; ++q)                                                          \
-                memcpy(buf + (ptrdiff_t)q * tiles, vp_in + q * stride, sizeof(T) * tiles);        \
+            W4_GATHER(buf, vp_in);                                                                \
             const T* restrict vp = buf;                                                           \
             T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
             for (int ty = 0; ty < th; ++ty) {                                                     \
