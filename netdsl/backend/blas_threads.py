@@ -21,8 +21,10 @@ import ctypes
 import os
 import re
 import sys
+import threading
 from functools import lru_cache
 
+from . import threads
 from .threads import over_batch
 
 VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
@@ -78,8 +80,9 @@ def stacked_matmul(xp, a, b):
     set_local = _set_threads_local() if xp.__name__ == "numpy" else None
     p, m, k = a.shape
     n = b.shape[2]
-    if set_local is None or p < 2 or p * m * k * n < MIN_STACK_MACS:
-        return xp.matmul(a, b)
+    splits = threads.WORKERS > 1 and not threading.current_thread().name.startswith(threads.PREFIX)
+    if set_local is None or not splits or p < 2 or p * m * k * n < MIN_STACK_MACS:
+        return xp.matmul(a, b)  # unsplit, one GEMM on one core each would only be slower
     out = xp.empty((p, m, n), dtype=xp.result_type(a, b))
 
     def work(lo, hi):
