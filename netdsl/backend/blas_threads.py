@@ -53,25 +53,47 @@ MIN_STACK_MACS = 1 << 22
 
 
 @lru_cache(maxsize=1)
+def _openblas() -> tuple:
+    """The OpenBLAS libraries this process has loaded (numpy's), found in its memory map."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return ()
+    libs = []
+    for path in paths:
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return tuple(libs)
+
+
+def _function(names: tuple[str, ...], argtypes: list, restype):
+    """The first of these OpenBLAS functions found (builds prefix and suffix their names), or None."""
+    for lib in _openblas():
+        for name in names:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = argtypes, restype
+                return fn
+    return None
+
+
+@lru_cache(maxsize=1)
 def _set_threads_local():
     """OpenBLAS's openblas_set_num_threads_local (0.3.27 on): despite its name it sets the
     process's thread count (measured: two threads setting and restoring it at once left it at 1,
     and every later GEMM on one core), and returns the previous count; None where numpy's BLAS
     has none."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
-        except OSError:
-            continue
-        if fn is not None:
-            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-            return fn
-    return None
+    return _function(("openblas_set_num_threads_local",), [ctypes.c_int], ctypes.c_int)
+
+
+def thread_count() -> int | None:
+    """OpenBLAS's current thread count, or None where numpy's BLAS is not OpenBLAS."""
+    fn = _function(("openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
+                    "openblas_get_num_threads64_"), [], ctypes.c_int)
+    return None if fn is None else fn()
 
 
 def stacked_matmul(xp, a, b):
