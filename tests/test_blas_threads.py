@@ -48,26 +48,11 @@ def test_device_says_when_numpy_came_first():
 
 
 def test_idle_blas_threads_sleep():
-    spinning = float(_run(IDLE_CPU.format(first="")))
-    if spinning < 0.05:
-        pytest.skip(f"OpenBLAS's threads did not spin here by default ({spinning:.3f} s of CPU in 0.2 s idle): "
-                    "one core, or a BLAS other than OpenBLAS, has nothing to put to sleep")
+    """With netdsl imported first, idle BLAS threads burn no CPU after a GEMM. (By default, with
+    OpenBLAS on two or more cores, a worker spins: 0.1 s of CPU in 0.2 s idle on this project's
+    machine; where the default does not spin either, the check still holds.)"""
     quiet = float(_run(IDLE_CPU.format(first="\nimport netdsl")))
-    assert quiet < 0.02, f"{quiet:.3f} s of CPU while idle, by default {spinning:.3f}"
-
-
-def _blas_thread_count():
-    import ctypes
-    import re
-    maps = open("/proc/self/maps").read()
-    for path in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
-        lib = ctypes.CDLL(path)
-        for name in ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                return fn()
-    return None
+    assert quiet < 0.02, f"{quiet:.3f} s of CPU burnt in 0.2 s idle after a GEMM"
 
 
 def test_stacked_matmul_matches_numpy_and_gives_the_threads_back():
@@ -76,10 +61,10 @@ def test_stacked_matmul_matches_numpy_and_gives_the_threads_back():
     import numpy as np
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((6, 64, 48)), rng.standard_normal((6, 48, 1500))
-    before = _blas_thread_count()
+    before = blas_threads.thread_count()
     for x, y in ((a, b), (a.transpose(0, 2, 1).copy().transpose(0, 2, 1), b),
                  (a, b.transpose(0, 2, 1).copy().transpose(0, 2, 1))):
         np.testing.assert_allclose(blas_threads.stacked_matmul(np, x, y), np.matmul(x, y), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError):
         blas_threads.stacked_matmul(np, a, rng.standard_normal((6, 47, 1500)))
-    assert _blas_thread_count() == before
+    assert blas_threads.thread_count() == before
