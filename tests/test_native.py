@@ -168,3 +168,28 @@ def test_tiled_average_pooling_matches_the_window_means(shape, k, dtype):
     d = rng.standard_normal((n, c, geo.oh, geo.ow)).astype(dtype)
     spread = np.broadcast_to(d[:, :, :, None, :, None] / (k[0] * k[1]), windows.shape).reshape(shape)
     np.testing.assert_allclose(native.avgpool_tiled(np, d, geo, forward=False), spread, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("o,c", [(3, 5), (2, 515), (64, 64)], ids=["under-a-vector", "blocks-and-tail", "even"])
+def test_winograd_filter_transform_in_c(o, c, tile, dtype, fine_grained_work):
+    """native.c's filter transform U = G g G^T against the product written out (G from the
+    paper's points, winograd.G2/G4), in blocks of filters on two threads with a ragged tail; and
+    its adjoint by the identity <U(g), dU> = <g, U^T(dU)> in float64."""
+    from netdsl.backend import winograd
+    g_matrix = np.array(winograd.G2 if tile == 2 else winograd.G4)
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    expected = np.einsum("ai,ocij,bj->aboc", g_matrix, w.astype(np.float64), g_matrix)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    u = winograd._filter_transform(np, w, tile)
+    assert u.dtype == dtype and u.shape == (tile + 2, tile + 2, o, c)
+    np.testing.assert_allclose(u, expected, rtol=tol, atol=tol)
+    du = rng.standard_normal(u.shape).astype(dtype)
+    dw = winograd._filter_adjoint(np, du, tile)
+    assert dw.dtype == dtype and dw.shape == w.shape
+    expected_dw = np.einsum("ai,aboc,bj->ocij", g_matrix, du.astype(np.float64), g_matrix)
+    np.testing.assert_allclose(dw, expected_dw, rtol=tol, atol=tol)
+    if dtype == np.float64:
+        assert np.isclose(np.vdot(u, du), np.vdot(w, dw), rtol=1e-12)

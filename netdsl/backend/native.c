@@ -241,17 +241,31 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
 /* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths): tiles of 4x4       \
  * inputs at stride 2, 16 arrays (a, b) laid out batch-major, (C, n, th*tw) each, so that one GEMM \
  * per array covers the whole batch; images [lo, hi). */                                          \
+/* The transforms read each input plane through a zero-padded copy of it in a buffer of their own
+ * (hp x wp, the margins zeroed once), and the input gradient's adjoint sums each plane's
+ * overlapping tiles there before copying the plane's inside out: no padded copy of the whole
+ * batch each way, and the gradient leaves contiguous (n, C, h, w). */
+#define PAD_PLANE(dst, src, h, w, wp)                                                             \
+    for (int y_ = 0; y_ < (h); ++y_)                                                              \
+        memcpy((dst) + (ptrdiff_t)(y_ + 1) * (wp) + 1, (src) + (ptrdiff_t)y_ * (w), sizeof *(dst) * (w))
+#define UNPAD_PLANE(dst, src, h, w, wp)                                                           \
+    for (int y_ = 0; y_ < (h); ++y_)                                                              \
+        memcpy((dst) + (ptrdiff_t)y_ * (w), (src) + (ptrdiff_t)(y_ + 1) * (wp) + 1, sizeof *(dst) * (w))
+
 #define DEFINE_WINOGRAD(T, SUFFIX)                                                                \
-/* V = B^T d B for every tile of the padded input (n, C, 2th+2, 2tw+2): the row combinations    \
- * along whole rows first (contiguous), then the column ones tile by tile. */                    \
-void wino_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, int th, int tw,     \
-                         int lo, int hi) {                                                        \
+/* V = B^T d B for every tile of the (n, C, h, w) input, padded by one and to whole tiles: the  \
+ * row combinations along whole rows first (contiguous), then the column ones tile by tile.      \
+ * Returns 0, or -1 without memory for its plane buffer. */                                      \
+int wino_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h,  \
+                        int w, int lo, int hi) {                                                  \
     const int wp = 2 * tw + 2, tiles = th * tw;                                                   \
-    const ptrdiff_t plane = (ptrdiff_t)(2 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    const ptrdiff_t stride = (ptrdiff_t)n * c * tiles;                                            \
+    T* restrict xp = calloc((size_t)(2 * th + 2) * wp, sizeof(T));                               \
+    if (!xp) return -1;                                                                           \
     T t[4][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            const T* restrict xp = xpad + ((ptrdiff_t)b * c + ch) * plane;                        \
+            PAD_PLANE(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp);                         \
             T* restrict vp = v + ((ptrdiff_t)ch * n + b) * tiles;                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T *r0 = xp + (ptrdiff_t)(2 * ty) * wp, *r1 = r0 + wp, *r2 = r1 + wp, *r3 = r2 + wp; \
@@ -275,11 +289,13 @@ void wino_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, in
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
+    free(xp);                                                                                     \
+    return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
 /* Y = A^T M A, each tile's 2x2 outputs into (n, O, h, w), those past an odd edge dropped: a    \
  * row of tiles at a time, every step along contiguous rows of the 16 arrays. */                 \
-void wino_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,      \
+int wino_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,      \
                           int h, int w, int lo, int hi) {                                         \
     const int tiles = th * tw, full = w / 2; /* tiles whose two columns are both inside */       \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
@@ -309,11 +325,12 @@ void wino_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
+    return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
 /* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges):   \
  * a row of tiles at a time from two zero-padded copies of its output rows. */                   \
-void wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
+int wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
                               int h, int w, int lo, int hi) {                                     \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
@@ -347,20 +364,22 @@ void wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
+    return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* dX += B dV B^T, each tile's 4x4 patch added onto the padded input gradient: a row of tiles at \
- * a time, each of the patch's 16 places as one pass over the row (tiles overlap by two columns \
- * and two rows, so the passes add in turn; a plane is one thread's). */                         \
-void wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n, int c, int th,   \
-                                 int tw, int lo, int hi) {                                        \
+/* dX = B dV B^T, each tile's 4x4 patch added onto the padded plane in the buffer: a row of       \
+ * tiles at a time, each of the patch's 16 places as one pass over the row (tiles overlap by two  \
+ * columns and two rows, so the passes add in turn); then the plane's inside to (n, C, h, w). */  \
+int wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,       \
+                                int tw, int h, int w, int lo, int hi) {                           \
     const int wp = 2 * tw + 2, tiles = th * tw;                                                   \
     const ptrdiff_t plane = (ptrdiff_t)(2 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    T* restrict xp = calloc((size_t)plane, sizeof(T));                                            \
+    if (!xp) return -1;                                                                           \
     T q[4][4][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
             const T* restrict vp = dv + ((ptrdiff_t)ch * n + b) * tiles;                          \
-            T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \
                 for (int a = 0; a < 4; ++a) { /* along b: B's rows v0, v1-v2+v3, -v0+v1+v2, -v3 */ \
@@ -384,7 +403,11 @@ void wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n,
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
+            UNPAD_PLANE(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp);                      \
+            memset(xp, 0, sizeof(T) * plane);                                                     \
         }                                                                                         \
+    free(xp);                                                                                     \
+    return 0;                                                                                     \
 }
 
 /* Direct convolution for thin stride-1 layers (LeNet's c1 and c3: GEMMs with 6 and 16 rows, which
@@ -657,10 +680,13 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
  * buffer whole, planes `ps` apart there: as 36 interleaved streams of 14-value runs they held the
  * transforms to half their speed (64x56x56 b8: input 3.0-3.7 -> 1.8 ms, output 2.2-3.7 ->
  * 1.7-2.7, grad tiles 3.2-4.6 -> 2.2-3.0, adjoint -> 2.2-3.5). Each returns -1 without memory. */
-#define W4_STAGING(T)                                                                             \
+#define W4_STAGING(T, plane_buffer) /* plane_buffer: freed if this allocation fails */            \
     T* restrict buf = malloc(sizeof(T) * 36 * (size_t)tiles);                                     \
     const ptrdiff_t ps = tiles;                                                                   \
-    if (!buf) return -1
+    if (!buf) {                                                                                   \
+        free(plane_buffer);                                                                       \
+        return -1;                                                                                \
+    }
 #define W4_GATHER(buf, src)                                                                       \
     for (int q = 0; q < 36; ++q)                                                                  \
         memcpy(buf + (ptrdiff_t)q * tiles, src + q * stride, sizeof *buf * tiles)
@@ -670,15 +696,17 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
 
 #define DEFINE_WINOGRAD4(T, SUFFIX)                                                               \
 /* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
-int wino4_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, int th, int tw,     \
-                          int lo, int hi) {                                                       \
+int wino4_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h, \
+                         int w, int lo, int hi) {                                                 \
     const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
-    const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
-    W4_STAGING(T);                                                                                \
+    const ptrdiff_t stride = (ptrdiff_t)n * c * tiles;                                            \
+    T* restrict xp = calloc((size_t)(4 * th + 2) * wp, sizeof(T));                                \
+    if (!xp) return -1;                                                                           \
+    W4_STAGING(T, xp);                                                                            \
     T t[6][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            const T* restrict xp = xpad + ((ptrdiff_t)b * c + ch) * plane;                        \
+            PAD_PLANE(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp);                         \
             T* restrict vp_out = v + ((ptrdiff_t)ch * n + b) * tiles;                             \
             T* restrict vp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
@@ -701,6 +729,7 @@ int wino4_input_##SUFFIX(const T* restrict xpad, T* restrict v, int n, int c, in
             }                                                                                     \
             W4_SCATTER(vp_out, buf);                                                              \
         }                                                                                         \
+    free(xp);                                                                                     \
     free(buf);                                                                                    \
     return 0;                                                                                     \
 }                                                                                                 \
@@ -710,7 +739,7 @@ int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
                            int h, int w, int lo, int hi) {                                        \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    W4_STAGING(T);                                                                                \
+    W4_STAGING(T, NULL);                                                                          \
     T s[6][4][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
@@ -748,7 +777,7 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
                                int h, int w, int lo, int hi) {                                    \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    W4_STAGING(T);                                                                                \
+    W4_STAGING(T, NULL);                                                                          \
     T r[6][4 * tw];                                                                               \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
@@ -779,20 +808,21 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* dX += B dV B^T, each tile's 6x6 patch added onto the padded input gradient (tiles overlap by  \
- * two rows and columns; a plane is one thread's). */                                            \
-int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n, int c, int th,   \
-                                  int tw, int lo, int hi) {                                       \
+/* dX = B dV B^T, each tile's 6x6 patch added onto the padded plane in the buffer (tiles overlap  \
+ * by two rows and columns), then the plane's inside to (n, C, h, w). */                          \
+int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,      \
+                                  int tw, int h, int w, int lo, int hi) {                         \
     const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
     const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
-    W4_STAGING(T);                                                                                \
+    T* restrict xp = calloc((size_t)plane, sizeof(T));                                            \
+    if (!xp) return -1;                                                                           \
+    W4_STAGING(T, xp);                                                                            \
     T q[6][6][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
             const T* restrict vp_in = dv + ((ptrdiff_t)ch * n + b) * tiles;                       \
             W4_GATHER(buf, vp_in);                                                                \
             const T* restrict vp = buf;                                                           \
-            T* restrict xp = dxpad + ((ptrdiff_t)b * c + ch) * plane;                             \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \
                 for (int a = 0; a < 6; ++a) /* along b first: q[a][l] = (dV_a B^T)[l] */          \
@@ -811,9 +841,76 @@ int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dxpad, int n,
                         for (int k = 0; k < 6; ++k) x0[(ptrdiff_t)k * wp] += o[k];                \
                     }                                                                             \
             }                                                                                     \
+            UNPAD_PLANE(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp);                      \
+            memset(xp, 0, sizeof(T) * plane);                                                     \
         }                                                                                         \
+    free(xp);                                                                                     \
     free(buf);                                                                                    \
     return 0;                                                                                     \
+}
+
+/* Winograd's filter transform U[p] = (G g G^T)[p] for filters [lo, hi) of the (O*C, 9) weights, as
+ * the (positions, 9) matrix kron(G, G) (backend/winograd.py) times each filter's 9 taps; and its
+ * adjoint dW = kron(G, G)^T dU. A block of filters is transposed to 9 contiguous rows, and each
+ * vector of filters keeps its 9 taps (or, in the adjoint, its 9 sums) in registers across the
+ * positions. As a GEMM with an inner dimension of 9, OpenBLAS took 2.2 ms for a 512x512 layer's
+ * transform. */
+#define FILTER_BLOCK 512
+#define DEFINE_FILTER_TRANSFORM(T, V, SUFFIX)                                                     \
+void wino_filter_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u, int positions, \
+                          ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) {                        \
+    enum { L = VBYTES / sizeof(T) };                                                              \
+    T taps[9][FILTER_BLOCK];                                                                      \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += FILTER_BLOCK) {                                        \
+        const int nb = (int)(hi - f0 < FILTER_BLOCK ? hi - f0 : FILTER_BLOCK);                    \
+        for (int f = 0; f < nb; ++f)                                                              \
+            for (int k = 0; k < 9; ++k) taps[k][f] = w[(f0 + f) * 9 + k];                         \
+        int f = 0;                                                                                \
+        for (; f + L <= nb; f += L) {                                                             \
+            V t[9];                                                                               \
+            for (int k = 0; k < 9; ++k) memcpy(&t[k], &taps[k][f], sizeof(V));                   \
+            for (int p = 0; p < positions; ++p) {                                                 \
+                const T* kp = kron + p * 9;                                                       \
+                V acc = t[0] * kp[0];                                                             \
+                for (int k = 1; k < 9; ++k) acc += t[k] * kp[k];                                  \
+                memcpy(u + p * filters + f0 + f, &acc, sizeof(V));                                \
+            }                                                                                     \
+        }                                                                                         \
+        for (; f < nb; ++f)                                                                       \
+            for (int p = 0; p < positions; ++p) {                                                 \
+                T acc = 0;                                                                        \
+                for (int k = 0; k < 9; ++k) acc += kron[p * 9 + k] * taps[k][f];                  \
+                u[p * filters + f0 + f] = acc;                                                    \
+            }                                                                                     \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+void wino_filter_adjoint_##SUFFIX(const T* restrict du, const T* restrict kron, T* restrict dw,   \
+                                  int positions, ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) { \
+    enum { L = VBYTES / sizeof(T) };                                                              \
+    T taps[9][FILTER_BLOCK];                                                                      \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += FILTER_BLOCK) {                                        \
+        const int nb = (int)(hi - f0 < FILTER_BLOCK ? hi - f0 : FILTER_BLOCK);                    \
+        int f = 0;                                                                                \
+        for (; f + L <= nb; f += L) {                                                             \
+            V acc[9];                                                                             \
+            for (int k = 0; k < 9; ++k) acc[k] = (V){0};                                          \
+            for (int p = 0; p < positions; ++p) {                                                 \
+                V d;                                                                              \
+                memcpy(&d, du + p * filters + f0 + f, sizeof(V));                                 \
+                for (int k = 0; k < 9; ++k) acc[k] += d * kron[p * 9 + k];                        \
+            }                                                                                     \
+            for (int k = 0; k < 9; ++k) memcpy(&taps[k][f], &acc[k], sizeof(V));                  \
+        }                                                                                         \
+        for (; f < nb; ++f)                                                                       \
+            for (int k = 0; k < 9; ++k) {                                                         \
+                T acc = 0;                                                                        \
+                for (int p = 0; p < positions; ++p) acc += kron[p * 9 + k] * du[p * filters + f0 + f]; \
+                taps[k][f] = acc;                                                                 \
+            }                                                                                     \
+        for (int g = 0; g < nb; ++g)                                                              \
+            for (int k = 0; k < 9; ++k) dw[(f0 + g) * 9 + k] = taps[k][g];                        \
+    }                                                                                             \
 }
 
 #define DEFINE_SGD(T, SUFFIX)                                                                     \
@@ -885,6 +982,8 @@ DEFINE_DIRECT(float, vfloat, f32)
 DEFINE_DIRECT(double, vdouble, f64)
 DEFINE_WINOGRAD4(float, f32)
 DEFINE_WINOGRAD4(double, f64)
+DEFINE_FILTER_TRANSFORM(float, vfloat, f32)
+DEFINE_FILTER_TRANSFORM(double, vdouble, f64)
 DEFINE_SGD(float, f32)
 DEFINE_SGD(double, f64)
 DEFINE_AVGPOOL(float, f32)

@@ -30,7 +30,7 @@ SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC")
 SUFFIX = {"float32": "f32", "float64": "f64"}
 # Winograd's transforms in native.c, with how many int dimensions each takes before its image range
-WINOGRAD = {"input": 4, "output": 6, "grad_tiles": 6, "input_adjoint": 4}
+WINOGRAD = {"input": 6, "output": 6, "grad_tiles": 6, "input_adjoint": 6}
 
 
 class Geometry(ctypes.Structure):
@@ -108,11 +108,12 @@ def library() -> ctypes.CDLL | None:
         for way in ("forward", "backward"):
             getattr(lib, f"avgpool_tiled_{way}_{suffix}").argtypes = [p, p, size] + [i] * 4 + [ctypes.c_double]
         getattr(lib, f"sgd_update_{suffix}").argtypes = [p] * 3 + [size, size] + [ctypes.c_double] * 3
+        for name in ("wino_filter", "wino_filter_adjoint"):
+            getattr(lib, f"{name}_{suffix}").argtypes = [p, p, p, i, size, size, size]
         for name, ints in WINOGRAD.items():
             for prefix in ("wino", "wino4"):
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
-            getattr(lib, f"wino_{name}_{suffix}").restype = None  # void (ctypes' default would read garbage)
-            getattr(lib, f"wino4_{name}_{suffix}").restype = i  # -1: no memory for its staging buffer
+                getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
     return lib
 
 
@@ -217,10 +218,23 @@ def winograd(xp, name: str, src, dst, n: int, *dims: int, tile: int = 2) -> None
     the images split over the cores."""
     kernel = _kernel(f"{'wino' if tile == 2 else 'wino4'}_{name}", src.dtype)
 
-    def work(lo, hi):  # F(2x2) transforms return nothing (None), F(4x4) ones -1 without memory
+    def work(lo, hi):  # -1: no memory for its plane or staging buffer
         if kernel(_at(src), _at(dst), n, *dims, lo, hi):
-            raise MemoryError(f"Winograd's {name} transform: no memory for its staging buffer")
+            raise MemoryError(f"Winograd's {name} transform: no memory for its buffers")
     over_batch(xp, n, dst.size, work)
+
+
+FILTER_BLOCK = 512  # native.c's: filters a block
+
+
+def winograd_filters(xp, src, kron, dst, filters: int, adjoint: bool) -> None:
+    """Winograd's filter transform of `filters` 3x3 filters (src: the weights, dst: U, (positions,
+    filters)) or, if `adjoint`, its adjoint (src: dU, dst: the weights' gradient), in blocks of
+    filters on the cores; kron: the (positions, 9) matrix kron(G, G) in src's dtype, contiguous."""
+    kernel = _kernel("wino_filter_adjoint" if adjoint else "wino_filter", src.dtype)
+    args = (_at(src), _at(kron), _at(dst), kron.shape[0], filters)
+    over_batch(xp, -(-filters // FILTER_BLOCK), src.size, lambda lo, hi: kernel(
+        *args, lo * FILTER_BLOCK, min(filters, hi * FILTER_BLOCK)))
 
 
 def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int) -> None:

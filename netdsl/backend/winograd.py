@@ -46,6 +46,12 @@ NATIVE_MIN_TILES = 1024  # over the whole batch
 WIDE_CHANNELS = 256
 WIDE_MIN_TILES = 98
 WIDE_MIN_MAP = 14
+# With the filter transforms in native.c (change 42: 512x512 1.9-2.2 -> 1.3 ms, adjoint 1.8-2.4 ->
+# 1.1) 512-channel layers win on 7x7 maps too (16 tiles an image, 8x8 for 7x7): fwd/bwd ms,
+# interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3; 256 channels there
+# still lose (256x7x7 b8 4.0-4.6/5.7-6.2 vs 3.1-3.5/6.3-6.8)
+DEEP_CHANNELS = 512
+DEEP_MIN_MAP = 7
 # F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
 # 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
 # vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
@@ -63,7 +69,9 @@ def tile_for(geo, native_transforms: bool) -> int:
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
     if native_transforms:
-        wide = min(geo.c, out_channels) >= WIDE_CHANNELS and min(geo.h, geo.w) >= WIDE_MIN_MAP
+        channels, side = min(geo.c, out_channels), min(geo.h, geo.w)
+        wide = ((channels >= WIDE_CHANNELS and side >= WIDE_MIN_MAP)
+                or (channels >= DEEP_CHANNELS and side >= DEEP_MIN_MAP))
         wide_enough = geo.n * tiles >= (WIDE_MIN_TILES if wide else NATIVE_MIN_TILES)
         channels = NATIVE_MIN_CHANNELS
     else:
@@ -92,15 +100,27 @@ KRON_G = {2: _kron(G2), 4: _kron(G4)}  # output tile size -> (alpha^2, 9)
 def _filter_transform(xp, w, tile: int = 2):
     """U = G g G^T for every (o, c): (O, C, 3, 3) -> (alpha, alpha, O, C), alpha = tile + 2."""
     o, c = w.shape[:2]
-    k = xp.asarray(KRON_G[tile], dtype=w.dtype)  # (alpha^2, 9)
+    k = _kron_matrix(xp, tile, w.dtype)
+    if native.available(xp, w.dtype):
+        u = xp.empty(((tile + 2) ** 2, o * c), dtype=w.dtype)
+        native.winograd_filters(xp, xp.ascontiguousarray(w), k, u, o * c, adjoint=False)
+        return u.reshape(tile + 2, tile + 2, o, c)
     return (k @ xp.ascontiguousarray(w).reshape(o * c, 9).T).reshape(tile + 2, tile + 2, o, c)
 
 
 def _filter_adjoint(xp, du, tile: int = 2):
     """dW = G^T dU G: (alpha, alpha, O, C) -> (O, C, 3, 3)."""
     o, c = du.shape[2:]
-    k = xp.asarray(KRON_G[tile], dtype=du.dtype)
+    k = _kron_matrix(xp, tile, du.dtype)
+    if native.available(xp, du.dtype):
+        dw = xp.empty((o, c, 3, 3), dtype=du.dtype)
+        native.winograd_filters(xp, xp.ascontiguousarray(du), k, dw, o * c, adjoint=True)
+        return dw
     return (xp.ascontiguousarray(du).reshape((tile + 2) ** 2, o * c).T @ k).reshape(o, c, 3, 3)
+
+
+def _kron_matrix(xp, tile: int, dtype):
+    return xp.asarray(KRON_G[tile], dtype=dtype)
 
 
 def _input_transform(xp, xpad, th, tw, v, lo, hi):
@@ -144,11 +164,11 @@ def forward(xp, x, weight, bias, tile: int = 2):
     return out, saved
 
 
-def _padded(xp, x, tile: int = 2):
-    """The input padded by 1 and up to whole tiles: (n, C, tile*th + 2, tile*tw + 2)."""
+def _padded(xp, x):
+    """The input padded by 1 and up to whole 2x2 tiles: (n, C, 2*th + 2, 2*tw + 2)."""
     n, c, h, w = x.shape
-    th, tw = -(-h // tile), -(-w // tile)
-    xpad = xp.zeros((n, c, tile * th + 2, tile * tw + 2), dtype=x.dtype)
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    xpad = xp.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
     xpad[:, :, 1:1 + h, 1:1 + w] = x
     return xpad, th, tw
 
@@ -174,9 +194,9 @@ def _forward_native(xp, x, weight, tile: int = 2):
     transforms in native.c, F(2x2, 3x3) or F(4x4, 3x3) by `tile`."""
     n, c, h, w = x.shape
     o, positions = weight.shape[0], (tile + 2) ** 2
-    xpad, th, tw = _padded(xp, x, tile)
+    th, tw = -(-h // tile), -(-w // tile)
     v = xp.empty((positions, c, n * th * tw), dtype=x.dtype)
-    native.winograd(xp, "input", xpad, v, n, c, th, tw, tile=tile)
+    native.winograd(xp, "input", xp.ascontiguousarray(x), v, n, c, th, tw, h, w, tile=tile)
     u = _filter_transform(xp, weight, tile).reshape(positions, o, c)
     m = stacked_matmul(xp, u, v)  # (alpha^2, O, n*T): a GEMM per tile position, one a core
     out = xp.empty((n, o, h, w), dtype=x.dtype)
@@ -252,7 +272,6 @@ def _backward_native(xp, saved, dy, need_dx):
     dx = None
     if need_dx:
         dv = stacked_matmul(xp, u.transpose(0, 2, 1), dm)  # (alpha^2, C, n*T)
-        dxpad = xp.zeros((n, c, tile * th + 2, tile * tw + 2), dtype=dy.dtype)
-        native.winograd(xp, "input_adjoint", dv, dxpad, n, c, th, tw, tile=tile)
-        dx = dxpad[:, :, 1:1 + h, 1:1 + w]
+        dx = xp.empty((n, c, h, w), dtype=dy.dtype)
+        native.winograd(xp, "input_adjoint", dv, dx, n, c, th, tw, h, w, tile=tile)
     return dx, dw
