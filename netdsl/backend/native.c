@@ -252,7 +252,28 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
     for (int y_ = 0; y_ < (h); ++y_)                                                              \
         memcpy((dst) + (ptrdiff_t)y_ * (w), (src) + (ptrdiff_t)(y_ + 1) * (wp) + 1, sizeof *(dst) * (w))
 
-#define DEFINE_WINOGRAD(T, SUFFIX)                                                                \
+/* F(2x2, 3x3)'s adjoint patch B dV B^T of 16 values v (a*4 + b) into p (row k*4 + column l), for
+ * scalars or vectors of tiles: along b (B's rows v0, v1-v2+v3, -v0+v1+v2, -v3), then along a. */
+#define W2_PATCH(p, v)                                                                            \
+    do {                                                                                          \
+        for (int a_ = 0; a_ < 4; ++a_) {                                                          \
+            const int r_ = 4 * a_;                                                                \
+            const __typeof__(v[0]) v0 = v[r_], v1 = v[r_ + 1], v2 = v[r_ + 2], v3 = v[r_ + 3];    \
+            p[r_] = v0;                                                                           \
+            p[r_ + 1] = v1 - v2 + v3;                                                             \
+            p[r_ + 2] = -v0 + v1 + v2;                                                            \
+            p[r_ + 3] = -v3;                                                                      \
+        }                                                                                         \
+        for (int l_ = 0; l_ < 4; ++l_) {                                                          \
+            const __typeof__(v[0]) q0 = p[l_], q1 = p[4 + l_], q2 = p[8 + l_], q3 = p[12 + l_];   \
+            p[l_] = q0;                                                                           \
+            p[4 + l_] = q1 - q2 + q3;                                                             \
+            p[8 + l_] = -q0 + q1 + q2;                                                            \
+            p[12 + l_] = -q3;                                                                     \
+        }                                                                                         \
+    } while (0)
+
+#define DEFINE_WINOGRAD(T, V, SUFFIX)                                                                \
 /* V = B^T d B for every tile of the (n, C, h, w) input, padded by one and to whole tiles: the  \
  * row combinations along whole rows first (contiguous), then the column ones tile by tile.      \
  * Returns 0, or -1 without memory for its plane buffer. */                                      \
@@ -367,46 +388,66 @@ int wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o,
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* dX = B dV B^T, each tile's 4x4 patch added onto the padded plane in the buffer: a row of       \
- * tiles at a time, each of the patch's 16 places as one pass over the row (tiles overlap by two  \
- * columns and two rows, so the passes add in turn); then the plane's inside to (n, C, h, w). */  \
+/* dX = B dV B^T: first each tile's 4x4 patch for the whole plane (its 16 arrays read along the   \
+ * tiles, 16 patch arrays written), then the patches summed onto the padded plane, which the      \
+ * buffer holds as its even and its odd columns (tiles overlap by two columns, so a tile's        \
+ * columns l and l + 2 land on the same parity at neighbouring places: every pass contiguous),    \
+ * then the plane's inside interleaved out to (n, C, h, w). */                                    \
 int wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,       \
                                 int tw, int h, int w, int lo, int hi) {                           \
-    const int wp = 2 * tw + 2, tiles = th * tw;                                                   \
-    const ptrdiff_t plane = (ptrdiff_t)(2 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
-    T* restrict xp = calloc((size_t)plane, sizeof(T));                                            \
-    if (!xp) return -1;                                                                           \
-    T q[4][4][tw];                                                                                \
+    enum { L = VBYTES / sizeof(T) };                                                              \
+    const int tiles = th * tw, we = tw + 1;                                                       \
+    const ptrdiff_t stride = (ptrdiff_t)n * c * tiles, half = (ptrdiff_t)(2 * th + 2) * we;       \
+    T* restrict patch = malloc(sizeof(T) * (16 * (size_t)tiles + 2 * (size_t)half));              \
+    if (!patch) return -1;                                                                        \
+    T* restrict even = patch + 16 * (ptrdiff_t)tiles, * restrict odd = even + half;               \
+    memset(even, 0, sizeof(T) * 2 * half);                                                        \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
             const T* restrict vp = dv + ((ptrdiff_t)ch * n + b) * tiles;                          \
-            for (int ty = 0; ty < th; ++ty) {                                                     \
-                const T* restrict vr = vp + (ptrdiff_t)ty * tw;                                   \
-                for (int a = 0; a < 4; ++a) { /* along b: B's rows v0, v1-v2+v3, -v0+v1+v2, -v3 */ \
-                    const T *v0 = vr + (4 * a) * stride, *v1 = v0 + stride, *v2 = v1 + stride, *v3 = v2 + stride; \
-                    for (int tx = 0; tx < tw; ++tx) {                                             \
-                        q[a][0][tx] = v0[tx];                                                     \
-                        q[a][1][tx] = v1[tx] - v2[tx] + v3[tx];                                   \
-                        q[a][2][tx] = -v0[tx] + v1[tx] + v2[tx];                                  \
-                        q[a][3][tx] = -v3[tx];                                                    \
-                    }                                                                             \
-                }                                                                                 \
-                for (int bp = 0; bp < 4; ++bp) { /* then along a, onto rows 2ty .. 2ty+3 */       \
-                    const T *q0 = q[0][bp], *q1 = q[1][bp], *q2 = q[2][bp], *q3 = q[3][bp];       \
-                    T* restrict x0 = xp + (ptrdiff_t)(2 * ty) * wp + bp;                          \
-                    T* restrict x1 = x0 + wp, * restrict x2 = x1 + wp, * restrict x3 = x2 + wp;   \
-                    for (int tx = 0; tx < tw; ++tx) {                                             \
-                        x0[2 * tx] += q0[tx];                                                     \
-                        x1[2 * tx] += q1[tx] - q2[tx] + q3[tx];                                   \
-                        x2[2 * tx] += -q0[tx] + q1[tx] + q2[tx];                                  \
-                        x3[2 * tx] += -q3[tx];                                                    \
-                    }                                                                             \
-                }                                                                                 \
+            for (int k = 0; k < 16; ++k) /* the plane's 16 arrays, one stream at a time */        \
+                memcpy(patch + (ptrdiff_t)k * tiles, vp + k * stride, sizeof(T) * tiles);         \
+            int t = 0;                                                                            \
+            for (; t + L <= tiles; t += L) { /* in place, a vector of tiles at a time */          \
+                V v[16], q[16];                                                                   \
+                for (int k = 0; k < 16; ++k) memcpy(&v[k], patch + k * tiles + t, sizeof(V));     \
+                W2_PATCH(q, v);                                                                   \
+                for (int k = 0; k < 16; ++k) memcpy(patch + k * tiles + t, &q[k], sizeof(V));     \
             }                                                                                     \
-            UNPAD_PLANE(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp);                      \
-            memset(xp, 0, sizeof(T) * plane);                                                     \
+            for (; t < tiles; ++t) {                                                              \
+                T v[16], q[16];                                                                   \
+                for (int k = 0; k < 16; ++k) v[k] = patch[k * tiles + t];                         \
+                W2_PATCH(q, v);                                                                   \
+                for (int k = 0; k < 16; ++k) patch[k * tiles + t] = q[k];                         \
+            }                                                                                     \
+            for (int ty = 0; ty < th; ++ty)                                                       \
+                for (int k = 0; k < 4; ++k) { /* padded row 2ty + k; column 2tx + l */            \
+                    T* restrict e = even + (ptrdiff_t)(2 * ty + k) * we;                          \
+                    T* restrict o = odd + (ptrdiff_t)(2 * ty + k) * we;                           \
+                    const T* restrict p0 = patch + (ptrdiff_t)(4 * k) * tiles + ty * tw;          \
+                    const T *p1 = p0 + tiles, *p2 = p1 + tiles, *p3 = p2 + tiles;                 \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        e[tx] += p0[tx];                                                          \
+                        o[tx] += p1[tx];                                                          \
+                    }                                                                             \
+                    for (int tx = 0; tx < tw; ++tx) {                                             \
+                        e[tx + 1] += p2[tx];                                                      \
+                        o[tx + 1] += p3[tx];                                                      \
+                    }                                                                             \
+                }                                                                                 \
+            T* restrict dp = dx + ((ptrdiff_t)b * c + ch) * h * w;                                \
+            for (int y = 0; y < h; ++y) { /* x = X - 1: odd X for even x */                       \
+                const T* e = even + (ptrdiff_t)(y + 1) * we, *o = odd + (ptrdiff_t)(y + 1) * we;  \
+                T* restrict row = dp + (ptrdiff_t)y * w;                                          \
+                for (int i = 0; i < w / 2; ++i) {                                                 \
+                    row[2 * i] = o[i];                                                            \
+                    row[2 * i + 1] = e[i + 1];                                                    \
+                }                                                                                 \
+                if (w & 1) row[w - 1] = o[w / 2];                                                 \
+            }                                                                                     \
+            memset(even, 0, sizeof(T) * 2 * half);                                                \
         }                                                                                         \
-    free(xp);                                                                                     \
+    free(patch);                                                                                  \
     return 0;                                                                                     \
 }
 
@@ -976,8 +1017,8 @@ DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_BATCH_NORM(float, f32)
 DEFINE_BATCH_NORM(double, f64)
-DEFINE_WINOGRAD(float, f32)
-DEFINE_WINOGRAD(double, f64)
+DEFINE_WINOGRAD(float, vfloat, f32)
+DEFINE_WINOGRAD(double, vdouble, f64)
 DEFINE_DIRECT(float, vfloat, f32)
 DEFINE_DIRECT(double, vdouble, f64)
 DEFINE_WINOGRAD4(float, f32)
