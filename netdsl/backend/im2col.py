@@ -127,7 +127,7 @@ def col2im(xp, cols, geo: Geometry):
         for i in range(kh):
             for j in range(kw):
                 dx[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, :, i, j]
-    over_batch(xp, n, dx.size, work)
+    over_batch(xp, n, cols.size, work)  # split by what is read: kh*kw times what is written
     return unpad(dx, geo)
 
 
@@ -173,7 +173,7 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
         for i in range(kh):
             for j in range(kw):
                 dxt[lo:hi, :, geo.rows(i), geo.cols(j)] += c6[lo:hi, i, j]
-    over_batch(xp, geo.c, dxt.size, work)
+    over_batch(xp, geo.c, cols.size, work)
     ph, pw = geo.pad
     return contiguous(xp, dxt[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3))
 
@@ -219,7 +219,7 @@ def col2im_wide(xp, dcols, geo: Geometry, n: int):
             for j in range(kw):
                 start = i * geo.wp + j
                 dxt[lo:hi, :, start:start + span] += d5[lo:hi, i, j]
-    over_batch(xp, geo.c, dxt.size, work)
+    over_batch(xp, geo.c, dcols.size, work)
     ph, pw = geo.pad
     grid = dxt[:, :, :plane].reshape(geo.c, n, geo.hp, geo.wp)
     return contiguous(xp, grid[:, :, ph:ph + geo.h, pw:pw + geo.w].transpose(1, 0, 2, 3))
