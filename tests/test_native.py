@@ -58,13 +58,16 @@ def _max_pool(x, source_pool: str, numpy_only: bool, monkeypatch):
     return out, dx
 
 
-@pytest.mark.parametrize("pool", ["pool max 3x3 /2 pad 1", "pool max 2x2", "pool max 2x3 /1", "pool max 3x3 /3 pad 1"])
+@pytest.mark.parametrize("pool", ["pool max 3x3 /2 pad 1", "pool max 2x2", "pool max 2x3 /1", "pool max 3x3 /3 pad 1",
+                                  "pool max 3x3 /2", "pool max 2x4 /2 pad 1"])
 @pytest.mark.parametrize("values", ["random", "ties", "nan"])
-def test_max_pool_matches_numpy(pool, values, monkeypatch):
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8), (2, 2, 8, 9)], ids=["even-width", "odd-width"])
+def test_max_pool_matches_numpy(pool, values, shape, monkeypatch):
     """Values, the gradient routed to the first maximum in tap order (ties: small integers and
-    ReLU-like zeros), and NaN winning its window, as numpy's maximum makes it."""
+    ReLU-like zeros), and NaN winning its window, as numpy's maximum makes it; maps of even and
+    odd width, windows with and without padding."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 7, 8))
+    x = rng.standard_normal(shape)
     if values == "ties":
         x = np.maximum(rng.integers(-2, 3, x.shape), 0).astype(np.float64)
     if values == "nan":
