@@ -259,15 +259,15 @@ def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
 
 
 @pytest.mark.parametrize("n,c,size,o,expect", [
-    (8, 64, 56, 64, 4), (8, 128, 28, 128, 2), (8, 256, 14, 256, 2), (8, 512, 7, 512, 2),  # ResNet-18 b8
-    (2, 64, 224, 64, 4), (2, 128, 112, 128, 4), (2, 256, 28, 512, 2), (2, 512, 14, 512, 2),  # VGG16 b2
+    (8, 64, 56, 64, 4), (8, 128, 28, 128, 4), (8, 256, 14, 256, 4), (8, 512, 7, 512, 2),  # ResNet-18 b8
+    (2, 64, 224, 64, 4), (2, 128, 112, 128, 4), (2, 256, 28, 512, 4), (2, 512, 14, 512, 2),  # VGG16 b2
     (2, 64, 28, 64, None), (2, 128, 28, 128, None), (8, 64, 56, 32, None), (8, 256, 7, 256, None),
-    (2, 512, 7, 512, None), (8, 512, 5, 512, None)])
+    (2, 512, 7, 512, None), (8, 512, 5, 512, None), (1, 512, 28, 512, 4), (4, 512, 14, 512, 2)])
 def test_winograd_rule_with_native_transforms(n, c, size, o, expect):
     """Which 3x3 layers of the benchmark nets take Winograd with native.c's transforms, and with
     which output tile: 64+ channels from 1,024 tiles over the batch, 256+ from 98 on maps from
-    14x14, 512+ from 98 on maps from 7x7; F(4x4, 3x3) on maps from 56x56 (benchmarks/NOTES.md,
-    changes 31, 35, 36, 42)."""
+    14x14, 512+ from 98 on maps from 7x7; F(4x4, 3x3) on maps from 28x28, and on 14x14 maps from
+    128 of its 4x4 tiles (benchmarks/NOTES.md, changes 31, 35, 36, 42, 44)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
     geo = Geometry.of((n, c, size, size), (3, 3), (1, 1), (1, 1))

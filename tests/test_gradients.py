@@ -159,6 +159,7 @@ def small_winograd(request, monkeypatch):
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
     monkeypatch.setattr(winograd, "F4_MIN_MAP", 8 if request.param == 4 else 1 << 30)
+    monkeypatch.setattr(winograd, "F4_SMALL_MAP", 8 if request.param == 4 else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "NATIVE_MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)

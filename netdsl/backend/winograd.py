@@ -7,8 +7,9 @@ GEMMs per image).
     forward   V = B^T d B (input tiles), U = G g G^T (filters), M = U V (16 GEMMs), Y = A^T M A
     backward  dM = A dY A^T;  dU = dM V^T -> dW = G^T dU G;  dV = U^T dM -> dX = B dV B^T
 
-With native.c, maps from 56x56 use F(4x4, 3x3) instead (6x6 input tiles, 36 GEMMs, 4x fewer
-multiplications than im2col): the same steps with B, G and A of that size.
+With native.c, maps from 28x28 (and 14x14 ones over a large enough batch) use F(4x4, 3x3)
+instead (6x6 input tiles, 36 GEMMs, 4x fewer multiplications than im2col): the same steps with
+B, G and A of that size (tile_for).
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. Exact in exact
 arithmetic; in float32 the error is of the order of 5e-7 of the output's scale for F(2x2, 3x3)
@@ -55,15 +56,24 @@ DEEP_MIN_MAP = 7
 # F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
 # 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
 # vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
-# 26-38/46 vs 33-35/60, 256x56x56 b2 22-26/36-54 vs 28-29/52-56); on 28x28 maps a tie, on
-# smaller ones a loss (the 6x6 tiles pad more). Its float32 error is ~1e-5 of the output's
-# scale against ~5e-7 for F(2x2, 3x3), so where they tie the smaller one runs (NOTES, change 36).
-F4_MIN_MAP = 56
+# 26-38/46 vs 33-35/60, 256x56x56 b2 22-26/36-54 vs 28-29/52-56, NOTES change 36). Once its
+# output and adjoint transforms ran on both cores on smaller maps too (change 43), it won on
+# 28x28 maps (128x28x28 b8 5.3-5.5/9.5-9.6 vs 7.8-7.9/14.3-14.9, VGG's 512x28x28 b2 17.1-17.5/
+# 30.0-32.1 vs 22.6-23.3/40.9-41.8, 512x28x28 b1 with 49 tiles 11.8/19.6-20.1 vs 12.9/22.7-25.2)
+# and on 14x14 maps from 128 of its tiles over the batch (256x14x14 b8 6.9-7.1/10.6-11.3 vs
+# 7.4-7.5/12.0-12.8; with 64 a tie, with 32 a loss: 512x14x14 b2 9.7-10.0/15.2-15.8 vs
+# 8.1-8.5/13.0-13.6); on 7x7 maps it lost (512x7x7 b8). Its float32 error is ~1e-5 of the
+# output's scale against ~5e-7 for F(2x2, 3x3), so where they tie the smaller one runs.
+F4_MIN_MAP = 28
+F4_SMALL_MAP = 14  # from here, with F4_MIN_TILES 4x4 tiles over the batch
+F4_MIN_TILES = 128
 
 
 def tile_for(geo, native_transforms: bool) -> int:
     """The output tile of the Winograd variant for a layer that applies(): 4 or 2."""
-    return 4 if native_transforms and min(geo.h, geo.w) >= F4_MIN_MAP else 2
+    side, tiles = min(geo.h, geo.w), geo.n * -(-geo.h // 4) * -(-geo.w // 4)
+    large = side >= F4_MIN_MAP or (side >= F4_SMALL_MAP and tiles >= F4_MIN_TILES)
+    return 4 if native_transforms and large else 2
 
 
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
