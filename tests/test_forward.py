@@ -167,7 +167,7 @@ def test_conv_paths_agree(path, monkeypatch):
     for threshold in ("MIN_CHANNELS", "NATIVE_MIN_CHANNELS"):
         monkeypatch.setattr(winograd, threshold, 16 if path == "winograd" else 1 << 30)
     monkeypatch.setattr(winograd, "MIN_TILES", 64)
-    monkeypatch.setattr(winograd, "NATIVE_MIN_TILES", 64)
+    monkeypatch.setattr(winograd, "NATIVE_MIN_MACS", 0)
     options = {"col_budget": 1} if path == "per_image" else {}
     for c, size in ((3, 5), (3, 17), (16, 16)) if path != "winograd" else ((16, 16), (16, 17)):
         x = RNG.standard_normal((2, c, size, size))
@@ -261,13 +261,15 @@ def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
 @pytest.mark.parametrize("n,c,size,o,expect", [
     (8, 64, 56, 64, 4), (8, 128, 28, 128, 4), (8, 256, 14, 256, 4), (8, 512, 7, 512, 2),  # ResNet-18 b8
     (2, 64, 224, 64, 4), (2, 128, 112, 128, 4), (2, 256, 28, 512, 4), (2, 512, 14, 512, 2),  # VGG16 b2
-    (2, 64, 28, 64, None), (2, 128, 28, 128, None), (8, 64, 56, 32, None), (8, 256, 7, 256, None),
-    (2, 512, 7, 512, None), (8, 512, 5, 512, None), (1, 512, 28, 512, 4), (4, 512, 14, 512, 2)])
+    (8, 256, 13, 384, 2), (8, 384, 13, 384, 2), (8, 384, 13, 256, 2),  # AlexNet b8 conv3-5
+    (2, 64, 28, 64, None), (2, 128, 28, 128, 4), (8, 64, 56, 32, None), (8, 256, 7, 256, None),
+    (2, 512, 7, 512, None), (8, 512, 5, 512, None), (1, 512, 28, 512, 4), (4, 512, 14, 512, 2),
+    (8, 128, 14, 128, 4), (1, 64, 56, 64, 4), (2, 64, 14, 64, None), (8, 64, 7, 64, None)])
 def test_winograd_rule_with_native_transforms(n, c, size, o, expect):
-    """Which 3x3 layers of the benchmark nets take Winograd with native.c's transforms, and with
-    which output tile: 64+ channels from 1,024 tiles over the batch, 256+ from 98 on maps from
-    14x14, 512+ from 98 on maps from 7x7; F(4x4, 3x3) on maps from 28x28, and on 14x14 maps from
-    128 of its 4x4 tiles (benchmarks/NOTES.md, changes 31, 35, 36, 42, 44)."""
+    """Which 3x3 layers take Winograd with native.c's transforms, and with which output tile:
+    64+ channels on maps from 13x13 with 64M multiply-adds, 512+ on maps from 7x7 with 98 tiles
+    over the batch; F(4x4, 3x3) on maps from 28x28, and on 14x14 maps from 128 of its 4x4 tiles
+    (benchmarks/NOTES.md, changes 31, 35, 36, 42, 44, 45)."""
     from netdsl.backend import winograd
     from netdsl.backend.im2col import Geometry
     geo = Geometry.of((n, c, size, size), (3, 3), (1, 1), (1, 1))

@@ -30,29 +30,25 @@ MIN_CHANNELS = 128  # 64-channel layers: batch-major im2col measured 15-30% fast
 # two runs: 128x28x28 b8 45.7/44.9 vs 34.2/29.3; 512x28x28 b2 112/104 vs 84/82); 56x56 maps tie.
 MIN_TILES = 28 * 28
 MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
-# With native.c's transforms (one pass each instead of numpy's strided passes) and batch-major
-# GEMMs (one per tile position over the whole batch) it also wins on 64-channel layers and on
-# large maps, wherever the GEMMs are wide (tiles over the batch); fwd+bwd ms against
-# batch-major im2col, interleaved: 64x56x56 b8 (6,272 tiles) 49/59, 128x28x28 b8 (1,568)
-# 40/48, 256x56x56 b2 (1,568) 88/134; with 392 tiles a tie or worse (256x14x14 b8 36/37,
-# 512x28x28 b2 103-136/119-131), with 128 a loss (512x7x7 b8 59/34) (NOTES.md, changes 30-31)
+# With native.c's transforms and batch-major GEMMs (one per tile position over the whole batch),
+# first from 1,024 2x2 tiles over the batch (64x56x56 b8 fwd+bwd 49 vs 59 ms, NOTES changes
+# 30-31), then wide layers from 98 (change 35) and 512-channel 7x7 ones (change 42). Once its
+# transforms ran on both cores whatever the map (change 43) and F(4x4) served 28x28 and 14x14 maps
+# (change 44), it won wherever the layer has work enough, on maps from 13x13: fwd/bwd ms against
+# im2col, interleaved, AlexNet's 256x13x13->384 b8 11-14/19-21 vs 14.3-14.6/26-27, 384->384
+# 15-17/26 vs 19.7/38, 384->256 11-12/19 vs 13.9/26-28, 128x14x14 b8 3.1/4.8 vs 3.1/6.4, 128x28x28
+# b2 2.4/3.3 vs 2.9/5.8, 64x56x56 b1 2.0/3.0 vs 2.2/4.4; ties from about 30-60M multiply-adds
+# (64x28x28 b1, 128x14x14 b1-b2, 64x14x14 b8), a loss below (64x14x14 b2 0.5/0.8 vs 0.4/0.7) and
+# on 7x7 maps under 512 channels (256x7x7 b8 4.0-4.6/5.7-6.2 vs 3.1-3.5/6.3-6.8, 64x7x7 b8).
 NATIVE_MIN_CHANNELS = 64
-NATIVE_MIN_TILES = 1024  # over the whole batch
-# With the filter transforms as one small GEMM (change 35; they had cost 3.6 ms on a 256x256
-# layer) wide layers win from 392 tiles too: fwd/bwd ms against im2col, interleaved, 256x14x14
-# b8 10.2-10.8/15.8-17.7 vs 11.3-12.8/19.7-21.2, VGG's 512x28x28 b2 27/49-51 vs 43-45/56-58;
-# 128 channels tie there (128x28x28 b2, 128x14x14 b8), 64 lose (64x28x28 b2 1.4/2.6 vs 1.1/2.1)
-# (and, measured again after change 36, from 98: 512x14x14 b2 9.6-9.8/15.9-17.3 vs 10.8-11.0/
-# 20.3-21.5; on 7x7 maps a tie, 512x7x7 b8 33-37 vs 34 fwd+bwd: left to im2col)
-WIDE_CHANNELS = 256
-WIDE_MIN_TILES = 98
-WIDE_MIN_MAP = 14
+NATIVE_MIN_MAP = 13
+NATIVE_MIN_MACS = 64 << 20  # n * h * w * C * O * 9
 # With the filter transforms in native.c (change 42: 512x512 1.9-2.2 -> 1.3 ms, adjoint 1.8-2.4 ->
 # 1.1) 512-channel layers win on 7x7 maps too (16 tiles an image, 8x8 for 7x7): fwd/bwd ms,
-# interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3; 256 channels there
-# still lose (256x7x7 b8 4.0-4.6/5.7-6.2 vs 3.1-3.5/6.3-6.8)
+# interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3
 DEEP_CHANNELS = 512
 DEEP_MIN_MAP = 7
+DEEP_MIN_TILES = 98  # 2x2 tiles over the batch
 # F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
 # 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
 # vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
@@ -79,16 +75,16 @@ def tile_for(geo, native_transforms: bool) -> int:
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
     if native_transforms:
-        channels, side = min(geo.c, out_channels), min(geo.h, geo.w)
-        wide = ((channels >= WIDE_CHANNELS and side >= WIDE_MIN_MAP)
-                or (channels >= DEEP_CHANNELS and side >= DEEP_MIN_MAP))
-        wide_enough = geo.n * tiles >= (WIDE_MIN_TILES if wide else NATIVE_MIN_TILES)
+        side, narrowest = min(geo.h, geo.w), min(geo.c, out_channels)
+        macs = geo.n * geo.h * geo.w * geo.c * out_channels * 9
+        worth_it = ((side >= NATIVE_MIN_MAP and macs >= NATIVE_MIN_MACS)
+                    or (narrowest >= DEEP_CHANNELS and side >= DEEP_MIN_MAP and geo.n * tiles >= DEEP_MIN_TILES))
         channels = NATIVE_MIN_CHANNELS
     else:
-        wide_enough = tiles >= MIN_TILES and geo.c * geo.h * geo.w <= MAX_ELEMENTS
+        worth_it = tiles >= MIN_TILES and geo.c * geo.h * geo.w <= MAX_ELEMENTS
         channels = MIN_CHANNELS
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.pad == (1, 1) and groups == 1
-            and geo.c >= channels and out_channels >= channels and wide_enough)
+            and geo.c >= channels and out_channels >= channels and worth_it)
 
 
 # U = G g G^T is, per filter, the 9 taps times kron(G, G) (alpha^2 x 9): one small GEMM over all
