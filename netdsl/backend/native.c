@@ -241,10 +241,10 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
 /* Winograd F(2x2, 3x3)'s four transforms (backend/winograd.py has the maths): tiles of 4x4       \
  * inputs at stride 2, 16 arrays (a, b) laid out batch-major, (C, n, th*tw) each, so that one GEMM \
  * per array covers the whole batch; images [lo, hi). */                                          \
-/* The transforms read each input plane through a zero-padded copy of it in a buffer of their own
- * (hp x wp, the margins zeroed once), and the input gradient's adjoint sums each plane's
- * overlapping tiles there before copying the plane's inside out: no padded copy of the whole
- * batch each way, and the gradient leaves contiguous (n, C, h, w). */
+/* The input transforms read each plane through a zero-padded copy of it in a buffer of their own
+ * (the margins zeroed once), and F(4x4)'s adjoint sums each plane's overlapping tiles in such a
+ * buffer before copying the plane's inside out (F(2x2)'s, in its even and odd columns): no padded
+ * copy of the whole batch either way, and the input gradient leaves contiguous (n, C, h, w). */
 #define PAD_PLANE(dst, src, h, w, wp)                                                             \
     for (int y_ = 0; y_ < (h); ++y_)                                                              \
         memcpy((dst) + (ptrdiff_t)(y_ + 1) * (wp) + 1, (src) + (ptrdiff_t)y_ * (w), sizeof *(dst) * (w))
@@ -273,7 +273,7 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
         }                                                                                         \
     } while (0)
 
-#define DEFINE_WINOGRAD(T, V, SUFFIX)                                                                \
+#define DEFINE_WINOGRAD(T, V, SUFFIX)                                                             \
 /* V = B^T d B for every tile of the (n, C, h, w) input, padded by one and to whole tiles: the  \
  * row combinations along whole rows first (contiguous), then the column ones tile by tile.      \
  * Returns 0, or -1 without memory for its plane buffer. */                                      \
@@ -388,11 +388,11 @@ int wino_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o,
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* dX = B dV B^T: first each tile's 4x4 patch for the whole plane (its 16 arrays read along the   \
- * tiles, 16 patch arrays written), then the patches summed onto the padded plane, which the      \
- * buffer holds as its even and its odd columns (tiles overlap by two columns, so a tile's        \
- * columns l and l + 2 land on the same parity at neighbouring places: every pass contiguous),    \
- * then the plane's inside interleaved out to (n, C, h, w). */                                    \
+/* dX = B dV B^T: the plane's 16 arrays copied into the buffer one at a time, each tile's 4x4     \
+ * patch computed there in place along the tiles, then the patches summed onto the padded plane,  \
+ * which the buffer holds as its even and its odd columns (tiles overlap by two columns, so a     \
+ * tile's columns l and l + 2 land on the same parity at neighbouring places: every pass is       \
+ * contiguous), then the plane's inside interleaved out to (n, C, h, w). */                       \
 int wino_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,       \
                                 int tw, int h, int w, int lo, int hi) {                           \
     enum { L = VBYTES / sizeof(T) };                                                              \
@@ -816,28 +816,33 @@ int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
 /* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges). */ \
 int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
                                int h, int w, int lo, int hi) {                                    \
-    const int tiles = th * tw;                                                                    \
+    const int tiles = th * tw, wt = 4 * tw;                                                       \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    W4_STAGING(T, NULL);                                                                          \
-    T r[6][4 * tw];                                                                               \
+    T* restrict gpad = calloc((size_t)(4 * th) * wt, sizeof(T)); /* zero past the edges */        \
+    if (!gpad) return -1;                                                                         \
+    W4_STAGING(T, gpad);                                                                          \
+    T r[6][wt];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
             const T* restrict gp = dy + ((ptrdiff_t)b * o + ch) * h * w;                          \
+            for (int y = 0; y < h; ++y)                                                           \
+                memcpy(gpad + (ptrdiff_t)y * wt, gp + (ptrdiff_t)y * w, sizeof(T) * w);           \
             T* restrict dp_out = dm + ((ptrdiff_t)ch * n + b) * tiles;                            \
             T* restrict dp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
-                for (int k = 0; k < 4 * tw; ++k) { /* along the rows: A times the 4 row values */ \
+                const T* restrict g0 = gpad + (ptrdiff_t)(4 * ty) * wt;                           \
+                for (int k = 0; k < wt; ++k) { /* along the rows: A times the 4 row values */     \
                     T g[4], q[6];                                                                 \
-                    for (int i = 0; i < 4; ++i)                                                   \
-                        g[i] = (4 * ty + i < h && k < w) ? gp[(ptrdiff_t)(4 * ty + i) * w + k] : (T)0; \
+                    for (int i = 0; i < 4; ++i) g[i] = g0[i * wt + k];                            \
                     W4_A(q, g);                                                                   \
                     for (int a = 0; a < 6; ++a) r[a][k] = q[a];                                   \
                 }                                                                                 \
                 for (int a = 0; a < 6; ++a) {                                                     \
                     T* restrict d = dp + (ptrdiff_t)(6 * a) * ps + (ptrdiff_t)ty * tw;            \
+                    const T* restrict ra = r[a];                                                  \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
+                        const T g[4] = {ra[4 * tx], ra[4 * tx + 1], ra[4 * tx + 2], ra[4 * tx + 3]};\
                         T q[6];                                                                   \
-                        const T* g = r[a] + 4 * tx;                                               \
                         W4_A(q, g);                                                               \
                         for (int bb = 0; bb < 6; ++bb) d[bb * ps + tx] = q[bb];                   \
                     }                                                                             \
@@ -845,6 +850,7 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
             }                                                                                     \
             W4_SCATTER(dp_out, buf);                                                              \
         }                                                                                         \
+    free(gpad);                                                                                   \
     free(buf);                                                                                    \
     return 0;                                                                                     \
 }                                                                                                 \
