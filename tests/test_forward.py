@@ -258,6 +258,23 @@ def test_wide_input_gradient_equals_col2im(shape, kernel, pad):
     np.testing.assert_allclose(wide, plain, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n,c,size,o,expect", [(8, 96, 27, 256, True), (2, 96, 27, 256, True),  # AlexNet conv2
+                                                 (8, 32, 28, 96, True), (8, 16, 28, 32, False),
+                                                 (1, 32, 28, 32, False), (8, 256, 7, 256, False)])
+def test_five_by_five_winograd_rule(n, c, size, o, expect):
+    """5x5 stride-1 pad-2 layers take F(2x2, 5x5) with native.c's transforms from 32 channels on
+    maps from 13x13 with 64M multiply-adds (AlexNet's conv2), never without them
+    (benchmarks/NOTES.md, change 47)."""
+    from netdsl.backend import winograd
+    from netdsl.backend.im2col import Geometry
+    geo = Geometry.of((n, c, size, size), (5, 5), (1, 1), (2, 2))
+    assert winograd.applies(geo, 1, o, True) is expect
+    assert not winograd.applies(geo, 1, o, False)
+    assert not winograd.applies(Geometry.of((n, c, size, size), (5, 5), (2, 2), (2, 2)), 1, o, True)
+    if expect:
+        assert winograd.tile_for(geo, True) == 2
+
+
 @pytest.mark.parametrize("n,c,size,o,expect", [
     (8, 64, 56, 64, 4), (8, 128, 28, 128, 4), (8, 256, 14, 256, 4), (8, 512, 7, 512, 2),  # ResNet-18 b8
     (2, 64, 224, 64, 4), (2, 128, 112, 128, 4), (2, 256, 28, 512, 4), (2, 512, 14, 512, 2),  # VGG16 b2

@@ -174,6 +174,48 @@ def test_winograd_gradient(source, small_winograd, cpu_kernels):
     check_gradients(source + "\nflatten", batch=2, samples=8)
 
 
+FIVE_BY_FIVE_CASES = ["input 6x13x11\nconv 5 5x5 pad 2", "input 4x9x10\nconv 6 5x5 pad 2 nobias\nrelu\nconv 4 5x5 pad 2"]
+
+
+@pytest.fixture
+def small_five_by_five(monkeypatch):
+    """F(2x2, 5x5) Winograd (native.c's wino25_*) for the tests' thin 5x5 layers, which by
+    default stay with im2col or the direct kernels."""
+    from netdsl.backend import direct, native, winograd
+    if native.library() is None:
+        pytest.fail("no working C compiler: F(2x2, 5x5) is native.c's only")
+    monkeypatch.setattr(winograd, "FIVE_MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "NATIVE_MIN_MACS", 0)
+    monkeypatch.setattr(winograd, "NATIVE_MIN_MAP", 1)
+    monkeypatch.setattr(direct, "MAX_INNER", 0)
+
+
+@pytest.mark.parametrize("source", FIVE_BY_FIVE_CASES, ids=["one-layer", "two-layers-odd"])
+def test_five_by_five_winograd_gradient(source, small_five_by_five):
+    check_gradients(source + "\nflatten", batch=2, samples=8)
+
+
+@pytest.mark.parametrize("source", FIVE_BY_FIVE_CASES, ids=["one-layer", "two-layers-odd"])
+def test_five_by_five_winograd_matches_im2col(source, small_five_by_five, fine_grained_work):
+    """F(2x2, 5x5) against im2col in float64, forward and every gradient, the work split over two
+    threads at every boundary."""
+    import numpy as np
+
+    import netdsl
+    from netdsl.backend.executor import Model
+    net = netdsl.compile_source(source + "\nflatten")
+    fast = Model(net, device="cpu", dtype="float64", winograd=True)
+    plain = Model(net, device="cpu", dtype="float64", winograd=False, params_from=fast)
+    x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
+    np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
+    fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
+    assert {(node.saved["conv"]["path"], node.saved["conv"].get("r")) for node in fast.nodes
+            if "conv" in node.saved} == {("winograd", 5)}
+    gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
+    for name in gp:
+        np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)
+
+
 PER_IMAGE_CASES = ["input 4x7x6\nconv 5 3x3 /2 pad 1", "input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 2x2 /2",
                    "input 16x16x16\nconv 4 1x1"]
 

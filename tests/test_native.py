@@ -174,23 +174,23 @@ def test_tiled_average_pooling_matches_the_window_means(shape, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("tile,r", [(2, 3), (4, 3), (2, 5)], ids=["F2x2-3x3", "F4x4-3x3", "F2x2-5x5"])
 @pytest.mark.parametrize("o,c", [(3, 5), (2, 515), (64, 64)], ids=["under-a-vector", "blocks-and-tail", "even"])
-def test_winograd_filter_transform_in_c(o, c, tile, dtype, fine_grained_work):
+def test_winograd_filter_transform_in_c(o, c, tile, r, dtype, fine_grained_work):
     """native.c's filter transform U = G g G^T against the product written out (G from the
-    paper's points, winograd.G2/G4), in blocks of filters on two threads with a ragged tail; and
-    its adjoint by the identity <U(g), dU> = <g, U^T(dU)> in float64."""
+    paper's points, winograd.G2/G4/G5), in blocks of filters on two threads with a ragged tail;
+    and its adjoint by the identity <U(g), dU> = <g, U^T(dU)> in float64."""
     from netdsl.backend import winograd
-    g_matrix = np.array(winograd.G2 if tile == 2 else winograd.G4)
+    g_matrix = np.array({(2, 3): winograd.G2, (4, 3): winograd.G4, (2, 5): winograd.G5}[tile, r])
     rng = np.random.default_rng(7)
-    w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    w = rng.standard_normal((o, c, r, r)).astype(dtype)
     expected = np.einsum("ai,ocij,bj->aboc", g_matrix, w.astype(np.float64), g_matrix)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     u = winograd._filter_transform(np, w, tile)
-    assert u.dtype == dtype and u.shape == (tile + 2, tile + 2, o, c)
+    assert u.dtype == dtype and u.shape == (tile + r - 1, tile + r - 1, o, c)
     np.testing.assert_allclose(u, expected, rtol=tol, atol=tol)
     du = rng.standard_normal(u.shape).astype(dtype)
-    dw = winograd._filter_adjoint(np, du, tile)
+    dw = winograd._filter_adjoint(np, du, tile, r)
     assert dw.dtype == dtype and dw.shape == w.shape
     expected_dw = np.einsum("ai,aboc,bj->ocij", g_matrix, du.astype(np.float64), g_matrix)
     np.testing.assert_allclose(dw, expected_dw, rtol=tol, atol=tol)

@@ -1,6 +1,7 @@
 """2-D convolution, forward and backward, by whichever path suits the layer:
 
-- winograd:   3x3 stride-1 pad-1 layers with enough channels and tiles (backend/winograd.py);
+- winograd:   3x3 stride-1 pad-1 layers with work enough, and 5x5 pad-2 ones with native.c's
+              transforms (backend/winograd.py);
 - direct:     thin stride-1 layers (LeNet's, the folded stems) on the CPU (backend/direct.py);
 - s2d:        strided first layers (AlexNet's 11x11 /4, ResNet's 7x7 /2 on 3 channels): the input
               is folded space-to-depth, making a stride-1 conv on s*s*C channels whose im2col

@@ -245,12 +245,13 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
  * (the margins zeroed once), and F(4x4)'s adjoint sums each plane's overlapping tiles in such a
  * buffer before copying the plane's inside out (F(2x2)'s, in its even and odd columns): no padded
  * copy of the whole batch either way, and the input gradient leaves contiguous (n, C, h, w). */
-#define PAD_PLANE(dst, src, h, w, wp)                                                             \
+#define PAD_PLANE_BY(dst, src, h, w, wp, p)                                                       \
     for (int y_ = 0; y_ < (h); ++y_)                                                              \
-        memcpy((dst) + (ptrdiff_t)(y_ + 1) * (wp) + 1, (src) + (ptrdiff_t)y_ * (w), sizeof *(dst) * (w))
-#define UNPAD_PLANE(dst, src, h, w, wp)                                                           \
+        memcpy((dst) + (ptrdiff_t)(y_ + (p)) * (wp) + (p), (src) + (ptrdiff_t)y_ * (w), sizeof *(dst) * (w))
+#define UNPAD_PLANE_BY(dst, src, h, w, wp, p)                                                     \
     for (int y_ = 0; y_ < (h); ++y_)                                                              \
-        memcpy((dst) + (ptrdiff_t)y_ * (w), (src) + (ptrdiff_t)(y_ + 1) * (wp) + 1, sizeof *(dst) * (w))
+        memcpy((dst) + (ptrdiff_t)y_ * (w), (src) + (ptrdiff_t)(y_ + (p)) * (wp) + (p), sizeof *(dst) * (w))
+#define PAD_PLANE(dst, src, h, w, wp) PAD_PLANE_BY(dst, src, h, w, wp, 1)
 
 /* F(2x2, 3x3)'s adjoint patch B dV B^T of 16 values v (a*4 + b) into p (row k*4 + column l), for
  * scalars or vectors of tiles: along b (B's rows v0, v1-v2+v3, -v0+v1+v2, -v3), then along a. */
@@ -717,6 +718,23 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
         o[5] = v[5];                                                                              \
     } while (0)
 
+/* F(2x2, 5x5) on the same points (and so the same B^T): A^T rows m0+m1+m2+m3+m4 | m1-m2+2m3-2m4+m5,
+ * and their adjoint A g (6 from 2). */
+#define W25_AT(o, m)                                                                              \
+    do {                                                                                          \
+        o[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                                  \
+        o[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4] + m[5];                                          \
+    } while (0)
+#define W25_A(o, g)                                                                               \
+    do {                                                                                          \
+        o[0] = g[0];                                                                              \
+        o[1] = g[0] + g[1];                                                                       \
+        o[2] = g[0] - g[1];                                                                       \
+        o[3] = g[0] + 2 * g[1];                                                                   \
+        o[4] = g[0] - 2 * g[1];                                                                   \
+        o[5] = g[1];                                                                              \
+    } while (0)
+
 /* F(4x4, 3x3)'s transforms move a plane's 36 arrays (planes `stride` apart in V or M) through a
  * buffer whole, planes `ps` apart there: as 36 interleaved streams of 14-value runs they held the
  * transforms to half their speed (64x56x56 b8: input 3.0-3.7 -> 1.8 ms, output 2.2-3.7 ->
@@ -735,23 +753,23 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
     for (int q = 0; q < 36; ++q)                                                                  \
         memcpy(dst + q * stride, buf + (ptrdiff_t)q * tiles, sizeof *buf * tiles)
 
-#define DEFINE_WINOGRAD4(T, SUFFIX)                                                               \
+#define DEFINE_WINOGRAD6(T, SUFFIX, NAME, M, P, AT, A)                                                               \
 /* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
-int wino4_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h, \
+int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h, \
                          int w, int lo, int hi) {                                                 \
-    const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
+    const int wp = M * tw + 6 - M, tiles = th * tw;                                                   \
     const ptrdiff_t stride = (ptrdiff_t)n * c * tiles;                                            \
-    T* restrict xp = calloc((size_t)(4 * th + 2) * wp, sizeof(T));                                \
+    T* restrict xp = calloc((size_t)(M * th + 6 - M) * wp, sizeof(T));                                \
     if (!xp) return -1;                                                                           \
     W4_STAGING(T, xp);                                                                            \
     T t[6][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            PAD_PLANE(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp);                         \
+            PAD_PLANE_BY(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp, P);                         \
             T* restrict vp_out = v + ((ptrdiff_t)ch * n + b) * tiles;                             \
             T* restrict vp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
-                const T* restrict r = xp + (ptrdiff_t)(4 * ty) * wp;                              \
+                const T* restrict r = xp + (ptrdiff_t)(M * ty) * wp;                              \
                 for (int k = 0; k < wp; ++k) {                                                    \
                     T d[6], o[6];                                                                 \
                     for (int i = 0; i < 6; ++i) d[i] = r[i * wp + k];                             \
@@ -762,7 +780,7 @@ int wino4_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int t
                     T* restrict out = vp + (ptrdiff_t)(6 * a) * ps + ty * tw;                     \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
                         T o[6];                                                                   \
-                        const T* d = t[a] + 4 * tx;                                               \
+                        const T* d = t[a] + M * tx;                                               \
                         W4_BT(o, d);                                                              \
                         for (int q = 0; q < 6; ++q) out[q * ps + tx] = o[q];                      \
                     }                                                                             \
@@ -776,12 +794,12 @@ int wino4_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int t
 }                                                                                                 \
                                                                                                   \
 /* Y = A^T M A, each tile's 4x4 outputs into (n, O, h, w), those past the edges dropped. */      \
-int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,     \
+int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,     \
                            int h, int w, int lo, int hi) {                                        \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
     W4_STAGING(T, NULL);                                                                          \
-    T s[6][4][tw];                                                                                \
+    T s[6][M][tw];                                                                                \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < o; ++ch) {                                                          \
             const T* restrict mp_in = m + ((ptrdiff_t)ch * n + b) * tiles;                        \
@@ -792,20 +810,20 @@ int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
                 const T* restrict mr = mp + (ptrdiff_t)ty * tw;                                   \
                 for (int a = 0; a < 6; ++a)                                                       \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
-                        T q[6], y[4];                                                             \
+                        T q[6], y[M];                                                             \
                         for (int bb = 0; bb < 6; ++bb) q[bb] = mr[(6 * a + bb) * ps + tx];        \
-                        W4_AT(y, q);                                                              \
-                        for (int j = 0; j < 4; ++j) s[a][j][tx] = y[j];                           \
+                        AT(y, q);                                                              \
+                        for (int j = 0; j < M; ++j) s[a][j][tx] = y[j];                           \
                     }                                                                             \
-                for (int j = 0; j < 4; ++j)                                                       \
+                for (int j = 0; j < M; ++j)                                                       \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
-                        T q[6], y[4];                                                             \
+                        T q[6], y[M];                                                             \
                         for (int a = 0; a < 6; ++a) q[a] = s[a][j][tx];                           \
-                        W4_AT(y, q);                                                              \
-                        const int col = 4 * tx + j;                                               \
+                        AT(y, q);                                                              \
+                        const int col = M * tx + j;                                               \
                         if (col >= w) continue;                                                   \
-                        for (int i = 0; i < 4 && 4 * ty + i < h; ++i)                             \
-                            op[(ptrdiff_t)(4 * ty + i) * w + col] = y[i];                         \
+                        for (int i = 0; i < M && M * ty + i < h; ++i)                             \
+                            op[(ptrdiff_t)(M * ty + i) * w + col] = y[i];                         \
                     }                                                                             \
             }                                                                                     \
         }                                                                                         \
@@ -814,11 +832,11 @@ int wino4_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, in
 }                                                                                                 \
                                                                                                   \
 /* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges). */ \
-int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
+int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
                                int h, int w, int lo, int hi) {                                    \
-    const int tiles = th * tw, wt = 4 * tw;                                                       \
+    const int tiles = th * tw, wt = M * tw;                                                       \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
-    T* restrict gpad = calloc((size_t)(4 * th) * wt, sizeof(T)); /* zero past the edges */        \
+    T* restrict gpad = calloc((size_t)(M * th) * wt, sizeof(T)); /* zero past the edges */        \
     if (!gpad) return -1;                                                                         \
     W4_STAGING(T, gpad);                                                                          \
     T r[6][wt];                                                                                   \
@@ -830,20 +848,20 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
             T* restrict dp_out = dm + ((ptrdiff_t)ch * n + b) * tiles;                            \
             T* restrict dp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
-                const T* restrict g0 = gpad + (ptrdiff_t)(4 * ty) * wt;                           \
+                const T* restrict g0 = gpad + (ptrdiff_t)(M * ty) * wt;                           \
                 for (int k = 0; k < wt; ++k) { /* along the rows: A times the 4 row values */     \
-                    T g[4], q[6];                                                                 \
-                    for (int i = 0; i < 4; ++i) g[i] = g0[i * wt + k];                            \
-                    W4_A(q, g);                                                                   \
+                    T g[M], q[6];                                                                 \
+                    for (int i = 0; i < M; ++i) g[i] = g0[i * wt + k];                            \
+                    A(q, g);                                                                   \
                     for (int a = 0; a < 6; ++a) r[a][k] = q[a];                                   \
                 }                                                                                 \
                 for (int a = 0; a < 6; ++a) {                                                     \
                     T* restrict d = dp + (ptrdiff_t)(6 * a) * ps + (ptrdiff_t)ty * tw;            \
                     const T* restrict ra = r[a];                                                  \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
-                        const T g[4] = {ra[4 * tx], ra[4 * tx + 1], ra[4 * tx + 2], ra[4 * tx + 3]};\
+                        T g[M]; for (int i = 0; i < M; ++i) g[i] = ra[M * tx + i];                \
                         T q[6];                                                                   \
-                        W4_A(q, g);                                                               \
+                        A(q, g);                                                               \
                         for (int bb = 0; bb < 6; ++bb) d[bb * ps + tx] = q[bb];                   \
                     }                                                                             \
                 }                                                                                 \
@@ -857,10 +875,10 @@ int wino4_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o
                                                                                                   \
 /* dX = B dV B^T, each tile's 6x6 patch added onto the padded plane in the buffer (tiles overlap  \
  * by two rows and columns), then the plane's inside to (n, C, h, w). */                          \
-int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,      \
+int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,      \
                                   int tw, int h, int w, int lo, int hi) {                         \
-    const int wp = 4 * tw + 2, tiles = th * tw;                                                   \
-    const ptrdiff_t plane = (ptrdiff_t)(4 * th + 2) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    const int wp = M * tw + 6 - M, tiles = th * tw;                                                   \
+    const ptrdiff_t plane = (ptrdiff_t)(M * th + 6 - M) * wp, stride = (ptrdiff_t)n * c * tiles;      \
     T* restrict xp = calloc((size_t)plane, sizeof(T));                                            \
     if (!xp) return -1;                                                                           \
     W4_STAGING(T, xp);                                                                            \
@@ -884,11 +902,11 @@ int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, in
                         T v6[6], o[6];                                                            \
                         for (int a = 0; a < 6; ++a) v6[a] = q[a][l][tx];                          \
                         W4_B(o, v6);                                                              \
-                        T* x0 = xp + (ptrdiff_t)(4 * ty) * wp + 4 * tx + l; /* tiles overlap */   \
+                        T* x0 = xp + (ptrdiff_t)(M * ty) * wp + M * tx + l; /* tiles overlap */   \
                         for (int k = 0; k < 6; ++k) x0[(ptrdiff_t)k * wp] += o[k];                \
                     }                                                                             \
             }                                                                                     \
-            UNPAD_PLANE(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp);                      \
+            UNPAD_PLANE_BY(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp, P);                      \
             memset(xp, 0, sizeof(T) * plane);                                                     \
         }                                                                                         \
     free(xp);                                                                                     \
@@ -896,67 +914,66 @@ int wino4_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, in
     return 0;                                                                                     \
 }
 
-/* Winograd's filter transform U[p] = (G g G^T)[p] for filters [lo, hi) of the (O*C, 9) weights, as
- * the (positions, 9) matrix kron(G, G) (backend/winograd.py) times each filter's 9 taps; and its
- * adjoint dW = kron(G, G)^T dU. A block of filters is transposed to 9 contiguous rows, and each
- * vector of filters keeps its 9 taps (or, in the adjoint, its 9 sums) in registers across the
- * positions. As a GEMM with an inner dimension of 9, OpenBLAS took 2.2 ms for a 512x512 layer's
- * transform. */
-#define FILTER_BLOCK 512
-#define DEFINE_FILTER_TRANSFORM(T, V, SUFFIX)                                                     \
-void wino_filter_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u, int positions, \
+/* Winograd's filter transform U[p] = (G g G^T)[p] for filters [lo, hi) of the (O*C, K) weights
+ * (K = 9 taps of 3x3, or 25 of 5x5), as the (positions, K) matrix kron(G, G) (backend/winograd.py)
+ * times each filter's taps; and its adjoint dW = kron(G, G)^T dU. A block of filters is
+ * transposed to K contiguous rows, and each vector of filters keeps its K taps (or, in the
+ * adjoint, its K sums) in registers across the positions. As a GEMM with an inner dimension of 9,
+ * OpenBLAS took 2.2 ms for a 512x512 layer's transform. */
+#define DEFINE_FILTER_TRANSFORM(T, V, SUFFIX, NAME, K, BLOCK)                                                     \
+void NAME##_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u, int positions, \
                           ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) {                        \
     enum { L = VBYTES / sizeof(T) };                                                              \
-    T taps[9][FILTER_BLOCK];                                                                      \
-    for (ptrdiff_t f0 = lo; f0 < hi; f0 += FILTER_BLOCK) {                                        \
-        const int nb = (int)(hi - f0 < FILTER_BLOCK ? hi - f0 : FILTER_BLOCK);                    \
+    T taps[K][BLOCK];                                                                      \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                        \
+        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                    \
         for (int f = 0; f < nb; ++f)                                                              \
-            for (int k = 0; k < 9; ++k) taps[k][f] = w[(f0 + f) * 9 + k];                         \
+            for (int k = 0; k < K; ++k) taps[k][f] = w[(f0 + f) * K + k];                         \
         int f = 0;                                                                                \
         for (; f + L <= nb; f += L) {                                                             \
-            V t[9];                                                                               \
-            for (int k = 0; k < 9; ++k) memcpy(&t[k], &taps[k][f], sizeof(V));                   \
+            V t[K];                                                                               \
+            for (int k = 0; k < K; ++k) memcpy(&t[k], &taps[k][f], sizeof(V));                   \
             for (int p = 0; p < positions; ++p) {                                                 \
-                const T* kp = kron + p * 9;                                                       \
+                const T* kp = kron + p * K;                                                       \
                 V acc = t[0] * kp[0];                                                             \
-                for (int k = 1; k < 9; ++k) acc += t[k] * kp[k];                                  \
+                for (int k = 1; k < K; ++k) acc += t[k] * kp[k];                                  \
                 memcpy(u + p * filters + f0 + f, &acc, sizeof(V));                                \
             }                                                                                     \
         }                                                                                         \
         for (; f < nb; ++f)                                                                       \
             for (int p = 0; p < positions; ++p) {                                                 \
                 T acc = 0;                                                                        \
-                for (int k = 0; k < 9; ++k) acc += kron[p * 9 + k] * taps[k][f];                  \
+                for (int k = 0; k < K; ++k) acc += kron[p * K + k] * taps[k][f];                  \
                 u[p * filters + f0 + f] = acc;                                                    \
             }                                                                                     \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-void wino_filter_adjoint_##SUFFIX(const T* restrict du, const T* restrict kron, T* restrict dw,   \
+void NAME##_adjoint_##SUFFIX(const T* restrict du, const T* restrict kron, T* restrict dw,   \
                                   int positions, ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) { \
     enum { L = VBYTES / sizeof(T) };                                                              \
-    T taps[9][FILTER_BLOCK];                                                                      \
-    for (ptrdiff_t f0 = lo; f0 < hi; f0 += FILTER_BLOCK) {                                        \
-        const int nb = (int)(hi - f0 < FILTER_BLOCK ? hi - f0 : FILTER_BLOCK);                    \
+    T taps[K][BLOCK];                                                                      \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                        \
+        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                    \
         int f = 0;                                                                                \
         for (; f + L <= nb; f += L) {                                                             \
-            V acc[9];                                                                             \
-            for (int k = 0; k < 9; ++k) acc[k] = (V){0};                                          \
+            V acc[K];                                                                             \
+            for (int k = 0; k < K; ++k) acc[k] = (V){0};                                          \
             for (int p = 0; p < positions; ++p) {                                                 \
                 V d;                                                                              \
                 memcpy(&d, du + p * filters + f0 + f, sizeof(V));                                 \
-                for (int k = 0; k < 9; ++k) acc[k] += d * kron[p * 9 + k];                        \
+                for (int k = 0; k < K; ++k) acc[k] += d * kron[p * K + k];                        \
             }                                                                                     \
-            for (int k = 0; k < 9; ++k) memcpy(&taps[k][f], &acc[k], sizeof(V));                  \
+            for (int k = 0; k < K; ++k) memcpy(&taps[k][f], &acc[k], sizeof(V));                  \
         }                                                                                         \
         for (; f < nb; ++f)                                                                       \
-            for (int k = 0; k < 9; ++k) {                                                         \
+            for (int k = 0; k < K; ++k) {                                                         \
                 T acc = 0;                                                                        \
-                for (int p = 0; p < positions; ++p) acc += kron[p * 9 + k] * du[p * filters + f0 + f]; \
+                for (int p = 0; p < positions; ++p) acc += kron[p * K + k] * du[p * filters + f0 + f]; \
                 taps[k][f] = acc;                                                                 \
             }                                                                                     \
         for (int g = 0; g < nb; ++g)                                                              \
-            for (int k = 0; k < 9; ++k) dw[(f0 + g) * 9 + k] = taps[k][g];                        \
+            for (int k = 0; k < K; ++k) dw[(f0 + g) * K + k] = taps[k][g];                        \
     }                                                                                             \
 }
 
@@ -1027,10 +1044,14 @@ DEFINE_WINOGRAD(float, vfloat, f32)
 DEFINE_WINOGRAD(double, vdouble, f64)
 DEFINE_DIRECT(float, vfloat, f32)
 DEFINE_DIRECT(double, vdouble, f64)
-DEFINE_WINOGRAD4(float, f32)
-DEFINE_WINOGRAD4(double, f64)
-DEFINE_FILTER_TRANSFORM(float, vfloat, f32)
-DEFINE_FILTER_TRANSFORM(double, vdouble, f64)
+DEFINE_WINOGRAD6(float, f32, wino4, 4, 1, W4_AT, W4_A)
+DEFINE_WINOGRAD6(double, f64, wino4, 4, 1, W4_AT, W4_A)
+DEFINE_WINOGRAD6(float, f32, wino25, 2, 2, W25_AT, W25_A)
+DEFINE_WINOGRAD6(double, f64, wino25, 2, 2, W25_AT, W25_A)
+DEFINE_FILTER_TRANSFORM(float, vfloat, f32, wino_filter, 9, 512)
+DEFINE_FILTER_TRANSFORM(double, vdouble, f64, wino_filter, 9, 512)
+DEFINE_FILTER_TRANSFORM(float, vfloat, f32, wino_filter25, 25, 256)
+DEFINE_FILTER_TRANSFORM(double, vdouble, f64, wino_filter25, 25, 256)
 DEFINE_SGD(float, f32)
 DEFINE_SGD(double, f64)
 DEFINE_AVGPOOL(float, f32)

@@ -29,8 +29,10 @@ from .threads import over_batch
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC")
 SUFFIX = {"float32": "f32", "float64": "f64"}
-# Winograd's transforms in native.c, with how many int dimensions each takes before its image range
+# Winograd's transforms in native.c, with how many int dimensions each takes before its image range,
+# for F(2x2, 3x3) (wino_), F(4x4, 3x3) (wino4_) and F(2x2, 5x5) (wino25_)
 WINOGRAD = {"input": 6, "output": 6, "grad_tiles": 6, "input_adjoint": 6}
+WINOGRAD_VARIANTS = ("wino", "wino4", "wino25")
 
 
 class Geometry(ctypes.Structure):
@@ -108,10 +110,10 @@ def library() -> ctypes.CDLL | None:
         for way in ("forward", "backward"):
             getattr(lib, f"avgpool_tiled_{way}_{suffix}").argtypes = [p, p, size] + [i] * 4 + [ctypes.c_double]
         getattr(lib, f"sgd_update_{suffix}").argtypes = [p] * 3 + [size, size] + [ctypes.c_double] * 3
-        for name in ("wino_filter", "wino_filter_adjoint"):
+        for name in ("wino_filter", "wino_filter_adjoint", "wino_filter25", "wino_filter25_adjoint"):
             getattr(lib, f"{name}_{suffix}").argtypes = [p, p, p, i, size, size, size]
         for name, ints in WINOGRAD.items():
-            for prefix in ("wino", "wino4"):
+            for prefix in WINOGRAD_VARIANTS:
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
                 getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
     return lib
@@ -212,11 +214,11 @@ def bn_backward(xp, dout, y, x, mean, gamma, inv_std, training: bool, need_dx: b
     return dx, sum_g, sum_gx
 
 
-def winograd(xp, name: str, src, dst, n: int, *dims: int, tile: int = 2) -> None:
-    """One of native.c's Winograd transforms (wino_<name> for F(2x2, 3x3), wino4_<name> for
-    F(4x4, 3x3): input, output, grad_tiles, input_adjoint) from src into dst, both contiguous,
-    the images split over the cores."""
-    kernel = _kernel(f"{'wino' if tile == 2 else 'wino4'}_{name}", src.dtype)
+def winograd(xp, name: str, src, dst, n: int, *dims: int, variant: str = "wino") -> None:
+    """One of native.c's Winograd transforms (`variant`: wino for F(2x2, 3x3), wino4 for F(4x4, 3x3),
+    wino25 for F(2x2, 5x5); `name`: input, output, grad_tiles, input_adjoint) from src into dst,
+    both contiguous, the images split over the cores."""
+    kernel = _kernel(f"{variant}_{name}", src.dtype)
 
     def work(lo, hi):  # -1: no memory for its plane or staging buffer
         if kernel(_at(src), _at(dst), n, *dims, lo, hi):
@@ -230,10 +232,11 @@ FILTER_BLOCK = 512  # native.c's: filters a block
 
 
 def winograd_filters(xp, src, kron, dst, filters: int, adjoint: bool) -> None:
-    """Winograd's filter transform of `filters` 3x3 filters (src: the weights, dst: U, (positions,
-    filters)) or, if `adjoint`, its adjoint (src: dU, dst: the weights' gradient), in blocks of
-    filters on the cores; kron: the (positions, 9) matrix kron(G, G) in src's dtype, contiguous."""
-    kernel = _kernel("wino_filter_adjoint" if adjoint else "wino_filter", src.dtype)
+    """Winograd's filter transform of `filters` 3x3 or 5x5 filters (src: the weights, dst: U,
+    (positions, filters)) or, if `adjoint`, its adjoint (src: dU, dst: the weights' gradient), in
+    blocks of filters on the cores; kron: the (positions, taps) matrix kron(G, G) in src's dtype."""
+    name = "wino_filter" if kron.shape[1] == 9 else "wino_filter25"
+    kernel = _kernel(f"{name}_adjoint" if adjoint else name, src.dtype)
     args = (_at(src), _at(kron), _at(dst), kron.shape[0], filters)
     over_batch(xp, -(-filters // FILTER_BLOCK), src.size, lambda lo, hi: kernel(
         *args, lo * FILTER_BLOCK, min(filters, hi * FILTER_BLOCK)))

@@ -9,7 +9,9 @@ GEMMs per image).
 
 With native.c, maps from 28x28 (and 14x14 ones over a large enough batch) use F(4x4, 3x3)
 instead (6x6 input tiles, 36 GEMMs, 4x fewer multiplications than im2col): the same steps with
-B, G and A of that size (tile_for).
+B, G and A of that size (tile_for). 5x5 layers at stride 1 with padding 2 (AlexNet's conv2) use
+F(2x2, 5x5) there: 6x6 input tiles too, with the same B^T (the same points), 36 multiplications
+per 2x2 outputs instead of 100.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. Exact in exact
 arithmetic; in float32 the error is of the order of 5e-7 of the output's scale for F(2x2, 3x3)
@@ -46,6 +48,9 @@ NATIVE_MIN_MACS = 64 << 20  # n * h * w * C * O * 9
 # With the filter transforms in native.c (change 42: 512x512 1.9-2.2 -> 1.3 ms, adjoint 1.8-2.4 ->
 # 1.1) 512-channel layers win on 7x7 maps too (16 tiles an image, 8x8 for 7x7): fwd/bwd ms,
 # interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3
+# F(2x2, 5x5) (36 multiplications per 2x2 outputs instead of 100) for 5x5 stride-1 pad-2 layers
+# with 32+ channels on maps from 13x13 and 64M multiply-adds: AlexNet's conv2 (change 47)
+FIVE_MIN_CHANNELS = 32
 DEEP_CHANNELS = 512
 DEEP_MIN_MAP = 7
 DEEP_MIN_TILES = 98  # 2x2 tiles over the batch
@@ -66,7 +71,9 @@ F4_MIN_TILES = 128
 
 
 def tile_for(geo, native_transforms: bool) -> int:
-    """The output tile of the Winograd variant for a layer that applies(): 4 or 2."""
+    """The output tile of the Winograd variant for a layer that applies(): 4 or 2 (5x5: 2)."""
+    if geo.kernel == (5, 5):
+        return 2
     side, tiles = min(geo.h, geo.w), geo.n * -(-geo.h // 4) * -(-geo.w // 4)
     large = side >= F4_MIN_MAP or (side >= F4_SMALL_MAP and tiles >= F4_MIN_TILES)
     return 4 if native_transforms and large else 2
@@ -74,6 +81,10 @@ def tile_for(geo, native_transforms: bool) -> int:
 
 def applies(geo, groups: int, out_channels: int, native_transforms: bool = False) -> bool:
     tiles = ((geo.h + 1) // 2) * ((geo.w + 1) // 2)
+    if geo.kernel == (5, 5):  # F(2x2, 5x5): native.c's wino25_* only
+        return (native_transforms and geo.stride == (1, 1) and geo.pad == (2, 2) and groups == 1
+                and min(geo.c, out_channels) >= FIVE_MIN_CHANNELS and min(geo.h, geo.w) >= NATIVE_MIN_MAP
+                and geo.n * geo.h * geo.w * geo.c * out_channels * 25 >= NATIVE_MIN_MACS)
     if native_transforms:
         side, narrowest = min(geo.h, geo.w), min(geo.c, out_channels)
         macs = geo.n * geo.h * geo.w * geo.c * out_channels * 9
@@ -95,39 +106,43 @@ def applies(geo, groups: int, out_channels: int, native_transforms: bool = False
 G2 = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 G4 = ((0.25, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
       (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+# F(2x2, 5x5) on the same points as F(4x4, 3x3), so with the same B^T (native.c's wino25_*): row j
+# is G4's scale for point p_j times (1, p_j, ..., p_j^4), and the point at infinity last
+G5 = tuple(tuple(scale * p ** k for k in range(5)) for scale, p in zip((0.25, -1 / 6, -1 / 6, 1 / 24, 1 / 24),
+                                                                       (0, 1, -1, 2, -2))) + ((0.0,) * 4 + (1.0,),)
 
 
 def _kron(g):
-    return tuple(tuple(ga[i] * gb[j] for i in range(3) for j in range(3)) for ga in g for gb in g)
+    r = len(g[0])
+    return tuple(tuple(ga[i] * gb[j] for i in range(r) for j in range(r)) for ga in g for gb in g)
 
 
-KRON_G = {2: _kron(G2), 4: _kron(G4)}  # output tile size -> (alpha^2, 9)
+# (output tile, kernel size) -> (alpha^2, r*r) kron(G, G), and native.c's name for the variant
+KRON_G = {(2, 3): _kron(G2), (4, 3): _kron(G4), (2, 5): _kron(G5)}
+NATIVE_VARIANT = {(2, 3): "wino", (4, 3): "wino4", (2, 5): "wino25"}
 
 
 def _filter_transform(xp, w, tile: int = 2):
-    """U = G g G^T for every (o, c): (O, C, 3, 3) -> (alpha, alpha, O, C), alpha = tile + 2."""
-    o, c = w.shape[:2]
-    k = _kron_matrix(xp, tile, w.dtype)
+    """U = G g G^T for every (o, c): (O, C, r, r) -> (alpha, alpha, O, C), alpha = tile + r - 1."""
+    o, c, r = w.shape[:3]
+    alpha = tile + r - 1
+    k = xp.asarray(KRON_G[tile, r], dtype=w.dtype)
     if native.available(xp, w.dtype):
-        u = xp.empty(((tile + 2) ** 2, o * c), dtype=w.dtype)
+        u = xp.empty((alpha * alpha, o * c), dtype=w.dtype)
         native.winograd_filters(xp, xp.ascontiguousarray(w), k, u, o * c, adjoint=False)
-        return u.reshape(tile + 2, tile + 2, o, c)
-    return (k @ xp.ascontiguousarray(w).reshape(o * c, 9).T).reshape(tile + 2, tile + 2, o, c)
+        return u.reshape(alpha, alpha, o, c)
+    return (k @ xp.ascontiguousarray(w).reshape(o * c, r * r).T).reshape(alpha, alpha, o, c)
 
 
-def _filter_adjoint(xp, du, tile: int = 2):
-    """dW = G^T dU G: (alpha, alpha, O, C) -> (O, C, 3, 3)."""
+def _filter_adjoint(xp, du, tile: int = 2, r: int = 3):
+    """dW = G^T dU G: (alpha, alpha, O, C) -> (O, C, r, r)."""
     o, c = du.shape[2:]
-    k = _kron_matrix(xp, tile, du.dtype)
+    k = xp.asarray(KRON_G[tile, r], dtype=du.dtype)
     if native.available(xp, du.dtype):
-        dw = xp.empty((o, c, 3, 3), dtype=du.dtype)
+        dw = xp.empty((o, c, r, r), dtype=du.dtype)
         native.winograd_filters(xp, xp.ascontiguousarray(du), k, dw, o * c, adjoint=True)
         return dw
-    return (xp.ascontiguousarray(du).reshape((tile + 2) ** 2, o * c).T @ k).reshape(o, c, 3, 3)
-
-
-def _kron_matrix(xp, tile: int, dtype):
-    return xp.asarray(KRON_G[tile], dtype=dtype)
+    return (xp.ascontiguousarray(du).reshape(k.shape[0], o * c).T @ k).reshape(o, c, r, r)
 
 
 def _input_transform(xp, xpad, th, tw, v, lo, hi):
@@ -200,15 +215,16 @@ def _forward_native(xp, x, weight, tile: int = 2):
     """Batch-major: V (alpha^2, C, n*T), one GEMM per tile position over the whole batch; the
     transforms in native.c, F(2x2, 3x3) or F(4x4, 3x3) by `tile`."""
     n, c, h, w = x.shape
-    o, positions = weight.shape[0], (tile + 2) ** 2
+    o, r = weight.shape[0], weight.shape[2]
+    positions, variant = (tile + r - 1) ** 2, NATIVE_VARIANT[tile, r]
     th, tw = -(-h // tile), -(-w // tile)
     v = xp.empty((positions, c, n * th * tw), dtype=x.dtype)
-    native.winograd(xp, "input", xp.ascontiguousarray(x), v, n, c, th, tw, h, w, tile=tile)
+    native.winograd(xp, "input", xp.ascontiguousarray(x), v, n, c, th, tw, h, w, variant=variant)
     u = _filter_transform(xp, weight, tile).reshape(positions, o, c)
     m = stacked_matmul(xp, u, v)  # (alpha^2, O, n*T): a GEMM per tile position, one a core
     out = xp.empty((n, o, h, w), dtype=x.dtype)
-    native.winograd(xp, "output", m, out, n, o, th, tw, h, w, tile=tile)
-    return out, {"v": v, "u": u, "shape": x.shape, "native": True, "tile": tile}
+    native.winograd(xp, "output", m, out, n, o, th, tw, h, w, variant=variant)
+    return out, {"v": v, "u": u, "shape": x.shape, "native": True, "tile": tile, "r": r}
 
 
 def _grad_tiles(xp, dy, th, tw, lo, hi, dm):
@@ -268,17 +284,17 @@ def _backward_numpy(xp, saved, dy, need_dx):
 
 
 def _backward_native(xp, saved, dy, need_dx):
-    v, u, tile = saved["v"], saved["u"], saved["tile"]  # (alpha^2, C, n*T), (alpha^2, O, C)
+    v, u, tile, r = saved["v"], saved["u"], saved["tile"], saved["r"]  # (alpha^2, C, n*T), (alpha^2, O, C)
     n, c, h, w = saved["shape"]
-    o, alpha = dy.shape[1], tile + 2
+    o, alpha, variant = dy.shape[1], tile + r - 1, NATIVE_VARIANT[tile, r]
     th, tw = -(-h // tile), -(-w // tile)
     dm = xp.empty((alpha * alpha, o, n * th * tw), dtype=dy.dtype)
-    native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w, tile=tile)
+    native.winograd(xp, "grad_tiles", xp.ascontiguousarray(dy), dm, n, o, th, tw, h, w, variant=variant)
     du = stacked_matmul(xp, dm, v.transpose(0, 2, 1))  # dU = dM V^T: a GEMM per tile position
-    dw = _filter_adjoint(xp, du.reshape(alpha, alpha, o, c), tile)
+    dw = _filter_adjoint(xp, du.reshape(alpha, alpha, o, c), tile, r)
     dx = None
     if need_dx:
         dv = stacked_matmul(xp, u.transpose(0, 2, 1), dm)  # (alpha^2, C, n*T)
         dx = xp.empty((n, c, h, w), dtype=dy.dtype)
-        native.winograd(xp, "input_adjoint", dv, dx, n, c, th, tw, h, w, tile=tile)
+        native.winograd(xp, "input_adjoint", dv, dx, n, c, th, tw, h, w, variant=variant)
     return dx, dw
