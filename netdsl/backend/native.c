@@ -753,19 +753,19 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
     for (int q = 0; q < 36; ++q)                                                                  \
         memcpy(dst + q * stride, buf + (ptrdiff_t)q * tiles, sizeof *buf * tiles)
 
-#define DEFINE_WINOGRAD6(T, SUFFIX, NAME, M, P, AT, A)                                                               \
+#define DEFINE_WINOGRAD6(T, SUFFIX, NAME, M, P, AT, A)                                            \
 /* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
 int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h, \
                          int w, int lo, int hi) {                                                 \
-    const int wp = M * tw + 6 - M, tiles = th * tw;                                                   \
+    const int wp = M * tw + 6 - M, tiles = th * tw;                                               \
     const ptrdiff_t stride = (ptrdiff_t)n * c * tiles;                                            \
-    T* restrict xp = calloc((size_t)(M * th + 6 - M) * wp, sizeof(T));                                \
+    T* restrict xp = calloc((size_t)(M * th + 6 - M) * wp, sizeof(T));                            \
     if (!xp) return -1;                                                                           \
     W4_STAGING(T, xp);                                                                            \
     T t[6][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            PAD_PLANE_BY(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp, P);                         \
+            PAD_PLANE_BY(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp, P);                   \
             T* restrict vp_out = v + ((ptrdiff_t)ch * n + b) * tiles;                             \
             T* restrict vp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
@@ -793,8 +793,8 @@ int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int 
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* Y = A^T M A, each tile's 4x4 outputs into (n, O, h, w), those past the edges dropped. */      \
-int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,     \
+/* Y = A^T M A, each tile's 4x4 outputs into (n, O, h, w), those past the edges dropped. */       \
+int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,    \
                            int h, int w, int lo, int hi) {                                        \
     const int tiles = th * tw;                                                                    \
     const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;                                            \
@@ -812,14 +812,14 @@ int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, i
                     for (int tx = 0; tx < tw; ++tx) {                                             \
                         T q[6], y[M];                                                             \
                         for (int bb = 0; bb < 6; ++bb) q[bb] = mr[(6 * a + bb) * ps + tx];        \
-                        AT(y, q);                                                              \
+                        AT(y, q);                                                                 \
                         for (int j = 0; j < M; ++j) s[a][j][tx] = y[j];                           \
                     }                                                                             \
                 for (int j = 0; j < M; ++j)                                                       \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
                         T q[6], y[M];                                                             \
                         for (int a = 0; a < 6; ++a) q[a] = s[a][j][tx];                           \
-                        AT(y, q);                                                              \
+                        AT(y, q);                                                                 \
                         const int col = M * tx + j;                                               \
                         if (col >= w) continue;                                                   \
                         for (int i = 0; i < M && M * ty + i < h; ++i)                             \
@@ -831,7 +831,7 @@ int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, i
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges). */ \
+/* dM = A dY A^T for every tile, from the (n, O, h, w) output gradient (zero past the edges). */  \
 int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int o, int th, int tw, \
                                int h, int w, int lo, int hi) {                                    \
     const int tiles = th * tw, wt = M * tw;                                                       \
@@ -852,7 +852,7 @@ int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int 
                 for (int k = 0; k < wt; ++k) { /* along the rows: A times the 4 row values */     \
                     T g[M], q[6];                                                                 \
                     for (int i = 0; i < M; ++i) g[i] = g0[i * wt + k];                            \
-                    A(q, g);                                                                   \
+                    A(q, g);                                                                      \
                     for (int a = 0; a < 6; ++a) r[a][k] = q[a];                                   \
                 }                                                                                 \
                 for (int a = 0; a < 6; ++a) {                                                     \
@@ -861,7 +861,7 @@ int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int 
                     for (int tx = 0; tx < tw; ++tx) {                                             \
                         T g[M]; for (int i = 0; i < M; ++i) g[i] = ra[M * tx + i];                \
                         T q[6];                                                                   \
-                        A(q, g);                                                               \
+                        A(q, g);                                                                  \
                         for (int bb = 0; bb < 6; ++bb) d[bb * ps + tx] = q[bb];                   \
                     }                                                                             \
                 }                                                                                 \
@@ -875,10 +875,10 @@ int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int 
                                                                                                   \
 /* dX = B dV B^T, each tile's 6x6 patch added onto the padded plane in the buffer (tiles overlap  \
  * by two rows and columns), then the plane's inside to (n, C, h, w). */                          \
-int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,      \
+int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,     \
                                   int tw, int h, int w, int lo, int hi) {                         \
-    const int wp = M * tw + 6 - M, tiles = th * tw;                                                   \
-    const ptrdiff_t plane = (ptrdiff_t)(M * th + 6 - M) * wp, stride = (ptrdiff_t)n * c * tiles;      \
+    const int wp = M * tw + 6 - M, tiles = th * tw;                                               \
+    const ptrdiff_t plane = (ptrdiff_t)(M * th + 6 - M) * wp, stride = (ptrdiff_t)n * c * tiles;  \
     T* restrict xp = calloc((size_t)plane, sizeof(T));                                            \
     if (!xp) return -1;                                                                           \
     W4_STAGING(T, xp);                                                                            \
@@ -906,7 +906,7 @@ int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, i
                         for (int k = 0; k < 6; ++k) x0[(ptrdiff_t)k * wp] += o[k];                \
                     }                                                                             \
             }                                                                                     \
-            UNPAD_PLANE_BY(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp, P);                      \
+            UNPAD_PLANE_BY(dx + ((ptrdiff_t)b * c + ch) * h * w, xp, h, w, wp, P);                \
             memset(xp, 0, sizeof(T) * plane);                                                     \
         }                                                                                         \
     free(xp);                                                                                     \
@@ -920,19 +920,19 @@ int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, i
  * transposed to K contiguous rows, and each vector of filters keeps its K taps (or, in the
  * adjoint, its K sums) in registers across the positions. As a GEMM with an inner dimension of 9,
  * OpenBLAS took 2.2 ms for a 512x512 layer's transform. */
-#define DEFINE_FILTER_TRANSFORM(T, V, SUFFIX, NAME, K, BLOCK)                                                     \
-void NAME##_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u, int positions, \
+#define DEFINE_FILTER_TRANSFORM(T, V, SUFFIX, NAME, K, BLOCK)                                     \
+void NAME##_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u, int positions,   \
                           ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) {                        \
     enum { L = VBYTES / sizeof(T) };                                                              \
-    T taps[K][BLOCK];                                                                      \
-    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                        \
-        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                    \
+    T taps[K][BLOCK];                                                                             \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                               \
+        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                                  \
         for (int f = 0; f < nb; ++f)                                                              \
             for (int k = 0; k < K; ++k) taps[k][f] = w[(f0 + f) * K + k];                         \
         int f = 0;                                                                                \
         for (; f + L <= nb; f += L) {                                                             \
             V t[K];                                                                               \
-            for (int k = 0; k < K; ++k) memcpy(&t[k], &taps[k][f], sizeof(V));                   \
+            for (int k = 0; k < K; ++k) memcpy(&t[k], &taps[k][f], sizeof(V));                    \
             for (int p = 0; p < positions; ++p) {                                                 \
                 const T* kp = kron + p * K;                                                       \
                 V acc = t[0] * kp[0];                                                             \
@@ -949,12 +949,12 @@ void NAME##_##SUFFIX(const T* restrict w, const T* restrict kron, T* restrict u,
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-void NAME##_adjoint_##SUFFIX(const T* restrict du, const T* restrict kron, T* restrict dw,   \
+void NAME##_adjoint_##SUFFIX(const T* restrict du, const T* restrict kron, T* restrict dw,        \
                                   int positions, ptrdiff_t filters, ptrdiff_t lo, ptrdiff_t hi) { \
     enum { L = VBYTES / sizeof(T) };                                                              \
-    T taps[K][BLOCK];                                                                      \
-    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                        \
-        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                    \
+    T taps[K][BLOCK];                                                                             \
+    for (ptrdiff_t f0 = lo; f0 < hi; f0 += BLOCK) {                                               \
+        const int nb = (int)(hi - f0 < BLOCK ? hi - f0 : BLOCK);                                  \
         int f = 0;                                                                                \
         for (; f + L <= nb; f += L) {                                                             \
             V acc[K];                                                                             \
