@@ -199,6 +199,13 @@ def test_five_by_five_winograd_gradient(source, small_five_by_five):
 def test_five_by_five_winograd_matches_im2col(source, small_five_by_five, fine_grained_work):
     """F(2x2, 5x5) against im2col in float64, forward and every gradient, the work split over two
     threads at every boundary."""
+    ran = _winograd_against_im2col(source, lambda saved: (saved["path"], saved.get("r")))
+    assert ran == {("winograd", 5)}
+
+
+def _winograd_against_im2col(source: str, describe) -> set:
+    """A model with Winograd and one without, the same parameters, one float64 batch: outputs and
+    every gradient agree; returns describe(saved) over the first model's convs (which path ran)."""
     import numpy as np
 
     import netdsl
@@ -209,11 +216,11 @@ def test_five_by_five_winograd_matches_im2col(source, small_five_by_five, fine_g
     x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
     np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
     fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
-    assert {(node.saved["conv"]["path"], node.saved["conv"].get("r")) for node in fast.nodes
-            if "conv" in node.saved} == {("winograd", 5)}
+    ran = {describe(node.saved["conv"]) for node in fast.nodes if "conv" in node.saved}
     gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
     for name in gp:
         np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)
+    return ran
 
 
 PER_IMAGE_CASES = ["input 4x7x6\nconv 5 3x3 /2 pad 1", "input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 2x2 /2",
@@ -228,21 +235,8 @@ def test_per_image_path_gradient(source):
 
 @pytest.mark.parametrize("source", WINOGRAD_CASES, ids=["even", "odd-sizes"])
 def test_winograd_matches_im2col(source, small_winograd, cpu_kernels):
-    import numpy as np
-
-    import netdsl
-    from netdsl.backend.executor import Model
-    net = netdsl.compile_source(source + "\nflatten")
-    fast = Model(net, device="cpu", dtype="float64", winograd=True)
-    plain = Model(net, device="cpu", dtype="float64", winograd=False, params_from=fast)
-    x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
-    np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
-    fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
-    tiles = {node.saved["conv"].get("tile", 2) for node in fast.nodes if "conv" in node.saved}
-    assert tiles == {small_winograd if cpu_kernels == "native" else 2}  # F(4x4, 3x3) is native.c's only
-    gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
-    for name in gp:
-        np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)
+    ran = _winograd_against_im2col(source, lambda saved: (saved["path"], saved.get("tile")))
+    assert ran == {("winograd", small_winograd if cpu_kernels == "native" else 2)}  # F(4x4) is native.c's only
 
 
 SPLIT_CASES = ["input 3x9x9\nconv 4 3x3 pad 1\nrelu\nconv 2 3x3 /2 pad 1\ntanh",   # columns, wide col2im

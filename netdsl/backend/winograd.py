@@ -208,7 +208,7 @@ def _forward_numpy(xp, x, weight):
     out = xp.empty((n, o, h, w), dtype=x.dtype)
     m6 = m.reshape(4, 4, n, o, th, tw)
     over_batch(xp, n, m.size, lambda lo, hi: _output_transform(xp, m6, out, h, w, lo, hi))
-    return out, {"v": vt, "u": u, "shape": x.shape, "native": False}
+    return out, {"v": vt, "u": u, "shape": x.shape, "native": False, "tile": 2, "r": 3}
 
 
 def _forward_native(xp, x, weight, tile: int = 2):
