@@ -48,12 +48,14 @@ NATIVE_MIN_MACS = 64 << 20  # n * h * w * C * O * 9
 # With the filter transforms in native.c (change 42: 512x512 1.9-2.2 -> 1.3 ms, adjoint 1.8-2.4 ->
 # 1.1) 512-channel layers win on 7x7 maps too (16 tiles an image, 8x8 for 7x7): fwd/bwd ms,
 # interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3
-# F(2x2, 5x5) (36 multiplications per 2x2 outputs instead of 100) for 5x5 stride-1 pad-2 layers
-# with 32+ channels on maps from 13x13 and 64M multiply-adds: AlexNet's conv2 (change 47)
-FIVE_MIN_CHANNELS = 32
 DEEP_CHANNELS = 512
 DEEP_MIN_MAP = 7
 DEEP_MIN_TILES = 98  # 2x2 tiles over the batch
+# F(2x2, 5x5) (36 multiplications per 2x2 outputs instead of 100) for 5x5 stride-1 pad-2 layers
+# with 32+ channels on maps from 13x13 and 64M multiply-adds (change 47): fwd/bwd ms against
+# im2col, interleaved, AlexNet's conv2 96x27x27->256 b8 27-31/47-50 vs 41-44/79-83, b2 7.7-9.3/
+# 13.5-16.0 vs 10.2-11.2/21.1-21.3, 32x28x28->96 b8 6.1-8.1/10.9-12.8 vs 7.3-8.9/13.9-15.9
+FIVE_MIN_CHANNELS = 32
 # F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
 # 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
 # vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
