@@ -251,7 +251,6 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
 #define UNPAD_PLANE_BY(dst, src, h, w, wp, p)                                                     \
     for (int y_ = 0; y_ < (h); ++y_)                                                              \
         memcpy((dst) + (ptrdiff_t)y_ * (w), (src) + (ptrdiff_t)(y_ + (p)) * (wp) + (p), sizeof *(dst) * (w))
-#define PAD_PLANE(dst, src, h, w, wp) PAD_PLANE_BY(dst, src, h, w, wp, 1)
 
 /* F(2x2, 3x3)'s adjoint patch B dV B^T of 16 values v (a*4 + b) into p (row k*4 + column l), for
  * scalars or vectors of tiles: along b (B's rows v0, v1-v2+v3, -v0+v1+v2, -v3), then along a. */
@@ -287,7 +286,7 @@ int wino_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th
     T t[4][wp];                                                                                   \
     for (int b = lo; b < hi; ++b)                                                                 \
         for (int ch = 0; ch < c; ++ch) {                                                          \
-            PAD_PLANE(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp);                         \
+            PAD_PLANE_BY(xp, x + ((ptrdiff_t)b * c + ch) * h * w, h, w, wp, 1);                   \
             T* restrict vp = v + ((ptrdiff_t)ch * n + b) * tiles;                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T *r0 = xp + (ptrdiff_t)(2 * ty) * wp, *r1 = r0 + wp, *r2 = r1 + wp, *r3 = r2 + wp; \
@@ -753,6 +752,29 @@ int direct_weight_grad_##SUFFIX(const T* restrict x, const T* restrict dy, T* re
     for (int q = 0; q < 36; ++q)                                                                  \
         memcpy(dst + q * stride, buf + (ptrdiff_t)q * tiles, sizeof *buf * tiles)
 
+/* The 6x6 tiles of one row of tiles (ty) into the staged planes at dst (ps apart): XFORM (6 values
+ * from NIN) along the NIN input rows of src (`width` apart, into rows[6][width]), then along each
+ * of those 6 rows, NIN values a tile at steps of M. The input transform (B^T, 6 from 6) and the
+ * gradient tiles (A, 6 from M) share it. */
+#define W6_TILE_ROW(T, M, dst, src, rows, width, NIN, XFORM)                                      \
+    do {                                                                                          \
+        for (int k_ = 0; k_ < (width); ++k_) {                                                    \
+            T d_[NIN], o_[6];                                                                     \
+            for (int i_ = 0; i_ < (NIN); ++i_) d_[i_] = (src)[i_ * (width) + k_];                 \
+            XFORM(o_, d_);                                                                        \
+            for (int a_ = 0; a_ < 6; ++a_) (rows)[a_][k_] = o_[a_];                               \
+        }                                                                                         \
+        for (int a_ = 0; a_ < 6; ++a_) {                                                          \
+            T* restrict out_ = (dst) + (ptrdiff_t)(6 * a_) * ps + (ptrdiff_t)ty * tw;             \
+            for (int tx_ = 0; tx_ < tw; ++tx_) {                                                  \
+                T o_[6];                                                                          \
+                const T* d_ = (rows)[a_] + (M) * tx_;                                             \
+                XFORM(o_, d_);                                                                    \
+                for (int q_ = 0; q_ < 6; ++q_) out_[q_ * ps + tx_] = o_[q_];                      \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
 #define DEFINE_WINOGRAD6(T, SUFFIX, NAME, M, P, AT, A)                                            \
 /* V = B^T d B for every 6x6 tile: along whole rows first, then tile by tile. */                  \
 int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int th, int tw, int h, \
@@ -770,21 +792,7 @@ int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int 
             T* restrict vp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict r = xp + (ptrdiff_t)(M * ty) * wp;                              \
-                for (int k = 0; k < wp; ++k) {                                                    \
-                    T d[6], o[6];                                                                 \
-                    for (int i = 0; i < 6; ++i) d[i] = r[i * wp + k];                             \
-                    W4_BT(o, d);                                                                  \
-                    for (int a = 0; a < 6; ++a) t[a][k] = o[a];                                   \
-                }                                                                                 \
-                for (int a = 0; a < 6; ++a) {                                                     \
-                    T* restrict out = vp + (ptrdiff_t)(6 * a) * ps + ty * tw;                     \
-                    for (int tx = 0; tx < tw; ++tx) {                                             \
-                        T o[6];                                                                   \
-                        const T* d = t[a] + M * tx;                                               \
-                        W4_BT(o, d);                                                              \
-                        for (int q = 0; q < 6; ++q) out[q * ps + tx] = o[q];                      \
-                    }                                                                             \
-                }                                                                                 \
+                W6_TILE_ROW(T, M, vp, r, t, wp, 6, W4_BT);                                        \
             }                                                                                     \
             W4_SCATTER(vp_out, buf);                                                              \
         }                                                                                         \
@@ -849,22 +857,7 @@ int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int 
             T* restrict dp = buf;                                                                 \
             for (int ty = 0; ty < th; ++ty) {                                                     \
                 const T* restrict g0 = gpad + (ptrdiff_t)(M * ty) * wt;                           \
-                for (int k = 0; k < wt; ++k) { /* along the rows: A times the 4 row values */     \
-                    T g[M], q[6];                                                                 \
-                    for (int i = 0; i < M; ++i) g[i] = g0[i * wt + k];                            \
-                    A(q, g);                                                                      \
-                    for (int a = 0; a < 6; ++a) r[a][k] = q[a];                                   \
-                }                                                                                 \
-                for (int a = 0; a < 6; ++a) {                                                     \
-                    T* restrict d = dp + (ptrdiff_t)(6 * a) * ps + (ptrdiff_t)ty * tw;            \
-                    const T* restrict ra = r[a];                                                  \
-                    for (int tx = 0; tx < tw; ++tx) {                                             \
-                        T g[M]; for (int i = 0; i < M; ++i) g[i] = ra[M * tx + i];                \
-                        T q[6];                                                                   \
-                        A(q, g);                                                                  \
-                        for (int bb = 0; bb < 6; ++bb) d[bb * ps + tx] = q[bb];                   \
-                    }                                                                             \
-                }                                                                                 \
+                W6_TILE_ROW(T, M, dp, g0, r, wt, M, A); /* A: 6 from M */                         \
             }                                                                                     \
             W4_SCATTER(dp_out, buf);                                                              \
         }                                                                                         \

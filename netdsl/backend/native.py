@@ -229,26 +229,29 @@ def winograd(xp, name: str, src, dst, n: int, *dims: int, variant: str = "wino")
 
 
 FILTER_BLOCK = 512  # native.c's: filters a block
+FILTER_KERNELS = {9: "wino_filter", 25: "wino_filter25"}  # by taps a filter: 3x3, 5x5
+
+
+def _over_pieces(xp, total: int, piece: int, elements: int, work) -> None:
+    """work(start, stop) over [0, total) in pieces of `piece`, the pieces split over the cores."""
+    over_batch(xp, -(-total // piece), elements, lambda lo, hi: work(lo * piece, min(total, hi * piece)))
 
 
 def winograd_filters(xp, src, kron, dst, filters: int, adjoint: bool) -> None:
     """Winograd's filter transform of `filters` 3x3 or 5x5 filters (src: the weights, dst: U,
     (positions, filters)) or, if `adjoint`, its adjoint (src: dU, dst: the weights' gradient), in
     blocks of filters on the cores; kron: the (positions, taps) matrix kron(G, G) in src's dtype."""
-    name = "wino_filter" if kron.shape[1] == 9 else "wino_filter25"
+    name = FILTER_KERNELS[kron.shape[1]]
     kernel = _kernel(f"{name}_adjoint" if adjoint else name, src.dtype)
     args = (_at(src), _at(kron), _at(dst), kron.shape[0], filters)
-    over_batch(xp, -(-filters // FILTER_BLOCK), src.size, lambda lo, hi: kernel(
-        *args, lo * FILTER_BLOCK, min(filters, hi * FILTER_BLOCK)))
+    _over_pieces(xp, filters, FILTER_BLOCK, src.size, lambda start, stop: kernel(*args, start, stop))
 
 
 def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int) -> None:
     """native.c's one-pass SGD update of contiguous w, v from g, in pieces of `chunk` values on the cores."""
-    n = w.size
     kernel = _kernel("sgd_update", w.dtype)
     args = (_at(w), _at(g), _at(v))
-    over_batch(xp, -(-n // chunk), n, lambda lo, hi: kernel(*args, lo * chunk, min(n, hi * chunk),
-                                                            momentum, decay, lr))
+    _over_pieces(xp, w.size, chunk, w.size, lambda start, stop: kernel(*args, start, stop, momentum, decay, lr))
 
 
 def avgpool_tiled(xp, src, geo, forward: bool):
