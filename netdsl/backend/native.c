@@ -801,7 +801,7 @@ int NAME##_input_##SUFFIX(const T* restrict x, T* restrict v, int n, int c, int 
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
-/* Y = A^T M A, each tile's 4x4 outputs into (n, O, h, w), those past the edges dropped. */       \
+/* Y = A^T M A, each tile's M x M outputs into (n, O, h, w), those past the edges dropped. */     \
 int NAME##_output_##SUFFIX(const T* restrict m, T* restrict out, int n, int o, int th, int tw,    \
                            int h, int w, int lo, int hi) {                                        \
     const int tiles = th * tw;                                                                    \
@@ -867,7 +867,7 @@ int NAME##_grad_tiles_##SUFFIX(const T* restrict dy, T* restrict dm, int n, int 
 }                                                                                                 \
                                                                                                   \
 /* dX = B dV B^T, each tile's 6x6 patch added onto the padded plane in the buffer (tiles overlap  \
- * by two rows and columns), then the plane's inside to (n, C, h, w). */                          \
+ * by 6 - M rows and columns), then the plane's inside to (n, C, h, w). */                        \
 int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, int c, int th,     \
                                   int tw, int h, int w, int lo, int hi) {                         \
     const int wp = M * tw + 6 - M, tiles = th * tw;                                               \
@@ -890,7 +890,7 @@ int NAME##_input_adjoint_##SUFFIX(const T* restrict dv, T* restrict dx, int n, i
                         W4_B(o, v6);                                                              \
                         for (int l = 0; l < 6; ++l) q[a][l][tx] = o[l];                           \
                     }                                                                             \
-                for (int l = 0; l < 6; ++l) /* then along a, onto rows 4ty .. 4ty+5 */            \
+                for (int l = 0; l < 6; ++l) /* then along a, onto rows M*ty .. M*ty+5 */          \
                     for (int tx = 0; tx < tw; ++tx) {                                             \
                         T v6[6], o[6];                                                            \
                         for (int a = 0; a < 6; ++a) v6[a] = q[a][l][tx];                          \
