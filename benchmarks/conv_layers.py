@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment, backend/blas_threads.py)
+import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment, backend/cpu/blas_threads.py)
 import numpy as np  # noqa: E402
 import netdsl.backend.device  # noqa: E402
 from netdsl.backend import im2col, kernels  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment, backend/blas_threads.py)
+import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment, backend/cpu/blas_threads.py)
 import numpy as np  # noqa: E402
 
 

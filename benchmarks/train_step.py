@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from netdsl.backend import heap  # noqa: E402
+from netdsl.backend.cpu import heap  # noqa: E402
 
-# glibc's malloc told, through its environment, what netdsl tells it through mallopt (backend/heap.py)
+# glibc's malloc told, through its environment, what netdsl tells it through mallopt (backend/cpu/heap.py)
 HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(heap.TRIM_THRESHOLD),
             "MALLOC_TOP_PAD_": str(heap.TOP_PAD)}
 CPU_CASES = [("lenet5", 64), ("alexnet", 8), ("resnet18", 8), ("vgg16", 2)]
@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900, help="seconds each framework gets per network")
     p.add_argument("--torch-heap", choices=("default", "same", "both"), default="both",
                    help="PyTorch with glibc's default malloc, with the heap settings netdsl makes for "
-                        "itself (backend/heap.py), or both (CPU)")
+                        "itself (backend/cpu/heap.py), or both (CPU)")
     p.add_argument("--single", nargs=3, metavar=("FRAMEWORK", "NET", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.tf32:

@@ -5,11 +5,12 @@
     net.layer("conv1").shape      # (96, 55, 55)
     net.totals().params           # 62378344
 """
-from .backend import blas_threads  # noqa: F401  (first: it sets OpenBLAS's environment before numpy loads)
+from .backend.cpu import blas_threads  # noqa: F401  (first: it sets OpenBLAS's environment before numpy loads)
+from . import views  # noqa: F401  (gives Network its explain() and summary(): see compiler.provide_view)
 from .backend.executor import Model
-from .backend.optim import SGD
 from .compiler import LayerInfo, Network, Totals, compile, compile_source, load, optimise
 from .errors import NetError, Span
+from .train.optim import SGD
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
            "Model", "SGD", "optimise"]

@@ -1,47 +1,36 @@
-"""Checkpoints in safetensors: weights, buffers, optimiser state, and the network's source.
+"""The checkpoint file: a state dict of numpy arrays and the network's source, in safetensors.
 
-Writes are atomic: the file is written under a temporary name beside the target, flushed, then
-renamed over it, so an interrupted save never leaves a half-written checkpoint.
+This is the file format alone, over plain arrays, so that everything that reads or writes
+weights shares it without importing what holds them: `Model.save`/`Model.load` (backend),
+training's `--save`/`--resume` (through the model), and interchange (`--weights`). Writes are
+atomic (files.write_atomic): an interrupted save never leaves a half-written checkpoint.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import NetError
+from .errors import NetError
+from .files import write_atomic
 
 FORMAT = "netdsl-checkpoint-1"
 
 
-def save(path: str | os.PathLike, model, optimizer=None, extra: dict[str, Any] | None = None) -> None:
+def write(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], network: str, source: str,
+          info: Mapping[str, Any] | None = None) -> None:
+    """Write host arrays, the network's name and source, and `info` (JSON) to `path`, atomically."""
     from safetensors.numpy import save as st_save
-    tensors = {name: np.ascontiguousarray(model.device.asnumpy(v)) for name, v in model.state_dict().items()}
-    if optimizer is not None:
-        tensors.update({k: np.ascontiguousarray(model.device.asnumpy(v)) for k, v in optimizer.state_dict().items()})
-    meta = {"format": FORMAT, "network": model.net.name, "source": model.net.source,
-            "info": json.dumps(extra or {})}
-    blob = st_save(tensors, metadata=meta)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    meta = {"format": FORMAT, "network": network, "source": source, "info": json.dumps(dict(info or {}))}
+    write_atomic(path, st_save(arrays, metadata=meta))
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and the metadata of a netdsl checkpoint; anything else is a NetError."""
     from safetensors import safe_open
     p = Path(path)
     if not p.is_file():
@@ -52,8 +41,6 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
             meta = f.metadata() or {}
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
-    except NetError:
-        raise
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise NetError(f"{path} is not a readable safetensors checkpoint ({exc})") from None
     if meta.get("format") != FORMAT:
@@ -61,12 +48,6 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
     return tensors, meta
 
 
-def load(path: str | os.PathLike, model, optimizer=None) -> dict[str, Any]:
-    """Load weights (and optimiser state) into a model built from the same network. A tensor
-    that is missing, extra or of another shape is refused by name."""
-    tensors, meta = read(path)
-    weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
-    model.load_state_dict(weights, source=str(path))
-    if optimizer is not None:
-        optimizer.load_state_dict({k: v for k, v in tensors.items() if k.startswith("optim.")})
+def info(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The `info` a checkpoint was written with (epoch, step, ...)."""
     return json.loads(meta.get("info", "{}"))

@@ -111,16 +111,35 @@ class Network:
         return nx.ancestors(self.graph, main) | {main}
 
     def explain(self, name: str) -> str:
-        from .explain import explain
-        return explain(self, name)
+        """The arithmetic behind one layer, in the lecture's words (views/explain.py)."""
+        return _view("explain")(self, name)
 
     def summary(self) -> dict:
-        from .report import summary_dict
-        return summary_dict(self)
+        """The `netdsl summary --json` object (views/summary.py)."""
+        return _view("summary")(self)
 
     def __repr__(self) -> str:
         t = self.totals()
         return f"<Network {self.name}: {len(self.layers)} layers, {t.params:,} params, {t.macs:,} MACs>"
+
+
+# How a network is shown to a person lives in views/, which reads this module. So that imports run
+# one way, this module never imports views/: views/__init__.py hands its functions in here
+# (`provide_view`) when it is imported, and netdsl/__init__.py imports it, so `net.explain(...)`
+# works wherever netdsl does.
+_VIEWS: dict[str, Callable] = {}
+
+
+def provide_view(name: str, function: Callable) -> None:
+    """Register a view of a network under a method's name (called by netdsl/views/)."""
+    _VIEWS[name] = function
+
+
+def _view(name: str) -> Callable:
+    try:
+        return _VIEWS[name]
+    except KeyError:  # only if netdsl.compiler was loaded without the netdsl package
+        raise NetError(f"Network.{name}() needs netdsl.views; import netdsl first") from None
 
 
 def compile_source(source: str, file: str = "<string>", *, memory_limit: int = DEFAULT_LIMIT,

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import netdsl  # noqa: E402
-from netdsl.diff import compare, side_by_side  # noqa: E402
+from netdsl.views.diff import compare, side_by_side  # noqa: E402
 from netdsl.render import DrawOptions, diagram, write  # noqa: E402
 
 VIEWS = [  # (file name, net, options)

@@ -18,7 +18,8 @@ def pytest_collection_modifyitems(config, items):
 def fine_grained_work(monkeypatch):
     """Every split and block boundary crossed: the CPU kernels split work over two threads from
     0 elements on (by default from 1M), and batch norm and max pooling go one channel a block."""
-    from netdsl.backend import kernels, threads
+    from netdsl.backend import kernels
+    from netdsl.backend.cpu import threads
     monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "WORKERS", 2)
@@ -27,9 +28,9 @@ def fine_grained_work(monkeypatch):
 @pytest.fixture(params=["native", "numpy"])
 def cpu_kernels(request, monkeypatch):
     """Both CPU implementations of im2col/col2im, max pooling and batch norm: the compiled loops
-    (backend/native.py; they need the machine's C compiler, which the test set-up has) and
+    (backend/cpu/native.py; they need the machine's C compiler, which the test set-up has) and
     the numpy fallback every machine without one runs."""
-    from netdsl.backend import native
+    from netdsl.backend.cpu import native
     if request.param == "numpy":
         monkeypatch.setattr(native, "available", lambda xp, dtype: False)
     else:

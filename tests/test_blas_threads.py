@@ -1,4 +1,4 @@
-"""netdsl puts OpenBLAS's idle threads to sleep (backend/blas_threads.py): the variable is set on
+"""netdsl puts OpenBLAS's idle threads to sleep (backend/cpu/blas_threads.py): the variable is set on
 import unless the user set it or switched it off, and it has the effect it is there for: after a
 GEMM the process burns no CPU while idle, where by default a worker thread spins."""
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from netdsl.backend import blas_threads
+from netdsl.backend.cpu import blas_threads
 
 VARIABLE = blas_threads.VARIABLE
 

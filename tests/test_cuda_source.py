@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from netdsl.backend.gpu_kernels import _SOURCE, ACTIVATION_EXPR, GRADIENT_EXPR
+from netdsl.backend.gpu.cuda import _SOURCE, ACTIVATION_EXPR, GRADIENT_EXPR
 
 # nvcc ships with the CUDA toolkit, not with pip: where it is missing, these checks cannot run
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,
@@ -78,12 +78,12 @@ def _harness(name: str, in_params: str, out_params: str, body: str) -> str:
 def test_layer_kernels_compile(tmp_path):
     """The bn, LRN and max-pooling kernels of gpu_layers.py (every activation variant), through a
     harness that declares their parameters the way CuPy does, and bn's RawKernels as they are."""
-    from netdsl.backend.gpu_layers import elementwise_specs
+    from netdsl.backend.gpu.layers import elementwise_specs
     specs = {}
     for activation in ACTIVATION_EXPR:
         specs.update(elementwise_specs(activation))
     # and bn's one-pass sum kernels (RawKernels), each in a namespace of its own for its typedef
-    from netdsl.backend.gpu_layers import channel_sums_sources
+    from netdsl.backend.gpu.layers import channel_sums_sources
     raw = {name: code for activation in ACTIVATION_EXPR for ctype in ("float", "double")
            for name, code in channel_sums_sources(ctype, activation).items()}
     src = tmp_path / "layers.cu"
@@ -126,7 +126,7 @@ def test_im2col_kernels_compute_what_numpy_does(tmp_path, index):
 
     import numpy as np
 
-    from netdsl.backend import gpu_kernels
+    from netdsl.backend.gpu import cuda as gpu_kernels
     from netdsl.backend import im2col as ref
 
     kernels = _build_for_host(tmp_path, gpu_kernels._COMMON + gpu_kernels._TEMPLATES
@@ -165,7 +165,7 @@ def test_bn_channel_sums_compute_what_numpy_does(tmp_path):
 
     import numpy as np
 
-    from netdsl.backend import gpu_layers
+    from netdsl.backend.gpu import layers as gpu_layers
     from netdsl.backend.kernels import ACTIVATIONS
 
     sources = {}  # the statistics kernel comes with every activation's set: once

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from netdsl import NetError
-from netdsl.backend import data as datasets
+from netdsl.train import data as datasets
 
 
 def write_idx(path, array, gz=False):

@@ -1,4 +1,4 @@
-"""The direct convolution kernels (backend/direct.py, native.c's direct_*) against float64
+"""The direct convolution kernels (backend/cpu/direct.py, native.c's direct_*) against float64
 reference loops written out here: forward, weight, bias and input gradients, on geometries that
 cross every tile boundary, with each fused activation's gradient, over two threads, and the rule
 that picks them for LeNet's layers and not for ResNet's."""
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from netdsl.backend import direct, native
+from netdsl.backend.cpu import direct, native
 from netdsl.backend.im2col import Geometry
 
 from .gradcheck import check_gradients

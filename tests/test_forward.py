@@ -161,7 +161,8 @@ def test_conv_paths_agree(path, monkeypatch):
     """Batch-major columns, per-image columns (forced by a 1-byte column budget), Winograd
     (allowed down to 16 channels) and the direct kernels (which take these thin layers unless
     switched off) give the same convolution as the reference loops."""
-    from netdsl.backend import direct, winograd
+    from netdsl.backend import winograd
+    from netdsl.backend.cpu import direct
     if path != "direct":
         monkeypatch.setattr(direct, "MAX_INNER", 0)
     for threshold in ("MIN_CHANNELS", "NATIVE_MIN_CHANNELS"):

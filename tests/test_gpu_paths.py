@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import netdsl
-from netdsl.backend import gpu_kernels, gpu_layers, im2col
+from netdsl.backend import im2col
+from netdsl.backend.gpu import cuda as gpu_kernels
+from netdsl.backend.gpu import layers as gpu_layers
 from netdsl.backend.device import Device
 from netdsl.backend.executor import Model
 from netdsl.backend.kernels import ACTIVATIONS

@@ -77,7 +77,7 @@ def test_gradient_both_cpu_kernels(op, source, cpu_kernels):
 @pytest.mark.parametrize("source", GRAD_CASES["conv"], ids=[f"conv-{i}" for i in range(len(GRAD_CASES["conv"]))])
 def test_conv_gradient_by_native_columns(source, monkeypatch):
     """The compiled im2col/col2im paths for the thin layers the direct kernels otherwise take."""
-    from netdsl.backend import direct
+    from netdsl.backend.cpu import direct
     monkeypatch.setattr(direct, "MAX_INNER", 0)
     _check_op("conv", source)
 
@@ -181,7 +181,8 @@ FIVE_BY_FIVE_CASES = ["input 6x13x11\nconv 5 5x5 pad 2", "input 4x9x10\nconv 6 5
 def small_five_by_five(monkeypatch):
     """F(2x2, 5x5) Winograd (native.c's wino25_*) for the tests' thin 5x5 layers, which by
     default stay with im2col or the direct kernels."""
-    from netdsl.backend import direct, native, winograd
+    from netdsl.backend import winograd
+    from netdsl.backend.cpu import direct, native
     if native.library() is None:
         pytest.fail("no working C compiler: F(2x2, 5x5) is native.c's only")
     monkeypatch.setattr(winograd, "FIVE_MIN_CHANNELS", 1)

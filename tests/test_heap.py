@@ -1,4 +1,4 @@
-"""backend/heap.py: on Linux with glibc, large arrays come from the reused heap, not fresh mmaps;
+"""backend/cpu/heap.py: on Linux with glibc, large arrays come from the reused heap, not fresh mmaps;
 elsewhere, and with NETDSL_KEEP_MEMORY=0, nothing is changed."""
 import ctypes
 import os
@@ -8,7 +8,7 @@ import sys
 PROBE = r"""
 import ctypes
 import numpy as np
-from netdsl.backend.heap import keep_freed_memory
+from netdsl.backend.cpu.heap import keep_freed_memory
 tuned = keep_freed_memory()
 try:
     class MallInfo2(ctypes.Structure):

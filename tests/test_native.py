@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (backend/native.c) against the numpy code they stand in for, on a
+"""The compiled CPU kernels (backend/cpu/native.c) against the numpy code they stand in for, on a
 table of geometries (strides, padding, rectangular windows and maps, one channel, windows
 covering the map), in float32 and float64; and how the library is built, cached and done without."""
 import os
@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from netdsl.backend import im2col, native
+from netdsl.backend import im2col
+from netdsl.backend.cpu import native
 from netdsl.backend.im2col import Geometry
 
 # (input shape, kernel, stride, padding)
@@ -85,7 +86,7 @@ def _python(code: str, **env):
 
 
 def test_library_is_built_once_into_the_cache_by_whole_files(tmp_path):
-    code = "from netdsl.backend import native; print(native.library() is not None)"
+    code = "from netdsl.backend.cpu import native; print(native.library() is not None)"
     first = _python(code, NETDSL_CACHE=str(tmp_path))
     assert first.stdout.strip() == "True", first.stderr
     built = sorted(p.name for p in tmp_path.iterdir())
@@ -96,7 +97,7 @@ def test_library_is_built_once_into_the_cache_by_whole_files(tmp_path):
 
 @pytest.mark.parametrize("env", [{"NETDSL_NATIVE": "0"}, {"CC": "/nonexistent/cc"}], ids=["switched-off", "no-compiler"])
 def test_without_the_library_the_numpy_paths_run(tmp_path, env):
-    code = ("import numpy as np, netdsl\nfrom netdsl.backend import native\n"
+    code = ("import numpy as np, netdsl\nfrom netdsl.backend.cpu import native\n"
             "net = netdsl.compile_source('input 2x6x6\\nconv 3 3x3 pad 1\\npool max 2x2\\nflatten')\n"
             "m = netdsl.Model(net, device='cpu')\nm.loss(np.ones((2, 2, 6, 6), np.float32), [0, 1])\n"
             "m.backward()\nprint(native.library())\nprint(m.device.description)")
@@ -139,7 +140,7 @@ def test_fused_networks_agree_with_numpy(mode, monkeypatch):
 def test_sgd_update_in_c_matches_the_formula(dtype, decay, fine_grained_work):
     """native.c's one-pass SGD (over pieces on two threads, a ragged last piece) against the
     formula in float64: v = momentum*v + g + decay*w; w -= lr*v, three steps."""
-    from netdsl.backend import optim
+    from netdsl.train import optim
     rng = np.random.default_rng(3)
     n = 3 * optim.CHUNK + 17
     w, v = rng.standard_normal(n).astype(dtype), np.zeros(n, dtype)

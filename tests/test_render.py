@@ -170,7 +170,7 @@ def test_python_api_gives_a_graphviz_digraph():
 
 
 def test_dot_text_needs_no_graphviz_and_the_missing_dot_error_says_how_to_install(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("netdsl.render.dot_program", lambda: None)
+    monkeypatch.setattr("netdsl.views.render.dot_program", lambda: None)
     assert main(["draw", str(NETS / "lenet5.net"), "-o", str(tmp_path / "l.dot")]) == 0
     assert (tmp_path / "l.dot").read_text().startswith("digraph")
     assert main(["draw", str(NETS / "lenet5.net"), "-o", str(tmp_path / "l.svg")]) == 1

@@ -1,9 +1,9 @@
-"""backend/threads.py: work split over the cores, and a split inside a split that runs whole."""
+"""backend/cpu/threads.py: work split over the cores, and a split inside a split that runs whole."""
 import subprocess
 import sys
 
 NESTED = r"""
-from netdsl.backend import threads
+from netdsl.backend.cpu import threads
 import numpy as np
 threads.MIN_ELEMENTS, threads.WORKERS = 0, 2
 seen = []

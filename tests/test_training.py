@@ -8,10 +8,10 @@ import pytest
 
 import netdsl
 from netdsl import NetError
-from netdsl.backend import checkpoint
-from netdsl.backend import data as datasets
+from netdsl import checkpoint
+from netdsl.train import data as datasets
 from netdsl.backend.executor import Model
-from netdsl.backend.train import Progress, TrainConfig, train
+from netdsl.train.loop import Progress, TrainConfig, train
 from netdsl.cli import main
 
 NETS = Path(__file__).resolve().parent.parent / "nets"
@@ -48,15 +48,15 @@ def test_same_seed_same_bits():
 def test_checkpoint_round_trip_and_resume(tmp_path, monkeypatch):
     path = tmp_path / "ck.safetensors"
     _, ds, model = tiny_setup()
-    real_save = checkpoint.save
+    real_save = Model.save
 
-    def save_and_keep_epoch_1(p, m, opt, extra):  # what an interrupted run leaves behind
-        real_save(p, m, opt, extra)
+    def save_and_keep_epoch_1(m, p, opt=None, extra=None):  # what an interrupted run leaves behind
+        real_save(m, p, opt, extra)
         if extra["epoch"] == 1:
-            real_save(tmp_path / "e1.safetensors", m, opt, extra)
-    monkeypatch.setattr(checkpoint, "save", save_and_keep_epoch_1)
+            real_save(m, tmp_path / "e1.safetensors", opt, extra)
+    monkeypatch.setattr(Model, "save", save_and_keep_epoch_1)
     train(model, ds, TrainConfig(epochs=2, batch=64, save=str(path)), **QUIET)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    monkeypatch.setattr(Model, "save", real_save)
     straight = {k: v.copy() for k, v in model.parameters().items()}
     _, _, resumed = tiny_setup(seed=5)  # different init: everything must come from the checkpoint
     train(resumed, ds, TrainConfig(epochs=2, batch=64, resume=str(tmp_path / "e1.safetensors")), **QUIET)

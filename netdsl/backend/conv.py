@@ -2,7 +2,7 @@
 
 - winograd:   3x3 stride-1 pad-1 layers with work enough, and 5x5 pad-2 ones with native.c's
               transforms (backend/winograd.py);
-- direct:     thin stride-1 layers (LeNet's, the folded stems) on the CPU (backend/direct.py);
+- direct:     thin stride-1 layers (LeNet's, the folded stems) on the CPU (backend/cpu/direct.py);
 - s2d:        strided first layers (AlexNet's 11x11 /4, ResNet's 7x7 /2 on 3 channels): the input
               is folded space-to-depth, making a stride-1 conv on s*s*C channels whose im2col
               copies whole rows instead of gathering every s-th value;
@@ -11,7 +11,7 @@
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
               exceed the memory budget; grouped convs.
 
-On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu_kernels.py):
+On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu/cuda.py):
 batch-major wherever the columns fit its budget, per-image (batched GEMMs) otherwise.
 
 Every path returns (out, saved) forward and (dx, dw, db) backward; `Conv` carries what they
@@ -22,10 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import direct, im2col, native, winograd
+from . import im2col, winograd
+from .cpu import direct, native
 from .device import on_gpu
 from .im2col import Geometry
-from .threads import contiguous
+from .cpu.threads import contiguous
 
 # The weight gradient runs image by image (no transposed copy of the columns) only where each
 # image's GEMM is big and its inner dimension, the output map, is long; else one GEMM.

@@ -41,7 +41,7 @@ def _gpu() -> Device | None:
 def _cpu() -> Device:
     import numpy
 
-    from . import blas_threads, native
+    from .cpu import blas_threads, native
     kernels = ("compiled kernels" if native.library() is not None
                else "numpy kernels only: no working C compiler, or NETDSL_NATIVE=0")
     notes = ", ".join(filter(None, [kernels, blas_threads.note()]))

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import checkpoint
 from ..compiler import Network
 from ..errors import NetError
 from ..ir import inputs as ir_inputs
 from ..ir import schedule
 from ..ops import OPS, shape_text
 from .device import Device, get_device
-from .heap import keep_freed_memory
+from .cpu.heap import keep_freed_memory
 from .kernels import ACTIVATIONS, KERNELS
 
 DEFAULT_COL_BUDGET = 256 * 2**20  # bytes of im2col columns per conv call before the batch is split
@@ -98,7 +99,7 @@ class Model:
         self.device = device if isinstance(device, Device) else get_device(device)
         self.xp = self.device.xp
         if self.device.name == "cpu":
-            keep_freed_memory()  # no fresh page mapping every step (backend/heap.py)
+            keep_freed_memory()  # no fresh page mapping every step (backend/cpu/heap.py)
         self.dtype = np.dtype(dtype)
         self.col_budget = col_budget
         self.winograd = winograd  # F(2x2, 3x3) for 3x3 stride-1 pad-1 convs on the CPU (backend/winograd.py)
@@ -314,14 +315,20 @@ class Model:
         return self._values[self.outputs[0][1]].argmax(axis=1)
 
     def save(self, path, optimizer=None, extra=None) -> None:
-        """Write weights (and optimiser state) to a safetensors checkpoint, atomically."""
-        from . import checkpoint
-        checkpoint.save(path, self, optimizer, extra)
+        """Write weights, buffers (and optimiser state) to a safetensors checkpoint, atomically."""
+        tensors = {name: self.device.asnumpy(v) for name, v in self.state_dict().items()}
+        if optimizer is not None:
+            tensors.update({k: self.device.asnumpy(v) for k, v in optimizer.state_dict().items()})
+        checkpoint.write(path, tensors, self.net.name, self.net.source, extra)
 
     def load(self, path, optimizer=None) -> dict:
-        """Load weights from a checkpoint of the same network; refuses a mismatch by tensor name."""
-        from . import checkpoint
-        return checkpoint.load(path, self, optimizer)
+        """Load weights (and optimiser state) from a checkpoint of the same network; a tensor that
+        is missing, extra or of another shape is refused by name. Returns the checkpoint's info."""
+        tensors, meta = checkpoint.read(path)
+        self.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")}, source=str(path))
+        if optimizer is not None:
+            optimizer.load_state_dict({k: v for k, v in tensors.items() if k.startswith("optim.")})
+        return checkpoint.info(meta)
 
     def value(self, name: str):
         """A node's output from the last forward pass (for inspection and tests)."""

@@ -1,16 +1,16 @@
 """Windows over a padded NCHW input, and the im2col / col2im pair built on them.
 
 numpy and CuPy both support strided views, so one implementation serves both; the GPU module
-(netdsl.backend.gpu_kernels) replaces im2col/col2im with CUDA kernels when CuPy is in use, and
+(netdsl.backend.gpu.cuda) replaces im2col/col2im with CUDA kernels when CuPy is in use, and
 on the CPU the batch-major pair runs as compiled loops where a C compiler is at hand (native.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import native
+from .cpu import native
 from .device import on_gpu
-from .threads import contiguous, over_batch
+from .cpu.threads import contiguous, over_batch
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def im2col(xp, x, geo: Geometry, workspace=None, key=None):
     if geo.pointwise:
         return x.reshape(n, geo.c, geo.oh * geo.ow)  # a 1x1 conv is already a GEMM: no copy
     if on_gpu(xp):
-        from .gpu_kernels import im2col as im2col_gpu
+        from .gpu.cuda import im2col as im2col_gpu
         return im2col_gpu(x, geo)
     xpad = padded(xp, x, geo, 0, workspace)
     shape = (n, geo.c * geo.kernel[0] * geo.kernel[1], geo.oh * geo.ow)
@@ -118,7 +118,7 @@ def col2im(xp, cols, geo: Geometry):
     if geo.pointwise:
         return cols.reshape(n, geo.c, geo.h, geo.w)
     if on_gpu(xp):
-        from .gpu_kernels import col2im as col2im_gpu
+        from .gpu.cuda import col2im as col2im_gpu
         return col2im_gpu(cols, geo)
     c6 = cols.reshape(n, geo.c, kh, kw, geo.oh, geo.ow)
     dx = xp.zeros((n, geo.c, geo.hp, geo.wp), dtype=cols.dtype)
@@ -138,7 +138,7 @@ def im2col_batch_major(xp, x, geo: Geometry, workspace=None, key=None):
     if geo.whole_window:
         return x.reshape(n, -1).T  # a view: BLAS reads it transposed, no copy
     if on_gpu(xp):
-        from .gpu_kernels import im2col as im2col_gpu
+        from .gpu.cuda import im2col as im2col_gpu
         return im2col_gpu(x, geo, batch_major=True)
     shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * geo.oh * geo.ow)
     make = lambda: xp.empty(shape, dtype=x.dtype)  # noqa: E731
@@ -161,7 +161,7 @@ def col2im_batch_major(xp, cols, geo: Geometry, n: int):
     if geo.whole_window:
         return cols.T.reshape(n, geo.c, geo.h, geo.w)
     if on_gpu(xp):
-        from .gpu_kernels import col2im as col2im_gpu
+        from .gpu.cuda import col2im as col2im_gpu
         return col2im_gpu(cols, geo, n)
     if native.available(xp, cols.dtype):
         return native.col2im_batch_major(xp, cols, geo, n)

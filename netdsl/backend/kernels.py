@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ops import window_geometry
-from . import im2col, native
+from . import im2col
+from .cpu import native
 from .conv import Conv
 from .device import on_gpu
-from .threads import over_batch
+from .cpu.threads import over_batch
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def pool_forward(node, inputs):
         out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
         return out
     if _layer_kernel(xp):  # one kernel each way, the winning tap kept (gpu_layers.py)
-        from .gpu_layers import maxpool_forward
+        from .gpu.layers import maxpool_forward
         out, tap = maxpool_forward(x, geo)
         node.saved.update(geo=geo, tap=tap, shape=x.shape)
         return out
@@ -179,7 +180,7 @@ def pool_backward(node, dout, need_dx):
                 dx_pad[:, :, geo.rows(i), geo.cols(j)] += share
         return [im2col.unpad(dx_pad, geo)]
     if _layer_kernel(xp):
-        from .gpu_layers import maxpool_backward
+        from .gpu.layers import maxpool_backward
         return [maxpool_backward(dout, node.saved["tap"], geo, node.saved["shape"])]
     if "arg" in node.saved:
         return [native.maxpool_backward(xp, dout, node.saved["arg"], geo, node.saved["shape"])]
@@ -223,14 +224,14 @@ def pool_backward(node, dout, need_dx):
 
 # Activations, each as (forward on an array, in place on the CPU; gradient from the OUTPUT y).
 # Written this way so that the same rule serves the standalone ops and the fused epilogues
-# (passes/fuse.py). On the GPU both run as one generated kernel (gpu_kernels.ACTIVATION_EXPR).
+# (passes/fuse.py). On the GPU both run as one generated kernel (gpu/cuda.py, ACTIVATION_EXPR).
 
 
 def _layer_kernel(xp) -> bool:
     """Whether bn, LRN and max pooling run as the GPU's whole-layer kernels (gpu_layers.py)."""
     if not on_gpu(xp):
         return False
-    from .gpu_layers import ENABLED
+    from .gpu.layers import ENABLED
     return ENABLED
 
 
@@ -284,13 +285,13 @@ def _device_rule(name, cpu_apply, cpu_grad):
     """The CPU rule, or on the GPU the activation as one generated CUDA kernel each way."""
     def apply(xp, a):
         if on_gpu(xp):
-            from .gpu_kernels import chain
+            from .gpu.cuda import chain
             return chain(("x",), "x", name)(a)
         return cpu_apply(xp, a)
 
     def grad(xp, dy, y):
         if on_gpu(xp):
-            from .gpu_kernels import activation_grad
+            from .gpu.cuda import activation_grad
             return activation_grad(name)(dy, y)
         return cpu_grad(xp, dy, y)
     return apply, grad
@@ -307,7 +308,7 @@ def elementwise_out(node, expr: str, operands: dict, compute: Callable):
     pass, and the node says so in `saved`; on the CPU `compute()` returns the value and the
     executor applies the epilogue in place."""
     if on_gpu(node.xp):
-        from .gpu_kernels import chain
+        from .gpu.cuda import chain
         node.saved["epilogue_applied"] = True
         return chain(tuple(operands), expr, node.epilogue)(*operands.values())
     return compute()
@@ -365,7 +366,7 @@ def lrn_forward(node, inputs):
     (x,) = inputs
     n = a["size"]
     if _layer_kernel(xp):  # each thread sums its channel window directly (gpu_layers.py)
-        from .gpu_layers import lrn_forward as lrn_gpu
+        from .gpu.layers import lrn_forward as lrn_gpu
         x = xp.ascontiguousarray(x)
         scale, out = lrn_gpu(x, n, a["alpha"], a["beta"], a["k"])
         node.saved.update(x=x, scale=scale, out=out)
@@ -381,7 +382,7 @@ def lrn_backward(node, dout, need_dx):
     x, scale, out = node.saved["x"], node.saved["scale"], node.saved["out"]
     n, beta = a["size"], a["beta"]
     if _layer_kernel(xp):
-        from .gpu_layers import lrn_backward as lrn_gpu_backward
+        from .gpu.layers import lrn_backward as lrn_gpu_backward
         return [lrn_gpu_backward(dout, x, scale, out, n, a["alpha"], beta)]
     # d b_c / d a_j over the windows that contain j: channels c with c - n//2 <= j <= c + (n-1)//2
     inner = dout * out / scale
@@ -491,7 +492,7 @@ def _bn_forward_native(node, x, count):
 
 
 def _bn_forward_gpu(node, x, count):
-    from . import gpu_layers
+    from .gpu import layers as gpu_layers
     x3 = gpu_layers.channel_view(x)
     a = node.attrs
     if node.training:
@@ -549,7 +550,7 @@ def bn_backward(node, dout, need_dx):
 
 
 def _bn_backward_gpu(node, dout, need_dx):
-    from . import gpu_layers
+    from .gpu import layers as gpu_layers
     y = gpu_layers.channel_view(node.saved["epilogue_out"]) if node.epilogue else None
     dx, dgamma, dbeta = gpu_layers.bn_backward(gpu_layers.channel_view(dout), y, node.saved["xhat"],
                                                node.params["weight"], node.saved["inv_std"], node.training,

@@ -19,9 +19,9 @@ and 1e-5 for F(4x4, 3x3) (tests compare with im2col in float64).
 """
 from __future__ import annotations
 
-from . import native
-from .blas_threads import stacked_matmul
-from .threads import over_batch
+from .cpu import native
+from .cpu.blas_threads import stacked_matmul
+from .cpu.threads import over_batch
 
 # Where it pays on this kind of CPU (measured, benchmarks/NOTES.md): enough channels for the
 # GEMMs to matter, enough tiles per image for the 16 GEMMs to be efficient, and maps small

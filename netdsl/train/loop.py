@@ -10,7 +10,6 @@ from typing import Callable, TextIO
 import numpy as np
 
 from ..errors import NetError
-from . import checkpoint
 from .data import Dataset
 from .optim import SCHEDULES, SGD
 
@@ -80,7 +79,7 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start_epoch = 0
     if cfg.resume:
-        info = checkpoint.load(cfg.resume, model, opt)
+        info = model.load(cfg.resume, opt)
         start_epoch = int(info.get("epoch", 0))
         opt.steps = int(info.get("step", 0))
         log(f"resumed from {cfg.resume} after epoch {start_epoch}")
@@ -127,8 +126,8 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
                         f"train {100 * entry['train_accuracy']:.1f}% test {100 * test_acc:.1f}% "
                         f"({entry['seconds']:.1f} s, {n / entry['seconds']:,.0f} img/s)", done=True)
         if cfg.save:
-            checkpoint.save(cfg.save, model, opt, {"epoch": epoch + 1, "step": opt.steps,
-                                                   "test_accuracy": test_acc})
+            model.save(cfg.save, opt, {"epoch": epoch + 1, "step": opt.steps,
+                                       "test_accuracy": test_acc})
     seconds = time.perf_counter() - t0
     test_acc = history[-1]["test_accuracy"] if history else evaluate(model, data.x_test, data.y_test)
     train_acc = history[-1]["train_accuracy"] if history else float("nan")

@@ -5,9 +5,9 @@ import math
 from typing import Any
 
 from ..errors import NetError
-from . import native
-from .device import on_gpu
-from .threads import over_batch
+from ..backend.cpu import native
+from ..backend.device import on_gpu
+from ..backend.cpu.threads import over_batch
 
 
 CHUNK = 1 << 15  # values per cache-sized piece of the in-place CPU update (numpy), per thread hand-off unit (C)
@@ -41,7 +41,7 @@ class SGD:
                 v = self.velocity[name] = xp.zeros_like(w)
             decay = self.weight_decay if self.weight_decay and self._decays(name, w) else 0.0
             if on_gpu(xp):  # one generated kernel instead of five array operations
-                from .gpu_kernels import sgd_update
+                from ..backend.gpu.cuda import sgd_update
                 t = w.dtype.type
                 sgd_update()(g, t(self.momentum), t(decay), t(self.lr), w, v)
                 continue

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..compiler import Network
-from .device import Device
-from .executor import Model
+from ..backend.device import Device
+from ..backend.executor import Model
 
 CPU_BATCH_BUDGET = 2 * 2**30  # bytes of activations, gradients and weights a default batch may use
 

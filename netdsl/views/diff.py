@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .compiler import LayerInfo, Network
-from .ops import shape_text
+from ..compiler import LayerInfo, Network
+from ..ops import shape_text
 
 
 @dataclass(frozen=True)

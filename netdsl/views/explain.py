@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from .compiler import Network
-from .ops import OPS, shape_text, window_geometry
-from .passes.check_limits import BYTES, human_bytes
+from ..compiler import Network
+from ..ops import OPS, shape_text, window_geometry
+from ..passes.check_limits import BYTES, human_bytes
 
 
 def _size_line(n: int, k: int, s: int, p: int, out: int) -> str:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .ir import inputs, schedule
-from .ops import shape_text
+from ..ir import inputs, schedule
+from ..ops import shape_text
 
 _SHOWN = ("shape", "macs", "activations")
 

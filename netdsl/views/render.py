@@ -10,15 +10,15 @@ import html
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import graphviz
 
-from .compiler import LayerInfo, Network
-from .errors import NetError
-from .ops import OPS, STYLES, shape_text
+from ..compiler import LayerInfo, Network
+from ..errors import NetError
+from ..files import write_atomic
+from ..ops import OPS, STYLES, shape_text
 
 FOLDABLE = ("activation",)  # styles folded into the layer before them: "conv 64 3x3 · relu"
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -208,7 +208,7 @@ def diagram(net: Network, opts: DrawOptions | None = None) -> graphviz.Digraph:
     known = {l.name for l in net.layers} | {p for l in net.layers for p, _ in l.block}
     for name in opts.highlight:
         if name not in known:
-            from .bind import did_you_mean
+            from ..bind import did_you_mean
             raise NetError(f"--highlight {name}: no layer or block of that name in {net.name}",
                            hint=did_you_mean(name, known) or "netdsl summary lists the names")
     pre = opts.id_prefix
@@ -310,17 +310,5 @@ def write(dot: graphviz.Digraph, out: str | os.PathLike) -> Path:
                                   check=True, timeout=600).stdout
         except subprocess.CalledProcessError as exc:
             raise NetError(f"dot failed to draw {out}: {exc.stderr.decode(errors='replace').strip()}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a diagram is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(target, data)
     return target

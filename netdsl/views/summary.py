@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .compiler import LayerInfo, Network
-from .ops import shape_text
-from .passes.check_limits import BYTES, human_bytes
+from ..compiler import LayerInfo, Network
+from ..ops import shape_text
+from ..passes.check_limits import BYTES, human_bytes
 
 CONVENTIONS = (
     "MACs: one multiply-add = 1, conv and fc only (torchvision's convention); FLOPs = 2 x MACs.",

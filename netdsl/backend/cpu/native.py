@@ -5,7 +5,7 @@ numpy does max pooling a pass per window tap, im2col/col2im a call per short run
 row, and batch norm six passes over each channel block: on LeNet's 10x10 maps and in ResNet's
 pooling and batch norm that bookkeeping, not the memory traffic, is the time. These loops do
 each in one or two passes. The rest of native.c is arithmetic BLAS serves badly: direct
-convolutions for thin layers (backend/direct.py), Winograd's transforms, the SGD update. The
+convolutions for thin layers (backend/cpu/direct.py), Winograd's transforms, the SGD update. The
 library is cached under
 $NETDSL_CACHE (default ~/.cache/netdsl), keyed by the source, the compiler and this CPU's
 features, and written to a temporary name then renamed, so concurrent first uses are safe.

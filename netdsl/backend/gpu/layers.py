@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from .gpu_kernels import ACTIVATION_EXPR, GRADIENT_EXPR
+from .cuda import ACTIVATION_EXPR, GRADIENT_EXPR
 
 # NETDSL_GPU_LAYER_KERNELS=0 runs these layers through the generic array code instead (kernels.py):
 # for telling a fault in these kernels from one elsewhere, and for measuring what they gain.

@@ -1,0 +1,56 @@
+"""`netdsl draw` and `netdsl diff`: pictures of a network, and what changed between two."""
+from __future__ import annotations
+
+from ..passes.check_limits import DEFAULT_LIMIT
+from .args import common, compile_file, nonneg_int, parse_size
+
+RANKDIRS = ("TB", "LR", "BT", "RL")
+
+
+def cmd_draw(args) -> int:
+    from ..views.render import DrawOptions, diagram, write
+    net = compile_file(args)
+    depth = 0 if args.collapse else args.depth
+    opts = DrawOptions(shapes=args.shapes, rankdir=args.rankdir, depth=depth, highlight=tuple(args.highlight or ()),
+                       fold_activations=not args.no_fold, focus=args.focus, legend=not args.no_legend)
+    out = write(diagram(net, opts), args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from ..compiler import load
+    from ..views.diff import compare, report, side_by_side
+    from ..views.render import write
+    a = load(args.a, memory_limit=args.memory_limit)
+    b = load(args.b, memory_limit=args.memory_limit)
+    changes = compare(a, b)
+    print(report(a, b, changes))
+    if args.output:
+        out = write(side_by_side(a, b, changes, args.rankdir), args.output)
+        print(f"wrote {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("draw", help="a diagram: .svg, .png, .pdf (through graphviz's dot) or .dot text")
+    common(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file; its extension picks the format")
+    p.add_argument("--shapes", action="store_true", help="tensor shapes on the edges")
+    p.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="top-to-bottom or left-to-right")
+    p.add_argument("--collapse", action="store_true",
+                   help="each block instance as one node; runs of identical blocks fold to one node x N")
+    p.add_argument("--depth", type=nonneg_int, default=None, metavar="K", help="expand blocks down to nesting depth K")
+    p.add_argument("--highlight", action="append", metavar="NAME", help="outline a layer or block (repeatable)")
+    p.add_argument("--focus", metavar="BLOCK", help="draw only this block instance and what feeds it")
+    p.add_argument("--no-fold", action="store_true", help="draw activations as their own nodes")
+    p.add_argument("--no-legend", action="store_true")
+    p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("diff", help="what changed between two networks; -o draws both side by side")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("-o", "--output", metavar="OUT", help="draw both networks, changed layers highlighted")
+    p.add_argument("--rankdir", choices=RANKDIRS, default="TB")
+    p.add_argument("--memory-limit", type=parse_size, default=DEFAULT_LIMIT, metavar="SIZE")
+    p.set_defaults(func=cmd_diff)
