@@ -131,3 +131,15 @@ def test_sgd_step_parity():
         weights.append({k: model.device.asnumpy(v) for k, v in model.parameters().items()})
     for name in weights[0]:
         assert _rel(weights[1][name], weights[0][name]) < 1e-4, name
+
+
+def test_a_gpu_model_runs_the_gpu_modules():
+    """The other side of test_layout's CPU check: on CuPy's arrays the backend/gpu/ code runs."""
+    import sys
+    net = netdsl.optimise(netdsl.compile_source(FUSED), "training")
+    model = Model(net, device="gpu", seed=0)
+    opt = netdsl.SGD(model)
+    model.loss(np.ones((2, 3, 9, 9), np.float32), [0, 1])
+    model.backward()
+    opt.step()
+    assert {"netdsl.backend.gpu.cuda", "netdsl.backend.gpu.layers"} <= set(sys.modules)

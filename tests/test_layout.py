@@ -131,3 +131,13 @@ def test_the_installed_wheel_runs_from_another_folder(wheel, tmp_path):
     cli = subprocess.run([sys.executable, "-m", "netdsl", "check", "lenet5.net"], capture_output=True, text=True,
                          cwd=elsewhere, env=env, timeout=120)
     assert cli.returncode == 0 and "ok: lenet5" in cli.stdout, cli.stderr
+
+
+def test_the_readme_tree_names_every_folder_of_the_package():
+    text = (ROOT / "README.md").read_text()
+    tree = text.split("## Where things live", 1)[1].split("```", 2)[1]
+    listed = {line.split()[0].rstrip("/") for line in tree.splitlines() if line.startswith("netdsl/")}
+    folders = {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*")
+               if p.is_dir() and (p / "__init__.py").is_file()} | {"netdsl"}
+    assert folders <= listed, sorted(folders - listed)
+    assert {f for f in listed if not f.endswith(".lark")} <= folders, "the README names a folder that is gone"
