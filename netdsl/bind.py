@@ -24,11 +24,26 @@ def evaluate(expr: S.Expr, env: Mapping[str, Any]) -> int | float:
         return env[expr.name]
     if isinstance(expr, S.Neg):
         return -evaluate(expr.operand, env)
+    if isinstance(expr, S.Paren):
+        return evaluate(expr.inner, env)
     left, right = evaluate(expr.left, env), evaluate(expr.right, env)
-    value = {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right}[expr.op]()
+    if expr.op == "/" and right == 0:
+        raise NetError("division by zero", expr.span)
+    value = _OPERATORS[expr.op](left, right)
     if abs(value) > MAX_INT:
         raise NetError(f"the number {expr.op} gives is absurdly large", expr.span)
     return value
+
+
+def _divide(left, right):
+    """Exact: a whole number where the division comes out whole (`(c/2)` with c = 64 is 32), else
+    a fraction, which a whole-number setting then refuses by its value."""
+    if isinstance(left, int) and isinstance(right, int) and left % right == 0:
+        return left // right
+    return left / right
+
+
+_OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": _divide}
 
 
 def did_you_mean(name: str, candidates) -> str | None:
@@ -53,8 +68,9 @@ def _convert(vtype: ValueType, arg: S.Arg, env, what: str) -> Any:
     try:
         return vtype.convert(raw)
     except (ValueError, TypeError) as exc:
-        shown = "x".join(map(str, raw)) if isinstance(raw, tuple) else raw
-        raise NetError(f"{what} must be {exc.args[0] if exc.args else vtype.name}, not {shown}", arg.span) from None
+        shown = "x".join(map(str, raw)) if isinstance(raw, tuple) else f"{raw:g}" if isinstance(raw, float) else raw
+        raise NetError(f"{what} must be {exc.args[0] if exc.args else vtype.name}, not {shown}", arg.span,
+                       vtype.hint) from None
 
 
 def bind(op: OpSpec, call: S.Call, env: Mapping[str, Any]):

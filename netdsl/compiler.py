@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import networkx as nx
 
-from .errors import Diagnostic, NetError, Span
+from .errors import Diagnostic, NetError, Span, split_lines
+from .files import read_bounded
 from .expand import expand
 from .ir import ReceptiveField, schedule
 from .parser import parse
@@ -163,23 +163,19 @@ def optimise(net: Network, mode: str = "inference", *, debug: bool = False,
     return Network(run_pipeline(net.graph, passes, debug=debug, print_after=print_after))
 
 
+MAX_SOURCE_BYTES = 1 << 20  # ResNet-152 is 3 KB; a megabyte of .net is a wrong file, not a network
+
+
 def read_source(path: str | os.PathLike) -> str:
-    """A .net file's text; unreadable or non-UTF-8 files are NetErrors naming the place."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise NetError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise NetError(f"{path} is a directory, not a .net file") from None
-    except OSError as exc:
-        raise NetError(f"cannot read {path}: {exc.strerror}") from None
+    """A .net file's text; unreadable, oversized or non-UTF-8 files are NetErrors naming the place.
+    At most MAX_SOURCE_BYTES are read, so /dev/zero or a data file named by mistake is refused at once."""
+    data = read_bounded(path, MAX_SOURCE_BYTES, "a .net file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        before = data[: exc.start]
-        line = before.count(b"\n") + 1
-        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        before = data[: exc.start].decode("utf-8", errors="replace")
+        lines = split_lines(before + "x")  # the same line rule as the parser and the renderer
+        line, col = len(lines), len(lines[-1])
         raise NetError(f"this is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                        Span(str(path), line, col, line, col + 1),
                        "netdsl reads .net files as UTF-8 text; is this the right file?") from None

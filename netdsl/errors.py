@@ -5,7 +5,39 @@ The parser, the passes and the back ends raise `NetError`; only the command line
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# The one rule for where a line ends, shared by the parser (which numbers lines), the error
+# renderer (which shows them) and the file readers: "\r\n", "\r" (old Mac files) or "\n".
+# Nothing else ends a line: form feeds, vertical tabs and Unicode line separators are characters
+# within one (a form feed is whitespace; the others are refused where they stand).
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+# Error output stays readable whatever the input: a source line is shown as a window around the
+# caret, and a message or hint (which may quote what the user wrote) is cut, with its length.
+SHOWN_LINE = 120
+SHOWN_MESSAGE = 400
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of `text` by LINE_BREAK (a final line break does not start an empty line)."""
+    lines = LINE_BREAK.split(text)
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def normalise_line_breaks(text: str) -> str:
+    """`text` with every line break as "\n": same line numbers and columns as split_lines."""
+    return LINE_BREAK.sub("\n", text)
+
+
+def cut(text: str, limit: int = SHOWN_MESSAGE) -> str:
+    """`text`, or its start and its length when it is longer than `limit` characters."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -60,17 +92,31 @@ class NetError(Exception):
 def render_diagnostic(diag: Diagnostic, source: str | None, severity: str) -> str:
     """`file:line:col: error: message`, the line itself, a caret run under the culprit, a hint."""
     span = diag.span
-    head = f"{span}: {severity}: {diag.message}" if span else f"{severity}: {diag.message}"
+    message = cut(diag.message)
+    head = f"{span}: {severity}: {message}" if span else f"{severity}: {message}"
     lines = [head]
     if span is not None and source is not None:
-        src_lines = source.splitlines()
+        src_lines = split_lines(source)
         if 1 <= span.line <= len(src_lines):
             text = src_lines[span.line - 1].replace("\t", " ")
             width = 1
             if span.end_line == span.line and span.end_column > span.column:
                 width = span.end_column - span.column
+            text, column, width = _window(text, span.column, width)
             lines.append(f"  {span.line:>4} | {text}")
-            lines.append(f"       | {' ' * (span.column - 1)}{'^' * width}")
+            lines.append(f"       | {' ' * (column - 1)}{'^' * width}")
     if diag.hint:
-        lines.append(f"  hint: {diag.hint}")
+        lines.append(f"  hint: {cut(diag.hint)}")
     return "\n".join(lines)
+
+
+def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """A long source line cut to SHOWN_LINE characters around the caret, with its length said."""
+    if len(text) <= SHOWN_LINE:
+        return text, column, width
+    width = min(width, SHOWN_LINE // 2)
+    start = max(0, min(column - 1 - SHOWN_LINE // 4, len(text) - SHOWN_LINE))
+    shown = text[start:start + SHOWN_LINE]
+    prefix = "…" if start else ""
+    suffix = f"… ({len(text):,} characters)" if start + SHOWN_LINE < len(text) else ""
+    return prefix + shown + suffix, column - start + len(prefix), width

@@ -20,6 +20,10 @@ from .ops import OPS, WRITABLE, freeze
 
 MAX_NODES = 200_000  # a network bigger than this is a typo in a repeat count, not a design
 MAX_DEPTH = 64  # nesting of block instances
+# Expansion steps (a layer, block or group visited, a repeat's copy made): bounds the work of
+# repeats that add no layers (`repeat 200000 repeat 200000 { }`), which MAX_NODES cannot see.
+MAX_STEPS = 1_000_000
+TRUNK_OUTPUT = "output"  # the name of the trunk's output: the end of the top-level layers
 
 
 @dataclass
@@ -42,6 +46,7 @@ class _Expander:
         self.blocks: dict[str, S.BlockDef] = {}
         self.name_spans: dict[str, Span] = {}
         self.outputs: list[tuple[str, str]] = []
+        self.steps = 0
         for bd in program.blocks:
             if bd.name in self.blocks:
                 raise NetError(f"block '{bd.name}' is defined twice", bd.name_span,
@@ -93,6 +98,10 @@ class _Expander:
         return tip
 
     def layer(self, layer: S.Layer, tip: str, scope: _Scope) -> str:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise NetError(f"expanding the network takes more than {MAX_STEPS:,} steps", layer.span,
+                           "check the repeat counts: repeats of empty or nested repeats multiply")
         handler = _HANDLERS[type(layer.item)]
         return handler(self, layer.item, layer.label, layer.label_span, tip, scope)
 
@@ -192,6 +201,9 @@ class _Expander:
         if not side.body:
             raise NetError("an empty side output", side.span)
         name = self._name(scope, label, label_span, "side", "aux", side.span)
+        if name == TRUNK_OUTPUT:
+            raise NetError(f"'{TRUNK_OUTPUT}' names the trunk's output; a side output needs another name",
+                           label_span or side.span, "e.g. aux1: side { ... }")
         local = name[len(scope.prefix):]
         end = self.layers(side.body, tip, scope.child(local, block=scope.block + ((name, "side"),)))
         self.outputs.append((name, end))
@@ -246,7 +258,7 @@ def expand(program: S.Program) -> nx.DiGraph:
         raise NetError("the network has no layers on its trunk", program.input_span)
     g = ex.graph
     g.graph.update(name=program.name or _stem(program.file), input_shape=shape, source=program.source,
-                   file=program.file, outputs=tuple([("output", end)] + ex.outputs), warnings=())
+                   file=program.file, outputs=tuple([(TRUNK_OUTPUT, end)] + ex.outputs), warnings=())
     return g
 
 

@@ -50,6 +50,7 @@ class ValueType:
     accepts_word: tuple[str, ...] = ()  # bare words taken literally (`max`, `same`, `global`)
     accepts_dims: bool = False
     convert: Callable[[Any], Any] = lambda v: v
+    hint: str | None = None  # why the range is what it is, shown when a value falls outside it
 
 
 def _positive_int(v):
@@ -74,22 +75,30 @@ def _pair(v, positive=True):
     return vals
 
 
-def _probability(v):
-    if not isinstance(v, (int, float)) or not (0 <= v < 1):
-        raise ValueError("from 0 up to (not including) 1")
+# Real-valued settings are finite and at most this: anything larger overflows float32 arithmetic
+# (alpha * x^2 in LRN) long before it could mean something.
+MAX_SETTING = 1e6
+
+
+def _real(v, low: float, low_open: bool, high: float, high_open: bool, words: str) -> float:
+    """A finite number in [low, high] (open ends where told), or ValueError with `words`."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(words)
+    if v < low or (low_open and v == low) or v > high or (high_open and v == high):
+        raise ValueError(words)
     return float(v)
+
+
+def _probability(v):
+    return _real(v, 0, False, 1, True, "from 0 up to (not including) 1")
 
 
 def _positive_float(v):
-    if not isinstance(v, (int, float)) or v <= 0:
-        raise ValueError("a positive number")
-    return float(v)
+    return _real(v, 0, True, MAX_SETTING, False, f"a positive number, at most {MAX_SETTING:,.0f}")
 
 
 def _nonneg_float(v):
-    if not isinstance(v, (int, float)) or v < 0:
-        raise ValueError("a number, 0 or more")
-    return float(v)
+    return _real(v, 0, False, MAX_SETTING, False, f"a number from 0 to {MAX_SETTING:,.0f}")
 
 
 POS_INT = ValueType("a positive whole number", convert=_positive_int)
@@ -102,6 +111,9 @@ POOL_MODE = ValueType("'max' or 'avg'", accepts_word=("max", "avg"))
 PROB = ValueType("a probability like 0.5", convert=_probability)
 POS_FLOAT = ValueType("a positive number", convert=_positive_float)
 NONNEG_FLOAT = ValueType("a number, 0 or more", convert=_nonneg_float)
+LRN_K = ValueType("a positive number", convert=_positive_float,
+                  hint="with k=0 a window of zeros (as after a ReLU) divides 0 by 0: the output is NaN; "
+                       "AlexNet uses k=2")
 
 
 @dataclass(frozen=True)
@@ -279,6 +291,26 @@ def _pool_stride(a: dict) -> dict:
     return a
 
 
+def _pool_shape(ins, a, ctx):
+    """A window has to see some input: a global pool takes no pad or stride, and a pad of more
+    than half the window (PyTorch's rule too) makes the edge windows lie wholly in the padding,
+    where max pooling gives -inf and average pooling 0."""
+    if a["kernel"] == "global":
+        if a["pad"] != (0, 0) or a["stride"] != (1, 1):
+            raise ctx.error("a global pool covers the whole map: it takes no pad or stride",
+                            f"write pool {a['mode']} global")
+        return _window_shape(ins, a, ctx, "pool", None)
+    spatial(ins, ctx, "pool")
+    kernel = a["kernel"]
+    pad = _resolve_pad(a, kernel, ctx)
+    for axis, k, p in (("height", kernel[0], pad[0]), ("width", kernel[1], pad[1])):
+        if 2 * p > k:
+            raise ctx.error(f"pool pad {p} is more than half its {k}-wide window ({axis}): the first window "
+                            f"covers padding rows -{p}..{k - p - 1}, so it sees no input at all",
+                            f"use pad {k // 2} or less (at most half the window)")
+    return _window_shape(ins, a, ctx, "pool", None)
+
+
 def _pool_written(a):
     if a["kernel"] == "global":
         return f"pool {a['mode']} global"
@@ -366,7 +398,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
         Signature(positional=(("mode", POOL_MODE), ("kernel", KERNEL_OR_GLOBAL)), required=2, slash="stride",
                   options={"pad": PAD}, defaults={"pad": (0, 0)}, finish=_pool_stride,
                   usage="pool max|avg KxK [/STRIDE] [pad P], or pool avg global, e.g. pool max 3x3 /2"),
-        shape=lambda ins, a, ctx: _window_shape(ins, a, ctx, "pool", None),
+        shape=_pool_shape,
         window=lambda ins, a: window_geometry(ins, a),
         counter="pool", prefix="pool", style="pool", written=_pool_written, epilogue_ok=True),
     OpSpec(
@@ -387,7 +419,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec(
         "lrn", "opaque", "local response normalisation across channels (AlexNet)",
         Signature(positional=(("size", POS_INT),), required=0,
-                  keywords={"alpha": NONNEG_FLOAT, "beta": NONNEG_FLOAT, "k": NONNEG_FLOAT},
+                  keywords={"alpha": NONNEG_FLOAT, "beta": NONNEG_FLOAT, "k": LRN_K},
                   defaults={"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0},
                   usage="lrn [SIZE] [alpha=A] [beta=B] [k=K], e.g. lrn 5 alpha=0.0001 beta=0.75 k=2"),
         shape=lambda ins, a, ctx: spatial(ins, ctx, "lrn"),

@@ -8,7 +8,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as S
-from .errors import NetError, Span
+from .errors import NetError, Span, normalise_line_breaks, split_lines
 
 # Names people recognise, for "expected ..." in parse errors.
 _TOKEN_WORDS = {
@@ -26,9 +26,10 @@ def _lark() -> Lark:
 
 
 class _Builder(Transformer):
-    def __init__(self, file: str):
+    def __init__(self, file: str, lines: list[str]):
         super().__init__()
         self.file = file
+        self.lines = lines
 
     # spans -------------------------------------------------------------------------------
     def _span(self, meta) -> Span:
@@ -60,7 +61,40 @@ class _Builder(Transformer):
             return S.BinOp(op, children[0], children[1], self._span(meta))
         return build
 
-    plus, minus, times = _binop("+"), _binop("-"), _binop("*")
+    plus, minus, times, divide = _binop("+"), _binop("-"), _binop("*"), _binop("/")
+
+    @v_args(meta=True)
+    def paren(self, meta, children):
+        return S.Paren(children[0], self._span(meta))
+
+    def _between(self, left: Span, right: Span) -> str:
+        """The text between two spans on one line (an operator and any spaces around it)."""
+        if left.end_line != right.line:
+            return " "
+        return self.lines[left.end_line - 1][left.end_column - 1:right.column - 1]
+
+    def _argument(self, expr):
+        """An argument outside parentheses is one run of characters: spaces separate arguments,
+        so `pad 1 -1` is refused, never read as pad 0 (see grammar.lark)."""
+        if isinstance(expr, S.BinOp):
+            gap = self._between(expr.left.span, expr.right.span)
+            if gap != gap.strip():
+                if expr.op == "-" and gap.startswith((" ", "\t")) and not gap.endswith((" ", "\t")):
+                    neg = Span(self.file, expr.right.span.line, expr.right.span.column - 1,
+                               expr.right.span.end_line, expr.right.span.end_column)
+                    line = self.lines[expr.span.line - 1]
+                    written = line[expr.span.column - 1:expr.right.span.end_column - 1]
+                    raise NetError("a negative number: sizes, counts, pads, strides and settings are never negative",
+                                   neg, f"spaces separate arguments, so '{written}' is two of them; "
+                                        "to subtract, write n-1 or (n - 1)")
+                raise NetError(f"spaces around '{expr.op}' inside an argument", expr.span,
+                               "spaces separate arguments: write the expression without them (4*c, n-1) "
+                               "or in parentheses ((n - 1))")
+            self._argument(expr.left)
+            self._argument(expr.right)
+        elif isinstance(expr, S.Neg):
+            self._argument(expr.operand)
+        return expr
 
     # arguments ---------------------------------------------------------------------------
     def _dims(self, tok: Token) -> S.DimsArg:
@@ -74,21 +108,29 @@ class _Builder(Transformer):
         (value,) = children
         if isinstance(value, Token):
             value = self._dims(value)
+        else:
+            self._argument(value)
         return S.StrideArg(value, self._span(meta))
 
     @v_args(meta=True)
     def kwarg(self, meta, children):
         name, value = children
-        return S.KwArg(str(name), value, self._span(meta))
+        return S.KwArg(str(name), self._argument(value), self._span(meta))
 
     @v_args(meta=True)
     def value(self, meta, children):
-        return S.ValueArg(children[0], self._span(meta))
+        return S.ValueArg(self._argument(children[0]), self._span(meta))
 
     # statements --------------------------------------------------------------------------
     @v_args(meta=True)
     def call(self, meta, children):
         name, *args = children
+        for before, arg in zip(args, args[1:]):
+            glued = before.span.end_line == arg.span.line and before.span.end_column == arg.span.column
+            if isinstance(arg, S.StrideArg) and glued and not isinstance(before, S.DimsArg):
+                raise NetError("a '/' right after a value: is it a stride or a division?", arg.span,
+                               "a stride has a space before it (conv c 1x1 /2, or glued to a size: 3x3/2); "
+                               "to divide, use parentheses: conv (c/2) 1x1")
         return S.Call(str(name), tuple(args), self._span(meta), self._tspan(name))
 
     def label(self, children):
@@ -129,11 +171,11 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def repeat(self, meta, children):
         count, item = children
-        return S.Repeat(count, _as_item(item, self._span(meta)), self._span(meta))
+        return S.Repeat(self._argument(count), _as_item(item, self._span(meta)), self._span(meta))
 
     def param(self, children):
         name, default = children
-        return S.Param(str(name), default, self._tspan(name))
+        return S.Param(str(name), default if default is None else self._argument(default), self._tspan(name))
 
     @v_args(meta=True)
     def block_def(self, meta, children):
@@ -169,20 +211,21 @@ def _fix_groups(layer: S.Layer) -> S.Layer:
 
 def parse(source: str, file: str = "<string>") -> S.Program:
     """Parse .net text into a Program. Raises NetError with a span on any mistake."""
-    if not source.strip() or all(
-        not line.split("#", 1)[0].strip() for line in source.splitlines()
-    ):
+    lines = split_lines(source)
+    if not source.strip() or all(not line.split("#", 1)[0].strip() for line in lines):
         raise NetError(
             "empty network: there is nothing but blank lines and comments",
             Span(file, 1, 1, 1, 1),
             "a network needs at least an 'input CxHxW' line and one layer, e.g. 'input 3x32x32' then 'conv 6 5x5'",
         )
     try:
-        tree = _lark().parse(source)
-        items = _Builder(file).transform(tree)
+        tree = _lark().parse(normalise_line_breaks(source))
+        items = _Builder(file, lines).transform(tree)
     except UnexpectedInput as exc:
-        raise _syntax_error(exc, source, file) from None
+        raise _syntax_error(exc, normalise_line_breaks(source), file) from None
     except VisitError as exc:  # a bug in the builder, or recursion; never show lark's internals
+        if isinstance(exc.orig_exc, NetError):
+            raise exc.orig_exc from None
         if isinstance(exc.orig_exc, RecursionError):
             raise NetError("the file nests braces too deeply", Span(file, 1, 1, 1, 1)) from None
         raise
@@ -245,7 +288,7 @@ def _describe_token(tok: Token) -> str:
 def _syntax_error(exc: UnexpectedInput, source: str, file: str) -> NetError:
     line, col = max(exc.line, 1), max(exc.column, 1)
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = source.splitlines() or [""]
+        lines = split_lines(source) or [""]
         line, col = len(lines), len(lines[-1]) + 1
     width = 1
     if isinstance(exc, UnexpectedCharacters):

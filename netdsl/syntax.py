@@ -26,7 +26,7 @@ class Var:
 
 @dataclass(frozen=True)
 class BinOp:
-    op: str  # '+', '-', '*'
+    op: str  # '+', '-', '*', and '/' (inside parentheses only)
     left: "Expr"
     right: "Expr"
     span: Span
@@ -38,7 +38,15 @@ class Neg:
     span: Span
 
 
-Expr = Union[Num, Var, BinOp, Neg]
+@dataclass(frozen=True)
+class Paren:
+    """`( ... )`: where spaces are free and '/' divides."""
+
+    inner: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Var, BinOp, Neg, Paren]
 
 # --- layer arguments, bound to an op's signature later ------------------------------------
 

@@ -257,7 +257,8 @@ class Model:
         return {name: values[i] for name, i in self.outputs}
 
     def __call__(self, x, training: bool = False):
-        return self.forward(x, training)["output"]
+        """The trunk's output (the first of net.outputs: decided by structure, not by a name)."""
+        return self.forward(x, training)[self.outputs[0][0]]
 
     def loss(self, x, labels, training: bool = True) -> float:
         """Forward pass and the summed loss of every output: each head's own loss (softmax
@@ -315,20 +316,63 @@ class Model:
         return self._values[self.outputs[0][1]].argmax(axis=1)
 
     def save(self, path, optimizer=None, extra=None) -> None:
-        """Write weights, buffers (and optimiser state) to a safetensors checkpoint, atomically."""
+        """Write weights, buffers (and optimiser state) to a safetensors checkpoint, atomically;
+        refused, with the file left as it was, if any of them is not finite."""
         tensors = {name: self.device.asnumpy(v) for name, v in self.state_dict().items()}
         if optimizer is not None:
-            tensors.update({k: self.device.asnumpy(v) for k, v in optimizer.state_dict().items()})
+            tensors.update({checkpoint.OPTIMISER + k: self.device.asnumpy(v)
+                            for k, v in optimizer.state_dict().items()})
         checkpoint.write(path, tensors, self.net.name, self.net.source, extra)
 
-    def load(self, path, optimizer=None) -> dict:
-        """Load weights (and optimiser state) from a checkpoint of the same network; a tensor that
-        is missing, extra or of another shape is refused by name. Returns the checkpoint's info."""
-        tensors, meta = checkpoint.read(path)
-        self.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")}, source=str(path))
+    def load(self, path, optimizer=None, warn=None) -> dict:
+        """Load weights (and optimiser state) from a checkpoint of the same network. Names,
+        shapes and dtypes are checked from the file's header before any tensor is read: a
+        tensor that is missing, extra, of another shape or another type is refused by name, and
+        one holding NaN or inf as well. A checkpoint of another network whose tensors happen to
+        fit loads, and `warn` (default: warnings.warn) is told the first line where the two
+        sources differ. Returns the checkpoint's info (epoch, step, ...)."""
+        where = str(path)
+        with checkpoint.Checkpoint(path) as ck:
+            mine = self.state_dict()
+            header = {k: ck.entries[k] for k in ck.model_keys()}
+            for name, value in mine.items():
+                if name not in header:
+                    raise NetError(f"{where} has no tensor '{name}': it was saved from a different network")
+                if header[name].shape != tuple(value.shape):
+                    raise NetError(f"{where}: tensor '{name}' is {shape_text(header[name].shape)}, "
+                                   f"this network needs {shape_text(tuple(value.shape))}: a different network")
+                if header[name].dtype != "float32":
+                    raise NetError(f"{where}: tensor '{name}' is {header[name].dtype}, netdsl's tensors are "
+                                   "float32; it is not converted")
+            extra = sorted(set(header) - set(mine))
+            if extra:
+                raise NetError(f"{where} has tensor '{extra[0]}', which this network lacks: a different network")
+            info = ck.info
+            arrays = {}
+            for name in mine:
+                arrays[name] = ck.tensor(name)
+                if not np.isfinite(arrays[name]).all():
+                    raise NetError(f"{where}: tensor '{name}' holds NaN or inf values: this checkpoint is "
+                                   "not a state to continue from")
+            state = {}
+            if optimizer is not None:
+                prefix = ck.optimiser_prefix
+                for key in ck.optimiser_keys():
+                    state[key[len(prefix):]] = ck.tensor(key)
+            difference = ck.source_difference(self.net.source)
+        for name, value in mine.items():
+            value[...] = self.xp.asarray(arrays[name], dtype=value.dtype)
         if optimizer is not None:
-            optimizer.load_state_dict({k: v for k, v in tensors.items() if k.startswith("optim.")})
-        return checkpoint.info(meta)
+            optimizer.load_state_dict(state, source=where)
+        if difference:
+            message = (f"{where} was saved from another network whose tensors fit this one ({difference}); "
+                       "its weights are loaded")
+            if warn is None:
+                import warnings
+                warnings.warn(message, stacklevel=2)
+            else:
+                warn(message)
+        return info
 
     def value(self, name: str):
         """A node's output from the last forward pass (for inspection and tests)."""

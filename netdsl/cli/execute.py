@@ -60,7 +60,8 @@ def cmd_train(args) -> int:
                       save=args.save, resume=args.resume)
     result = train(model, ds, cfg)
     print(f"test accuracy {100 * result.test_accuracy:.2f}% on {len(ds.x_test):,} {ds.name} test images "
-          f"after {result.epochs} epochs ({result.seconds:.1f} s)")
+          + (f"after {result.epochs} epoch{'s' if result.epochs != 1 else ''} ({result.seconds:.1f} s)"
+             if result.epochs else "(no epoch trained in this run)"))
     return 0
 
 

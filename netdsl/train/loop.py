@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import NetError
@@ -39,12 +41,44 @@ class TrainResult:
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    """The share of `x` the model classifies as `y`."""
+    return _evaluate(model, x, y, batch)[0]
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray, batch: int = 256) -> tuple[float, bool]:
+    """(accuracy, whether every output was finite): weights that diverged to huge but finite
+    values show here, as NaN or inf outputs, before they could be saved as a good state."""
     correct = 0
+    finite = True
+    xp = model.xp
     for lo in range(0, len(x), batch):
-        out = model.forward(x[lo:lo + batch], training=False)["output"]
+        out = model(x[lo:lo + batch])
+        finite = finite and bool(xp.isfinite(out).all())
         pred = model.device.asnumpy(out.argmax(axis=1))
         correct += int((pred == y[lo:lo + batch]).sum())
-    return correct / max(1, len(x))
+    return correct / max(1, len(x)), finite
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Epoch `epoch`'s shuffle of n examples, drawn from (seed, epoch) alone: a resumed run takes
+    the same order as an uninterrupted one without replaying the epochs before it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def check_save_path(path: str, source: str | None = None) -> None:
+    """Before the first epoch: `--save` must name a file netdsl may replace (absent, or a netdsl
+    checkpoint: never the network's own .net file or anything else) in a folder it can write."""
+    from .. import checkpoint
+    from ..files import check_writable
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        try:
+            with checkpoint.Checkpoint(p):
+                pass
+        except NetError:
+            raise NetError(f"--save {path}: that file is not a netdsl checkpoint, and saving would replace it",
+                           hint="name a new file, e.g. --save run.safetensors") from None
+    check_writable(p, "--save")
 
 
 class Progress:
@@ -76,25 +110,38 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
           log: Callable[[str], None] | None = None) -> TrainResult:
     progress = progress or Progress()
     log = log or (lambda s: print(s, file=sys.stderr))
+    if cfg.save:
+        check_save_path(cfg.save)
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start_epoch = 0
+    last_good = None  # (checkpoint path, epoch) of the last state known to be good
     if cfg.resume:
-        info = model.load(cfg.resume, opt)
-        start_epoch = int(info.get("epoch", 0))
-        opt.steps = int(info.get("step", 0))
-        log(f"resumed from {cfg.resume} after epoch {start_epoch}")
+        info = model.load(cfg.resume, opt, warn=log)
+        start_epoch = _whole(info.get("epoch", 0), cfg.resume, "epoch")
+        opt.steps = _whole(info.get("step", 0), cfg.resume, "step")
+        last_good = (cfg.resume, start_epoch)
+        if start_epoch >= cfg.epochs:
+            log(f"{cfg.resume} already holds {start_epoch} epoch(s), and --epochs is {cfg.epochs}: nothing to train"
+                f" (raise --epochs to go on)")
+        else:
+            log(f"resumed from {cfg.resume} after epoch {start_epoch}")
     schedule = SCHEDULES[cfg.schedule]
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / cfg.batch)
     total_steps = steps_per_epoch * cfg.epochs
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
-        rng.permutation(n)
     history = []
     t0 = time.perf_counter()
     loss_value = float("nan")
+
+    def diverged(what: str) -> NetError:
+        kept = (f"; the last good state is {last_good[0]} (after epoch {last_good[1]}), untouched: "
+                f"--resume {last_good[0]} continues from it") if last_good else \
+            f"; {cfg.save}, which this run has not written yet, is untouched" if cfg.save and Path(cfg.save).exists() \
+            else ""
+        return NetError(f"{what}: training stopped{kept}", hint="lower --lr, or check the data for extreme values")
+
     for epoch in range(start_epoch, cfg.epochs):
-        order = rng.permutation(n)
+        order = epoch_order(cfg.seed, epoch, n)
         seen = correct = 0
         loss_sum = 0.0
         te = time.perf_counter()
@@ -104,10 +151,8 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
             opt.lr = schedule(cfg.lr, opt.steps, total_steps, cfg.warmup_steps)
             loss_value = model.loss(xb, yb, training=True)
             if not math.isfinite(loss_value):
-                where = f"step {opt.steps + 1} (epoch {epoch + 1}, batch {b + 1})"
-                kept = f"; the last good checkpoint {cfg.save} is untouched" if cfg.save else ""
-                raise NetError(f"the loss became {loss_value} at {where}: training stopped{kept}",
-                               hint="lower --lr, or check the data for extreme values")
+                raise diverged(f"the loss became {loss_value} at step {opt.steps + 1} "
+                               f"(epoch {epoch + 1}, batch {b + 1})")
             model.backward()
             opt.step()
             pred = model.device.asnumpy(model.forward_outputs_argmax())
@@ -118,7 +163,9 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
             progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(seen / n)} {seen}/{n} "
                             f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.1f}% {rate:,.0f} img/s "
                             f"lr {opt.lr:.4g}")
-        test_acc = evaluate(model, data.x_test, data.y_test)
+        test_acc, finite = _evaluate(model, data.x_test, data.y_test)
+        if not finite:
+            raise diverged(f"after epoch {epoch + 1} the weights give NaN or inf outputs")
         entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                  "test_accuracy": test_acc, "seconds": time.perf_counter() - te}
         history.append(entry)
@@ -126,9 +173,16 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
                         f"train {100 * entry['train_accuracy']:.1f}% test {100 * test_acc:.1f}% "
                         f"({entry['seconds']:.1f} s, {n / entry['seconds']:,.0f} img/s)", done=True)
         if cfg.save:
-            model.save(cfg.save, opt, {"epoch": epoch + 1, "step": opt.steps,
-                                       "test_accuracy": test_acc})
+            model.save(cfg.save, opt, {"epoch": epoch + 1, "step": opt.steps, "test_accuracy": test_acc})
+            last_good = (cfg.save, epoch + 1)
     seconds = time.perf_counter() - t0
     test_acc = history[-1]["test_accuracy"] if history else evaluate(model, data.x_test, data.y_test)
     train_acc = history[-1]["train_accuracy"] if history else float("nan")
-    return TrainResult(test_acc, train_acc, loss_value, seconds, cfg.epochs, history)
+    return TrainResult(test_acc, train_acc, loss_value, seconds, len(history), history)
+
+
+def _whole(value, path: str, key: str) -> int:
+    """A count from a checkpoint's info: a whole number, 0 or more, or the file is refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise NetError(f"{path}: its info says {key} {value!r}, not a whole number of {key}s")
+    return value

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ..errors import NetError
 from ..backend.cpu import native
 from ..backend.device import on_gpu
@@ -49,16 +51,19 @@ class SGD:
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {f"optim.velocity.{k}": v for k, v in self.velocity.items()}
+        return {f"velocity.{k}": v for k, v in self.velocity.items()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Momentum by parameter name; a name this network lacks, or another shape or type, is refused."""
         params = self.model.parameters()
         for key, value in state.items():
-            name = key[len("optim.velocity."):]
+            name = key[len("velocity."):] if key.startswith("velocity.") else key
             if name not in params:
-                raise NetError(f"checkpoint has optimiser state for '{name}', which this network lacks")
+                raise NetError(f"{source} has optimiser state for '{name}', which this network lacks")
             if tuple(value.shape) != tuple(params[name].shape):
-                raise NetError(f"checkpoint: optimiser state for '{name}' has the wrong shape")
+                raise NetError(f"{source}: optimiser state for '{name}' has the wrong shape")
+            if value.dtype != params[name].dtype or not np.isfinite(value).all():
+                raise NetError(f"{source}: optimiser state for '{name}' is not finite {params[name].dtype}")
             self.velocity[name] = self.model.xp.asarray(value, dtype=params[name].dtype)
 
 
