@@ -7,7 +7,7 @@ from typing import Callable
 
 import networkx as nx
 
-from .errors import Diagnostic, NetError, Span, split_lines
+from .errors import Diagnostic, NetError, NetTypeError, Span, split_lines
 from .files import read_bounded
 from .expand import expand
 from .ir import ReceptiveField, schedule
@@ -145,6 +145,9 @@ def _view(name: str) -> Callable:
 def compile_source(source: str, file: str = "<string>", *, memory_limit: int = DEFAULT_LIMIT,
                    debug: bool = False, print_after: Callable | None = None) -> Network:
     """Compile .net text. Raises NetError (with a span) for any mistake in it."""
+    if not isinstance(source, str):
+        raise NetTypeError(f"compile_source takes .net text (a str), not {_kind(source)}"
+                           + ("; decode it first: data.decode('utf-8')" if isinstance(source, bytes) else ""))
     try:
         graph = expand(parse(source, file))
         graph.graph["memory_limit"] = memory_limit
@@ -183,12 +186,21 @@ def read_source(path: str | os.PathLike) -> str:
 
 def load(path: str | os.PathLike, **kwargs) -> Network:
     """Compile a .net file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise NetTypeError(f"load takes a path (a str or os.PathLike), not {_kind(path)}")
     return compile_source(read_source(path), str(path), **kwargs)
 
 
 def compile(text_or_path: str | os.PathLike, **kwargs) -> Network:  # noqa: A001 - the natural name
     """Compile from a path (str/Path to an existing file, or ending in .net) or from .net text."""
+    if not isinstance(text_or_path, (str, os.PathLike)):
+        raise NetTypeError(f"compile takes .net text or a path (a str or os.PathLike), not {_kind(text_or_path)}"
+                           + ("; decode it first: data.decode('utf-8')" if isinstance(text_or_path, bytes) else ""))
     if isinstance(text_or_path, os.PathLike) or (
             "\n" not in text_or_path and (text_or_path.endswith(".net") or os.path.isfile(text_or_path))):
         return load(text_or_path, **kwargs)
     return compile_source(text_or_path, **kwargs)
+
+
+def _kind(value) -> str:
+    return "None" if value is None else type(value).__name__

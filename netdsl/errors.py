@@ -89,6 +89,14 @@ class NetError(Exception):
         return render_diagnostic(self.diagnostic, source, "error")
 
 
+class NetTypeError(NetError, TypeError):
+    """A Python caller passed the wrong kind of value (bytes for text, a list for an array)."""
+
+
+class NetValueError(NetError, ValueError):
+    """A Python caller passed a value of the right kind that cannot be right (lr=-1, a label of 12)."""
+
+
 def render_diagnostic(diag: Diagnostic, source: str | None, severity: str) -> str:
     """`file:line:col: error: message`, the line itself, a caret run under the culprit, a hint."""
     span = diag.span

@@ -20,6 +20,45 @@ class Device:
         if self.name == "gpu":
             self.xp.cuda.Stream.null.synchronize()
 
+    def memory_available(self) -> int | None:
+        """Bytes a step may still take: the GPU's free memory, or on the CPU the memory the
+        kernel reports available, lowered by this process's address-space or data limit
+        (ulimit -v, resource.setrlimit). None where neither can be read."""
+        if self.name == "gpu":
+            free, _total = self.xp.cuda.runtime.memGetInfo()
+            return int(free)
+        return cpu_memory_available()
+
+
+def cpu_memory_available() -> int | None:
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            soft, _hard = resource.getrlimit(which)
+            if soft != resource.RLIM_INFINITY:
+                found.append(max(0, soft - _resident_bytes()))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _resident_bytes() -> int:
+    """This process's current address-space size: what an RLIMIT_AS already counts."""
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
 
 def on_gpu(xp) -> bool:
     """Whether an array module is CuPy: the one test every GPU-only branch makes."""

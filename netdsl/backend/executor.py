@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..compiler import Network
-from ..errors import NetError
+from ..errors import NetError, NetTypeError, NetValueError
 from ..ir import inputs as ir_inputs
 from ..ir import schedule
 from ..ops import OPS, shape_text
@@ -95,6 +95,11 @@ class Model:
     def __init__(self, net: Network, device: str | Device = "auto", dtype: str = "float32", seed: int = 0,
                  col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT,
                  params_from: "Model | None" = None, winograd: bool = True):
+        if not isinstance(net, Network):
+            raise NetTypeError(f"Model takes a compiled network (netdsl.load or netdsl.compile), not "
+                               f"{type(net).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise NetValueError(f"Model(seed=...) takes a whole number, 0 or more, not {seed!r}")
         self.net = net
         self.device = device if isinstance(device, Device) else get_device(device)
         self.xp = self.device.xp
@@ -226,6 +231,14 @@ class Model:
 
     def _check_input(self, x):
         want = tuple(self.net.input_shape)
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise NetTypeError(f"the input batch must be an array of shape Nx{shape_text(want)}, not "
+                               f"{type(x).__name__}", hint="np.asarray(x, dtype=np.float32) makes one")
+        if x.ndim != len(want) + 1:
+            raise NetValueError(f"the input batch is {shape_text(tuple(x.shape)) if x.ndim else 'a scalar'}, but "
+                                f"{self.net.name} takes Nx{shape_text(want)} (one more axis: the batch)")
+        if x.shape[0] == 0:
+            raise NetValueError("the input batch is empty (0 images)")
         if tuple(x.shape[1:]) != want:
             raise NetError(f"the input batch is {shape_text(tuple(x.shape))}, but {self.net.name} takes "
                            f"Nx{shape_text(want)}")
@@ -265,7 +278,7 @@ class Model:
         cross-entropy or multiclass hinge), weight 1 for the trunk and `aux_weight` for side
         outputs. An output that ends without a head gets softmax cross-entropy."""
         self.forward(x, training, keep=True)
-        labels = self.xp.asarray(labels).astype(self.xp.int64)
+        labels = self.xp.asarray(self._check_labels(labels, len(x)))
         total = 0.0
         for k, (name, i) in enumerate(self.outputs):
             node = self.nodes[i]
@@ -278,6 +291,24 @@ class Model:
                 self._loss_grads[i] = self._accumulate(self._loss_grads.get(i), dx * weight)
             total += weight * float(value)
         return total
+
+    def _check_labels(self, labels, n: int) -> np.ndarray:
+        """Class indices, one per image, each from 0 to classes-1, as int64."""
+        on_device = not isinstance(labels, np.ndarray) and hasattr(labels, "get") and hasattr(labels, "shape")
+        host = np.asarray(labels.get() if on_device else labels)  # a CuPy array comes to the host: labels are small
+        classes = self.net.layer(self.net.outputs[0][1]).shape[0]
+        if host.ndim != 1 or len(host) != n:
+            raise NetValueError(f"labels must be {n} class indices, one per image, not an array of shape "
+                                f"{tuple(host.shape)}")
+        if host.dtype.kind not in "iu":
+            whole = host.dtype.kind == "f" and np.isfinite(host).all() and (host == np.round(host)).all()
+            if host.dtype.kind == "b" or not whole:
+                raise NetValueError(f"labels must be whole class indices, not {host.dtype} values like "
+                                    f"{host.ravel()[0].item()!r}")
+        if len(host) and (host.min() < 0 or host.max() >= classes):
+            bad = host[(host < 0) | (host >= classes)][0]
+            raise NetValueError(f"label {bad} is out of range: {self.net.name} has {classes} classes (0 to {classes - 1})")
+        return host.astype(np.int64)
 
     @staticmethod
     def _accumulate(acc, g):

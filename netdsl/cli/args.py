@@ -3,15 +3,18 @@ compiling the FILE argument the way those flags say."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
 from ..errors import render_diagnostic
 from ..passes.check_limits import DEFAULT_LIMIT
 
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgtpe]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1}
+for _i, _p in enumerate("kmgtpe", 1):
+    _UNITS.update({_p: 10 ** (3 * _i), _p + "b": 10 ** (3 * _i), _p + "ib": 2 ** (10 * _i)})
+MAX_SIZE = 2**50  # 1 PiB: more than any machine this runs on has, so a larger size is a typo
 
 
 def parse_size(text: str) -> int:
@@ -22,6 +25,8 @@ def parse_size(text: str) -> int:
     value = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
     if value <= 0:
         raise argparse.ArgumentTypeError(f"'{text}' must be more than 0")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"'{text}' is more than 1PiB: too large to mean anything here")
     return value
 
 
@@ -32,8 +37,9 @@ def _number(convert, ok, must: str, kind: str):
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {kind}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"'{text}' must be {must}")
+        if not ok(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"'{text}' must be {must}" + (
+                ", and finite" if isinstance(value, float) and not math.isfinite(value) else ""))
         return value
     return parse
 
@@ -53,8 +59,9 @@ class Parser(argparse.ArgumentParser):
 def common(p: argparse.ArgumentParser) -> None:
     """The flags of every subcommand that compiles one FILE."""
     p.add_argument("file", help="a .net file")
-    p.add_argument("--memory-limit", type=parse_size, default=DEFAULT_LIMIT, metavar="SIZE",
-                   help="refuse layers that would need more memory than this (default 8GiB)")
+    p.add_argument("--memory-limit", type=parse_size, default=None, metavar="SIZE",
+                   help="refuse a layer that needs more than this (default 8GiB) and, for run and train, "
+                        "a step that plans more (default: the memory the device has free)")
     p.add_argument("--debug", action="store_true", help="verify the IR after every pass")
     p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass (to stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
@@ -72,7 +79,7 @@ def compile_file(args, **extra):
     """The network in args.file, compiled as the common flags say."""
     from ..compiler import load
     hook = printer(args)
-    return load(args.file, memory_limit=args.memory_limit, debug=args.debug or hook is not None,
+    return load(args.file, memory_limit=args.memory_limit or DEFAULT_LIMIT, debug=args.debug or hook is not None,
                 print_after=hook, **extra)
 
 

@@ -52,5 +52,6 @@ def register(sub) -> None:
     p.add_argument("b")
     p.add_argument("-o", "--output", metavar="OUT", help="draw both networks, changed layers highlighted")
     p.add_argument("--rankdir", choices=RANKDIRS, default="TB")
-    p.add_argument("--memory-limit", type=parse_size, default=DEFAULT_LIMIT, metavar="SIZE")
+    p.add_argument("--memory-limit", type=parse_size, default=DEFAULT_LIMIT, metavar="SIZE",
+                   help="refuse a layer that needs more than this (default 8GiB)")
     p.set_defaults(func=cmd_diff)

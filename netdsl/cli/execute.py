@@ -5,24 +5,27 @@ import json
 import sys
 
 from ..errors import NetError
-from .args import common, compile_file, nonneg_float, positive_float, positive_int, warn
+from .args import common, compile_file, nonneg_float, nonneg_int, positive_float, positive_int, warn
 
 
 def cmd_run(args) -> int:
     from ..backend.device import get_device
-    from ..train.timing import run
+    from ..train.budget import check_batch
+    from ..train.timing import default_batch, run
     from ..views.summary import summary_table
     net = compile_file(args)
     if args.tf32:
         import os
         os.environ["CUPY_TF32"] = "1"  # read when CuPy loads; without it, GPU matmuls stay full float32
     device = get_device(args.device)
+    batch = args.batch or default_batch(net, device.memory_available())
+    check_batch(net, batch, device.memory_available(), args.memory_limit, optimiser=False)
     if not args.json:
         warn(net, args)
         print(summary_table(net))
         print()
         print(f"device: {device.description}" + (" (chosen by --device auto)" if args.device == "auto" else ""))
-    report = run(net, device, batch=args.batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise)
+    report = run(net, device, batch=batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
         return 0
@@ -43,6 +46,7 @@ def cmd_train(args) -> int:
     from ..train import data as datasets
     from ..backend.device import get_device
     from ..backend.executor import Model
+    from ..train.budget import check_batch
     from ..train.loop import TrainConfig, train
     net = compile_file(args)
     warn(net, args)
@@ -51,6 +55,7 @@ def cmd_train(args) -> int:
     if len(classes) != 1:
         raise NetError(f"{net.name} ends in a {'x'.join(map(str, classes))} feature map, not class scores",
                        hint="end the network with fc N and softmax (or svm)")
+    check_batch(net, args.batch, device.memory_available(), args.memory_limit, optimiser=True)
     ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0])
     print(f"{net.name} on {ds.name}: {len(ds.x_train):,} training and {len(ds.x_test):,} test images, "
           f"device {device.description}", file=sys.stderr)
@@ -71,7 +76,7 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--batch", type=positive_int, default=None, help="images per batch (default: what fits 2 GiB, at most 16)")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed repetitions after one warm-up (median)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--no-optimise", action="store_true", help="run the graph as written, without fusion")
     p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls on the GPU (off by default)")
@@ -87,7 +92,7 @@ def register(sub) -> None:
     p.add_argument("--momentum", type=nonneg_float, default=0.9)
     p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     p.set_defaults(func=cmd_train)

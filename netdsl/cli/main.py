@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the operating system refused something: the user's to fix, not our bug
+        place = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{place}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug of ours, not the user's mistake: say so, briefly
         print(f"netdsl: internal error: {type(exc).__name__}: {exc}\n"
               "  this is a bug in netdsl, not in your file; please report it with the file that caused it",

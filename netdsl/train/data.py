@@ -8,12 +8,15 @@ split's mean and standard deviation.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NetError
+from ..files import os_error
 
 
 @dataclass
@@ -51,24 +54,42 @@ def _find(folder: Path, stem: str) -> Path:
                         "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")
 
 
+MAX_IDX_BYTES = 4 << 30  # what one IDX file may promise; MNIST's largest holds 47 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format): magic 0x0000 08 NDIM, big-endian sizes, unsigned bytes."""
+    """An IDX file (the MNIST format): magic 0x0000 08 NDIM, big-endian sizes, unsigned bytes.
+    The header is read first and checked (sizes multiplied exactly, never wrapping), then exactly
+    the bytes it promises: a lying file is refused without being read whole."""
     try:
         with _open(path) as f:
-            data = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise NetError(f"cannot read {path}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
-        raise NetError(f"{path} is not an IDX file of unsigned bytes (its header is {data[:4].hex() or 'empty'})")
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
-        raise NetError(f"{path} is cut short inside its header")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    size = int(np.prod(dims))
-    body = data[4 + 4 * ndim:]
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08 or not 1 <= head[3] <= 4:
+                raise NetError(f"{path} is not an IDX file of unsigned bytes (its header is {head.hex() or 'empty'})")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise NetError(f"{path} is cut short inside its header")
+            dims = [int.from_bytes(raw_dims[4 * i: 4 + 4 * i], "big") for i in range(ndim)]
+            shown = "x".join(map(str, dims))
+            if dims[0] == 0:
+                raise NetError(f"{path} holds no items (its header says {shown})")
+            if any(d == 0 for d in dims[1:]):
+                raise NetError(f"{path}: its items are {'x'.join(map(str, dims[1:]))}, an empty size")
+            size = math.prod(dims)  # exact: Python's integers do not wrap
+            if size > MAX_IDX_BYTES:
+                raise NetError(f"{path}: its header promises {shown} = {size:,} bytes, more than any data set "
+                               f"this reads ({MAX_IDX_BYTES >> 30} GiB)")
+            body = f.read(size + 1)
+    except NetError:
+        raise
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise NetError(f"{path} is not a readable gzip file ({exc})") from None
+    except OSError as exc:
+        raise os_error(exc, "read", path) from None
     if len(body) != size:
-        raise NetError(f"{path}: the header promises {'x'.join(map(str, dims))} = {size:,} bytes, "
-                       f"the file holds {len(body):,}")
+        held = f"{len(body):,}" if len(body) <= size else "more"
+        raise NetError(f"{path}: the header promises {shown} = {size:,} bytes, the file holds {held}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
@@ -102,7 +123,10 @@ def load_cifar10(folder: str) -> Dataset:
             if not path.is_file():
                 raise NetError(f"--data cifar10:{folder}: no file {name} there",
                                hint="CIFAR-10's binary version has data_batch_1.bin .. data_batch_5.bin and test_batch.bin")
-            raw = np.fromfile(path, dtype=np.uint8)
+            try:
+                raw = np.fromfile(path, dtype=np.uint8)
+            except OSError as exc:
+                raise os_error(exc, "read", path) from None
             if raw.size == 0 or raw.size % 3073:
                 raise NetError(f"{path}: {raw.size:,} bytes is not a whole number of 3,073-byte records")
             rec = raw.reshape(-1, 3073)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NetError
+from ..errors import NetError, NetValueError
 from ..backend.cpu import native
 from ..backend.device import on_gpu
 from ..backend.cpu.threads import over_batch
@@ -22,9 +22,9 @@ class SGD:
 
     def __init__(self, model, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
         self.model = model
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+        self.lr = _setting("lr", lr, lambda v: v > 0, "more than 0")
+        self.momentum = _setting("momentum", momentum, lambda v: 0 <= v < 1, "from 0 up to (not including) 1")
+        self.weight_decay = _setting("weight_decay", weight_decay, lambda v: v >= 0, "0 or more")
         self.velocity: dict[str, Any] = {}
         self.steps = 0
 
@@ -65,6 +65,12 @@ class SGD:
             if value.dtype != params[name].dtype or not np.isfinite(value).all():
                 raise NetError(f"{source}: optimiser state for '{name}' is not finite {params[name].dtype}")
             self.velocity[name] = self.model.xp.asarray(value, dtype=params[name].dtype)
+
+
+def _setting(name: str, value, ok, must: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise NetValueError(f"SGD({name}=...) must be a finite number {must}, not {value!r}")
+    return float(value)
 
 
 def _update_in_place(xp, w, g, v, momentum: float, decay: float, lr: float) -> None:

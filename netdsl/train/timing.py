@@ -12,8 +12,9 @@ import numpy as np
 from ..compiler import Network
 from ..backend.device import Device
 from ..backend.executor import Model
+from .budget import plan_step
 
-CPU_BATCH_BUDGET = 2 * 2**30  # bytes of activations, gradients and weights a default batch may use
+CPU_BATCH_BUDGET = 2 * 2**30  # bytes the planned step of a default batch may use
 
 
 @dataclass
@@ -36,12 +37,10 @@ class RunReport:
         return asdict(self)
 
 
-def default_batch(net: Network) -> int:
-    """As many images as fit a modest memory budget (training values + weights x3), 1 to 16."""
-    t = net.totals()
-    per_image = t.training_activations * 4 * 2  # x2: im2col columns and temporaries
-    room = CPU_BATCH_BUDGET - 3 * t.params * 4
-    return int(max(1, min(16, room // max(per_image, 1))))
+def default_batch(net: Network, available: int | None = None) -> int:
+    """As many images as the step plan fits in a modest budget (and in what is free), 1 to 16."""
+    budget = CPU_BATCH_BUDGET if available is None else min(CPU_BATCH_BUDGET, available)
+    return int(max(1, min(16, plan_step(net, optimiser=False).largest_batch(budget))))
 
 
 def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3, seed: int = 0,
