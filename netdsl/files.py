@@ -46,6 +46,15 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
     return data
 
 
+def _check_folders(path: str | os.PathLike, target: Path, doing: str) -> None:
+    """A path that runs through a file (`notes.txt/out.svg`) is refused by that file's name."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NetError(f"cannot {doing} {path}: {parent} is a file, not a folder")
+            return
+
+
 def _temporaries(target: Path) -> list[Path]:
     return list(target.parent.glob(f".{target.name}.*.tmp"))
 
@@ -55,6 +64,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     target = Path(path)
     if target.is_dir():
         raise NetError(f"cannot write {path}: it is a folder", hint="name a file inside it")
+    _check_folders(path, target, "write")
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +93,10 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise NetError(f"{flag} {path}: it is a folder", hint="name a file inside it")
+    try:
+        _check_folders(path, target, "write")
+    except NetError as err:
+        raise NetError(f"{flag} {path}: " + err.message.split(": ", 1)[1]) from None
     folder = target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -64,9 +64,11 @@ def cmd_train(args) -> int:
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                       save=args.save, resume=args.resume)
     result = train(model, ds, cfg)
+    trained = len(result.history)
+    resumed = f", {trained} in this run" if trained != result.epochs else ""
     print(f"test accuracy {100 * result.test_accuracy:.2f}% on {len(ds.x_test):,} {ds.name} test images "
-          + (f"after {result.epochs} epoch{'s' if result.epochs != 1 else ''} ({result.seconds:.1f} s)"
-             if result.epochs else "(no epoch trained in this run)"))
+          + (f"after {result.epochs} epoch{'s' if result.epochs != 1 else ''} ({result.seconds:.1f} s{resumed})"
+             if trained else "(no epoch trained in this run)"))
     return 0
 
 

@@ -36,8 +36,8 @@ class TrainResult:
     train_accuracy: float
     final_loss: float
     seconds: float
-    epochs: int
-    history: list[dict] = field(default_factory=list)
+    epochs: int  # the epochs the model has now had, a resumed checkpoint's included
+    history: list[dict] = field(default_factory=list)  # one entry per epoch trained in this run
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
@@ -140,45 +140,48 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
             else ""
         return NetError(f"{what}: training stopped{kept}", hint="lower --lr, or check the data for extreme values")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        order = epoch_order(cfg.seed, epoch, n)
-        seen = correct = 0
-        loss_sum = 0.0
-        te = time.perf_counter()
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            opt.lr = schedule(cfg.lr, opt.steps, total_steps, cfg.warmup_steps)
-            loss_value = model.loss(xb, yb, training=True)
-            if not math.isfinite(loss_value):
-                raise diverged(f"the loss became {loss_value} at step {opt.steps + 1} "
-                               f"(epoch {epoch + 1}, batch {b + 1})")
-            model.backward()
-            opt.step()
-            pred = model.device.asnumpy(model.forward_outputs_argmax())
-            correct += int((pred == yb).sum())
-            seen += len(idx)
-            loss_sum += loss_value * len(idx)
-            rate = seen / (time.perf_counter() - te)
-            progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(seen / n)} {seen}/{n} "
-                            f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.1f}% {rate:,.0f} img/s "
-                            f"lr {opt.lr:.4g}")
-        test_acc, finite = _evaluate(model, data.x_test, data.y_test)
-        if not finite:
-            raise diverged(f"after epoch {epoch + 1} the weights give NaN or inf outputs")
-        entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                 "test_accuracy": test_acc, "seconds": time.perf_counter() - te}
-        history.append(entry)
-        progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(1)} loss {entry['loss']:.4f} "
-                        f"train {100 * entry['train_accuracy']:.1f}% test {100 * test_acc:.1f}% "
-                        f"({entry['seconds']:.1f} s, {n / entry['seconds']:,.0f} img/s)", done=True)
-        if cfg.save:
-            model.save(cfg.save, opt, {"epoch": epoch + 1, "step": opt.steps, "test_accuracy": test_acc})
-            last_good = (cfg.save, epoch + 1)
+    # overflow shows as divergence, said once below, not as numpy's warnings on every step
+    with np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(start_epoch, cfg.epochs):
+            order = epoch_order(cfg.seed, epoch, n)
+            seen = correct = 0
+            loss_sum = 0.0
+            te = time.perf_counter()
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch:(b + 1) * cfg.batch]
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                opt.lr = schedule(cfg.lr, opt.steps, total_steps, cfg.warmup_steps)
+                loss_value = model.loss(xb, yb, training=True)
+                if not math.isfinite(loss_value):
+                    raise diverged(f"the loss became {loss_value} at step {opt.steps + 1} "
+                                   f"(epoch {epoch + 1}, batch {b + 1})")
+                model.backward()
+                opt.step()
+                pred = model.device.asnumpy(model.forward_outputs_argmax())
+                correct += int((pred == yb).sum())
+                seen += len(idx)
+                loss_sum += loss_value * len(idx)
+                rate = seen / (time.perf_counter() - te)
+                progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(seen / n)} {seen}/{n} "
+                                f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.1f}% {rate:,.0f} img/s "
+                                f"lr {opt.lr:.4g}")
+            test_acc, finite = _evaluate(model, data.x_test, data.y_test)
+            if not finite:
+                raise diverged(f"after epoch {epoch + 1} the weights give NaN or inf outputs")
+            entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                     "test_accuracy": test_acc, "seconds": time.perf_counter() - te}
+            history.append(entry)
+            progress.update(f"epoch {epoch + 1}/{cfg.epochs} {_bar(1)} loss {entry['loss']:.4f} "
+                            f"train {100 * entry['train_accuracy']:.1f}% test {100 * test_acc:.1f}% "
+                            f"({entry['seconds']:.1f} s, {n / entry['seconds']:,.0f} img/s)", done=True)
+            if cfg.save:
+                model.save(cfg.save, opt, {"epoch": epoch + 1, "step": opt.steps, "test_accuracy": test_acc})
+                last_good = (cfg.save, epoch + 1)
     seconds = time.perf_counter() - t0
     test_acc = history[-1]["test_accuracy"] if history else evaluate(model, data.x_test, data.y_test)
     train_acc = history[-1]["train_accuracy"] if history else float("nan")
-    return TrainResult(test_acc, train_acc, loss_value, seconds, len(history), history)
+    return TrainResult(test_acc, train_acc, loss_value, seconds, max(start_epoch, cfg.epochs if history else 0),
+                       history)
 
 
 def _whole(value, path: str, key: str) -> int:
