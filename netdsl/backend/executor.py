@@ -6,13 +6,13 @@ gradients where a value feeds several consumers (branches, side outputs).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from .. import checkpoint
 from ..compiler import Network
+from ..init import initial_state
 from ..errors import NetError, NetTypeError, NetValueError
 from ..ir import inputs as ir_inputs
 from ..ir import schedule
@@ -69,21 +69,6 @@ class NodeState:
         return self.model.uniform(shape)
 
 
-def init_scheme(g, node: str) -> str:
-    """He for layers feeding a ReLU (through bn/dropout), Glorot otherwise."""
-    seen = node
-    while True:
-        succ = list(g.successors(seen))
-        if len(succ) != 1:
-            return "glorot"
-        op = g.nodes[succ[0]]["op"]
-        if op == "relu":
-            return "he"
-        if op not in ("bn", "dropout"):
-            return "glorot"
-        seen = succ[0]
-
-
 class Model:
     """An executable network: parameters on a device, forward, loss, backward.
 
@@ -137,35 +122,14 @@ class Model:
 
     # parameters ----------------------------------------------------------------------------------
     def _init_params(self, seed: int) -> None:
-        """Seeded and documented: He normal (std sqrt(2/fan_in)) for layers that feed a ReLU,
-        Glorot uniform (limit sqrt(6/(fan_in + fan_out))) otherwise; biases 0; batch norm
-        scale 1, shift 0, running mean 0, running variance 1. Drawn with numpy's PCG64 in
-        schedule order, so a seed gives the same bits on every machine and device."""
-        rng = np.random.default_rng(seed)
-        g = self.net.graph
+        """netdsl/init.py's seeded initial state, put on the device."""
+        state = initial_state(self.net.graph, seed, self.dtype)
         for node in self.nodes:
-            data = g.nodes[node.name]
-            for pname, shape in data["params"]:
-                if pname == "weight" and len(shape) >= 2:
-                    fan_in = math.prod(shape[1:])
-                    fan_out = shape[0] * math.prod(shape[2:])
-                    draw = np.float32 if self.dtype == np.float32 else np.float64  # float32 draws: 2x faster
-                    if init_scheme(g, node.name) == "he":
-                        value = rng.standard_normal(shape, dtype=draw)
-                        value *= draw(math.sqrt(2.0 / fan_in))
-                    else:
-                        limit = math.sqrt(6.0 / (fan_in + fan_out))
-                        value = rng.random(shape, dtype=draw)
-                        value *= draw(2 * limit)
-                        value -= draw(limit)
-                elif pname == "weight":
-                    value = np.ones(shape)
-                else:
-                    value = np.zeros(shape)
-                node.params[pname] = self.xp.asarray(value.astype(self.dtype, copy=False))
-            for bname, shape in data["buffers"]:
-                fill = np.ones if bname == "running_var" else np.zeros
-                node.buffers[bname] = self.xp.asarray(fill(shape, dtype=self.dtype))
+            data = self.net.graph.nodes[node.name]
+            for pname, _ in data["params"]:
+                node.params[pname] = self.xp.asarray(state[f"{node.name}.{pname}"])
+            for bname, _ in data["buffers"]:
+                node.buffers[bname] = self.xp.asarray(state[f"{node.name}.{bname}"])
 
     def _derive_params(self, other: "Model") -> None:
         """Take parameters from a model of the unoptimised network: by name, or for a conv that
