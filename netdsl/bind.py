@@ -111,7 +111,8 @@ def bind(op: OpSpec, call: S.Call, env: Mapping[str, Any]):
             i += 1
         elif isinstance(arg, S.ValueArg) and arg.word in sig.flags and arg.word not in env:
             once(arg.word, arg)
-            attrs["bias"] = False  # the only flag so far is nobias
+            attr, value = sig.flags[arg.word]
+            attrs[attr] = value
         else:
             if not positional:
                 word = arg.word if isinstance(arg, S.ValueArg) else None

@@ -127,6 +127,24 @@ class Checkpoint:
         return f"line {n}: one network ends where the other goes on"
 
 
+def check_state(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, Entry], source: str) -> None:
+    """A state (by name: shape, dtype) against what a network needs (by name: shape): a tensor
+    that is missing, extra, of another shape or not float32 is refused by name."""
+    from .ops import shape_text
+    for name, shape in expected.items():
+        if name not in found:
+            raise NetError(f"{source} has no tensor '{name}': it was saved from a different network")
+        if found[name].shape != tuple(shape):
+            raise NetError(f"{source}: tensor '{name}' is {shape_text(found[name].shape)}, "
+                           f"this network needs {shape_text(tuple(shape))}: a different network")
+        if found[name].dtype != "float32":
+            raise NetError(f"{source}: tensor '{name}' is {found[name].dtype}, netdsl's tensors are "
+                           "float32; it is not converted")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise NetError(f"{source} has tensor '{extra[0]}', which this network lacks: a different network")
+
+
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """All the tensors and the metadata of a netdsl checkpoint."""
     with Checkpoint(path) as ck:

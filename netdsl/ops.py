@@ -111,6 +111,9 @@ POOL_MODE = ValueType("'max' or 'avg'", accepts_word=("max", "avg"))
 PROB = ValueType("a probability like 0.5", convert=_probability)
 POS_FLOAT = ValueType("a positive number", convert=_positive_float)
 NONNEG_FLOAT = ValueType("a number, 0 or more", convert=_nonneg_float)
+NOBIAS = {"nobias": ("bias", False)}
+LEAKY_SLOPE = ValueType("a slope like 0.1", convert=lambda v: _real(v, 0, False, 1, True, "from 0 up to (not including) 1"),
+                        hint="the slope multiplies negative inputs; 0 is relu")
 LRN_K = ValueType("a positive number", convert=_positive_float,
                   hint="with k=0 a window of zeros (as after a ReLU) divides 0 by 0: the output is NaN; "
                        "AlexNet uses k=2")
@@ -124,7 +127,7 @@ class Signature:
     required: int = 0  # how many positionals must be given
     slash: str | None = None  # attribute set by `/N`
     options: Mapping[str, ValueType] = field(default_factory=dict)  # `pad 2`: word then value
-    flags: tuple[str, ...] = ()  # `nobias`
+    flags: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # `nobias` -> ("bias", False)
     keywords: Mapping[str, ValueType] = field(default_factory=dict)  # `alpha=0.0001`
     defaults: Mapping[str, Any] = field(default_factory=dict)
     usage: str = ""
@@ -169,13 +172,37 @@ def spatial(ins: list[Shape], ctx: ShapeContext, what: str) -> Shape:
     return s
 
 
-def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str):
-    """Floor((n + 2p - k)/s) + 1, and the note to show when real input goes unseen."""
+def ceil_size(n: int, k: int, s: int, p: int) -> int:
+    """Ceil rounding (Caffe, ONNX ceil_mode, PyTorch): ceil((n + 2p - k)/s) + 1 windows, less a
+    last one that would start in the right padding (it would see no input)."""
+    out = -(-(n + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
+
+
+def out_size(n: int, k: int, s: int, p: int, ceil: bool = False) -> int:
+    """How many windows fit along one axis: floored (the default) or ceiled."""
+    return ceil_size(n, k, s, p) if ceil else (n + 2 * p - k) // s + 1
+
+
+def ceil_extra(ins: list[Shape], attrs: Attrs) -> tuple[int, int]:
+    """Rows and columns a ceil-mode pool reads past its padded input (bottom, right): 0 for floor."""
+    if not attrs.get("ceil"):
+        return (0, 0)
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry(ins, attrs)
+    _, h, w = ins[0]
+    return tuple(max(0, (out_size(n, k, st, p, True) - 1) * st + k - (n + 2 * p))
+                 for n, k, st, p in ((h, kh, sh, ph), (w, kw, sw, pw)))
+
+
+def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str, ceil: bool = False):
+    """Floor((n + 2p - k)/s) + 1 (or the ceil rule), and the note to show when real input goes unseen."""
     padded = n + 2 * p
     if k > padded:
         pad_txt = f" + 2*{p} padding" if p else ""
         raise ctx.error(f"{what} window {k} is larger than its padded input {padded} ({axis}: {n}{pad_txt})",
                         f"pad {(k - n + 1) // 2} would make it fit" if p == 0 else None)
+    if ceil:  # every row is seen: no note
+        return ceil_size(n, k, s, p), None
     out = (padded - k) // s + 1
     left_over = (padded - k) % s
     # Note it only when real input (not padding) goes unseen, and only for windows that touch or
@@ -219,8 +246,9 @@ def _window_shape(ins, attrs, ctx, what, channels_out):
     kernel = attrs["kernel"]
     pad = _resolve_pad(attrs, kernel, ctx)
     stride = attrs["stride"]
-    oh, note_h = _out_size(h, kernel[0], stride[0], pad[0], "height", ctx, what)
-    ow, note_w = _out_size(w, kernel[1], stride[1], pad[1], "width", ctx, what)
+    ceil = bool(attrs.get("ceil"))
+    oh, note_h = _out_size(h, kernel[0], stride[0], pad[0], "height", ctx, what, ceil)
+    ow, note_w = _out_size(w, kernel[1], stride[1], pad[1], "width", ctx, what, ceil)
     notes = [(axis, note) for axis, note in (("height", note_h), ("width", note_w)) if note]
     if notes and note_h == note_w:
         notes = [("height and width", note_h)]
@@ -292,22 +320,26 @@ def _pool_stride(a: dict) -> dict:
 
 
 def _pool_shape(ins, a, ctx):
-    """A window has to see some input: a global pool takes no pad or stride, and a pad of more
-    than half the window (PyTorch's rule too) makes the edge windows lie wholly in the padding,
-    where max pooling gives -inf and average pooling 0."""
+    """A window has to see some input: a global pool takes no pad or stride, and a pad as wide as
+    the window makes the edge windows lie wholly in the padding, where max pooling gives -inf
+    and average pooling 0 (or 0/0 with exclude_pad). Narrower pads are fine, as in ONNX and
+    Caffe (PyTorch asks for at most half the window)."""
     if a["kernel"] == "global":
-        if a["pad"] != (0, 0) or a["stride"] != (1, 1):
-            raise ctx.error("a global pool covers the whole map: it takes no pad or stride",
+        if a["pad"] != (0, 0) or a["stride"] != (1, 1) or a["ceil"] or not a["count_pad"]:
+            raise ctx.error("a global pool covers the whole map: it takes no pad, stride, ceil or exclude_pad",
                             f"write pool {a['mode']} global")
         return _window_shape(ins, a, ctx, "pool", None)
     spatial(ins, ctx, "pool")
+    if a["mode"] == "max" and not a["count_pad"]:
+        raise ctx.error("exclude_pad is for average pooling: max pooling never counts its padding",
+                        "drop exclude_pad")
     kernel = a["kernel"]
     pad = _resolve_pad(a, kernel, ctx)
     for axis, k, p in (("height", kernel[0], pad[0]), ("width", kernel[1], pad[1])):
-        if 2 * p > k:
-            raise ctx.error(f"pool pad {p} is more than half its {k}-wide window ({axis}): the first window "
-                            f"covers padding rows -{p}..{k - p - 1}, so it sees no input at all",
-                            f"use pad {k // 2} or less (at most half the window)")
+        if p >= k:
+            raise ctx.error(f"pool pad {p} is not less than its {k}-wide window ({axis}): the first window "
+                            f"covers padding rows -{p}..{k - p - 1} only, so it sees no input at all",
+                            f"use pad {k - 1} or less (PyTorch allows at most {k // 2})")
     return _window_shape(ins, a, ctx, "pool", None)
 
 
@@ -320,6 +352,10 @@ def _pool_written(a):
     if a["pad"] != (0, 0):
         p = a["pad"]
         parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
+    if a.get("ceil"):
+        parts.append("ceil")
+    if not a.get("count_pad", True):
+        parts.append("exclude_pad")
     return " ".join(parts)
 
 
@@ -387,7 +423,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec(
         "conv", "opaque", "2-D convolution: filters, kernel, /stride, pad, groups, nobias",
         Signature(positional=(("out", POS_INT), ("kernel", SIZE)), required=2, slash="stride",
-                  options={"pad": PAD, "groups": POS_INT}, flags=("nobias",),
+                  options={"pad": PAD, "groups": POS_INT}, flags=NOBIAS,
                   defaults={"stride": (1, 1), "pad": (0, 0), "groups": 1, "bias": True},
                   usage="conv FILTERS KxK [/STRIDE] [pad P|same] [groups G] [nobias], e.g. conv 96 11x11 /4"),
         shape=_conv_shape, params=_conv_params, macs=_conv_macs,
@@ -396,14 +432,16 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec(
         "pool", "reduction", "max or average pooling over a window, or global",
         Signature(positional=(("mode", POOL_MODE), ("kernel", KERNEL_OR_GLOBAL)), required=2, slash="stride",
-                  options={"pad": PAD}, defaults={"pad": (0, 0)}, finish=_pool_stride,
-                  usage="pool max|avg KxK [/STRIDE] [pad P], or pool avg global, e.g. pool max 3x3 /2"),
+                  options={"pad": PAD}, flags={"ceil": ("ceil", True), "exclude_pad": ("count_pad", False)},
+                  defaults={"pad": (0, 0), "ceil": False, "count_pad": True}, finish=_pool_stride,
+                  usage="pool max|avg KxK [/STRIDE] [pad P] [ceil] [exclude_pad], or pool avg global, "
+                        "e.g. pool max 3x3 /2"),
         shape=_pool_shape,
         window=lambda ins, a: window_geometry(ins, a),
         counter="pool", prefix="pool", style="pool", written=_pool_written, epilogue_ok=True),
     OpSpec(
         "fc", "opaque", "fully connected layer (flattens a feature map first)",
-        Signature(positional=(("out", POS_INT),), required=1, flags=("nobias",), defaults={"bias": True},
+        Signature(positional=(("out", POS_INT),), required=1, flags=NOBIAS, defaults={"bias": True},
                   usage="fc UNITS [nobias], e.g. fc 4096"),
         shape=lambda ins, a, ctx: (a["out"],),
         params=lambda s, a: {"weight": (a["out"], _flat(s)), **({"bias": (a["out"],)} if a["bias"] else {})},
@@ -413,6 +451,10 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
         written=lambda a: f"fc {a['out']}" + ("" if a["bias"] else " nobias")),
     OpSpec("relu", doc="rectified linear unit, max(0, x)", prefix="relu", counter="relu",
            written=lambda a: "relu", **_ACT),
+    OpSpec("leaky", doc="leaky ReLU: x where x > 0, else slope * x (Darknet's slope is 0.1)",
+           signature=Signature(positional=(("slope", LEAKY_SLOPE),), defaults={"slope": 0.1},
+                               usage="leaky [SLOPE], e.g. leaky 0.1"),
+           prefix="leaky", counter="leaky", written=lambda a: f"leaky {a['slope']:g}", **_ACT),
     OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh", **_ACT),
     OpSpec("sigmoid", doc="logistic sigmoid", prefix="sigmoid", counter="sigmoid",
            written=lambda a: "sigmoid", **_ACT),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import networkx as nx
 
-FRONT_END = {"errors", "syntax", "parser", "bind", "expand", "ops", "ir", "files", "checkpoint", "init"}
+FRONT_END = {"errors", "syntax", "parser", "bind", "expand", "ops", "ir", "files", "checkpoint", "init", "version"}
 FACADE = {"netdsl", "netdsl.__main__", "netdsl.render"}
 ALIASES = {"netdsl.render"}
 

@@ -27,11 +27,19 @@ GRAD_CASES = {
              "input 3x5x4\npool avg global",
              "input 2x6x4\npool avg 2x2",      # windows that tile the input: one broadcast
              "input 2x6x6\npool avg 3x2 /3x2",
-             "input 2x5x6\npool max 2x3 /1"],
+             "input 2x5x6\npool max 2x3 /1",
+             # ceil rounding (an extra window, and one dropped for starting in the right padding)
+             # and average pooling's divisor without the padding (issue 15)
+             "input 2x6x6\npool max 3x3 /2 ceil",
+             "input 2x5x5\npool max 2x2 /2 pad 1 ceil",
+             "input 2x6x7\npool avg 3x3 /2 pad 1 ceil",
+             "input 2x5x5\npool avg 3x3 /2 pad 1 exclude_pad",
+             "input 2x6x6\npool avg 3x3 /2 pad 1 ceil exclude_pad"],
     "fc": ["input 2x3x3\nfc 4", "input 5\nfc 3 nobias"],
     "relu": ["input 2x3x3\nrelu"],
     "tanh": ["input 2x3x3\ntanh"],
     "sigmoid": ["input 2x3x3\nsigmoid"],
+    "leaky": ["input 2x3x3\nleaky 0.1", "input 7\nleaky 0.3", "input 2x3x3\nconv 2 3x3 pad 1\nleaky"],
     "lrn": ["input 6x3x3\nlrn 5 alpha=0.1 beta=0.75 k=2", "input 4x2x3\nlrn 2 alpha=0.5 beta=0.6 k=1"],
     "bn": ["input 3x4x4\nbn", "input 5\nbn", "input 2x3x3\nconv 3 3x3 pad 1\nbn momentum=0.5"],
     "dropout": ["input 3x4x4\ndropout 0.3", "input 7\ndropout 0.5"],

@@ -17,6 +17,7 @@ SHAPE_CASES = {
     "relu": ("2x3x3", "relu", (2, 3, 3), 0),
     "tanh": ("2x3x3", "tanh", (2, 3, 3), 0),
     "sigmoid": ("2x3x3", "sigmoid", (2, 3, 3), 0),
+    "leaky": ("2x3x3", "leaky 0.1", (2, 3, 3), 0),
     "lrn": ("6x4x4", "lrn 3 alpha=0.001 beta=0.5 k=1", (6, 4, 4), 0),
     "bn": ("5x4x4", "bn eps=0.001", (5, 4, 4), 10),
     "dropout": ("7", "dropout 0.3", (7,), 0),

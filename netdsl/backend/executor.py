@@ -329,19 +329,8 @@ class Model:
         where = str(path)
         with checkpoint.Checkpoint(path) as ck:
             mine = self.state_dict()
-            header = {k: ck.entries[k] for k in ck.model_keys()}
-            for name, value in mine.items():
-                if name not in header:
-                    raise NetError(f"{where} has no tensor '{name}': it was saved from a different network")
-                if header[name].shape != tuple(value.shape):
-                    raise NetError(f"{where}: tensor '{name}' is {shape_text(header[name].shape)}, "
-                                   f"this network needs {shape_text(tuple(value.shape))}: a different network")
-                if header[name].dtype != "float32":
-                    raise NetError(f"{where}: tensor '{name}' is {header[name].dtype}, netdsl's tensors are "
-                                   "float32; it is not converted")
-            extra = sorted(set(header) - set(mine))
-            if extra:
-                raise NetError(f"{where} has tensor '{extra[0]}', which this network lacks: a different network")
+            checkpoint.check_state({k: tuple(v.shape) for k, v in mine.items()},
+                                   {k: ck.entries[k] for k in ck.model_keys()}, where)
             info = ck.info
             arrays = {}
             for name in mine:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..ops import window_geometry
+import numpy as np
+
+from ..ops import ceil_extra, window_geometry
 from . import im2col
 from .cpu import native
 from .conv import Conv
@@ -107,18 +109,63 @@ def _window_reduce(xp, xpad, geo, op):
     return out
 
 
+def _pool_input(node, x, fill):
+    """x with the rows and columns a ceil-mode pool reads past its padded input (bottom and
+    right), filled with `fill`: the floor-mode code then makes exactly the ceil-mode windows.
+    Where they sit relative to the padding does not matter: both are -inf for max pooling, and
+    0 for average pooling, whose divisor comes from the true geometry (_avg_divisor)."""
+    eh, ew = ceil_extra([x.shape[1:]], node.attrs)
+    if not (eh or ew):
+        return x
+    xp = node.xp
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + eh, w + ew), fill, dtype=x.dtype)
+    out[:, :, :h, :w] = x
+    return out
+
+
+def _avg_divisor(xp, shape, node, geo, dtype):
+    """Per output position, what an average pool divides its window's sum by (PyTorch's and
+    ONNX's rule): the positions it covers of the input and the padding (count_pad), or of the
+    input alone (exclude_pad); a ceil-mode window past the padding counts only what it covers.
+    None where every window divides by kh*kw (the common case, kept on the fast paths)."""
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry([shape], node.attrs)
+    _, h, w = shape
+    count_pad = node.attrs.get("count_pad", True)
+    if ceil_extra([shape], node.attrs) == (0, 0) and (count_pad or (ph, pw) == (0, 0)):
+        return None
+
+    def axis(out, n, k, s, p):
+        start = np.arange(out) * s - p
+        end = start + k
+        if count_pad:
+            return np.minimum(end, n + p) - start
+        return np.minimum(end, n) - np.maximum(start, 0)
+    d = axis(geo.oh, h, kh, sh, ph)[:, None] * axis(geo.ow, w, kw, sw, pw)[None, :]
+    return xp.asarray(d.astype(dtype))
+
+
 def pool_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
     kernel, stride, pad = window_geometry([x.shape[1:]], a)
-    geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
+    node.saved.update(in_hw=x.shape[2:])
     if a["mode"] == "avg":
-        node.saved.update(geo=geo)
-        if _tiles(geo) and native.available(xp, x.dtype):  # one pass (LeNet's s2: 0.16 -> 0.11 ms)
+        divisor = None
+        xe = _pool_input(node, x, 0)
+        geo = im2col.Geometry.of(xe.shape, kernel, stride, pad)
+        divisor = _avg_divisor(xp, x.shape[1:], node, geo, x.dtype)
+        node.saved.update(geo=geo, divisor=divisor)
+        if divisor is None and _tiles(geo) and native.available(xp, x.dtype):  # one pass (LeNet's s2: 0.16 -> 0.11 ms)
             return native.avgpool_tiled(xp, x, geo, forward=True)
-        out = _window_reduce(xp, im2col.padded(xp, x, geo, 0, node.workspace), geo, xp.add)
-        out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
+        out = _window_reduce(xp, im2col.padded(xp, xe, geo, 0, node.workspace), geo, xp.add)
+        if divisor is None:
+            out *= 1.0 / (kernel[0] * kernel[1])  # PyTorch's count_include_pad=True
+        else:
+            out /= divisor
         return out
+    x = _pool_input(node, x, -np.inf)
+    geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
     if _layer_kernel(xp):  # one kernel each way, the winning tap kept (gpu_layers.py)
         from .gpu.layers import maxpool_forward
         out, tap = maxpool_forward(x, geo)
@@ -160,15 +207,24 @@ def _tiles(geo) -> bool:
 def pool_backward(node, dout, need_dx):
     if not need_dx:
         return [None]
+    (dx,) = _pool_backward(node, dout)
+    h, w = node.saved["in_hw"]
+    if dx.shape[2:] != (h, w):  # a ceil-mode pool's extra rows and columns: no input there
+        dx = node.xp.ascontiguousarray(dx[:, :, :h, :w])
+    return [dx]
+
+
+def _pool_backward(node, dout):
     xp, a = node.xp, node.attrs
     geo = node.saved["geo"]
     kh, kw = geo.kernel
     n, c = dout.shape[:2]
     if a["mode"] == "avg":
-        if _tiles(geo) and native.available(xp, dout.dtype):  # s2: 0.15 -> 0.06 ms
+        divisor = node.saved["divisor"]
+        if divisor is None and _tiles(geo) and native.available(xp, dout.dtype):  # s2: 0.15 -> 0.06 ms
             return [native.avgpool_tiled(xp, dout, geo, forward=False)]
-        share = dout * (1.0 / (kh * kw))
-        if _tiles(geo):  # every input value in exactly one window
+        share = dout * (1.0 / (kh * kw)) if divisor is None else dout / divisor
+        if divisor is None and _tiles(geo):  # every input value in exactly one window
             dx = xp.empty((n, c, geo.oh, kh, geo.ow, kw), dtype=dout.dtype)
             for i in range(kh):  # one copy a tap: 3x faster here than a broadcast over size-2 axes
                 for j in range(kw):
@@ -326,6 +382,22 @@ def _activation(name):
     def backward(node, dout, need_dx):
         return [grad(node.xp, dout, node.saved["out"])]
     return Kernel(forward, backward)
+
+
+def leaky_forward(node, inputs):
+    """x where x > 0, else slope * x. Not fused as an epilogue (passes/fuse.py fuses the
+    parameterless activations only), so it runs as its own pass on both devices."""
+    (x,) = inputs
+    xp = node.xp
+    out = xp.where(x > 0, x, x * x.dtype.type(node.attrs["slope"]))
+    node.saved["out"] = out
+    return out
+
+
+def leaky_backward(node, dout, need_dx):
+    # from the output: y > 0 exactly where x > 0 (the slope is 0 or more, under 1)
+    y = node.saved["out"]
+    return [node.xp.where(y > 0, dout, dout * dout.dtype.type(node.attrs["slope"]))]
 
 
 def dropout_forward(node, inputs):
@@ -669,6 +741,7 @@ KERNELS: dict[str, Kernel] = {
     "relu": _activation("relu"),
     "tanh": _activation("tanh"),
     "sigmoid": _activation("sigmoid"),
+    "leaky": Kernel(leaky_forward, leaky_backward),
     "dropout": Kernel(dropout_forward, dropout_backward),
     "lrn": Kernel(lrn_forward, lrn_backward),
     "bn": Kernel(bn_forward, bn_backward, applies_epilogue_grad=True),

@@ -9,17 +9,17 @@ import sys
 from typing import Sequence
 
 from ..errors import NetError, render_diagnostic
-from . import analyse, draw, execute
+from . import analyse, draw, execute, interchange
 from .args import Parser
 
 # One module per group of subcommands, each with its own register(sub); the order is --help's.
-GROUPS = (analyse, execute, draw)
+GROUPS = (analyse, execute, draw, interchange)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="netdsl", description="Compile, explain, draw and run convolutional networks written "
                                                "in the netdsl language.")
-    from .. import __version__
+    from ..version import __version__
     parser.add_argument("--version", action="version", version=f"netdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

@@ -8,11 +8,17 @@ from ..ops import OPS, shape_text, window_geometry
 from ..passes.check_limits import BYTES, human_bytes
 
 
-def _size_line(n: int, k: int, s: int, p: int, out: int) -> str:
+def _size_line(n: int, k: int, s: int, p: int, out: int, ceil: bool = False) -> str:
     pad = f" + 2*{p}" if p else ""
     exact = (n + 2 * p - k) / s + 1
-    tail = f" = {out}" if exact == out else f" = {exact:g}, floored to {out}"
-    return f"({n}{pad} - {k})/{s} + 1{tail}"
+    if not ceil:
+        tail = f" = {out}" if exact == out else f" = {exact:g}, floored to {out}"
+        return f"({n}{pad} - {k})/{s} + 1{tail}"
+    up = math.ceil(exact)
+    if up == out:
+        return f"({n}{pad} - {k})/{s} + 1" + (f" = {out}" if exact == out else f" = {exact:g}, ceiled to {out}")
+    return (f"({n}{pad} - {k})/{s} + 1 = {exact:g}, ceiled to {up}; window {up} would start at "
+            f"{(up - 1) * s - p} in the right padding (input ends at {n - 1}), so it is dropped: {out}")
 
 
 def _product(shape: tuple[int, ...], weight: bool) -> str:
@@ -43,7 +49,8 @@ def explain(net: Network, name: str) -> str:
     if window is not None and "kernel" in data["attrs"] and len(in_shapes[0]) == 3:
         (kh, kw), (sh, sw), (ph, pw) = window_geometry(in_shapes, data["attrs"])
         _, h, w = in_shapes[0]
-        hs, ws = _size_line(h, kh, sh, ph, layer.shape[1]), _size_line(w, kw, sw, pw, layer.shape[2])
+        ceil = bool(data["attrs"].get("ceil"))
+        hs, ws = _size_line(h, kh, sh, ph, layer.shape[1], ceil), _size_line(w, kw, sw, pw, layer.shape[2], ceil)
         size = f"output {hs}" if hs == ws else f"output height {hs}; width {ws}"
         lines.append(f"  {size} -> {shape_text(layer.shape)}")
     elif layer.op == "concat":
@@ -74,6 +81,15 @@ def explain(net: Network, name: str) -> str:
         lines.append("  " + "; ".join(parts) + f"; total {layer.params:,}{note}")
     elif layer.op not in ("input",):
         lines.append("  parameters 0" + (" (pooling applies a fixed rule: nothing is learnt)" if layer.op == "pool" else ""))
+    if layer.op == "pool" and data["attrs"]["mode"] == "avg" and window is not None:
+        (kh, kw), _, (ph, pw) = window
+        if data["attrs"]["count_pad"]:
+            lines.append(f"  average: each window's sum divided by its {kh}*{kw} = {kh * kw} positions, padding counted"
+                         + (" (a ceil window past the padding divides by what it covers of input and padding)"
+                            if data["attrs"].get("ceil") else ""))
+        else:
+            lines.append("  average: each window's sum divided by the input values it covers (exclude_pad: "
+                         "padding not counted)")
     buffers = dict(data["buffers"])
     if buffers:
         lines.append("  buffers (not parameters) " + ", ".join(f"{k} {math.prod(v):,}" for k, v in buffers.items()))

@@ -1,0 +1,53 @@
+"""`netdsl export`: a network (and its weights) as an ONNX model."""
+from __future__ import annotations
+
+from .args import common, compile_file, nonneg_int, positive_int, warn
+
+
+def batch_arg(text: str):
+    """--batch N or dynamic."""
+    if text == "dynamic":
+        return text
+    return positive_int(text)
+
+
+def cmd_export(args) -> int:
+    from .. import checkpoint
+    from ..interchange.onnx_export import export_onnx, needed_state
+    net = compile_file(args)
+    warn(net, args)
+    state = None
+    if args.weights:
+        with checkpoint.Checkpoint(args.weights) as ck:
+            checkpoint.check_state(needed_state(net), {k: ck.entries[k] for k in ck.model_keys()}, args.weights)
+            state = {k: ck.tensor(k) for k in ck.model_keys()}
+    model = export_onnx(net, args.output, state, opset=args.opset, batch=args.batch,
+                        side_outputs=not args.no_side_outputs, optimised=args.optimised, seed=args.seed)
+    outputs = ", ".join(f"{o.name} {'x'.join(str(d.dim_param or d.dim_value) for d in o.type.tensor_type.shape.dim)}"
+                        for o in model.graph.output)
+    print(f"wrote {args.output}: {net.name}, opset {args.opset}, {len(model.graph.node)} nodes, "
+          f"{len(model.graph.initializer)} initializers; input input "
+          f"{'N' if args.batch == 'dynamic' else args.batch}x{'x'.join(map(str, net.input_shape))}; outputs {outputs}")
+    if state is None:
+        print(f"  the weights are netdsl's seeded initialisation (--seed {args.seed}): right for viewing and shape "
+              "checks, not a trained model; --weights CK.safetensors exports trained ones")
+    if any(net.layer(node).op == "svm" for _, node in net.outputs):
+        print("  an svm head exports its class scores (the hinge loss belongs to training)")
+    return 0
+
+
+def register(sub) -> None:
+    from ..interchange.onnx_export import DEFAULT_OPSET, OPSETS
+    p = sub.add_parser("export", help="the network as an ONNX model (onnxruntime, Netron, TensorRT, onnx2torch)")
+    common(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file, written atomically")
+    p.add_argument("--weights", metavar="CK.safetensors", help="a checkpoint of this network (netdsl train --save)")
+    p.add_argument("--opset", type=int, choices=list(OPSETS), default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    p.add_argument("--batch", type=batch_arg, default="dynamic", metavar="N|dynamic",
+                   help="a fixed batch size, or dynamic (default)")
+    p.add_argument("--no-side-outputs", action="store_true", help="only the trunk's output (no auxiliary heads)")
+    p.add_argument("--optimised", "--optimized", action="store_true",
+                   help="the inference graph: bn folded into the conv, dropout and side outputs removed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="the initialisation's seed, without --weights")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,261 @@
+"""A netdsl network as an ONNX model that onnxruntime (and Netron, TensorRT, onnx2torch) read.
+
+One mapping per op, in the table EXPORTERS keyed by the op table's names (a test walks the op
+table: an op without a mapping fails it). Each mapping turns one IR node into ONNX nodes; the
+default export keeps one ONNX node per layer as written (fc on a feature map adds its Flatten),
+`optimised=True` exports the inference graph (bn folded into the conv, dropout and dead side
+outputs gone, activations after their producer). Reads the IR and plain arrays only.
+
+What the file holds: one input `input` [N, C, H, W] (N symbolic unless a batch is given); one
+output per network output, named after it (`output`, `aux1`, ...); node names are netdsl's
+hierarchical names, initializers are named as in the state dict (`conv1.weight`), every value
+has its shape in value_info, each node's doc_string is its .net line, and metadata_props carry
+the netdsl version, the network's name and its whole source.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..checkpoint import Entry, check_state
+from ..compiler import Network, optimise as optimise_net
+from ..errors import NetError, split_lines
+from ..files import write_atomic
+from ..init import initial_state
+from ..ir import inputs, schedule
+from ..ops import window_geometry
+from ..version import __version__
+
+DEFAULT_OPSET = 17
+OPSETS = range(13, 22)  # every one of them checked, shape-inferred and run by onnxruntime in the tests
+
+
+@dataclass
+class _Export:
+    """What the mappings write into: nodes, initializers, and the name of each IR node's value."""
+
+    graph: Any  # the IR
+    state: Mapping[str, np.ndarray]
+    opset: int
+    source_lines: list[str]
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    values: dict[str, str] = field(default_factory=dict)  # IR node -> ONNX value name
+
+    def doc(self, node: str) -> str:
+        span = self.graph.nodes[node].get("span")
+        if span is not None and 1 <= span.line <= len(self.source_lines):
+            return self.source_lines[span.line - 1].strip()
+        return self.graph.nodes[node].get("written", "")
+
+    def emit(self, op_type: str, ins: list[str], out: str, name: str, node: str, **attrs) -> str:
+        from onnx import helper
+        self.nodes.append(helper.make_node(op_type, ins, [out], name=name, doc_string=self.doc(node), **attrs))
+        return out
+
+    def tensor(self, name: str) -> str:
+        from onnx import numpy_helper
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(self.state[name], np.float32), name))
+        return name
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+
+Mapping_ = Callable[[_Export, str, dict, list[str], str], str]
+
+
+def _conv(ex, node, d, ins, out):
+    a = d["attrs"]
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry([ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"]], a)
+    args = [ins[0], ex.tensor(f"{node}.weight")] + ([ex.tensor(f"{node}.bias")] if a["bias"] else [])
+    return ex.emit("Conv", args, out, node, node, kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
+                   group=a["groups"], dilations=[1, 1])
+
+
+def _pool(ex, node, d, ins, out):
+    a = d["attrs"]
+    if a["kernel"] == "global":
+        return ex.emit("GlobalMaxPool" if a["mode"] == "max" else "GlobalAveragePool", ins, out, node, node)
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry([ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"]], a)
+    common = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], ceil_mode=int(bool(a["ceil"])))
+    if a["mode"] == "max":
+        return ex.emit("MaxPool", ins, out, node, node, **common)
+    return ex.emit("AveragePool", ins, out, node, node, count_include_pad=int(bool(a["count_pad"])), **common)
+
+
+def _fc(ex, node, d, ins, out):
+    x = ins[0]
+    if len(ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"]) != 1:  # fc flattens a feature map first
+        x = ex.emit("Flatten", [x], f"{node}/flatten", f"{node}/flatten", node, axis=1)
+    args = [x, ex.tensor(f"{node}.weight")] + ([ex.tensor(f"{node}.bias")] if d["attrs"]["bias"] else [])
+    return ex.emit("Gemm", args, out, node, node, transB=1)
+
+
+def _bn(ex, node, d, ins, out):
+    a = d["attrs"]
+    args = [ins[0]] + [ex.tensor(f"{node}.{p}") for p in ("weight", "bias", "running_mean", "running_var")]
+    # ONNX's momentum weighs the running value (PyTorch's and netdsl's weigh the new batch)
+    return ex.emit("BatchNormalization", args, out, node, node, epsilon=a["eps"], momentum=1.0 - a["momentum"])
+
+
+def _dropout(ex, node, d, ins, out):
+    ratio = ex.constant(f"{node}.ratio", np.array(d["attrs"]["p"], np.float32))
+    return ex.emit("Dropout", [ins[0], ratio], out, node, node)
+
+
+def _lrn(ex, node, d, ins, out):
+    a = d["attrs"]  # the same formula: x / (k + alpha/size * sum of squares)^beta
+    return ex.emit("LRN", ins, out, node, node, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
+
+def _add(ex, node, d, ins, out):
+    return ex.emit("Add" if len(ins) == 2 else "Sum", ins, out, node, node)
+
+
+def _simple(op_type: str, **fixed) -> Mapping_:
+    return lambda ex, node, d, ins, out: ex.emit(op_type, ins, out, node, node, **fixed)
+
+
+# op -> (mapping, the first opset where it is expressible as netdsl means it)
+EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
+    "input": (None, 1),  # the graph's input
+    "conv": (_conv, 11),
+    "pool": (_pool, 11),  # ceil_mode (10), count_include_pad (7), pads
+    "fc": (_fc, 13),
+    "relu": (_simple("Relu"), 13),
+    "tanh": (_simple("Tanh"), 13),
+    "sigmoid": (_simple("Sigmoid"), 13),
+    "leaky": (lambda ex, node, d, ins, out: ex.emit("LeakyRelu", ins, out, node, node, alpha=d["attrs"]["slope"]), 6),
+    "lrn": (_lrn, 13),
+    "bn": (_bn, 15),
+    "dropout": (_dropout, 13),  # ratio as an input, identity in inference
+    "flatten": (_simple("Flatten", axis=1), 13),
+    "concat": (_simple("Concat", axis=1), 13),
+    "add": (_add, 13),
+    "softmax": (_simple("Softmax", axis=1), 13),  # the probabilities
+    "svm": (_simple("Identity"), 16),  # the scores: the hinge loss is training's, not the model's
+}
+# `shortcut` never reaches export: passes/lower_shortcuts rewrites it (identity, or conv + bn)
+LOWERED = frozenset({"shortcut"})
+ACTIVATION_TYPES = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}  # fused epilogues, written out again
+
+
+def fold_state(folded: Network, original: Network, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state of the inference graph from the state of the network as written: a conv that
+    absorbed a batch norm gets W' = W * s and b' = (b - mean) * s + beta, s = gamma/sqrt(var + eps)."""
+    out: dict[str, np.ndarray] = {}
+    g = folded.graph
+    for node in schedule(g):
+        d = g.nodes[node]
+        bn = d.get("folded_bn")
+        for pname, _ in d["params"]:
+            out[f"{node}.{pname}"] = state[f"{node}.{pname}"] if not bn else None
+        for bname, _ in d["buffers"]:
+            out[f"{node}.{bname}"] = state[f"{node}.{bname}"]
+        if bn:
+            eps = original.graph.nodes[bn]["attrs"]["eps"]
+            w = state[f"{node}.weight"].astype(np.float64)
+            scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + eps)
+            bias = state.get(f"{node}.bias", 0.0)
+            out[f"{node}.weight"] = (w * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            out[f"{node}.bias"] = ((bias - state[f"{bn}.running_mean"]) * scale + state[f"{bn}.bias"]).astype(np.float32)
+    return out
+
+
+def needed_state(net: Network) -> dict[str, tuple[int, ...]]:
+    """The state dict's names and shapes the network needs (parameters and buffers)."""
+    g = net.graph
+    return {f"{n}.{p}": tuple(shape) for n in schedule(g) for kind in ("params", "buffers")
+            for p, shape in g.nodes[n][kind]}
+
+
+def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str, np.ndarray] | None = None, *,
+                opset: int = DEFAULT_OPSET, batch: int | str = "dynamic", side_outputs: bool = True,
+                optimised: bool = False, seed: int = 0):
+    """The network as an onnx.ModelProto, written atomically to `path` (None: not written).
+    `state`: a state dict of numpy arrays (Model.state_dict() on the host, or a checkpoint's
+    tensors); None exports netdsl's seeded initialisation (`seed`). A state of another network is
+    refused by the name of the first tensor that does not fit."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if opset not in OPSETS:
+        raise NetError(f"opset {opset} is not supported: netdsl exports opsets {OPSETS.start} to {OPSETS.stop - 1}",
+                       hint=f"the default, {DEFAULT_OPSET}, is read by onnxruntime, TensorRT and onnx2torch")
+    if batch != "dynamic" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise NetError(f"batch {batch!r}: a whole number, 1 or more, or 'dynamic'")
+    seeded = state is None
+    if seeded:
+        state = initial_state(net.graph, seed)
+    else:
+        check_state(needed_state(net), {k: Entry(tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in state.items()},
+                    "the weights")
+    target = net
+    if optimised:
+        target = optimise_net(net, "inference")
+        state = fold_state(target, net, state)
+    g = target.graph
+    ex = _Export(g, state, opset, split_lines(net.source))
+    outputs = list(g.graph["outputs"] if side_outputs else g.graph["outputs"][:1])
+    out_names = {node: name for name, node in outputs}
+    taken = set(out_names.values()) | {"input"}
+    for node in schedule(g):
+        d = g.nodes[node]
+        if node in out_names:
+            ex.values[node] = out_names[node]
+        elif node == "input" and d["op"] == "input":
+            ex.values[node] = "input"
+        else:
+            ex.values[node] = node if node not in taken else f"{node}:value"
+    for node in schedule(g):
+        d = g.nodes[node]
+        op = d["op"]
+        if op not in EXPORTERS:
+            raise NetError(f"'{node}' ({op}) has no ONNX mapping", d.get("span"))
+        mapping, first = EXPORTERS[op]
+        if opset < first:
+            raise NetError(f"'{node}' ({op}) needs opset {first} or later to export as netdsl computes it, "
+                           f"not {opset}", d.get("span"), f"use --opset {max(first, OPSETS.start)} or later")
+        if mapping is None:
+            continue
+        ins = [ex.values[s] for s in inputs(g, node)]
+        epilogue = d.get("epilogue")
+        out = ex.values[node]
+        mapping(ex, node, d, ins, f"{node}/pre" if epilogue else out)
+        if epilogue:
+            ex.emit(ACTIVATION_TYPES[epilogue], [f"{node}/pre"], out, f"{node}/{epilogue}", node)
+
+    n_dim: Any = "N" if batch == "dynamic" else batch
+
+    def info(value: str, shape) -> Any:
+        return helper.make_tensor_value_info(value, TensorProto.FLOAT, [n_dim, *shape])
+
+    graph_inputs = [info("input", net.input_shape)]
+    graph_outputs = [info(name, g.nodes[node]["shape"]) for name, node in outputs]
+    value_info = [info(ex.values[n], g.nodes[n]["shape"]) for n in schedule(g)
+                  if n not in out_names and g.nodes[n]["op"] != "input"]
+    value_info += [info(f"{n}/flatten", (int(np.prod(g.nodes[inputs(g, n)[0]]["shape"])),)) for n in schedule(g)
+                   if g.nodes[n]["op"] == "fc" and len(g.nodes[inputs(g, n)[0]]["shape"]) != 1]
+    value_info += [info(f"{n}/pre", g.nodes[n]["shape"]) for n in schedule(g) if g.nodes[n].get("epilogue")]
+    graph = helper.make_graph(ex.nodes, net.name, graph_inputs, graph_outputs, initializer=ex.initializers,
+                              value_info=value_info, doc_string=f"{net.name}, written in netdsl")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="netdsl", producer_version=__version__,
+                              doc_string=f"netdsl network {net.name}" + (" (optimised for inference)" if optimised else ""))
+    model.ir_version = min(model.ir_version, _IR_FOR_OPSET.get(opset, model.ir_version))
+    helper.set_model_props(model, {"netdsl_version": __version__, "network": net.name, "source": net.source,
+                                   "file": net.file, "weights": f"seeded initialisation, seed {seed}" if seeded else "given"})
+    if path is not None:
+        write_atomic(path, model.SerializeToString())
+    return model
+
+
+# The IR version each opset first shipped with (onnx's VERSION_TABLE): a model stamped no newer
+# than its opset needs, so older runtimes that read the opset read the file.
+_IR_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
