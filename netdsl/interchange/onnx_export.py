@@ -57,13 +57,11 @@ class _Export:
         return out
 
     def tensor(self, name: str) -> str:
-        from onnx import numpy_helper
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(self.state[name], np.float32), name))
+        self.initializers.append((name, self.state[name]))
         return name
 
     def constant(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-        self.initializers.append(numpy_helper.from_array(value, name))
+        self.initializers.append((name, value))
         return name
 
 
@@ -133,13 +131,13 @@ EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "sigmoid": (_simple("Sigmoid"), 13),
     "leaky": (lambda ex, node, d, ins, out: ex.emit("LeakyRelu", ins, out, node, node, alpha=d["attrs"]["slope"]), 6),
     "lrn": (_lrn, 13),
-    "bn": (_bn, 15),
+    "bn": (_bn, 9),  # inference semantics unchanged since BatchNormalization-9
     "dropout": (_dropout, 13),  # ratio as an input, identity in inference
     "flatten": (_simple("Flatten", axis=1), 13),
     "concat": (_simple("Concat", axis=1), 13),
     "add": (_add, 13),
     "softmax": (_simple("Softmax", axis=1), 13),  # the probabilities
-    "svm": (_simple("Identity"), 16),  # the scores: the hinge loss is training's, not the model's
+    "svm": (_simple("Identity"), 1),  # the scores: the hinge loss is training's, not the model's
 }
 # `shortcut` never reaches export: passes/lower_shortcuts rewrites it (identity, or conv + bn)
 LOWERED = frozenset({"shortcut"})
@@ -243,12 +241,19 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
     value_info += [info(f"{n}/flatten", (int(np.prod(g.nodes[inputs(g, n)[0]]["shape"])),)) for n in schedule(g)
                    if g.nodes[n]["op"] == "fc" and len(g.nodes[inputs(g, n)[0]]["shape"]) != 1]
     value_info += [info(f"{n}/pre", g.nodes[n]["shape"]) for n in schedule(g) if g.nodes[n].get("epilogue")]
-    graph = helper.make_graph(ex.nodes, net.name, graph_inputs, graph_outputs, initializer=ex.initializers,
+    graph = helper.make_graph(ex.nodes, net.name, graph_inputs, graph_outputs,
                               value_info=value_info, doc_string=f"{net.name}, written in netdsl")
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="netdsl", producer_version=__version__,
                               doc_string=f"netdsl network {net.name}" + (" (optimised for inference)" if optimised else ""))
     model.ir_version = min(model.ir_version, _IR_FOR_OPSET.get(opset, model.ir_version))
+    for name, value in ex.initializers:  # written into the model in place: a VGG's 550 MB copied once
+        array = np.asarray(value, dtype=np.float32)  # (not ascontiguousarray: it makes a scalar 1-D)
+        tensor = model.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = TensorProto.FLOAT
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()
     helper.set_model_props(model, {"netdsl_version": __version__, "network": net.name, "source": net.source,
                                    "file": net.file, "weights": f"seeded initialisation, seed {seed}" if seeded else "given"})
     if path is not None:
