@@ -21,3 +21,4 @@ def test_readme_python_example_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "(6, 28, 28) 61706" in out
     assert (tmp_path / "lenet5.safetensors").is_file()
+    assert (tmp_path / "lenet5.onnx").is_file()  # the Export section's example

@@ -1,0 +1,102 @@
+"""ONNX export's cost, and netdsl's inference against onnxruntime on the same exported model.
+
+    python benchmarks/onnx_inference.py [--repeat 5] [--threads 2]
+
+1. Export time of resnet152.net with weights from a checkpoint (read the checkpoint, build the
+   model, write the file): the median of --repeat runs.
+2. Inference, batch 1 and 8, for LeNet-5, AlexNet, ResNet-18 and VGG16: netdsl's optimised
+   inference graph (bn folded, dropout gone) against onnxruntime's CPU provider running netdsl's
+   own export of the same network and weights (graph optimisations on, --threads intra-op
+   threads), and PyTorch eager in inference mode where torch is installed (not a dependency).
+   Medians; the ratio netdsl/onnxruntime says how far netdsl's inference is from the fastest
+   CPU engine. The CPU model is printed: figures from one machine are a measurement of it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment)
+import numpy as np  # noqa: E402
+from timing import median_ms  # noqa: E402
+
+from netdsl import checkpoint  # noqa: E402
+
+CASES = ("lenet5", "alexnet", "resnet18", "vgg16")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def export_time(repeat: int) -> float:
+    net = netdsl.load(ROOT / "nets" / "resnet152.net")
+    model = netdsl.Model(net, device="cpu", seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ck, out = Path(tmp) / "r152.safetensors", Path(tmp) / "r152.onnx"
+        model.save(ck)
+
+        def once():
+            tensors, _ = checkpoint.read(ck)
+            netdsl.export_onnx(net, out, {k: v for k, v in tensors.items() if not k.startswith("optim")})
+        return median_ms(once, repeat=repeat)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--only", nargs="*", default=list(CASES))
+    args = p.parse_args()
+    import onnxruntime as ort
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
+          f"numpy {np.__version__}; medians of {args.repeat}")
+    print(f"export of resnet152.net with weights from a checkpoint: {export_time(args.repeat):.0f} ms")
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        from torch_model import TorchNet
+    except ImportError:
+        torch = None
+    print(f"{'network':9} {'batch':>5} {'netdsl ms':>10} {'ort ms':>8} {'ratio':>6}" + (f" {'torch ms':>9}" if torch else ""))
+    for name in args.only:
+        net = netdsl.load(ROOT / "nets" / f"{name}.net")
+        model = netdsl.Model(net, device="cpu", seed=0)
+        state = {k: np.asarray(v) for k, v in model.state_dict().items()}
+        fast = netdsl.Model(netdsl.optimise(net, "inference"), device="cpu", params_from=model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = ort.InferenceSession(netdsl.export_onnx(net, None, state).SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        for batch in (1, 8):
+            x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
+            ours = median_ms(lambda: fast(x), repeat=args.repeat)
+            theirs = median_ms(lambda: session.run(None, {"input": x}), repeat=args.repeat)
+            line = f"{name:9} {batch:5} {ours:10.1f} {theirs:8.1f} {ours / theirs:6.2f}"
+            if torch is not None:
+                tm = TorchNet(net).eval()
+                tm.load_from(model)
+                with torch.inference_mode():
+                    xt = torch.from_numpy(x)
+                    line += f" {median_ms(lambda: tm(xt), repeat=args.repeat):9.1f}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
