@@ -10,9 +10,10 @@ from . import views  # noqa: F401  (gives Network its explain() and summary(): s
 from .backend.executor import Model
 from .compiler import LayerInfo, Network, Totals, compile, compile_source, load, optimise
 from .errors import NetError, Span
+from .interchange import import_model
 from .interchange.onnx_export import export_onnx
 from .train.optim import SGD
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD", "optimise", "export_onnx"]
+           "Model", "SGD", "optimise", "export_onnx", "import_model"]
 from .version import __version__  # noqa: E402

@@ -410,6 +410,12 @@ def shape_text(s: Shape) -> str:
     return "x".join(map(str, s))
 
 
+def _bn_written(a):
+    """`bn`, with the settings that differ from the defaults (an imported model's eps)."""
+    parts = ["bn"] + [f"{k}={a[k]:g}" for k, default in (("eps", 1e-5), ("momentum", 0.1)) if a.get(k, default) != default]
+    return " ".join(parts)
+
+
 def _lrn_written(a):
     return f"lrn {a['size']} alpha={a['alpha']:g} beta={a['beta']:g} k={a['k']:g}"
 
@@ -472,7 +478,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   usage="bn [eps=E] [momentum=M]"),
         params=lambda s, a: {"weight": (s[0],), "bias": (s[0],)},
         buffers=lambda s, a: {"running_mean": (s[0],), "running_var": (s[0],)},
-        counter="bn", prefix="bn", style="norm", written=lambda a: "bn", epilogue_ok=True),
+        counter="bn", prefix="bn", style="norm", written=_bn_written, epilogue_ok=True),
     OpSpec(
         "dropout", "elementwise", "inverted dropout while training, identity in evaluation",
         Signature(positional=(("p", PROB),), defaults={"p": 0.5}, usage="dropout [P], e.g. dropout 0.5"),

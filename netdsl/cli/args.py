@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
 
 def common(p: argparse.ArgumentParser) -> None:
     """The flags of every subcommand that compiles one FILE."""
-    p.add_argument("file", help="a .net file")
+    p.add_argument("file", help="a .net file (or an .onnx model, imported on the fly)")
     p.add_argument("--memory-limit", type=parse_size, default=None, metavar="SIZE",
                    help="refuse a layer that needs more than this (default 8GiB) and, for run and train, "
                         "a step that plans more (default: the memory the device has free)")
@@ -75,12 +75,21 @@ def printer(args):
     return lambda name, g: print(print_ir(g, f"IR after {name}"), file=sys.stderr)
 
 
+def load_network(path: str, **options):
+    """A .net file, or a model file another tool wrote (.onnx), imported on the fly."""
+    from ..compiler import compile_source, load
+    from ..interchange import can_import, import_model
+    if can_import(path):
+        text, _ = import_model(path)
+        return compile_source(text, f"{path} (imported)", **options)
+    return load(path, **options)
+
+
 def compile_file(args, **extra):
     """The network in args.file, compiled as the common flags say."""
-    from ..compiler import load
     hook = printer(args)
-    return load(args.file, memory_limit=args.memory_limit or DEFAULT_LIMIT, debug=args.debug or hook is not None,
-                print_after=hook, **extra)
+    return load_network(args.file, memory_limit=args.memory_limit or DEFAULT_LIMIT,
+                        debug=args.debug or hook is not None, print_after=hook, **extra)
 
 
 def warn(net, args) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..passes.check_limits import DEFAULT_LIMIT
-from .args import common, compile_file, nonneg_int, parse_size
+from .args import common, compile_file, load_network, nonneg_int, parse_size
 
 RANKDIRS = ("TB", "LR", "BT", "RL")
 
@@ -19,11 +19,10 @@ def cmd_draw(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from ..compiler import load
     from ..views.diff import compare, report, side_by_side
     from ..views.render import write
-    a = load(args.a, memory_limit=args.memory_limit)
-    b = load(args.b, memory_limit=args.memory_limit)
+    a = load_network(args.a, memory_limit=args.memory_limit)
+    b = load_network(args.b, memory_limit=args.memory_limit)
     changes = compare(a, b)
     print(report(a, b, changes))
     if args.output:

@@ -1,4 +1,5 @@
-"""`netdsl export`: a network (and its weights) as an ONNX model."""
+"""`netdsl export` (a network and its weights as an ONNX model) and `netdsl import` (a model file
+as readable netdsl text and a checkpoint)."""
 from __future__ import annotations
 
 from .args import common, compile_file, nonneg_int, positive_int, warn
@@ -36,6 +37,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .. import checkpoint
+    from ..compiler import compile_source
+    from ..files import write_atomic
+    from ..interchange import import_model
+    text, state = import_model(args.model)
+    net = compile_source(text, args.output)  # what is written compiles: checked before it is written
+    write_atomic(args.output, text.encode("utf-8"))
+    t = net.totals()
+    print(f"wrote {args.output}: {net.name}, {len(net.layers)} layers, {t.params:,} parameters, {t.macs:,} MACs")
+    if args.weights:
+        checkpoint.write(args.weights, state, net.name, text, {"imported_from": str(args.model)})
+        print(f"wrote {args.weights}: {len(state)} tensors (netdsl run/train --resume, export --weights read it)")
+    return 0
+
+
 def register(sub) -> None:
     from ..interchange.onnx_export import DEFAULT_OPSET, OPSETS
     p = sub.add_parser("export", help="the network as an ONNX model (onnxruntime, Netron, TensorRT, onnx2torch)")
@@ -51,3 +68,9 @@ def register(sub) -> None:
                    help="the inference graph: bn folded into the conv, dropout and side outputs removed")
     p.add_argument("--seed", type=nonneg_int, default=0, help="the initialisation's seed, without --weights")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="a model file (.onnx) as readable netdsl text, its weights as a checkpoint")
+    p.add_argument("model", help="the model file: .onnx")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.net", help="the .net file, written atomically")
+    p.add_argument("--weights", metavar="OUT.safetensors", help="also write the model's weights as a checkpoint")
+    p.set_defaults(func=cmd_import)

@@ -1,3 +1,28 @@
-"""Exchange with other tools: ONNX export (onnx_export.py); the ONNX, Caffe and Darknet importers
-come next. Reads the front end, the IR and plain arrays (a state dict of numpy arrays), never
-the backend."""
+"""Exchange with other tools: ONNX export (onnx_export.py) and importers that turn a model file
+into readable netdsl text and a state dict (onnx_import.py; Caffe and Darknet to come). Reads the
+front end, the IR and plain arrays (a state dict of numpy arrays), never the backend."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NetError
+
+# file extension -> the importer's module and function: one row a format
+IMPORT_FORMATS = {".onnx": ("onnx_import", "import_onnx")}
+
+
+def can_import(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMPORT_FORMATS
+
+
+def import_model(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
+    """A model file as (.net source text, state dict of numpy arrays), by its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMPORT_FORMATS:
+        raise NetError(f"{path}: netdsl imports {', '.join(IMPORT_FORMATS)} files, not '{suffix or 'no extension'}'")
+    module, function = IMPORT_FORMATS[suffix]
+    from importlib import import_module
+    return getattr(import_module(f"{__name__}.{module}"), function)(path)
