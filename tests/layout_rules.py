@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import its own layer and those its layer lists:
 
-    front end   errors, syntax, parser, bind, expand, ops, ir, files, checkpoint, init
+    front end   errors, syntax, parser, bind, expand, ops, ir, files, checkpoint, init, version
     passes      passes/                               (reads the front end)
     compiler    compiler.py: parse, expand, the pass pipeline, Network
     views       views/: summary, explain, render, diff, ir_print   (never the backend)

@@ -147,3 +147,69 @@ def test_import_command_writes_text_and_weights_that_train_and_export(tmp_path, 
     assert main(["summary", str(tmp_path / "l.onnx"), "--json"]) == 0
     import json
     assert json.loads(capsys.readouterr().out)["totals"]["params"] == 61706
+
+
+def _import_text(tmp_path, stem):
+    net = netdsl.load(NETS[0].parent / f"{stem}.net")
+    netdsl.export_onnx(net, tmp_path / f"{stem}.onnx")
+    text, _ = netdsl.import_model(tmp_path / f"{stem}.onnx")
+    return net, text
+
+
+def _calls(text, block):
+    """(widths, stride) of every instance of `block`, repeats unrolled, in order."""
+    out = []
+    for line in text.splitlines():
+        words = line.split(": ")[-1].split()
+        count = 1
+        if words[:1] == ["repeat"]:
+            count, words = int(words[1]), words[2:]
+        if words[:1] == [block]:
+            stride = next((w.split("=")[1] for w in words if w.startswith("s=")), "1")
+            out += [(tuple(int(w) for w in words[1:] if "=" not in w), int(stride))] * count
+    return out
+
+
+def test_googlenet_comes_back_as_one_inception_block_with_the_papers_widths(tmp_path):
+    _, text = _import_text(tmp_path, "googlenet")
+    assert text.count("block ") == 1 and "block inception(c1, c2, c3, c4, c5, c6) {" in text
+    widths = [w for w, _ in _calls(text, "inception")]
+    assert widths == [(64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64), (192, 96, 208, 16, 48, 64),
+                      (160, 112, 224, 24, 64, 64), (128, 128, 256, 24, 64, 64), (112, 144, 288, 32, 64, 64),
+                      (256, 160, 320, 32, 128, 128), (256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)]
+    assert "inception3a: inception 64 96 128 16 32 32" in text  # the source's names as labels
+    assert "aux1: side {" in text and "aux2: side {" in text
+
+
+@pytest.mark.parametrize("stem, stages", [("resnet50", (3, 4, 6, 3)), ("resnet101", (3, 4, 23, 3)),
+                                          ("resnet152", (3, 8, 36, 3))])
+def test_resnets_come_back_as_one_bottleneck_block_in_their_stages(tmp_path, stem, stages):
+    _, text = _import_text(tmp_path, stem)
+    assert text.count("block ") == 1
+    assert ("block bottleneck(c, s=1) {\n  add {\n    { conv c 1x1 nobias; bn; relu; conv c 3x3 /s pad 1 nobias; bn; "
+            "relu; conv 4*c 1x1 nobias; bn }\n    shortcut\n  }\n  relu\n}") in text
+    calls = _calls(text, "bottleneck")
+    counts = [sum(1 for w, _ in calls if w == (c,)) for c in (64, 128, 256, 512)]
+    assert tuple(counts) == stages
+    assert [s for _, s in calls] == [s for n, c in zip(stages, (64, 128, 256, 512)) for s in [1 if c == 64 else 2] + [1] * (n - 1)]
+
+
+def test_vgg_comes_back_as_plain_lines(tmp_path):
+    net, text = _import_text(tmp_path, "vgg16")
+    assert "block" not in text and text.count("conv 64 3x3 pad 1") == 2
+
+
+@pytest.mark.parametrize("stem", ["googlenet", "resnet18", "lenet5"])
+def test_formatting_again_changes_nothing(tmp_path, stem):
+    _, first = _import_text(tmp_path, stem)
+    again = netdsl.compile_source(first)
+    netdsl.export_onnx(again, tmp_path / f"{stem}.onnx")
+    second, _ = netdsl.import_model(tmp_path / f"{stem}.onnx")
+    assert second.splitlines()[1:] == first.splitlines()[1:]
+    assert main(["check", "-q", str(_write(tmp_path, first))]) == 0
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "imported.net"
+    p.write_text(text)
+    return p

@@ -11,7 +11,8 @@ is the fork itself. A graph output off the trunk becomes a `side { }` after the 
 from. Anything netdsl cannot express exactly (dilations, asymmetric pads, an op it lacks) is a
 NetError naming the node, its op and attribute, and what netdsl supports.
 
-Repeated blocks are not recovered yet: the text is plain lines, one layer each.
+Repeated blocks are then recovered (blocks.py): one block per repeated merge structure, its
+varying widths and strides as parameters, runs of equal instances as `repeat`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..errors import NetError
 from ..ops import OPS
+from .blocks import CallItem, LayerItem, MergeItem, RepeatItem, SideItem, layer_order, normalise_shortcuts, recover
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -97,8 +99,14 @@ class _Reader:
 
 
 def _attrs(node) -> dict[str, Any]:
+    """A node's attributes; floats (stored as float32) as the shortest decimal that float32 reads
+    back, so that 1e-5 comes back as 1e-5, not 9.99999975e-06."""
     from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out = {}
+    for a in node.attribute:
+        value = helper.get_attribute_value(a)
+        out[a.name] = float(str(np.float32(value))) if isinstance(value, float) else value
+    return out
 
 
 def _refuse(r: _Reader, node, what: str, supported: str) -> NetError:
@@ -351,7 +359,6 @@ class _Writer:
             self.g.add_node(lid)
             for src in layer.inputs:
                 self.g.add_edge(src, lid)
-        self.order: list[str] = []  # layers in the order their lines are written (= netdsl's schedule)
         trunk = outputs[0][1]
         on_trunk = nx.ancestors(self.g, trunk) | {trunk}
         self.sides: dict[str, list[tuple[str, str]]] = {}
@@ -364,32 +371,30 @@ class _Writer:
             self.sides.setdefault(roots.pop(), []).append((name, end))
         self.trunk = trunk
 
-    def line(self, lid: str) -> str:
+    def item(self, lid: str) -> LayerItem:
         layer = self.r.layers[lid]
-        self.order.append(lid)
-        return OPS[layer.op].written(layer.attrs)
+        return LayerItem(lid, layer.op, layer.attrs)
 
-    def region(self, start: str, end: str) -> list[str]:
-        """The lines for the layers after `start` up to `end`, through the cut points between them."""
+    def region(self, start: str, end: str) -> list:
+        """The items after `start` up to `end`, through the cut points between them."""
         between = (nx.descendants(self.g, start) | {start}) & (nx.ancestors(self.g, end) | {end})
         idom = nx.immediate_dominators(self.g.subgraph(between), start)
         chain = [end]
         while chain[-1] != start:
             chain.append(idom[chain[-1]])
         chain.reverse()
-        lines: list[str] = []
+        items: list = []
         for prev, cur in zip(chain, chain[1:]):
-            lines += self.step(prev, cur)
+            items.append(self.step(prev, cur))
             for name, side_end in self.sides.get(cur, []):
-                body = self.region(cur, side_end)
-                label = f"{name}: " if NAME.match(name) and name != "output" else ""
-                lines += _braced(f"{label}side", [body])
-        return lines
+                items.append(SideItem(name if NAME.match(name) and name != "output" else None,
+                                      self.region(cur, side_end)))
+        return items
 
-    def step(self, prev: str, cur: str) -> list[str]:
+    def step(self, prev: str, cur: str):
         layer = self.r.layers[cur]
         if layer.inputs == [prev]:
-            return [self.line(cur)]
+            return self.item(cur)
         if layer.op not in ("concat", "add"):
             raise NetError(f"{self.r.path}: node '{layer.source}' reads from more than one place, which only "
                            "concat and add do in netdsl")
@@ -402,24 +407,37 @@ class _Writer:
                 branches.append(None)
             else:
                 branches.append(self.region(prev, src))
-        self.order.append(cur)
-        return _braced(layer.op, branches)
+        label = layer.source if NAME.match(layer.source or "") and layer.source not in OPS else None
+        return MergeItem(cur, layer.op, branches, source=label)
 
 
-def _braced(head: str, branches: list[list[str] | None]) -> list[str]:
-    """`concat { {..} {..} }`, `add { {..} shortcut }`, `side { .. }`: one branch a line where it fits."""
-    out = [head + " {"]
-    if head.endswith("side"):
-        out += ["  " + line for line in branches[0]]
-        return out + ["}"]
-    for body in branches:
-        if body is None:
-            out.append("  shortcut")
-        elif len(body) <= 8 and all("{" not in l and "}" not in l for l in body) and sum(map(len, body)) < 90:
-            out.append("  { " + "; ".join(body) + " }")
-        else:
-            out += ["  {"] + ["    " + l for l in body] + ["  }"]
-    return out + ["}"]
+def render(items: list) -> list[str]:
+    """netdsl lines for a list of items: `concat { {..} {..} }` with one branch a line where it fits."""
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, LayerItem):
+            out.append(OPS[item.op].written(item.attrs))
+        elif isinstance(item, MergeItem):
+            out.append(item.kind + " {")
+            for branch in item.branches:
+                if branch is None:
+                    out.append("  shortcut")
+                    continue
+                body = render(branch)
+                if len(body) <= 9 and all("{" not in l and "}" not in l for l in body) and sum(map(len, body)) < 100:
+                    out.append("  { " + "; ".join(body) + " }")
+                else:
+                    out += ["  {"] + ["    " + l for l in body] + ["  }"]
+            out.append("}")
+        elif isinstance(item, SideItem):
+            out.append(f"{item.name + ': ' if item.name else ''}side {{")
+            out += ["  " + l for l in render(item.body)]
+            out.append("}")
+        elif isinstance(item, CallItem):
+            out.append(f"{item.label + ': ' if item.label else ''}{item.block} {' '.join(item.args)}".rstrip())
+        elif isinstance(item, RepeatItem):
+            out.append(f"repeat {item.count} {item.call.block} {' '.join(item.call.args)}".rstrip())
+    return out
 
 
 def import_onnx(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
@@ -428,18 +446,21 @@ def import_onnx(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     from ..compiler import compile_source
     r, shapes, outputs = read_onnx(path)
     w = _Writer(r, outputs)
-    body = w.region("input", w.trunk)
+    items = w.region("input", w.trunk)
+    normalise_shortcuts(items, shapes, "input")
+    defs, items = recover(items, render)
     name = r.model.graph.name if NAME.match(r.model.graph.name or "") else _stem(str(path))
-    header = [f"# imported from {os.path.basename(str(path))} (ONNX, opset "
-              f"{max((o.version for o in r.model.opset_import if o.domain in ('', 'ai.onnx')), default=0)}) by netdsl import",
+    opset = max((o.version for o in r.model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    header = [f"# imported from {os.path.basename(str(path))} (ONNX, opset {opset}) by netdsl import",
               f"network {name}", "input " + "x".join(map(str, r.input_shape)), ""]
-    text = "\n".join(header + body) + "\n"
+    text = "\n".join(header + defs + render(items)) + "\n"
     net = compile_source(text, str(path) + ".net")
+    order = layer_order(items)
     produced = [n for n in net.graph.nodes if net.graph.nodes[n]["op"] != "input"]
-    if len(produced) != len(w.order):
-        raise NetError(f"{path}: the imported network has {len(produced)} layers for the model's {len(w.order)}")
+    if len(produced) != len(order):
+        raise NetError(f"{path}: the imported network has {len(produced)} layers for the model's {len(order)}")
     state: dict[str, np.ndarray] = {}
-    for node, lid in zip(produced, w.order):
+    for node, lid in zip(produced, order):
         for pname, array in r.layers[lid].tensors.items():
             state[f"{node}.{pname}"] = np.ascontiguousarray(array, dtype=np.float32)
     return text, state
