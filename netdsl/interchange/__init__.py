@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import NetError
 
 # file extension -> the importer's module and function: one row a format
-IMPORT_FORMATS = {".onnx": ("onnx_import", "import_onnx")}
+IMPORT_FORMATS = {".onnx": ("onnx_import", "import_onnx"), ".prototxt": ("caffe_import", "import_caffe")}
 
 
 def can_import(path: str | os.PathLike) -> bool:

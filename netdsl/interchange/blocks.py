@@ -31,6 +31,7 @@ class LayerItem:
     lid: str
     op: str
     attrs: dict
+    label: str | None = None  # the source's name for it, where netdsl's would differ
 
 
 @dataclass
@@ -114,13 +115,14 @@ def _ends_with_bn(branch: list) -> bool:
 
 
 def _shortcut_branches(merge: MergeItem, shapes: dict, fork: str) -> None:
-    real = [b for b in merge.branches if b is not None]
-    if not real:
-        return
-    like = real[0]
     for i, branch in enumerate(merge.branches):
-        if branch is None or branch is like or not 1 <= len(branch) <= 2:
+        if branch is None or not 1 <= len(branch) <= 2:
             continue
+        # what netdsl's shortcut would match: the first branch that stays real, whichever side it is on
+        others = [b for j, b in enumerate(merge.branches) if j != i and b is not None]
+        if not others:
+            continue
+        like = others[0]
         conv = branch[0]
         if not isinstance(conv, LayerItem) or conv.op != "conv":
             continue
@@ -133,6 +135,7 @@ def _shortcut_branches(merge: MergeItem, shapes: dict, fork: str) -> None:
                 and a["out"] == shapes[merge.lid][0]):
             merge.branches[i] = None
             merge.shortcut_layers = [x.lid for x in branch]
+            return
 
 
 # --- 2-4. segments, signatures, parameters, repeats ---------------------------------------------
@@ -233,7 +236,8 @@ def recover(items: list, render) -> tuple[list[str], list]:
             key = col[0][1]
             scalar = [v[0] if isinstance(v, tuple) else v for v in values]
             multiple = None
-            if key == "out":  # a whole multiple of an earlier width in every instance: 4*c
+            if key == "out" and len(instances) >= 3:  # a whole multiple of an earlier width in every instance: 4*c
+                # (three instances at least: two agree on a ratio by chance too often)
                 for pname, pvals in zip(params, param_values):
                     if pname.startswith("c") and all(a > 0 and b % a == 0 for a, b in zip(pvals, scalar)):
                         ratios = {b // a for a, b in zip(pvals, scalar)}
