@@ -142,7 +142,7 @@ def test_import_command_writes_text_and_weights_that_train_and_export(tmp_path, 
     assert main(["check", str(tmp_path / "l.net")]) == 0
     m = Model(netdsl.load(tmp_path / "l.net"), device="cpu", seed=9)
     m.load(tmp_path / "l.safetensors")
-    np.testing.assert_array_equal(m.parameters()["conv1.weight"], initial_state(net.graph, 3)["c1.weight"])
+    np.testing.assert_array_equal(m.parameters()["c1.weight"], initial_state(net.graph, 3)["c1.weight"])  # its labels back
     capsys.readouterr()
     assert main(["summary", str(tmp_path / "l.onnx"), "--json"]) == 0
     import json

@@ -170,7 +170,12 @@ def _gemm(r, node, a, shapes):
     x = r.layer_of(src, node)
     tensors = {"weight": np.ascontiguousarray(w)}
     if len(node.input) > 2 and node.input[2]:
-        tensors["bias"] = r.const(node.input[2], node, "bias").reshape(-1)
+        c = r.const(node.input[2], node, "bias")
+        if c.size == 1:  # a broadcast scalar: the same bias for every unit
+            c = np.full(w.shape[0], c.reshape(-1)[0], dtype=np.float32)
+        elif c.size != w.shape[0] or (c.ndim == 2 and c.shape[0] != 1):
+            raise _refuse(r, node, f"adds a bias of shape {list(c.shape)}", f"a bias of {w.shape[0]} values, or one")
+        tensors["bias"] = c.reshape(-1)
     r.add(node.name, "fc", {"out": int(w.shape[0]), "bias": "bias" in tensors}, [x], node.output[0], tensors)
 
 

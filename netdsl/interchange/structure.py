@@ -157,7 +157,11 @@ def write_network(layers: dict[str, Layer], shapes: dict, outputs: list[tuple[st
             item.label = layers[item.lid].source
     state: dict[str, np.ndarray] = {}
     for node, lid in zip(produced, order):
+        needed = dict(net.graph.nodes[node]["params"]) | dict(net.graph.nodes[node]["buffers"])
         for pname, array in layers[lid].tensors.items():
+            if tuple(np.shape(array)) != tuple(needed.get(pname, ())):
+                raise NetError(f"{path}: node '{layers[lid].source}' has a {pname} of shape {list(np.shape(array))}; "
+                               f"the layer netdsl reads it as needs {list(needed.get(pname, ()))}")
             state[f"{node}.{pname}"] = np.ascontiguousarray(array, dtype=np.float32)
     return text, state
 
