@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
+import onnx  # noqa: E402  (a netdsl dependency)
 from onnx import numpy_helper  # noqa: E402
 
 import netdsl  # noqa: E402

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402  (a netdsl dependency)
+import onnxruntime as ort  # noqa: E402  (a dev dependency)
 
 import netdsl  # noqa: E402
 from netdsl import NetError  # noqa: E402

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402  (a netdsl dependency)
+import onnxruntime as ort  # noqa: E402  (a dev dependency)
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import netdsl  # noqa: E402

@@ -115,7 +115,6 @@ def test_receptive_field_and_diagram_follow_ceil():
 
 @pytest.fixture(scope="module")
 def onnx_cases():
-    pytest.importorskip("onnx")
     import warnings
     from onnx.backend.test.case.node import collect_testcases
     with warnings.catch_warnings():

@@ -162,30 +162,32 @@ def _gemm(r, node, a, shapes):
     if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or (a.get("beta", 1.0) != 1.0 and len(node.input) > 2):
         raise _refuse(r, node, "scales or transposes its input", "Gemm with alpha = beta = 1 and transA = 0 (as fc)")
     w = r.const(node.input[1], node, "weight")
-    if not a.get("transB", 0):
-        w = w.T
-    src = r.value(node.input[0])
-    if src in r.pending_flatten:  # the Flatten before it: fc flattens a feature map itself
-        src = r.pending_flatten.pop(src)
-    x = r.layer_of(src, node)
-    tensors = {"weight": np.ascontiguousarray(w)}
-    if len(node.input) > 2 and node.input[2]:
-        c = r.const(node.input[2], node, "bias")
-        if c.size == 1:  # a broadcast scalar: the same bias for every unit
-            c = np.full(w.shape[0], c.reshape(-1)[0], dtype=np.float32)
-        elif c.size != w.shape[0] or (c.ndim == 2 and c.shape[0] != 1):
-            raise _refuse(r, node, f"adds a bias of shape {list(c.shape)}", f"a bias of {w.shape[0]} values, or one")
-        tensors["bias"] = c.reshape(-1)
-    r.add(node.name, "fc", {"out": int(w.shape[0]), "bias": "bias" in tensors}, [x], node.output[0], tensors)
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    _fc(r, node, w if a.get("transB", 0) else w.T, bias)
 
 
 def _matmul(r, node, a, shapes):
     w = r.const(node.input[1], node, "weight")
     if w.ndim != 2:
         raise _refuse(r, node, "multiplies by a non-matrix", "MatMul by a constant matrix (as fc)")
-    fake = type("N", (), {"input": [node.input[0], node.input[1]], "output": node.output, "name": node.name,
-                          "op_type": "MatMul"})
-    _gemm(r, fake, {"transB": 0}, shapes)
+    _fc(r, node, w.T, None)  # an Add after it may bring the bias (_add)
+
+
+def _fc(r, node, w, bias_value):
+    """An fc layer from x @ w.T (+ bias): w is (units, inputs), as netdsl stores it."""
+    src = r.value(node.input[0])
+    if src in r.pending_flatten:  # the Flatten before it: fc flattens a feature map itself
+        src = r.pending_flatten.pop(src)
+    x = r.layer_of(src, node)
+    tensors = {"weight": np.ascontiguousarray(w)}
+    if bias_value is not None:
+        c = r.const(bias_value, node, "bias")
+        if c.size == 1:  # a broadcast scalar: the same bias for every unit
+            c = np.full(w.shape[0], c.reshape(-1)[0], dtype=np.float32)
+        elif c.size != w.shape[0] or (c.ndim == 2 and c.shape[0] != 1):
+            raise _refuse(r, node, f"adds a bias of shape {list(c.shape)}", f"a bias of {w.shape[0]} values, or one")
+        tensors["bias"] = c.reshape(-1)
+    r.add(node.name, "fc", {"out": int(w.shape[0]), "bias": "bias" in tensors}, [x], node.output[0], tensors)
 
 
 def _add(r, node, a, shapes):

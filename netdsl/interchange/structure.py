@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import networkx as nx
 import numpy as np
@@ -130,11 +131,7 @@ def write_network(layers: dict[str, Layer], shapes: dict, outputs: list[tuple[st
     """(.net text, state dict) for the layers an importer read; `outputs`: (name, layer id), trunk first."""
     from ..compiler import compile_source
 
-    class _Source:  # what the writer reads
-        pass
-    src = _Source()
-    src.layers, src.path = layers, path
-    w = _Writer(src, outputs)
+    w = _Writer(SimpleNamespace(layers=layers, path=path), outputs)
     items = w.region("input", w.trunk)
     normalise_shortcuts(items, shapes, "input")
     defs, items = recover(items, render)
