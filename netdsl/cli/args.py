@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
 
 def common(p: argparse.ArgumentParser) -> None:
     """The flags of every subcommand that compiles one FILE."""
-    p.add_argument("file", help="a .net file (or an .onnx model, imported on the fly)")
+    p.add_argument("file", help="a .net file (or an .onnx or Caffe .prototxt model, imported on the fly)")
     p.add_argument("--memory-limit", type=parse_size, default=None, metavar="SIZE",
                    help="refuse a layer that needs more than this (default 8GiB) and, for run and train, "
                         "a step that plans more (default: the memory the device has free)")
@@ -76,7 +76,7 @@ def printer(args):
 
 
 def load_network(path: str, **options):
-    """A .net file, or a model file another tool wrote (.onnx), imported on the fly."""
+    """A .net file, or a model file another tool wrote (.onnx, .prototxt), imported on the fly."""
     from ..compiler import compile_source, load
     from ..interchange import can_import, import_model
     if can_import(path):

@@ -1,5 +1,6 @@
 """Exchange with other tools: ONNX export (onnx_export.py) and importers that turn a model file
-into readable netdsl text and a state dict (onnx_import.py; Caffe and Darknet to come). Reads the
+into readable netdsl text and a state dict (onnx_import.py, caffe_import.py; Darknet to come),
+sharing structure.py (the data flow as netdsl's structure) and blocks.py (block recovery). Reads the
 front end, the IR and plain arrays (a state dict of numpy arrays), never the backend."""
 from __future__ import annotations
 
