@@ -1,5 +1,5 @@
 """Exchange with other tools: ONNX export (onnx_export.py) and importers that turn a model file
-into readable netdsl text and a state dict (onnx_import.py, caffe_import.py; Darknet to come),
+into readable netdsl text and a state dict (onnx_import.py, caffe_import.py, darknet_import.py),
 sharing structure.py (the data flow as netdsl's structure) and blocks.py (block recovery). Reads the
 front end, the IR and plain arrays (a state dict of numpy arrays), never the backend."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import NetError
 
 # file extension -> the importer's module and function: one row a format
-IMPORT_FORMATS = {".onnx": ("onnx_import", "import_onnx"), ".prototxt": ("caffe_import", "import_caffe")}
+IMPORT_FORMATS = {".onnx": ("onnx_import", "import_onnx"), ".prototxt": ("caffe_import", "import_caffe"),
+                  ".cfg": ("darknet_import", "import_darknet")}
 
 
 def can_import(path: str | os.PathLike) -> bool:

@@ -88,8 +88,10 @@ class _Writer:
         for src in layer.inputs:
             if src == prev:
                 if layer.op != "add":
-                    raise NetError(f"{self.r.path}: node '{layer.source}' concatenates its own input: netdsl's "
-                                   "concat branches each hold layers")
+                    raise NetError(f"{self.r.path}: {('node ' + repr(layer.source)) if layer.source else 'a concat'} "
+                                   "concatenates the layer its branches leave from with a later one",
+                                   hint="netdsl's concat branches each hold layers; an identity branch is "
+                                        "add's shortcut only")
                 branches.append(None)
             else:
                 branches.append(self.region(prev, src))
