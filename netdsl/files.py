@@ -55,6 +55,15 @@ def _check_folders(path: str | os.PathLike, target: Path, doing: str) -> None:
             return
 
 
+def read_text(path: str | os.PathLike, limit: int, what: str) -> str:
+    """A user's text file (a prototxt, a cfg): bounded as read_bounded, UTF-8 or a NetError."""
+    data = read_bounded(path, limit, what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NetError(f"{path} is not UTF-8 text, so not {what}") from None
+
+
 def _temporaries(target: Path) -> list[Path]:
     return list(target.parent.glob(f".{target.name}.*.tmp"))
 

@@ -107,6 +107,7 @@ KERNEL_OR_GLOBAL = ValueType("a size like 3x3, or 'global'", accepts_word=("glob
                              convert=lambda v: v if v == "global" else _pair(v))
 PAD = ValueType("a padding like 1, 0x3 or 'same'", accepts_word=("same",), accepts_dims=True,
                 convert=lambda v: v if v == "same" else _pair(v, positive=False))
+PAD_END = ValueType("a padding like 1 or 0x1", accepts_dims=True, convert=lambda v: _pair(v, positive=False))
 POOL_MODE = ValueType("'max' or 'avg'", accepts_word=("max", "avg"))
 PROB = ValueType("a probability like 0.5", convert=_probability)
 POS_FLOAT = ValueType("a positive number", convert=_positive_float)
@@ -172,39 +173,48 @@ def spatial(ins: list[Shape], ctx: ShapeContext, what: str) -> Shape:
     return s
 
 
-def ceil_size(n: int, k: int, s: int, p: int) -> int:
-    """Ceil rounding (Caffe, ONNX ceil_mode, PyTorch): ceil((n + 2p - k)/s) + 1 windows, less a
-    last one that would start in the right padding (it would see no input)."""
-    out = -(-(n + 2 * p - k) // s) + 1
+def ceil_size(n: int, k: int, s: int, p: int, e: int = 0) -> int:
+    """Ceil rounding (Caffe, ONNX ceil_mode, PyTorch): ceil((n + 2p + e - k)/s) + 1 windows, less a
+    last one that would start in the right padding (it would see no input). e: padend."""
+    out = -(-(n + 2 * p + e - k) // s) + 1
     return out - 1 if (out - 1) * s >= n + p else out
 
 
-def out_size(n: int, k: int, s: int, p: int, ceil: bool = False) -> int:
-    """How many windows fit along one axis: floored (the default) or ceiled."""
-    return ceil_size(n, k, s, p) if ceil else (n + 2 * p - k) // s + 1
+def out_size(n: int, k: int, s: int, p: int, ceil: bool = False, e: int = 0) -> int:
+    """How many windows fit along one axis: floored (the default) or ceiled; e more padding at the end."""
+    return ceil_size(n, k, s, p, e) if ceil else (n + 2 * p + e - k) // s + 1
 
 
-def ceil_extra(ins: list[Shape], attrs: Attrs) -> tuple[int, int]:
-    """Rows and columns a ceil-mode pool reads past its padded input (bottom, right): 0 for floor."""
-    if not attrs.get("ceil"):
+def pad_end(attrs: Attrs) -> tuple[int, int]:
+    """`padend E`: padding after the input only (bottom, right), beyond `pad`'s on both sides."""
+    return tuple(attrs.get("padend", (0, 0)))
+
+
+def end_extension(ins: list[Shape], attrs: Attrs) -> tuple[int, int]:
+    """Rows and columns the windows read past the symmetrically padded input (bottom, right): the
+    layer's padend and a ceil-mode pool's overhang. The kernels extend the input by this much
+    (zeros, or -inf for max pooling) and run as if the padding were symmetric."""
+    if attrs.get("kernel") == "global":
         return (0, 0)
     (kh, kw), (sh, sw), (ph, pw) = window_geometry(ins, attrs)
     _, h, w = ins[0]
-    return tuple(max(0, (out_size(n, k, st, p, True) - 1) * st + k - (n + 2 * p))
-                 for n, k, st, p in ((h, kh, sh, ph), (w, kw, sw, pw)))
+    ceil = bool(attrs.get("ceil"))
+    return tuple(max(0, (out_size(n, k, st, p, ceil, e) - 1) * st + k - (n + 2 * p))
+                 for n, k, st, p, e in ((h, kh, sh, ph, pad_end(attrs)[0]), (w, kw, sw, pw, pad_end(attrs)[1])))
 
 
-def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str, ceil: bool = False):
-    """Floor((n + 2p - k)/s) + 1 (or the ceil rule), and the note to show when real input goes unseen."""
-    padded = n + 2 * p
+def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str, ceil: bool = False,
+              e: int = 0):
+    """Floor((n + 2p + e - k)/s) + 1 (or the ceil rule), and the note to show when real input goes unseen."""
+    padded = n + 2 * p + e
     if k > padded:
         pad_txt = f" + 2*{p} padding" if p else ""
         raise ctx.error(f"{what} window {k} is larger than its padded input {padded} ({axis}: {n}{pad_txt})",
                         f"pad {(k - n + 1) // 2} would make it fit" if p == 0 else None)
     if ceil:  # every row is seen: no note
-        return ceil_size(n, k, s, p), None
+        return ceil_size(n, k, s, p, e), None
     out = (padded - k) // s + 1
-    left_over = (padded - k) % s
+    left_over = (padded - k) % s - e
     # Note it only when real input (not padding) goes unseen, and only for windows that touch or
     # overlap (k >= s): a 1x1 /2 conv skips every other row by design.
     note = None
@@ -247,8 +257,11 @@ def _window_shape(ins, attrs, ctx, what, channels_out):
     pad = _resolve_pad(attrs, kernel, ctx)
     stride = attrs["stride"]
     ceil = bool(attrs.get("ceil"))
-    oh, note_h = _out_size(h, kernel[0], stride[0], pad[0], "height", ctx, what, ceil)
-    ow, note_w = _out_size(w, kernel[1], stride[1], pad[1], "width", ctx, what, ceil)
+    eh, ew = pad_end(attrs)
+    if (eh or ew) and attrs.get("pad") == "same":
+        raise ctx.error("padend goes with a pad written as a number, not pad same")
+    oh, note_h = _out_size(h, kernel[0], stride[0], pad[0], "height", ctx, what, ceil, eh)
+    ow, note_w = _out_size(w, kernel[1], stride[1], pad[1], "width", ctx, what, ceil, ew)
     notes = [(axis, note) for axis, note in (("height", note_h), ("width", note_w)) if note]
     if notes and note_h == note_w:
         notes = [("height and width", note_h)]
@@ -302,6 +315,7 @@ def _conv_written(a):
     if a["pad"] not in ((0, 0),):
         p = a["pad"]
         parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
+    parts += _padend_text(a)
     if a["groups"] != 1:
         parts.append(f"groups {a['groups']}")
     if not a["bias"]:
@@ -325,7 +339,7 @@ def _pool_shape(ins, a, ctx):
     and average pooling 0 (or 0/0 with exclude_pad). Narrower pads are fine, as in ONNX and
     Caffe (PyTorch asks for at most half the window)."""
     if a["kernel"] == "global":
-        if a["pad"] != (0, 0) or a["stride"] != (1, 1) or a["ceil"] or not a["count_pad"]:
+        if a["pad"] != (0, 0) or a["stride"] != (1, 1) or a["ceil"] or not a["count_pad"] or pad_end(a) != (0, 0):
             raise ctx.error("a global pool covers the whole map: it takes no pad, stride, ceil or exclude_pad",
                             f"write pool {a['mode']} global")
         return _window_shape(ins, a, ctx, "pool", None)
@@ -335,12 +349,22 @@ def _pool_shape(ins, a, ctx):
                         "drop exclude_pad")
     kernel = a["kernel"]
     pad = _resolve_pad(a, kernel, ctx)
-    for axis, k, p in (("height", kernel[0], pad[0]), ("width", kernel[1], pad[1])):
+    for axis, k, p, e in (("height", kernel[0], pad[0], pad_end(a)[0]), ("width", kernel[1], pad[1], pad_end(a)[1])):
+        if e and p < k <= p + e:
+            raise ctx.error(f"pool pad {p} and padend {e} make the last {k}-wide window ({axis}) lie wholly in "
+                            "the padding after the input, so it sees no input at all", f"keep pad + padend under {k}")
         if p >= k:
             raise ctx.error(f"pool pad {p} is not less than its {k}-wide window ({axis}): the first window "
                             f"covers padding rows -{p}..{k - p - 1} only, so it sees no input at all",
                             f"use pad {k - 1} or less (PyTorch allows at most {k // 2})")
     return _window_shape(ins, a, ctx, "pool", None)
+
+
+def _padend_text(a) -> list[str]:
+    e = tuple(a.get("padend", (0, 0)))
+    if e == (0, 0):
+        return []
+    return [f"padend {e[0]}" if e[0] == e[1] else f"padend {_dims_text(e)}"]
 
 
 def _pool_written(a):
@@ -352,6 +376,7 @@ def _pool_written(a):
     if a["pad"] != (0, 0):
         p = a["pad"]
         parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
+    parts += _padend_text(a)
     if a.get("ceil"):
         parts.append("ceil")
     if not a.get("count_pad", True):
@@ -429,8 +454,8 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec(
         "conv", "opaque", "2-D convolution: filters, kernel, /stride, pad, groups, nobias",
         Signature(positional=(("out", POS_INT), ("kernel", SIZE)), required=2, slash="stride",
-                  options={"pad": PAD, "groups": POS_INT}, flags=NOBIAS,
-                  defaults={"stride": (1, 1), "pad": (0, 0), "groups": 1, "bias": True},
+                  options={"pad": PAD, "padend": PAD_END, "groups": POS_INT}, flags=NOBIAS,
+                  defaults={"stride": (1, 1), "pad": (0, 0), "padend": (0, 0), "groups": 1, "bias": True},
                   usage="conv FILTERS KxK [/STRIDE] [pad P|same] [groups G] [nobias], e.g. conv 96 11x11 /4"),
         shape=_conv_shape, params=_conv_params, macs=_conv_macs,
         window=lambda ins, a: window_geometry(ins, a),
@@ -438,8 +463,9 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec(
         "pool", "reduction", "max or average pooling over a window, or global",
         Signature(positional=(("mode", POOL_MODE), ("kernel", KERNEL_OR_GLOBAL)), required=2, slash="stride",
-                  options={"pad": PAD}, flags={"ceil": ("ceil", True), "exclude_pad": ("count_pad", False)},
-                  defaults={"pad": (0, 0), "ceil": False, "count_pad": True}, finish=_pool_stride,
+                  options={"pad": PAD, "padend": PAD_END},
+                  flags={"ceil": ("ceil", True), "exclude_pad": ("count_pad", False)},
+                  defaults={"pad": (0, 0), "padend": (0, 0), "ceil": False, "count_pad": True}, finish=_pool_stride,
                   usage="pool max|avg KxK [/STRIDE] [pad P] [ceil] [exclude_pad], or pool avg global, "
                         "e.g. pool max 3x3 /2"),
         shape=_pool_shape,

@@ -40,6 +40,15 @@ def test_a_small_darknet_with_route_and_shortcut(tmp_path):
     assert concat.shape == (64, 16, 16)  # route: the shortcut's 32 channels and the 1x1 branch's 32
 
 
+def test_maxpool_size_2_stride_1_pads_after_only(tmp_path):
+    f = tmp_path / "p.cfg"
+    f.write_text(HEAD + "[maxpool]\nsize=2\nstride=1\n\n")
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    assert "pool max 2x2 /1 padend 1" in text
+    assert net.layers[-1].shape == (3, darknet_out(32, 2, 1, 1), darknet_out(32, 2, 1, 1)) == (3, 32, 32)
+
+
 def test_the_default_activation_is_logistic(tmp_path):
     f = tmp_path / "a.cfg"
     f.write_text(HEAD + "[convolutional]\nfilters=4\nsize=1\n\n")
@@ -48,7 +57,6 @@ def test_the_default_activation_is_logistic(tmp_path):
 
 
 @pytest.mark.parametrize("body, words", [
-    ("[maxpool]\nsize=2\nstride=1\n", "pads 0 before and 1 after (size 2, stride 1 on 32), which its output reads"),
     ("[upsample]\nstride=2\n", "is a section netdsl has no layer for"),
     (conv(8, 3) + conv(8, 3, stride=2) + "[shortcut]\nfrom=-2\n", "adds a 8x32x32 layer to a 8x16x16 one"),
     (conv(8, 3) + conv(8, 3) + "[route]\nlayers=-1,-2\n",

@@ -19,7 +19,9 @@ GRAD_CASES = {
              "input 3x7x5\nconv 2 3x1 /2x1",
              "input 2x18x17\nconv 3 3x3 pad 1",  # a map of 306 positions: one GEMM per image
              "input 4x18x18\nconv 4 3x3 /1 pad 1 groups 2",
-             "input 3x4x5\nconv 4 4x5"],  # one window covers the whole input (LeNet's c5): no columns
+             "input 3x4x5\nconv 4 4x5",
+             "input 2x6x7\nconv 3 3x3 /2 padend 1",  # TensorFlow's SAME at stride 2: more padding after
+             "input 2x5x5\nconv 2 2x2 pad 1 padend 0x1"],  # one window covers the whole input (LeNet's c5): no columns
     "pool": ["input 2x7x7\npool max 3x3 /2 pad 1",
              "input 2x6x6\npool max 2x2",
              "input 3x7x7\npool avg 3x3 /2",
@@ -34,7 +36,10 @@ GRAD_CASES = {
              "input 2x5x5\npool max 2x2 /2 pad 1 ceil",
              "input 2x6x7\npool avg 3x3 /2 pad 1 ceil",
              "input 2x5x5\npool avg 3x3 /2 pad 1 exclude_pad",
-             "input 2x6x6\npool avg 3x3 /2 pad 1 ceil exclude_pad"],
+             "input 2x6x6\npool avg 3x3 /2 pad 1 ceil exclude_pad",
+             "input 2x5x5\npool max 2x2 /1 padend 1",  # Darknet's odd maxpool padding
+             "input 2x6x5\npool avg 3x3 /2 padend 1",
+             "input 2x6x6\npool avg 3x3 /2 pad 1 padend 1 exclude_pad ceil"],
     "fc": ["input 2x3x3\nfc 4", "input 5\nfc 3 nobias"],
     "relu": ["input 2x3x3\nrelu"],
     "tanh": ["input 2x3x3\ntanh"],

@@ -137,17 +137,19 @@ def test_fixed_batch_and_the_optimised_graph_run_alike():
 
 
 def test_the_pool_modes_and_leaky_export():
-    src = ("input 3x13x13\nconv 8 3x3 pad 1\nleaky 0.1\npool max 3x3 /2 ceil\n"
+    src = ("input 3x13x13\nconv 8 3x3 pad 1\nleaky 0.1\nconv 8 3x3 /2 padend 1\npool max 2x2 /1 padend 1\n"
+           "pool max 3x3 /2 ceil\n"
            "pool avg 3x3 /2 pad 1 ceil exclude_pad\npool avg 2x2 /1 pad 1\nlrn 3\nfc 5\nsvm")
     net = netdsl.compile_source(src)
     state = initial_state(net.graph, seed=4)
     model = export_onnx(net, None, state)
     onnx.checker.check_model(model, full_check=True)
     ops = {n.name: n for n in model.graph.node}
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ops["pool1"].attribute}
-    assert ops["pool1"].op_type == "MaxPool" and attrs["ceil_mode"] == 1
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ops["pool2"].attribute}
-    assert attrs["count_include_pad"] == 0 and attrs["ceil_mode"] == 1
+    def attrs(name):
+        return {a.name: onnx.helper.get_attribute_value(a) for a in ops[name].attribute}
+    assert attrs("conv2")["pads"] == [0, 0, 1, 1] and attrs("pool1")["pads"] == [0, 0, 1, 1]  # padend
+    assert ops["pool2"].op_type == "MaxPool" and attrs("pool2")["ceil_mode"] == 1
+    assert attrs("pool3")["count_include_pad"] == 0 and attrs("pool3")["ceil_mode"] == 1
     assert ops["leaky1"].op_type == "LeakyRelu" and ops["svm1"].op_type == "Identity"
     m = Model(net, device="cpu")
     m.load_state_dict(state)

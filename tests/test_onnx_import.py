@@ -104,8 +104,8 @@ def test_a_model_netdsl_did_not_write(tmp_path, weights_as_inputs):
 @pytest.mark.parametrize("node, words", [
     (helper.make_node("Conv", ["x", "w"], ["y"], name="dil", kernel_shape=[3, 3], dilations=[2, 2]),
      "node 'dil' (Conv) has dilations [2, 2]"),
-    (helper.make_node("Conv", ["x", "w"], ["y"], name="asym", kernel_shape=[3, 3], pads=[0, 0, 1, 1]),
-     "node 'asym' (Conv) pads [0, 0, 1, 1] differ at the start and the end"),
+    (helper.make_node("Conv", ["x", "w"], ["y"], name="asym", kernel_shape=[3, 3], pads=[1, 1, 0, 0]),
+     "node 'asym' (Conv) pads [1, 1, 0, 0] put more padding before the input than after"),
     (helper.make_node("Elu", ["x"], ["y"], name="elu"), "node 'elu' has op Elu, which netdsl has no layer for"),
 ])
 def test_what_netdsl_cannot_express_is_refused_by_node(tmp_path, capsys, node, words):

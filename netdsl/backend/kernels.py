@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..ops import ceil_extra, window_geometry
+from ..ops import end_extension, pad_end, window_geometry
 from . import im2col
 from .cpu import native
 from .conv import Conv
@@ -42,6 +42,8 @@ def _conv(node):
 def conv_forward(node, inputs):
     (x,) = inputs
     kernel, stride, pad = window_geometry([x.shape[1:]], node.attrs)
+    node.saved["in_hw"] = x.shape[2:]
+    x = _extended(node, x, 0)  # padend: zeros after the input
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
     bias = node.params.get("bias")
     gpu = on_gpu(node.xp)  # the GPU adds the bias in the epilogue's kernel
@@ -64,6 +66,7 @@ def conv_backward(node, dout, need_dx):
         else:
             dout = grad(node.xp, dout, y)
     dx, dw, db = conv.backward(saved, dout, node.params["weight"], need_dx, epilogue)
+    dx = _cropped(node, dx)
     node.grads["weight"] = dw
     if "bias" in node.params:
         node.grads["bias"] = db
@@ -109,12 +112,13 @@ def _window_reduce(xp, xpad, geo, op):
     return out
 
 
-def _pool_input(node, x, fill):
-    """x with the rows and columns a ceil-mode pool reads past its padded input (bottom and
-    right), filled with `fill`: the floor-mode code then makes exactly the ceil-mode windows.
-    Where they sit relative to the padding does not matter: both are -inf for max pooling, and
-    0 for average pooling, whose divisor comes from the true geometry (_avg_divisor)."""
-    eh, ew = ceil_extra([x.shape[1:]], node.attrs)
+def _extended(node, x, fill):
+    """x with the rows and columns the windows read past its symmetric padding (bottom and right:
+    padend, and a ceil-mode pool's overhang), filled with `fill`: the code for symmetric padding
+    then makes exactly these windows. Where they sit relative to the padding does not matter:
+    both are 0 for conv, -inf for max pooling, and 0 for average pooling, whose divisor comes
+    from the true geometry (_avg_divisor)."""
+    eh, ew = end_extension([x.shape[1:]], node.attrs)
     if not (eh or ew):
         return x
     xp = node.xp
@@ -122,6 +126,16 @@ def _pool_input(node, x, fill):
     out = xp.full((n, c, h + eh, w + ew), fill, dtype=x.dtype)
     out[:, :, :h, :w] = x
     return out
+
+
+def _cropped(node, dx):
+    """The gradient of an extended input (_extended), cut back to the input's own rows."""
+    if dx is None:
+        return None
+    h, w = node.saved["in_hw"]
+    if dx.shape[2:] != (h, w):
+        dx = node.xp.ascontiguousarray(dx[:, :, :h, :w])
+    return dx
 
 
 def _avg_divisor(xp, shape, node, geo, dtype):
@@ -132,16 +146,17 @@ def _avg_divisor(xp, shape, node, geo, dtype):
     (kh, kw), (sh, sw), (ph, pw) = window_geometry([shape], node.attrs)
     _, h, w = shape
     count_pad = node.attrs.get("count_pad", True)
-    if ceil_extra([shape], node.attrs) == (0, 0) and (count_pad or (ph, pw) == (0, 0)):
+    if end_extension([shape], node.attrs) == (0, 0) and (count_pad or (ph, pw) == (0, 0)):
         return None
+    eh, ew = pad_end(node.attrs)
 
-    def axis(out, n, k, s, p):
+    def axis(out, n, k, s, p, e):
         start = np.arange(out) * s - p
         end = start + k
-        if count_pad:
-            return np.minimum(end, n + p) - start
+        if count_pad:  # the padding before, and after (pad + padend), counts; a ceil overhang does not
+            return np.minimum(end, n + p + e) - start
         return np.minimum(end, n) - np.maximum(start, 0)
-    d = axis(geo.oh, h, kh, sh, ph)[:, None] * axis(geo.ow, w, kw, sw, pw)[None, :]
+    d = axis(geo.oh, h, kh, sh, ph, eh)[:, None] * axis(geo.ow, w, kw, sw, pw, ew)[None, :]
     return xp.asarray(d.astype(dtype))
 
 
@@ -152,7 +167,7 @@ def pool_forward(node, inputs):
     node.saved.update(in_hw=x.shape[2:])
     if a["mode"] == "avg":
         divisor = None
-        xe = _pool_input(node, x, 0)
+        xe = _extended(node, x, 0)
         geo = im2col.Geometry.of(xe.shape, kernel, stride, pad)
         divisor = _avg_divisor(xp, x.shape[1:], node, geo, x.dtype)
         node.saved.update(geo=geo, divisor=divisor)
@@ -164,7 +179,7 @@ def pool_forward(node, inputs):
         else:
             out /= divisor
         return out
-    x = _pool_input(node, x, -np.inf)
+    x = _extended(node, x, -np.inf)
     geo = im2col.Geometry.of(x.shape, kernel, stride, pad)
     if _layer_kernel(xp):  # one kernel each way, the winning tap kept (gpu_layers.py)
         from .gpu.layers import maxpool_forward
@@ -208,10 +223,7 @@ def pool_backward(node, dout, need_dx):
     if not need_dx:
         return [None]
     (dx,) = _pool_backward(node, dout)
-    h, w = node.saved["in_hw"]
-    if dx.shape[2:] != (h, w):  # a ceil-mode pool's extra rows and columns: no input there
-        dx = node.xp.ascontiguousarray(dx[:, :, :h, :w])
-    return [dx]
+    return [_cropped(node, dx)]  # the extra rows and columns past the input: no input there
 
 
 def _pool_backward(node, dout):

@@ -69,9 +69,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help="the initialisation's seed, without --weights")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="a model file (.onnx, Caffe .prototxt) as readable netdsl text, "
-                                      "its weights as a checkpoint")
-    p.add_argument("model", help="the model file: .onnx or .prototxt")
+    p = sub.add_parser("import", help="a model file (.onnx, Caffe .prototxt, Darknet .cfg) as readable "
+                                      "netdsl text, its weights as a checkpoint")
+    p.add_argument("model", help="the model file: .onnx, .prototxt or .cfg")
     p.add_argument("-o", "--output", required=True, metavar="OUT.net", help="the .net file, written atomically")
     p.add_argument("--weights", metavar="OUT.safetensors", help="also write the model's weights as a checkpoint")
     p.set_defaults(func=cmd_import)

@@ -245,12 +245,8 @@ def _phase_test_only(layer: Msg) -> bool:
 
 
 def read_caffe(path: str | os.PathLike) -> _Net:
-    from ..files import read_bounded
-    data = read_bounded(path, MAX_PROTOTXT, "a prototxt file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise NetError(f"{path} is not UTF-8 text, so not a prototxt file") from None
+    from ..files import read_text
+    text = read_text(path, MAX_PROTOTXT, "a prototxt file")
     root = parse_prototxt(text, str(path))
     n = _Net(str(path))
     n.name = root.get("name")

@@ -9,8 +9,7 @@ conventions, from Darknet's parser (parser.c) and layer code:
   maintained fork's normalize_cpu), activation (default logistic): linear, leaky (slope 0.1),
   relu, logistic (sigmoid), tanh;
 - [maxpool]: size (default stride), stride (1), padding (default size - 1) split floor(p/2)
-  before and the rest after; where the two halves differ and the extra one is ever read, the
-  layer needs pads that differ before and after, which netdsl does not have yet: refused;
+  before and the rest after: netdsl's pad and padend (left out where the extra half is never read);
 - [avgpool] is a global average; [connected]: output, activation (default logistic);
   [dropout]: probability; [softmax];
 - [route] layers=a,b: the concatenation of those layers' outputs (one layer: reading it again);
@@ -93,12 +92,8 @@ def _int(options: dict, key: str, default: int) -> int:
 
 
 def read_darknet(path: str | os.PathLike) -> _Cfg:
-    from ..files import read_bounded
-    data = read_bounded(path, MAX_CFG, "a Darknet .cfg file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise NetError(f"{path} is not UTF-8 text, so not a Darknet .cfg") from None
+    from ..files import read_text
+    text = read_text(path, MAX_CFG, "a Darknet .cfg file")
     sections = _sections(text, str(path))
     if not sections or sections[0][0] not in ("net", "network"):
         raise NetError(f"{path}: a Darknet .cfg starts with [net] (width, height, channels)")
@@ -126,14 +121,12 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
             padding = _int(o, "padding", size - 1)
             before, after = padding // 2, padding - padding // 2
             n = c.shapes[tip][1]
-            if before != after:
-                out = (n + padding - size) // stride + 1
-                if out != (n + 2 * before - size) // stride + 1:
-                    raise c.refuse(kind, line, f"pads {before} before and {after} after (size {size}, stride {stride} "
-                                              f"on {n}), which its output reads", "the same padding before and after")
-                after = before  # the extra row and column after are never read
+            padend = after - before
+            if padend and (n + padding - size) // stride + 1 == (n + 2 * before - size) // stride + 1:
+                padend = 0  # the extra row and column after are never read: plain lines read better
             tip = c.add("pool", "pool", {"mode": "max", "kernel": (size, size), "stride": (stride, stride),
-                                         "pad": (before, before), "ceil": False, "count_pad": True}, [tip])
+                                         "pad": (before, before), "padend": (padend, padend), "ceil": False,
+                                         "count_pad": True}, [tip])
         elif kind == "avgpool":
             tip = c.add("pool", "pool", {"mode": "avg", "kernel": "global", "stride": (1, 1), "pad": (0, 0),
                                          "ceil": False, "count_pad": True}, [tip])

@@ -71,8 +71,10 @@ Mapping_ = Callable[[_Export, str, dict, list[str], str], str]
 def _conv(ex, node, d, ins, out):
     a = d["attrs"]
     (kh, kw), (sh, sw), (ph, pw) = window_geometry([ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"]], a)
+    eh, ew = a.get("padend", (0, 0))
     args = [ins[0], ex.tensor(f"{node}.weight")] + ([ex.tensor(f"{node}.bias")] if a["bias"] else [])
-    return ex.emit("Conv", args, out, node, node, kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
+    return ex.emit("Conv", args, out, node, node, kernel_shape=[kh, kw], strides=[sh, sw],
+                   pads=[ph, pw, ph + eh, pw + ew],
                    group=a["groups"], dilations=[1, 1])
 
 
@@ -81,7 +83,9 @@ def _pool(ex, node, d, ins, out):
     if a["kernel"] == "global":
         return ex.emit("GlobalMaxPool" if a["mode"] == "max" else "GlobalAveragePool", ins, out, node, node)
     (kh, kw), (sh, sw), (ph, pw) = window_geometry([ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"]], a)
-    common = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], ceil_mode=int(bool(a["ceil"])))
+    eh, ew = a.get("padend", (0, 0))
+    common = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph + eh, pw + ew],
+                  ceil_mode=int(bool(a["ceil"])))
     if a["mode"] == "max":
         return ex.emit("MaxPool", ins, out, node, node, **common)
     return ex.emit("AveragePool", ins, out, node, node, count_include_pad=int(bool(a["count_pad"])), **common)

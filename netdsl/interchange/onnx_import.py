@@ -96,7 +96,8 @@ def _refuse(r: _Reader, node, what: str, supported: str) -> NetError:
 
 
 def _window(r: _Reader, node, a: dict, kernel: tuple[int, int], spatial: tuple[int, int]):
-    """strides and symmetric pads from an ONNX conv/pool node, auto_pad turned into explicit pads."""
+    """strides, pads and padends from an ONNX conv/pool node, auto_pad turned into explicit pads:
+    netdsl pads both sides alike and may add more after (padend), never more before."""
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         raise _refuse(r, node, f"has dilations {a['dilations']}", "dilation 1 only")
     strides = tuple(a.get("strides", [1, 1]))
@@ -113,10 +114,10 @@ def _window(r: _Reader, node, a: dict, kernel: tuple[int, int], spatial: tuple[i
     else:
         p = list(a.get("pads", [0, 0, 0, 0]))
         begin, end = tuple(p[:2]), tuple(p[2:])
-    if begin != end:
-        raise _refuse(r, node, f"pads {list(begin) + list(end)} differ at the start and the end",
-                      "the same padding before and after on each axis")
-    return strides, begin
+    if any(b > e for b, e in zip(begin, end)):
+        raise _refuse(r, node, f"pads {list(begin) + list(end)} put more padding before the input than after",
+                      "padding before and after alike, or more after (padend)")
+    return strides, begin, tuple(e - b for b, e in zip(begin, end))
 
 
 def _conv(r, node, a, shapes):
@@ -125,8 +126,9 @@ def _conv(r, node, a, shapes):
         raise _refuse(r, node, f"has a {w.ndim - 2}-D kernel", "2-D convolutions")
     x = r.layer_of(node.input[0], node)
     kernel = tuple(a.get("kernel_shape", w.shape[2:]))
-    strides, pad = _window(r, node, a, kernel, shapes[x][1:])
-    attrs = {"out": int(w.shape[0]), "kernel": kernel, "stride": strides, "pad": pad, "groups": int(a.get("group", 1)),
+    strides, pad, padend = _window(r, node, a, kernel, shapes[x][1:])
+    attrs = {"out": int(w.shape[0]), "kernel": kernel, "stride": strides, "pad": pad, "padend": padend,
+             "groups": int(a.get("group", 1)),
              "bias": len(node.input) > 2 and bool(node.input[2])}
     tensors = {"weight": w}
     if attrs["bias"]:
@@ -142,8 +144,9 @@ def _pool(mode: str):
         kernel = tuple(a["kernel_shape"])
         if len(kernel) != 2:
             raise _refuse(r, node, f"is {len(kernel)}-D", "2-D pooling")
-        strides, pad = _window(r, node, a, kernel, shapes[x][1:])
-        attrs = {"mode": mode, "kernel": kernel, "stride": strides, "pad": pad, "ceil": bool(a.get("ceil_mode", 0)),
+        strides, pad, padend = _window(r, node, a, kernel, shapes[x][1:])
+        attrs = {"mode": mode, "kernel": kernel, "stride": strides, "pad": pad, "padend": padend,
+                 "ceil": bool(a.get("ceil_mode", 0)),
                  "count_pad": bool(a.get("count_include_pad", 0)) if mode == "avg" else True}
         if len(node.output) > 1 and node.output[1]:
             raise _refuse(r, node, "returns its argmax indices", "pooled values only")
@@ -153,8 +156,8 @@ def _pool(mode: str):
 
 def _global(mode: str):
     def read(r, node, a, shapes):
-        r.add(node.name, "pool", {"mode": mode, "kernel": "global", "stride": (1, 1), "pad": (0, 0), "ceil": False,
-                                  "count_pad": True}, [r.layer_of(node.input[0], node)], node.output[0])
+        r.add(node.name, "pool", {"mode": mode, "kernel": "global", "stride": (1, 1), "pad": (0, 0), "padend": (0, 0),
+                                  "ceil": False, "count_pad": True}, [r.layer_of(node.input[0], node)], node.output[0])
     return read
 
 

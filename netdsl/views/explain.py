@@ -8,9 +8,9 @@ from ..ops import OPS, shape_text, window_geometry
 from ..passes.check_limits import BYTES, human_bytes
 
 
-def _size_line(n: int, k: int, s: int, p: int, out: int, ceil: bool = False) -> str:
-    pad = f" + 2*{p}" if p else ""
-    exact = (n + 2 * p - k) / s + 1
+def _size_line(n: int, k: int, s: int, p: int, out: int, ceil: bool = False, e: int = 0) -> str:
+    pad = (f" + 2*{p}" if p else "") + (f" + {e}" if e else "")  # padend: e more after the input
+    exact = (n + 2 * p + e - k) / s + 1
     if not ceil:
         tail = f" = {out}" if exact == out else f" = {exact:g}, floored to {out}"
         return f"({n}{pad} - {k})/{s} + 1{tail}"
@@ -50,7 +50,9 @@ def explain(net: Network, name: str) -> str:
         (kh, kw), (sh, sw), (ph, pw) = window_geometry(in_shapes, data["attrs"])
         _, h, w = in_shapes[0]
         ceil = bool(data["attrs"].get("ceil"))
-        hs, ws = _size_line(h, kh, sh, ph, layer.shape[1], ceil), _size_line(w, kw, sw, pw, layer.shape[2], ceil)
+        eh, ew = data["attrs"].get("padend", (0, 0))
+        hs = _size_line(h, kh, sh, ph, layer.shape[1], ceil, eh)
+        ws = _size_line(w, kw, sw, pw, layer.shape[2], ceil, ew)
         size = f"output {hs}" if hs == ws else f"output height {hs}; width {ws}"
         lines.append(f"  {size} -> {shape_text(layer.shape)}")
     elif layer.op == "concat":
