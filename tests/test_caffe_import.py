@@ -170,3 +170,57 @@ def test_bad_prototxt_files_are_refused_with_the_place(tmp_path, capsys, content
         assert f"{f}{place}" in err
     if place == ":6:10:":
         assert '     6 |   bottom "data"\n       |          ^' in err  # a caret under the culprit
+
+
+def _caffemodel(path, layers):
+    """A .caffemodel written with the same caffe.proto subset netdsl reads (caffemodel.py)."""
+    from netdsl.interchange.caffemodel import messages
+    net_cls, _ = messages()
+    net = net_cls(name="mini")
+    for name, blobs in layers:
+        layer = net.layer.add(name=name)
+        for array in blobs:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(array.shape)
+            blob.data.extend(array.astype("float32").ravel().tolist())
+    path.write_bytes(net.SerializeToString())
+
+
+def test_caffemodel_weights_give_the_same_outputs(tmp_path, capsys):
+    import numpy as np
+    proto = ('name: "mini"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+             + _conv("conv1", "data", 4, 3, 1, 1, bias=False)
+             + _layer("bn1", "BatchNorm", ["conv1"], ["conv1"]) + _layer("sc1", "Scale", ["conv1"], ["conv1"],
+                                                                        "  scale_param { bias_term: true }\n")
+             + _layer("relu1", "ReLU", ["conv1"], ["conv1"])
+             + _layer("pool1", "Pooling", ["conv1"], ["pool1"], "  pooling_param { pool: MAX kernel_size: 3 stride: 2 }\n")
+             + _layer("fc2", "InnerProduct", ["pool1"], ["fc2"], "  inner_product_param { num_output: 5 }\n"))
+    f = tmp_path / "mini.prototxt"
+    f.write_text(proto)
+    rng = np.random.default_rng(0)
+    w, mean, var = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    gamma, beta, fw, fb = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal((5, 64)), rng.standard_normal(5)
+    factor = 4.0  # Caffe keeps sums: mean * factor, var * factor, and the factor
+    _caffemodel(tmp_path / "mini.caffemodel", [("conv1", [w]), ("bn1", [mean * factor, var * factor, np.array([factor])]),
+                                               ("sc1", [gamma, beta]), ("fc2", [fw, fb])])
+    text, state = netdsl.import_model(f, tmp_path / "mini.caffemodel")
+    # the same network written by hand in netdsl, given the same numbers
+    ref = netdsl.compile_source("input 3x8x8\nconv 4 3x3 pad 1 nobias\nbn\nrelu\npool max 3x3 /2 ceil\nfc 5")
+    a = netdsl.Model(ref, device="cpu")
+    a.load_state_dict({"conv1.weight": w, "bn1.weight": gamma, "bn1.bias": beta, "bn1.running_mean": mean,
+                       "bn1.running_var": var, "fc2.weight": fw, "fc2.bias": fb})
+    b = netdsl.Model(netdsl.compile_source(text), device="cpu")
+    b.load_state_dict(state)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(b(x), a(x), rtol=1e-5, atol=1e-5)
+    out = tmp_path / "mini.net"
+    assert main(["import", str(f), "--caffemodel", str(tmp_path / "mini.caffemodel"), "-o", str(out),
+                 "--weights", str(tmp_path / "mini.safetensors")]) == 0
+    assert main(["import", str(f), "-o", str(out), "--weights", str(tmp_path / "w.safetensors")]) == 1
+    assert "carries no weights" in capsys.readouterr().err
+    _caffemodel(tmp_path / "partial.caffemodel", [("conv1", [w])])
+    with pytest.raises(NetError, match="has no weights for layer 'bn1'"):
+        netdsl.import_model(f, tmp_path / "partial.caffemodel")
+    (tmp_path / "noise.caffemodel").write_bytes(b"\xff" * 64)
+    with pytest.raises(NetError, match="is not a readable .caffemodel"):
+        netdsl.import_model(f, tmp_path / "noise.caffemodel")

@@ -2,6 +2,7 @@
 as readable netdsl text and a checkpoint)."""
 from __future__ import annotations
 
+from ..errors import NetError
 from .args import common, compile_file, nonneg_int, positive_int, warn
 
 
@@ -42,12 +43,15 @@ def cmd_import(args) -> int:
     from ..compiler import compile_source
     from ..files import write_atomic
     from ..interchange import import_model
-    text, state = import_model(args.model)
+    text, state = import_model(args.model, args.caffemodel)
     net = compile_source(text, args.output)  # what is written compiles: checked before it is written
     write_atomic(args.output, text.encode("utf-8"))
     t = net.totals()
     print(f"wrote {args.output}: {net.name}, {len(net.layers)} layers, {t.params:,} parameters, {t.macs:,} MACs")
     if args.weights:
+        if not state:
+            raise NetError(f"--weights {args.weights}: {args.model} carries no weights",
+                           hint="for a Caffe prototxt, give its trained weights with --caffemodel")
         checkpoint.write(args.weights, state, net.name, text, {"imported_from": str(args.model)})
         print(f"wrote {args.weights}: {len(state)} tensors (netdsl run/train --resume, export --weights read it)")
     return 0
@@ -74,4 +78,5 @@ def register(sub) -> None:
     p.add_argument("model", help="the model file: .onnx, .prototxt or .cfg")
     p.add_argument("-o", "--output", required=True, metavar="OUT.net", help="the .net file, written atomically")
     p.add_argument("--weights", metavar="OUT.safetensors", help="also write the model's weights as a checkpoint")
+    p.add_argument("--caffemodel", metavar="MODEL.caffemodel", help="a Caffe prototxt's trained weights")
     p.set_defaults(func=cmd_import)

@@ -20,11 +20,18 @@ def can_import(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMPORT_FORMATS
 
 
-def import_model(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
-    """A model file as (.net source text, state dict of numpy arrays), by its extension."""
+def import_model(path: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """A model file as (.net source text, state dict of numpy arrays), by its extension; `weights`:
+    a separate weights file where the format keeps them apart (Caffe's .caffemodel)."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMPORT_FORMATS:
         raise NetError(f"{path}: netdsl imports {', '.join(IMPORT_FORMATS)} files, not '{suffix or 'no extension'}'")
     module, function = IMPORT_FORMATS[suffix]
     from importlib import import_module
-    return getattr(import_module(f"{__name__}.{module}"), function)(path)
+    read = getattr(import_module(f"{__name__}.{module}"), function)
+    if weights is None:
+        return read(path)
+    if suffix != ".prototxt":
+        raise NetError(f"{path}: a separate weights file goes with a Caffe .prototxt only "
+                       f"({'ONNX keeps its weights in the file' if suffix == '.onnx' else 'Darknet .weights are not read yet'})")
+    return read(path, weights)

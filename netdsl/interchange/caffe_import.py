@@ -18,13 +18,15 @@ The conventions that decide correctness, from Caffe's own layer code and caffe.p
 - Eltwise SUM is add (PROD and MAX, and coefficients, are refused); ReLU with a
   `negative_slope` is leaky; train-only layers (Accuracy, Silence) are skipped, as are layers
   included in the TEST phase only.
-Weights (.caffemodel, binary protobuf) are not read yet.
+Weights come from a .caffemodel (caffemodel.py) when one is given.
 """
 from __future__ import annotations
 
 import os
 from functools import lru_cache
 from importlib import resources
+
+import numpy as np
 
 from ..errors import NetError, Span
 from ..ops import OPS
@@ -194,7 +196,7 @@ def _bn(n: _Net, layer: Msg, p: Msg, x: str):
 def _scale(n: _Net, layer: Msg, p: Msg, x: str):
     if n.layers[x].op != "bn" or n.layers[x].attrs.get("scaled"):
         raise n.refuse(layer, "scales something that is not a BatchNorm", "Scale right after BatchNorm (folded into bn)")
-    n.layers[x].attrs["scaled"] = True  # the bn's own scale and shift
+    n.layers[x].attrs["scaled"] = str(layer.get("name"))  # the bn's own scale and shift (its blobs)
     for top in layer.all("top"):
         n.producer[top] = x
 
@@ -287,11 +289,48 @@ def read_caffe(path: str | os.PathLike) -> _Net:
     return n
 
 
-def import_caffe(path: str | os.PathLike):
-    """A Caffe prototxt as (.net text, state dict); the state is the seeded one until .caffemodel
-    weights are read (not yet)."""
+def _weights(n: _Net, blobs: dict[str, list], path: str) -> None:
+    """Each layer's tensors from its .caffemodel blobs, in netdsl's terms: a BatchNorm's mean and
+    variance divided by its third blob (the scale factor), the Scale after it as the bn's own
+    scale and shift."""
+    for lid, layer in n.layers.items():
+        if layer.op not in ("conv", "fc", "bn"):
+            continue
+        got = blobs.get(layer.source)
+        if got is None:
+            raise NetError(f"{path} has no weights for layer '{layer.source}' ({layer.op})")
+        if layer.op in ("conv", "fc"):
+            layer.tensors["weight"] = got[0]
+            if layer.attrs["bias"]:
+                if len(got) < 2:
+                    raise NetError(f"{path}: layer '{layer.source}' has no bias blob, and its prototxt says bias_term")
+                layer.tensors["bias"] = got[1].reshape(-1)
+            continue
+        if len(got) < 3:
+            raise NetError(f"{path}: BatchNorm '{layer.source}' has {len(got)} blobs, not mean, variance and scale factor")
+        factor = float(got[2].reshape(-1)[0])
+        scale = 0.0 if factor == 0 else 1.0 / factor  # Caffe's own rule for a zero factor
+        channels = got[0].size
+        layer.tensors.update(running_mean=got[0].reshape(-1) * scale, running_var=got[1].reshape(-1) * scale,
+                             weight=np.ones(channels, np.float32), bias=np.zeros(channels, np.float32))
+        scale_layer = layer.attrs.get("scaled")
+        if scale_layer:
+            sb = blobs.get(scale_layer)
+            if not sb:
+                raise NetError(f"{path} has no weights for Scale layer '{scale_layer}'")
+            layer.tensors["weight"] = sb[0].reshape(-1)
+            if len(sb) > 1:
+                layer.tensors["bias"] = sb[1].reshape(-1)
+
+
+def import_caffe(path: str | os.PathLike, caffemodel: str | os.PathLike | None = None):
+    """A Caffe prototxt as (.net text, state dict): the state from `caffemodel` when given
+    (checked tensor by tensor against the layers), else empty (the network starts seeded)."""
     from ..ops import ShapeContext
+    from .caffemodel import read_caffemodel
     n = read_caffe(path)
+    if caffemodel is not None:
+        _weights(n, read_caffemodel(caffemodel), str(caffemodel))
     for layer in n.layers.values():
         layer.attrs.pop("scaled", None)
     shapes = {}
