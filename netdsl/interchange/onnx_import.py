@@ -268,6 +268,15 @@ def _constant(r, node, a, shapes):
     r.consts[node.output[0]] = numpy_helper.to_array(a["value"])
 
 
+def _concat(r: _Reader, node, a, shapes):
+    """Concat of channels, its inputs in order."""
+    x = [r.layer_of(v, node) for v in node.input]
+    axis = a.get("axis", 1)
+    if axis != 1:
+        raise _refuse(r, node, f"concatenates along axis {axis}", "concatenation of channels (axis 1)")
+    r.add(node.name, "concat", {}, x, node.output[0])
+
+
 IMPORTERS: dict[str, Callable] = {
     "Conv": _conv,
     "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
@@ -280,7 +289,7 @@ IMPORTERS: dict[str, Callable] = {
     "BatchNormalization": _bn,
     "Dropout": _dropout,
     "Flatten": _flatten, "Reshape": _reshape,
-    "Concat": _axis_one("concat"),
+    "Concat": _concat,
     "Add": _add, "Sum": lambda r, node, a, shapes: r.add(node.name, "add", {}, [r.layer_of(v, node) for v in node.input],
                                                         node.output[0]),
     "Softmax": _axis_one("softmax"),
@@ -288,16 +297,6 @@ IMPORTERS: dict[str, Callable] = {
 }
 
 
-def _merge_inputs(r: _Reader, node, a, shapes):
-    """Concat's inputs in order (handled by _axis_one for one input; here: many)."""
-    x = [r.layer_of(v, node) for v in node.input]
-    axis = a.get("axis", 1)
-    if axis != 1:
-        raise _refuse(r, node, f"concatenates along axis {axis}", "concatenation of channels (axis 1)")
-    r.add(node.name, "concat", {}, x, node.output[0])
-
-
-IMPORTERS["Concat"] = _merge_inputs
 
 
 def read_onnx(path: str | os.PathLike):
