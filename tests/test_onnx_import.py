@@ -213,3 +213,32 @@ def _write(tmp_path, text):
     p = tmp_path / "imported.net"
     p.write_text(text)
     return p
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11])
+def test_older_opsets_forms(tmp_path, opset):
+    """Attributes where later opsets take inputs (Dropout's ratio), BatchNormalization's spatial
+    (opsets 7-8), Reshape's shape as an input (from 5): an older model imports and matches
+    onnxruntime."""
+    rng = np.random.default_rng(opset)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)), "b": rng.standard_normal(4),
+             "s": rng.uniform(0.5, 1.5, 4), "o": rng.standard_normal(4), "m": rng.standard_normal(4),
+             "v": rng.uniform(0.5, 2, 4), "fw": rng.standard_normal((3, 4 * 3 * 3)), "fb": rng.standard_normal(3),
+             "shape": np.array([0, -1], np.int64)}
+    bn_attrs = {"epsilon": 1e-3, "momentum": 0.9}
+    if opset < 9:
+        bn_attrs["spatial"] = 1
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["n"], name="bn", **bn_attrs),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Dropout", ["p"], ["d"], name="drop", ratio=0.3),
+        helper.make_node("Reshape", ["d", "shape"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["g"], name="fc", transB=1),
+        helper.make_node("Softmax", ["g"], ["y"], name="prob", axis=1),
+    ]
+    model = _model(nodes, inits, (3, 6, 6), (3,), opset=opset)
+    model.ir_version = 3 if opset < 9 else 4
+    text = _against_ort(tmp_path, model, (3, 6, 6))
+    assert "bn eps=0.001" in text and "dropout 0.3" in text and "fc 3" in text

@@ -210,6 +210,10 @@ def _add(r, node, a, shapes):
 
 
 def _bn(r, node, a, shapes):
+    if a.get("spatial", 1) != 1:  # opsets 7-8: statistics per position as well as per channel
+        raise _refuse(r, node, "keeps statistics per position (spatial 0)", "statistics per channel (spatial 1)")
+    if len([o for o in node.output if o]) > 1:
+        raise _refuse(r, node, "returns its batch statistics (training mode)", "BatchNormalization in inference")
     scale, bias, mean, var = (r.const(v, node, what) for v, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
     momentum = float(a.get("momentum", 0.9))
     attrs = {"eps": float(a.get("epsilon", 1e-5)), "momentum": round(1.0 - momentum, 6)}
