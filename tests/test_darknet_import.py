@@ -79,3 +79,45 @@ def test_a_file_that_is_not_a_cfg(tmp_path, capsys):
     assert main(["check", str(f)]) == 1
     err = capsys.readouterr().err
     assert f"{f}:5:1: error: expected [section] or key=value" in err and "     5 | this is not a key" in err
+
+
+def _write_weights(path, model, net, cfg_layers):
+    """A .weights file in Darknet's order (parser.c's save_weights), from a netdsl model's state:
+    header 0.2.0 with an 8-byte `seen`; per layer biases, [bn: scales, means, variances], weights
+    (connected: biases, weights, [bn values])."""
+    import numpy as np
+    p = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    out = [np.array([0, 2, 0], "<i4").tobytes(), np.array([1234], "<u8").tobytes()]
+    for kind, conv, bn in cfg_layers:
+        bias = p[f"{bn}.bias"] if bn else p[f"{conv}.bias"]
+        parts = [bias]
+        bn_parts = [p[f"{bn}.weight"], p[f"{bn}.running_mean"], p[f"{bn}.running_var"]] if bn else []
+        parts += (bn_parts + [p[f"{conv}.weight"]]) if kind == "conv" else ([p[f"{conv}.weight"]] + bn_parts)
+        out += [np.ascontiguousarray(x, "<f4").tobytes() for x in parts]
+    path.write_bytes(b"".join(out))
+
+
+def test_darknet_weights_load_in_darknets_order(tmp_path):
+    import numpy as np
+    cfg = HEAD + conv(8, 3) + "[maxpool]\nsize=2\nstride=2\n\n" + conv(4, 1, act="linear", bn=0) + \
+        "[connected]\noutput=5\nactivation=linear\nbatch_normalize=1\n\n[softmax]\n"
+    f = tmp_path / "w.cfg"
+    f.write_text(cfg)
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    rng = np.random.default_rng(0)
+    model = netdsl.Model(net, device="cpu", seed=1)
+    for name, value in model.state_dict().items():  # distinct numbers everywhere, variances positive
+        value[...] = rng.uniform(0.5, 1.5, value.shape) if name.endswith("running_var") else rng.standard_normal(value.shape)
+    layers = [("conv", "conv1", "bn1"), ("conv", "conv2", None), ("fc", "fc3", "bn2")]
+    _write_weights(tmp_path / "w.weights", model, net, layers)
+    text2, state = netdsl.import_model(f, tmp_path / "w.weights")
+    assert text2 == text
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(state[name], value, err_msg=name)
+    (tmp_path / "short.weights").write_bytes((tmp_path / "w.weights").read_bytes()[:-8])
+    with pytest.raises(NetError, match="ends inside the rolling variances of layer"):
+        netdsl.import_model(f, tmp_path / "short.weights")
+    (tmp_path / "long.weights").write_bytes((tmp_path / "w.weights").read_bytes() + b"\0" * 8)
+    with pytest.raises(NetError, match="holds 2 values more than the .cfg's layers take"):
+        netdsl.import_model(f, tmp_path / "long.weights")

@@ -43,7 +43,7 @@ def cmd_import(args) -> int:
     from ..compiler import compile_source
     from ..files import write_atomic
     from ..interchange import import_model
-    text, state = import_model(args.model, args.caffemodel)
+    text, state = import_model(args.model, args.caffemodel or args.darknet_weights)
     net = compile_source(text, args.output)  # what is written compiles: checked before it is written
     write_atomic(args.output, text.encode("utf-8"))
     t = net.totals()
@@ -51,7 +51,8 @@ def cmd_import(args) -> int:
     if args.weights:
         if not state:
             raise NetError(f"--weights {args.weights}: {args.model} carries no weights",
-                           hint="for a Caffe prototxt, give its trained weights with --caffemodel")
+                           hint="give a Caffe prototxt's weights with --caffemodel, a Darknet cfg's with "
+                                "--darknet-weights")
         checkpoint.write(args.weights, state, net.name, text, {"imported_from": str(args.model)})
         print(f"wrote {args.weights}: {len(state)} tensors (netdsl run/train --resume, export --weights read it)")
     return 0
@@ -79,4 +80,5 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.net", help="the .net file, written atomically")
     p.add_argument("--weights", metavar="OUT.safetensors", help="also write the model's weights as a checkpoint")
     p.add_argument("--caffemodel", metavar="MODEL.caffemodel", help="a Caffe prototxt's trained weights")
+    p.add_argument("--darknet-weights", metavar="MODEL.weights", help="a Darknet cfg's trained weights")
     p.set_defaults(func=cmd_import)

@@ -22,7 +22,7 @@ def can_import(path: str | os.PathLike) -> bool:
 
 def import_model(path: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """A model file as (.net source text, state dict of numpy arrays), by its extension; `weights`:
-    a separate weights file where the format keeps them apart (Caffe's .caffemodel)."""
+    a separate weights file where the format keeps them apart (Caffe's .caffemodel, Darknet's .weights)."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMPORT_FORMATS:
         raise NetError(f"{path}: netdsl imports {', '.join(IMPORT_FORMATS)} files, not '{suffix or 'no extension'}'")
@@ -31,7 +31,6 @@ def import_model(path: str | os.PathLike, weights: str | os.PathLike | None = No
     read = getattr(import_module(f"{__name__}.{module}"), function)
     if weights is None:
         return read(path)
-    if suffix != ".prototxt":
-        raise NetError(f"{path}: a separate weights file goes with a Caffe .prototxt only "
-                       f"({'ONNX keeps its weights in the file' if suffix == '.onnx' else 'Darknet .weights are not read yet'})")
+    if suffix == ".onnx":
+        raise NetError(f"{path}: an ONNX model keeps its weights in the file; no separate weights file goes with it")
     return read(path, weights)

@@ -15,11 +15,13 @@ conventions, from Darknet's parser (parser.c) and layer code:
 - [route] layers=a,b: the concatenation of those layers' outputs (one layer: reading it again);
   [shortcut] from=-k: the sum of the previous layer and that one, then its activation; a
   shortcut between different shapes is refused.
-Weights (.weights) are not read yet.
+Weights come from a .weights file when one is given (read_weights).
 """
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from ..errors import NetError, Span
 from ..ops import OPS, ShapeContext
@@ -56,6 +58,7 @@ class _Cfg:
         self.layers: dict[str, Layer] = {}
         self.shapes: dict[str, tuple] = {}
         self.index: list[str] = []  # Darknet's layer i -> the netdsl layer holding its output
+        self.weighted: list[tuple[str, str, str | None]] = []  # (conv|fc, its layer, its bn or None), in order
 
     def refuse(self, kind: str, line: int, what: str, supported: str) -> NetError:
         return NetError(f"{self.path}: [{kind}] layer {len(self.index)} (line {line}) {what}",
@@ -112,8 +115,10 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
             bn = bool(_int(o, "batch_normalize", 0))
             tip = c.add("conv", "conv", {"out": _int(o, "filters", 1), "kernel": (size, size), "stride": (stride, stride),
                                          "pad": (pad, pad), "groups": _int(o, "groups", 1), "bias": not bn}, [tip])
+            conv_id = tip
             if bn:
                 tip = c.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [tip])
+            c.weighted.append(("conv", conv_id, tip if bn else None))
             tip = c.activation(o.get("activation", "logistic"), kind, line, tip)
         elif kind == "maxpool":
             stride = _int(o, "stride", 1)
@@ -133,8 +138,10 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
         elif kind == "connected":
             bn = bool(_int(o, "batch_normalize", 0))
             tip = c.add("fc", "fc", {"out": _int(o, "output", 1), "bias": not bn}, [tip])
+            fc_id = tip
             if bn:
                 tip = c.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [tip])
+            c.weighted.append(("fc", fc_id, tip if bn else None))
             tip = c.activation(o.get("activation", "logistic"), kind, line, tip)
         elif kind == "dropout":
             tip = c.add("dropout", "dropout", {"p": float(o.get("probability", 0.5))}, [tip])
@@ -164,9 +171,68 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
     return c
 
 
-def import_darknet(path: str | os.PathLike):
-    """A Darknet .cfg as (.net text, state dict); no weights yet (the state is empty)."""
+def read_weights(c: _Cfg, path: str | os.PathLike) -> None:
+    """A Darknet .weights file into the layers' tensors, in Darknet's order (parser.c's
+    load_weights): a header (major, minor, revision as int32, then `seen`, 8 bytes from version
+    0.2 on, else 4); then for each convolutional layer its biases, and with batch_normalize its
+    scales, rolling means and rolling variances, then its weights (filters x channels/groups x
+    size x size); for each connected layer its biases and weights (outputs x inputs), then the
+    batch-norm values. With batch norm the biases are the bn's shift (the conv has none)."""
+    from ..files import read_bounded
+    data = read_bounded(path, 2 << 30, "a Darknet .weights file")
+    if len(data) < 12:
+        raise NetError(f"{path} is too short for a Darknet .weights header")
+    major, minor, _revision = np.frombuffer(data[:12], "<i4")
+    offset = 12 + (8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4)
+    values = np.frombuffer(data, "<f4", offset=offset, count=(len(data) - offset) // 4)
+    at = 0
+
+    def take(count: int, what: str, lid: str) -> np.ndarray:
+        nonlocal at
+        if at + count > values.size:
+            raise NetError(f"{path} ends inside the {what} of layer '{lid}' ({values.size - at} of {count} values left)")
+        out = values[at:at + count].copy()
+        at += count
+        return out
+    for kind, lid, bn in c.weighted:
+        layer = c.layers[lid]
+        shape = layer_weight_shape(c, lid)
+        n = shape[0]
+        biases = take(n, "biases", lid)
+        if kind == "conv":
+            if bn:
+                _bn_values(c, bn, biases, take, n, lid)
+            else:
+                layer.tensors["bias"] = biases
+            layer.tensors["weight"] = take(int(np.prod(shape)), "weights", lid).reshape(shape)
+        else:
+            layer.tensors["weight"] = take(int(np.prod(shape)), "weights", lid).reshape(shape)
+            if bn:
+                _bn_values(c, bn, biases, take, n, lid)
+            else:
+                layer.tensors["bias"] = biases
+    if at != values.size:
+        raise NetError(f"{path} holds {values.size - at} values more than the .cfg's layers take: another network's?")
+
+
+def _bn_values(c, bn, biases, take, n, lid):
+    c.layers[bn].tensors.update(bias=biases, weight=take(n, "scales", lid), running_mean=take(n, "rolling means", lid),
+                                running_var=take(n, "rolling variances", lid))
+
+
+def layer_weight_shape(c: _Cfg, lid: str) -> tuple:
+    layer = c.layers[lid]
+    src = c.shapes[layer.inputs[0]]
+    if layer.op == "conv":
+        return (layer.attrs["out"], src[0] // layer.attrs["groups"], *layer.attrs["kernel"])
+    return (layer.attrs["out"], int(np.prod(src)))
+
+
+def import_darknet(path: str | os.PathLike, weights: str | os.PathLike | None = None):
+    """A Darknet .cfg as (.net text, state dict): the state from a .weights file when given."""
     c = read_darknet(path)
+    if weights is not None:
+        read_weights(c, weights)
     consumers = {src for layer in c.layers.values() for src in layer.inputs}
     ends = [lid for lid in c.layers if lid not in consumers and lid != "input"]
     trunk = c.index[-1] if c.index and c.index[-1] in ends else ends[-1]
