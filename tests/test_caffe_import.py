@@ -144,6 +144,7 @@ def test_a_train_val_file_with_an_auxiliary_head(tmp_path):
     assert "inception_3a: inception 64 96 128 16 32 32" in text and "inception_3b: inception" in text
     assert len(net.outputs) == 2 and "side {" in text
     assert net.layer(net.outputs[1][1]).shape == (10,)
+    assert "fc 10  # loss3/classifier" in text  # a source name that cannot be a label, as a comment
 
 
 @pytest.mark.parametrize("content, words, place", [

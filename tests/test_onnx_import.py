@@ -242,3 +242,15 @@ def test_older_opsets_forms(tmp_path, opset):
     model.ir_version = 3 if opset < 9 else 4
     text = _against_ort(tmp_path, model, (3, 6, 6))
     assert "bn eps=0.001" in text and "dropout 0.3" in text and "fc 3" in text
+
+
+def test_constants_computed_from_a_shape_fold_away(tmp_path):
+    rng = np.random.default_rng(2)
+    inits = {"m": rng.standard_normal((12, 5)), "bshape": np.array([5], np.int64)}
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat", axis=1),
+             helper.make_node("MatMul", ["f", "m"], ["mm"], name="fc"),
+             helper.make_node("ConstantOfShape", ["bshape"], ["bias"], name="zeros",
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Add", ["mm", "bias"], ["y"], name="fc_bias")]
+    text = _against_ort(tmp_path, _model(nodes, inits, (3, 2, 2), (5,)), (3, 2, 2))
+    assert "fc 5" in text and "flatten" not in text

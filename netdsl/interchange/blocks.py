@@ -32,6 +32,7 @@ class LayerItem:
     op: str
     attrs: dict
     label: str | None = None  # the source's name for it, where netdsl's would differ
+    comment: str | None = None  # the source's name where it cannot be a label (loss3/classifier)
 
 
 @dataclass

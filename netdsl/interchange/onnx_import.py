@@ -265,6 +265,13 @@ def _fold(r, node, a, shapes):
     r.alias[node.output[0]] = node.input[0]
 
 
+def _constant_of_shape(r, node, a, shapes):
+    from onnx import numpy_helper
+    shape = [int(v) for v in r.const(node.input[0], node, "shape")]
+    value = numpy_helper.to_array(a["value"]).reshape(-1)[0] if "value" in a else np.float32(0)
+    r.consts[node.output[0]] = np.full(shape, value)
+
+
 def _constant(r, node, a, shapes):
     from onnx import numpy_helper
     if "value" not in a:
@@ -297,7 +304,7 @@ IMPORTERS: dict[str, Callable] = {
     "Add": _add, "Sum": lambda r, node, a, shapes: r.add(node.name, "add", {}, [r.layer_of(v, node) for v in node.input],
                                                         node.output[0]),
     "Softmax": _axis_one("softmax"),
-    "Identity": _fold, "Constant": _constant,
+    "Identity": _fold, "Constant": _constant, "ConstantOfShape": _constant_of_shape,
 }
 
 

@@ -104,7 +104,8 @@ def render(items: list) -> list[str]:
     out: list[str] = []
     for item in items:
         if isinstance(item, LayerItem):
-            out.append((f"{item.label}: " if item.label else "") + OPS[item.op].written(item.attrs))
+            line = (f"{item.label}: " if item.label else "") + OPS[item.op].written(item.attrs)
+            out.append(line + (f"  # {item.comment}" if item.comment else ""))
         elif isinstance(item, MergeItem):
             out.append(item.kind + " {")
             for branch in item.branches:
@@ -150,7 +151,12 @@ def write_network(layers: dict[str, Layer], shapes: dict, outputs: list[tuple[st
         relabel = [item for item in top if item.label is None and layers[item.lid].source != given[item.lid]
                    and NAME.match(layers[item.lid].source or "") and layers[item.lid].source not in given.values()
                    and layers[item.lid].source not in OPS and layers[item.lid].source != "output"]
+        for item in top:  # a name that cannot be a label is kept as a comment
+            source = layers[item.lid].source or ""
+            if source and not NAME.match(source) and source != given[item.lid] and "\n" not in source:
+                item.comment = source
         if not relabel:
+            text = "\n".join(header + defs + render(items)) + "\n"
             break
         for item in relabel:
             item.label = layers[item.lid].source
