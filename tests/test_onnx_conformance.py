@@ -79,3 +79,30 @@ def test_node_tests_pass_or_are_refused_never_wrong(cases, tmp_path):
         print(f"  refused {name}: {reason}")
     assert not wrong, f"wrong answers: {wrong}"
     assert len(passed) >= 30, passed
+
+
+MODELS = ("bvlc_alexnet", "zfnet512", "vgg19", "inception_v1", "resnet50")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_classic_cnn_model_tests(name):
+    """The model tests the onnx package ships as light models (data/light: real architectures,
+    light weights), run as ONNX's runner does: its dummy input, its expected output. Those
+    weights make every output 0.001, so the numbers say little; what this checks is that each
+    whole network imports, compiles and runs. (The numbers are checked by the round trips and
+    the models built in test_onnx_import.py.)"""
+    import os
+    from onnx.backend.test.runner import Runner
+    folder = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+    path = os.path.join(folder, f"light_{name}.onnx")
+    model = onnx.load(path)
+    inits = {i.name for i in model.graph.initializer}
+    x_info = next(i for i in model.graph.input if i.name not in inits)
+    x = Runner.generate_dummy_data(x_info, seed=0, name=name, random=False)
+    want = numpy_helper.to_array(onnx.load_tensor(os.path.join(folder, f"light_{name}_output_0.pb")))
+    text, state = netdsl.import_model(path)
+    m = Model(netdsl.compile_source(text), device="cpu")
+    m.load_state_dict(state)
+    np.testing.assert_allclose(m(x).reshape(want.shape), want, rtol=1e-3, atol=1e-7)
+    if name == "inception_v1":  # ONNX's GoogLeNet comes back as one inception block with the paper's widths
+        assert "block inception(c1, c2, c3, c4, c5, c6)" in text and "inception 64 96 128 16 32 32" in text

@@ -247,6 +247,10 @@ def _flatten(r, node, a, shapes):
 
 def _reshape(r, node, a, shapes):
     target = [int(v) for v in r.const(node.input[1], node, "shape")]
+    if r.value(node.input[0]) in r.consts:  # a constant reshaped (a weight, in old exporters): fold it
+        value = r.consts[r.value(node.input[0])]
+        r.consts[node.output[0]] = value.reshape([value.shape[i] if d == 0 else d for i, d in enumerate(target)])
+        return
     x = r.layer_of(node.input[0], node)
     n = int(np.prod(shapes[x]))
     if len(target) == 2 and target[0] in (0, -1, 1) and target[1] in (-1, n):

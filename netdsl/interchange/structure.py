@@ -23,6 +23,8 @@ from ..ops import OPS
 from .blocks import CallItem, LayerItem, MergeItem, RepeatItem, SideItem, layer_order, normalise_shortcuts, recover
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# names a tool numbered its nodes with (n12, node_7, _3): they mean nothing, so they label nothing
+NUMBERED = re.compile(r"^(n|node|op)?_?\d+$", re.IGNORECASE)
 
 
 @dataclass
@@ -149,7 +151,8 @@ def write_network(layers: dict[str, Layer], shapes: dict, outputs: list[tuple[st
             raise NetError(f"{path}: the imported network has {len(produced)} layers for the model's {len(order)}")
         given = dict(zip(order, produced))
         relabel = [item for item in top if item.label is None and layers[item.lid].source != given[item.lid]
-                   and NAME.match(layers[item.lid].source or "") and layers[item.lid].source not in given.values()
+                   and NAME.match(layers[item.lid].source or "") and not NUMBERED.match(layers[item.lid].source)
+                   and layers[item.lid].source not in given.values()
                    and layers[item.lid].source not in OPS and layers[item.lid].source != "output"]
         for item in top:  # a name that cannot be a label is kept as a comment
             source = layers[item.lid].source or ""
