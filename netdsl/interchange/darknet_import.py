@@ -82,6 +82,12 @@ class _Cfg:
         act = ACTIVATIONS[value]
         return tip if act is None else self.add(act[0], act[0], dict(act[1]), [tip])
 
+    def weighted_layer(self, op: str, lid: str, bn: bool, activation: str, kind: str, line: int) -> str:
+        """After a conv or fc: its bn (batch_normalize), noted for the .weights order, then its activation."""
+        tip = self.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [lid]) if bn else lid
+        self.weighted.append((op, lid, tip if bn else None))
+        return self.activation(activation, kind, line, tip)
+
     def earlier(self, ref: str, kind: str, line: int) -> str:
         i = int(ref)
         at = len(self.index) + i if i < 0 else i
@@ -115,11 +121,7 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
             bn = bool(_int(o, "batch_normalize", 0))
             tip = c.add("conv", "conv", {"out": _int(o, "filters", 1), "kernel": (size, size), "stride": (stride, stride),
                                          "pad": (pad, pad), "groups": _int(o, "groups", 1), "bias": not bn}, [tip])
-            conv_id = tip
-            if bn:
-                tip = c.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [tip])
-            c.weighted.append(("conv", conv_id, tip if bn else None))
-            tip = c.activation(o.get("activation", "logistic"), kind, line, tip)
+            tip = c.weighted_layer("conv", tip, bn, o.get("activation", "logistic"), kind, line)
         elif kind == "maxpool":
             stride = _int(o, "stride", 1)
             size = _int(o, "size", stride)
@@ -138,11 +140,7 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
         elif kind == "connected":
             bn = bool(_int(o, "batch_normalize", 0))
             tip = c.add("fc", "fc", {"out": _int(o, "output", 1), "bias": not bn}, [tip])
-            fc_id = tip
-            if bn:
-                tip = c.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [tip])
-            c.weighted.append(("fc", fc_id, tip if bn else None))
-            tip = c.activation(o.get("activation", "logistic"), kind, line, tip)
+            tip = c.weighted_layer("fc", tip, bn, o.get("activation", "logistic"), kind, line)
         elif kind == "dropout":
             tip = c.add("dropout", "dropout", {"p": float(o.get("probability", 0.5))}, [tip])
         elif kind == "softmax":  # over all of a sample's outputs: a 10x1x1 map is flattened first
