@@ -11,6 +11,7 @@ or full disk, a folder where a file should be) are the user's to fix: NetErrors 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -119,7 +120,5 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
 
 def _remove(tmp: str | None) -> None:
     if tmp and os.path.exists(tmp):
-        try:
+        with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(tmp)
-        except OSError:
-            pass

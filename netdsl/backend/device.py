@@ -1,6 +1,7 @@
 """Choosing the array module once: numpy on the CPU, CuPy on an NVIDIA GPU."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -32,21 +33,15 @@ class Device:
 
 def cpu_memory_available() -> int | None:
     found = []
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):  # no /proc (macOS): no figure from it
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    with contextlib.suppress(ImportError, OSError, ValueError):  # no resource module (Windows)
         import resource
         for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
             soft, _hard = resource.getrlimit(which)
             if soft != resource.RLIM_INFINITY:
                 found.append(max(0, soft - _resident_bytes()))
-    except (ImportError, OSError, ValueError):
-        pass
     return min(found) if found else None
 
 

@@ -73,8 +73,8 @@ def check_save_path(path: str, source: str | None = None) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         try:
-            with checkpoint.Checkpoint(p):
-                pass
+            with checkpoint.Checkpoint(p) as ck:
+                ck.info  # a readable header and metadata: a checkpoint netdsl may replace
         except NetError:
             raise NetError(f"--save {path}: that file is not a netdsl checkpoint, and saving would replace it",
                            hint="name a new file, e.g. --save run.safetensors") from None
