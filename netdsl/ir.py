@@ -44,3 +44,18 @@ class ReceptiveField:
     def text(self) -> str:
         h, w = self.size
         return f"{h}x{w}"
+
+
+def fingerprint(g: nx.DiGraph) -> str:
+    """A hash of what a graph computes: every node in schedule order with its op, attributes,
+    inputs, output shape, parameters and buffers (names and spans left out: the same network
+    written on two lines more is the same network). Data-parallel ranks compare it at start-up."""
+    import hashlib
+    digest = hashlib.sha256()
+    for node in schedule(g):
+        data = g.nodes[node]
+        attrs = sorted((k, repr(v)) for k, v in dict(data["attrs"]).items())
+        line = (data["op"], attrs, inputs(g, node), data.get("shape"), data.get("params"), data.get("buffers"),
+                data.get("epilogue"))
+        digest.update(repr((node, line)).encode() + b"\n")
+    return digest.hexdigest()

@@ -6,7 +6,7 @@ gradients where a value feeds several consumers (branches, side outputs).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class Model:
         self.winograd = winograd  # F(2x2, 3x3) for 3x3 stride-1 pad-1 convs on the CPU (backend/winograd.py)
         self.aux_weight = aux_weight
         self.training = False
+        # --sync-bn: batch norm's statistics over every rank's batch (train/sync_bn.py); None: this batch's
+        self.bn_sync = None
         self.workspace = Workspace()
         self.seed = seed
         self._rng = np.random.default_rng(seed + 1)
@@ -278,9 +280,11 @@ class Model:
     def _accumulate(acc, g):
         return g if acc is None else acc + g
 
-    def backward(self, input_grad: bool = False) -> dict[str, Any]:
+    def backward(self, input_grad: bool = False, on_ready: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Reverse-mode autodiff from the losses of the last `loss` call. Returns the parameter
-        gradients by name; with input_grad, the input's gradient too under 'input'."""
+        gradients by name; with input_grad, the input's gradient too under 'input'. `on_ready(i)`
+        is told as soon as node i's parameter gradients are final (data-parallel training starts
+        summing them across ranks while the rest of the backward pass runs)."""
         if not self._loss_grads:
             raise NetError("backward() needs a loss first: call model.loss(x, labels)")
 
@@ -301,6 +305,8 @@ class Model:
                     continue
                 grads[j] = gj if grads[j] is None else grads[j] + gj
             grads[i] = None  # free as we go: only live gradients stay in memory
+            if on_ready is not None and node.params:
+                on_ready(i)
         out = self.gradients()
         if input_grad:
             out["input"] = grads[0]

@@ -479,7 +479,8 @@ def _per_channel(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _update_running(node, mean, var, count: int) -> None:
+def update_running(node, mean, var, count: int) -> None:
+    """Batch norm's running statistics, moved towards a batch's (momentum, PyTorch's rule)."""
     m = node.attrs["momentum"]
     rm, rv = node.buffers["running_mean"], node.buffers["running_var"]
     rm *= 1 - m
@@ -512,6 +513,9 @@ def bn_forward(node, inputs):
     xp, a = node.xp, node.attrs
     (x,) = inputs
     count = x.size // x.shape[1]
+    sync = node.model.bn_sync
+    if sync is not None and node.training:
+        return _bn_forward_synced(node, x, count, sync)
     if _layer_kernel(xp):
         return _bn_forward_gpu(node, x, count)
     if _bn_native(node, x.dtype):
@@ -545,7 +549,7 @@ def bn_forward(node, inputs):
             activation(xp, o)
     _over_blocks(xp, _bn_blocks(xp, x), x.size, block)
     if node.training:
-        _update_running(node, mean, var, count)
+        update_running(node, mean, var, count)
     node.saved.update(xhat=centred, inv_std=inv_std, epilogue_applied=activation is not None)
     return out
 
@@ -567,7 +571,7 @@ def _bn_forward_native(node, x, count):
     out, inv_std = native.bn_forward(xp, x, node.params["weight"], node.params["bias"], mean, var,
                                      node.training, node.attrs["eps"], node.epilogue == "relu")
     if node.training:
-        _update_running(node, mean, var, count)
+        update_running(node, mean, var, count)
     else:
         mean = mean.copy()  # the running mean x-hat was computed with, whatever updates it later
     # x and the mean, not x-hat: the backward recomputes it, and the forward writes one array less
@@ -594,6 +598,8 @@ def bn_backward(node, dout, need_dx):
     output through its fused activation; channel block by channel block, the activation's
     gradient, the two sums and dx while the block is in cache."""
     xp = node.xp
+    if node.saved.get("synced"):
+        return _bn_backward_synced(node, dout, need_dx)
     if _layer_kernel(xp):
         return _bn_backward_gpu(node, dout, need_dx)
     if _bn_native(node, dout.dtype):
@@ -641,6 +647,43 @@ def _bn_backward_gpu(node, dout, need_dx):
                                                node.epilogue)
     node.grads["weight"], node.grads["bias"] = dgamma, dbeta
     return [dx.reshape(dout.shape) if need_dx else None]
+
+
+def _bn_forward_synced(node, x, count, sync):
+    """--sync-bn: the statistics of the global batch. Each rank's mean and sum of squared
+    deviations (two passes, as above) are combined over the ranks by `sync` (Chan's parallel
+    formula, the same order on every rank); the running statistics follow the global batch."""
+    xp, a = node.xp, node.attrs
+    x3 = _per_channel(x)
+    local_mean = _sum_nm(x3) / count
+    centred = x3 - local_mean[:, None]
+    mean, var, total = sync.combine(xp, local_mean, _sum_nm(centred * centred), count)
+    inv_std = 1 / xp.sqrt(var + a["eps"])
+    xhat = (x3 - mean[:, None]) * inv_std[:, None]
+    out = xhat * node.params["weight"][:, None] + node.params["bias"][:, None]
+    update_running(node, mean, var, total)
+    # the fused activation is left to the executor, which keeps its output for the backward pass
+    node.saved.update(xhat=xhat, inv_std=inv_std, total=total, synced=True, epilogue_applied=False)
+    return out.reshape(x.shape)
+
+
+def _bn_backward_synced(node, dout, need_dx):
+    """dx over the global batch: the sums of g and g * x-hat come from every rank (PyTorch's
+    SyncBatchNorm); gamma's and beta's gradients stay this rank's own, averaged with the rest."""
+    xp = node.xp
+    xhat, inv_std, total = node.saved["xhat"], node.saved["inv_std"], node.saved["total"]
+    g = _per_channel(dout)
+    if node.epilogue:
+        g = ACTIVATIONS[node.epilogue][1](xp, g, _per_channel(node.saved["epilogue_out"]))
+    sum_g, sum_gx = _sum_nm(g), _sum_nm(g * xhat)
+    node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
+    # the global batch's sums, in this rank's units (its loss is the mean over its own images)
+    every_g, every_gx = node.model.bn_sync.sums(xp, sum_g, sum_gx)
+    if not need_dx:
+        return [None]
+    dx = (g - (every_g / total)[:, None] - xhat * (every_gx / total)[:, None]) * \
+        (node.params["weight"] * inv_std)[:, None]
+    return [dx.reshape(dout.shape)]
 
 
 # structure ---------------------------------------------------------------------------------------

@@ -92,9 +92,10 @@ def compile_file(args, **extra):
                         debug=args.debug or hook is not None, print_after=hook, **extra)
 
 
-def warn(net, args) -> None:
-    """The network's warnings on stderr, unless --quiet."""
+def warn(net, args, tag: str = "") -> None:
+    """The network's warnings on stderr, unless --quiet; each line led by `tag` (a rank's)."""
     if getattr(args, "quiet", False):
         return
     for w in net.warnings:
-        print(render_diagnostic(w, net.source, "warning"), file=sys.stderr)
+        text = render_diagnostic(w, net.source, "warning")
+        print("\n".join(tag + line for line in text.splitlines()), file=sys.stderr)

@@ -1,11 +1,13 @@
 """`netdsl run` (compile, summarise, time one training step) and `netdsl train`."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from ..errors import NetError
-from .args import common, compile_file, nonneg_float, nonneg_int, positive_float, positive_int, warn
+from ..train.buckets import DEFAULT_BUCKET_BYTES
+from .args import common, compile_file, nonneg_float, nonneg_int, parse_size, positive_float, positive_int, warn
 
 
 def cmd_run(args) -> int:
@@ -43,30 +45,49 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.ranks is not None and args.ranks > 1:
+        if args.dist == "none":
+            raise NetError(f"--ranks {args.ranks} and --dist none: several ranks train together only over MPI",
+                           hint="drop --dist none")
+        from .launch import launch
+        return launch(args.ranks, args.argv)
+    from ..train.comm import connect
+    comm = connect(args.dist)  # first: a failure from here on stops every rank
     from ..train import data as datasets
     from ..backend.device import get_device
     from ..backend.executor import Model
     from ..train.budget import check_batch
     from ..train.loop import TrainConfig, train
+    chief = comm.rank == 0
+    if args.batch % comm.size:
+        from ..train.loop import check_batch_split
+        check_batch_split(args.batch, comm.size)
     net = compile_file(args)
-    warn(net, args)
+    if chief:
+        warn(net, args, tag=f"[rank 0] " if comm.size > 1 else "")
     device = get_device(args.device)
     classes = net.layer(net.outputs[0][1]).shape
     if len(classes) != 1:
         raise NetError(f"{net.name} ends in a {'x'.join(map(str, classes))} feature map, not class scores",
                        hint="end the network with fc N and softmax (or svm)")
-    check_batch(net, args.batch, device.memory_available(), args.memory_limit, optimiser=True)
+    check_batch(net, args.batch // comm.size, device.memory_available(), args.memory_limit, optimiser=True)
     ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0])
-    print(f"{net.name} on {ds.name}: {len(ds.x_train):,} training and {len(ds.x_test):,} test images, "
-          f"device {device.description}", file=sys.stderr)
+    ranks = f", {comm.size} ranks ({args.batch // comm.size} images each per step of {args.batch})" \
+        if comm.size > 1 else ""
+    if chief:
+        print(f"{net.name} on {ds.name}: {ds.n_train:,} training and {ds.n_test:,} test images, "
+              f"device {device.description}{ranks}", file=sys.stderr)
     model = Model(net, device=device, seed=args.seed)
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-                      save=args.save, resume=args.resume)
-    result = train(model, ds, cfg)
+                      save=args.save, resume=args.resume, bucket_bytes=args.bucket_size,
+                      overlap=args.overlap, sync_bn=args.sync_bn, check_replicas=args.check_replicas)
+    result = train(model, ds, cfg, comm=comm)
+    if not chief:
+        return 0
     trained = len(result.history)
     resumed = f", {trained} in this run" if trained != result.epochs else ""
-    print(f"test accuracy {100 * result.test_accuracy:.2f}% on {len(ds.x_test):,} {ds.name} test images "
+    print(f"test accuracy {100 * result.test_accuracy:.2f}% on {ds.n_test:,} {ds.name} test images "
           + (f"after {result.epochs} epoch{'s' if result.epochs != 1 else ''} ({result.seconds:.1f} s{resumed})"
              if trained else "(no epoch trained in this run)"))
     return 0
@@ -97,4 +118,18 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    d = p.add_argument_group("many ranks (data-parallel over MPI; --batch is the global batch)")
+    d.add_argument("--dist", choices=("auto", "mpi", "none"), default="auto",
+                   help="auto: over MPI when an MPI launcher started several ranks; mpi: always; none: never")
+    d.add_argument("--ranks", type=positive_int, default=None, metavar="N",
+                   help="start N ranks on this machine through mpiexec")
+    d.add_argument("--sync-bn", action="store_true",
+                   help="batch norm over the global batch (default: over each rank's share, as DDP and Horovod)")
+    d.add_argument("--bucket-size", type=parse_size, default=DEFAULT_BUCKET_BYTES, metavar="SIZE",
+                   help="gradients are summed across ranks in buckets of this size (default 25MiB)")
+    d.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=False,
+                   help="sum each bucket while the backward pass goes on (default: after it; measured no faster "
+                        "on a 2-core machine)")
+    d.add_argument("--check-replicas", action="store_true",
+                   help="after every step, check that every rank holds bit-identical parameters")
     p.set_defaults(func=cmd_train)

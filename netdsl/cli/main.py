@@ -29,27 +29,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # --ranks starts the same command again under mpiexec
     try:
         return args.func(args)
     except NetError as err:
         source = _source_for(err.span.file) if err.span is not None else None
-        print(render_diagnostic(err.diagnostic, source, "error"), file=sys.stderr)
-        return 1
+        return _fail(render_diagnostic(err.diagnostic, source, "error"), 1)
     except KeyboardInterrupt:
-        print("netdsl: interrupted", file=sys.stderr)
-        return 130
+        return _fail("netdsl: interrupted", 130)
     except BrokenPipeError:
         return 0
     except OSError as exc:  # the operating system refused something: the user's to fix, not our bug
         place = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot use{place}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return _fail(f"error: cannot use{place}: {exc.strerror or exc}", 1)
     except Exception as exc:  # a bug of ours, not the user's mistake: say so, briefly
-        print(f"netdsl: internal error: {type(exc).__name__}: {exc}\n"
-              "  this is a bug in netdsl, not in your file; please report it with the file that caused it",
-              file=sys.stderr)
-        return 3
+        return _fail(f"netdsl: internal error: {type(exc).__name__}: {exc}\n"
+                     "  this is a bug in netdsl, not in your file; please report it with the file that caused it", 3)
+
+
+def _fail(text: str, status: int) -> int:
+    """Say what went wrong. As one of several MPI ranks: tagged with the rank, and every rank is
+    stopped with it (the others would wait for this one in their next collective for ever)."""
+    comm_module = sys.modules.get("netdsl.train.comm")
+    comm = comm_module.active() if comm_module is not None else None
+    if comm is None or comm.size == 1:
+        print(text, file=sys.stderr)
+        return status
+    print("\n".join(f"[rank {comm.rank}] {line}" for line in text.splitlines()), file=sys.stderr)
+    comm.abort(status)
+    return status
 
 
 def _source_for(file: str) -> str | None:

@@ -12,6 +12,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -21,12 +22,31 @@ from ..files import os_error
 
 @dataclass
 class Dataset:
+    """A data set held in memory. The training loop reads any data set through `n_train`,
+    `n_test`, `train_batches` and `test_batches` (train/folder.py streams one from disk)."""
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     classes: int
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    def train_batches(self, plan: list[np.ndarray], epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) for each array of training indices in `plan`, in order."""
+        for idx in plan:
+            yield self.x_train[idx], self.y_train[idx]
+
+    def test_batches(self, plan: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx in plan:
+            yield self.x_test[idx], self.y_test[idx]
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:

@@ -35,6 +35,9 @@ _loaded_without_it = "numpy" in sys.modules and VARIABLE not in os.environ
 ENABLED = os.environ.get("NETDSL_BLAS_SLEEP", "1") != "0"
 if ENABLED:
     os.environ.setdefault(VARIABLE, SLEEP_AT_ONCE)
+if threads.local_ranks() > 1 and "numpy" not in sys.modules:
+    # under MPI each rank's BLAS takes its share of the cores, as netdsl's own threads do
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads.cores_per_process()))
 
 
 def note() -> str | None:

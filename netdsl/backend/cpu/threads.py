@@ -11,7 +11,28 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable
 
-WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+# Variables MPI launchers set to the number of ranks they started on this machine: MPICH's Hydra,
+# Open MPI, Slurm's srun ("4(x2)": 4 tasks on each of 2 nodes).
+LOCAL_RANK_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE")
+
+
+def local_ranks() -> int:
+    """How many processes of one MPI job share this machine (1 outside a job)."""
+    for name in LOCAL_RANK_VARIABLES:
+        digits = os.environ.get(name, "").split("(")[0].split(",")[0]
+        if digits.isdigit() and int(digits) >= 1:
+            return int(digits)
+    return 1
+
+
+def cores_per_process() -> int:
+    """This process's share of the cores: all of them, or under MPI an equal share for each rank on
+    the machine (four ranks each running threads on every core would fight for them)."""
+    return max(1, (os.cpu_count() or 1) // local_ranks())
+
+
+WORKERS = max(1, min(8, cores_per_process()))
 # Below this many elements (4 MiB of float32) a hand-off to the second core costs more than it
 # saves: measured in whole steps, interleaved, 1<<16 -> 1<<20 took LeNet-5 b64 7.8 -> 7.1 ms,
 # ResNet-18 b8 962 -> 933, VGG16 b2 2043 -> 1828 (benchmarks/NOTES.md, change 19).
