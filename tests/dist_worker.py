@@ -48,6 +48,8 @@ def api(argv):
     p.add_argument("--n-train", type=int, default=None, help="the first N training images only")
     p.add_argument("--save")
     p.add_argument("--resume")
+    p.add_argument("--keep-epoch", type=int, default=None,
+                   help="also keep the checkpoint of this epoch as SAVE.epochK (what a run stopped then leaves)")
     p.add_argument("--seed-from-rank", action="store_true", help="each rank initialises with another seed")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
@@ -60,6 +62,14 @@ def api(argv):
     cfg = TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, schedule="cosine", save=a.save, resume=a.resume,
                       bucket_bytes=a.bucket, overlap=a.overlap, sync_bn=a.sync_bn, check_replicas=a.check_replicas)
     notes = []
+    if a.keep_epoch is not None:
+        real_save = model.save
+
+        def save_and_keep(path, opt=None, extra=None):
+            real_save(path, opt, extra)
+            if extra["epoch"] == a.keep_epoch:
+                real_save(f"{path}.epoch{a.keep_epoch}", opt, extra)
+        model.save = save_and_keep
     result = train(model, ds, cfg, progress=Progress(io.StringIO()), log=notes.append, comm=comm)
     state = {k: model.device.asnumpy(v) for k, v in model.state_dict().items()}
     # every rank writes its own copy: the test compares them too

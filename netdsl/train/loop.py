@@ -18,7 +18,7 @@ from .buckets import DEFAULT_BUCKET_BYTES, GradientBuckets
 from .comm import LocalComm
 from .data import Dataset
 from .optim import SCHEDULES, SGD
-from .shards import test_plan, train_plan
+from .shards import eval_plan, train_plan
 from .sync_bn import BatchNormSync
 
 
@@ -72,7 +72,7 @@ def _evaluate(model, data, comm, batch: int = 256) -> dict:
     trunk = model.nodes[model.outputs[0][1]]
     with_loss = trunk.op == "softmax"
     totals = np.zeros(4)  # correct, count, loss sum, non-finite outputs
-    for xb, yb in data.test_batches(test_plan(data.n_test, comm.rank, comm.size, batch)):
+    for xb, yb in data.test_batches(eval_plan(data.n_test, comm.rank, comm.size, batch)):
         out = model(xb)
         totals[3] += int((~xp.isfinite(out)).any())
         pred = model.device.asnumpy(out.argmax(axis=1))

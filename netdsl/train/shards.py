@@ -28,7 +28,7 @@ def train_plan(order: np.ndarray, batch: int, rank: int, size: int) -> list[tupl
     return plan
 
 
-def test_plan(n: int, rank: int, size: int, batch: int = EVAL_BATCH) -> list[np.ndarray]:
+def eval_plan(n: int, rank: int, size: int, batch: int = EVAL_BATCH) -> list[np.ndarray]:
     """This rank's test indices, in batches."""
     mine = np.arange(rank, n, size)
     return [mine[lo:lo + batch] for lo in range(0, len(mine), batch)]
