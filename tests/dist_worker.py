@@ -41,6 +41,7 @@ def api(argv):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--sync-bn", action="store_true")
     p.add_argument("--bucket", type=int, default=25 << 20)
     p.add_argument("--overlap", action="store_true")
@@ -54,11 +55,14 @@ def api(argv):
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     comm = connect("auto")
+    from netdsl.backend.device import get_device
+    from netdsl.train.comm import local_rank
+    device = get_device(a.device, local_rank())
     net = netdsl.load(ROOT / "nets" / "lenet5.net") if a.net == "lenet5" else netdsl.compile_source(BN_NET)
     ds = datasets.prepare(datasets.load("digits"), net.input_shape, 10)
     if a.n_train is not None:
         ds = datasets.Dataset(ds.name, ds.x_train[:a.n_train], ds.y_train[:a.n_train], ds.x_test, ds.y_test, 10)
-    model = Model(net, device="cpu", dtype=a.dtype, seed=comm.rank if a.seed_from_rank else 0)
+    model = Model(net, device=device, dtype=a.dtype, seed=comm.rank if a.seed_from_rank else 0)
     cfg = TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, schedule="cosine", save=a.save, resume=a.resume,
                       bucket_bytes=a.bucket, overlap=a.overlap, sync_bn=a.sync_bn, check_replicas=a.check_replicas)
     notes = []

@@ -5,6 +5,7 @@ The reference is always a run without MPI of the same worker: the promise is tha
 ranks does not change the model, up to the order of floating-point sums.
 """
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,9 @@ from netdsl.train.shards import eval_plan, train_plan
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "dist_worker.py"
 NETS = HERE.parent / "nets"
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"  # the mpich wheel's, in the test environment
+if not MPIEXEC.is_file() and shutil.which("mpiexec"):
+    MPIEXEC = Path(shutil.which("mpiexec"))
 TIMEOUT = 120
 
 
@@ -252,3 +255,20 @@ def test_a_bad_timeout_names_the_variable():
     done = subprocess.run([sys.executable, "-m", "netdsl", "train", str(NETS / "lenet5.net"), "--dist", "mpi"],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "NETDSL_DIST_TIMEOUT": "soon"})
     assert done.returncode == 1 and "NETDSL_DIST_TIMEOUT='soon'" in done.stderr
+
+
+# GPU ranks (scripts/gpu-check runs these where a GPU is lent; two ranks share one GPU) -----------
+
+@pytest.mark.gpu
+def test_two_gpu_ranks_train_the_one_gpu_model(tmp):
+    (one,), _ = train(tmp, "gpu_one", 0, "--device", "gpu", "--check-replicas")
+    two, _ = train(tmp, "gpu_two", 2, "--device", "gpu", "--check-replicas")
+    assert worst_relative(one, two[0]) < 1e-5
+    assert_same_bits(two[0], two[1])
+
+
+@pytest.mark.gpu
+def test_sync_bn_on_gpu_ranks(tmp):
+    (one,), _ = train(tmp, "gpu_bn_one", 0, "--device", "gpu", "--net", "bn", "--dtype", "float64")
+    two, _ = train(tmp, "gpu_bn_two", 2, "--device", "gpu", "--net", "bn", "--dtype", "float64", "--sync-bn")
+    assert worst_relative(one, two[0]) < 1e-10

@@ -15,7 +15,8 @@ class Device:
     description: str
 
     def asnumpy(self, a):
-        return a.get() if self.name == "gpu" else a
+        """A host numpy array of `a` (a device array copied over; a numpy array as it is)."""
+        return a.get() if self.name == "gpu" and hasattr(a, "get") else a
 
     def synchronize(self) -> None:
         if self.name == "gpu":
@@ -60,14 +61,18 @@ def on_gpu(xp) -> bool:
     return xp.__name__ == "cupy"
 
 
-def _gpu() -> Device | None:
+def _gpu(local_rank: int = 0) -> Device | None:
     try:
         import cupy
-        if cupy.cuda.runtime.getDeviceCount() < 1:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
             return None
-        props = cupy.cuda.runtime.getDeviceProperties(0)
+        index = local_rank % count
+        cupy.cuda.Device(index).use()
+        props = cupy.cuda.runtime.getDeviceProperties(index)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        return Device("gpu", cupy, f"gpu ({name}, CuPy {cupy.__version__})")
+        which = f"GPU {index} of {count}, " if count > 1 or local_rank else ""
+        return Device("gpu", cupy, f"gpu ({which}{name}, CuPy {cupy.__version__})")
     except Exception:  # no CuPy, no driver, no device: all mean "no GPU here"
         return None
 
@@ -82,16 +87,18 @@ def _cpu() -> Device:
     return Device("cpu", numpy, f"cpu (numpy {numpy.__version__}, {notes})")
 
 
-def get_device(choice: str = "auto") -> Device:
-    """`auto` takes the GPU when CuPy imports and sees one, else numpy; `gpu` insists."""
+def get_device(choice: str = "auto", local_rank: int = 0) -> Device:
+    """`auto` takes the GPU when CuPy imports and sees one, else numpy; `gpu` insists. With
+    several ranks on a machine, rank k takes GPU k (modulo the GPUs there are: ranks share them
+    when there are fewer)."""
     if choice == "cpu":
         return _cpu()
     if choice == "gpu":
-        dev = _gpu()
+        dev = _gpu(local_rank)
         if dev is None:
             raise NetError("--device gpu: no GPU is usable here (CuPy is not installed or sees no NVIDIA GPU)",
                            hint="use --device cpu, or install the gpu extra: pip install 'netdsl[gpu]'")
         return dev
     if choice == "auto":
-        return _gpu() or _cpu()
+        return _gpu(local_rank) or _cpu()
     raise NetError(f"--device {choice}: expected auto, cpu or gpu")

@@ -65,13 +65,18 @@ def cmd_train(args) -> int:
     net = compile_file(args)
     if chief:
         warn(net, args, tag=f"[rank 0] " if comm.size > 1 else "")
-    device = get_device(args.device)
+    from ..train.comm import local_rank
+    device = get_device(args.device, local_rank() if comm.size > 1 else 0)  # one GPU a rank
     classes = net.layer(net.outputs[0][1]).shape
     if len(classes) != 1:
         raise NetError(f"{net.name} ends in a {'x'.join(map(str, classes))} feature map, not class scores",
                        hint="end the network with fc N and softmax (or svm)")
-    check_batch(net, args.batch // comm.size, device.memory_available(), args.memory_limit, optimiser=True)
-    ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0])
+    available = device.memory_available()
+    if device.name == "cpu" and available is not None:
+        from ..backend.cpu.threads import local_ranks
+        available //= local_ranks()  # the ranks on this machine share its memory
+    check_batch(net, args.batch // comm.size, available, args.memory_limit, optimiser=True)
+    ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0], args.seed)
     ranks = f", {comm.size} ranks ({args.batch // comm.size} images each per step of {args.batch})" \
         if comm.size > 1 else ""
     if chief:
@@ -107,7 +112,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum")
     common(p)
-    p.add_argument("--data", default="digits", help="digits (built in), mnist:FOLDER, fashion:FOLDER or cifar10:FOLDER")
+    p.add_argument("--data", default="digits", help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR (DIR/train/CLASS/*.jpg "
+                        "and DIR/val/CLASS/*.jpg, streamed from disk)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--batch", type=positive_int, default=16)

@@ -38,6 +38,18 @@ def launcher_world() -> tuple[int, int]:
     return 1, 0
 
 
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
+
+
+def local_rank() -> int:
+    """This rank's number among the ranks on its machine (which GPU it takes); 0 outside MPI."""
+    for name in LOCAL_RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 class Pending:
     """A collective started and not yet waited on."""
 

@@ -162,7 +162,8 @@ def load_cifar10(folder: str) -> Dataset:
 
 
 def load(spec: str, seed: int = 0) -> Dataset:
-    """`digits`, `mnist:FOLDER`, `fashion:FOLDER` or `cifar10:FOLDER`."""
+    """`digits`, `mnist:FOLDER`, `fashion:FOLDER`, `cifar10:FOLDER` or `folder:DIR` (streamed
+    from disk: train/folder.py)."""
     name, _, folder = spec.partition(":")
     if name == "digits":
         return load_digits(seed)
@@ -170,11 +171,16 @@ def load(spec: str, seed: int = 0) -> Dataset:
         if not folder:
             raise NetError(f"--data {spec}: name the folder, e.g. --data {name}:~/data/{name}")
         return load_idx_set(str(Path(folder).expanduser()), name)
+    if name == "folder":
+        if not folder:
+            raise NetError(f"--data {spec}: name the folder, e.g. --data folder:~/data/imagenette")
+        from .folder import FolderDataset
+        return FolderDataset(folder)
     if name == "cifar10":
         if not folder:
             raise NetError(f"--data {spec}: name the folder, e.g. --data cifar10:~/data/cifar-10-batches-bin")
         return load_cifar10(str(Path(folder).expanduser()))
-    raise NetError(f"--data {spec}: unknown data set", hint="use digits, mnist:FOLDER, fashion:FOLDER or cifar10:FOLDER")
+    raise NetError(f"--data {spec}: unknown data set", hint="use digits, mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER or folder:DIR")
 
 
 def resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -196,8 +202,10 @@ def resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
 
 
-def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int) -> Dataset:
+def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int, seed: int = 0) -> Dataset:
     """Fit a data set to a network: size, channels, standardisation, class count."""
+    if not isinstance(ds, Dataset):  # streamed from disk: fitted batch by batch as it is read
+        return ds.prepared(input_shape, classes, seed)
     if len(input_shape) != 3:
         c_h_w = None
     else:

@@ -1,0 +1,155 @@
+"""`--data folder:DIR`: images streamed from disk in the ImageFolder layout.
+
+    DIR/train/<class>/*.jpg|*.jpeg|*.png     one subfolder per class (names sorted: class 0, 1, ...)
+    DIR/val/<class>/...   (or DIR/test/)     the same class names, or some of them
+
+Nothing is held in memory but the file list: each batch is decoded (Pillow) when it is needed,
+by a few threads a couple of batches ahead (threads, not processes: nothing forks once MPI has
+started). Only the files of this rank's share are read. Training images are resized (shorter side
+to 8/7 of the network's input, as the ImageNet recipe's 256 for 224), cropped at a random place
+and flipped half the time, seeded by (seed, epoch, image): the same on any number of ranks.
+Evaluation takes the centre crop. Both are standardised per channel with the mean and standard
+deviation of a seeded sample of training images.
+"""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..backend.cpu.threads import cores_per_process
+from ..errors import NetError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png"}
+RESIZE = 8 / 7          # shorter side / crop side (256 / 224)
+SAMPLE = 256            # training images the standardisation is measured on
+MAX_IMAGE_PIXELS = 1 << 28  # Pillow's guard against decompression bombs, raised to 268 MP
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+
+
+class FolderDataset:
+    def __init__(self, root: str):
+        self.root = Path(root).expanduser()
+        spec = f"--data folder:{root}"
+        if not self.root.is_dir():
+            raise NetError(f"{spec}: no such folder")
+        train = self.root / "train"
+        held_out = next((self.root / n for n in ("val", "test") if (self.root / n).is_dir()), None)
+        if not train.is_dir() or held_out is None:
+            raise NetError(f"{spec}: expected the subfolders train/ and val/ (or test/), each with one folder "
+                           f"of images per class", hint="e.g. DIR/train/cat/1.jpg, DIR/val/cat/7.jpg")
+        self.class_names = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.class_names:
+            raise NetError(f"{spec}: {train} holds no class folders")
+        index = {name: k for k, name in enumerate(self.class_names)}
+        self.train_files, self.train_labels = self._list(train, index, spec, every_class=True)
+        unknown = sorted(p.name for p in held_out.iterdir() if p.is_dir() and p.name not in index
+                         and not p.name.startswith("."))
+        if unknown:
+            raise NetError(f"{spec}: {held_out} has the class folder '{unknown[0]}', which train/ lacks")
+        self.test_files, self.test_labels = self._list(held_out, index, spec, every_class=False)
+        self.name = f"folder:{self.root.name}"
+        self.classes = len(self.class_names)
+        self.shape: tuple[int, int, int] | None = None
+        self.mean = self.std = None
+        self.seed = 0
+
+    @staticmethod
+    def _list(split: Path, index: dict[str, int], spec: str, every_class: bool):
+        files, labels = [], []
+        for name, k in index.items():
+            folder = split / name
+            found = _images(folder) if folder.is_dir() else []
+            if not found and every_class:
+                raise NetError(f"{spec}: {folder} holds no .jpg, .jpeg or .png files")
+            files += found
+            labels += [k] * len(found)
+        if not files:
+            raise NetError(f"{spec}: {split} holds no images")
+        return files, np.array(labels, dtype=np.int64)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_files)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test_files)
+
+    def prepared(self, input_shape: tuple[int, ...], classes: int, seed: int = 0) -> "FolderDataset":
+        """Fitted to a network taking C x H x W images; the standardisation measured."""
+        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+            raise NetError(f"--data {self.name}: the network takes {'x'.join(map(str, input_shape))}; images fit "
+                           "a network that takes 1xHxW (grey) or 3xHxW (colour)")
+        if classes < self.classes:
+            raise NetError(f"the network has {classes} outputs but {self.name} has {self.classes} classes "
+                           f"({', '.join(self.class_names[:5])}{', ...' if self.classes > 5 else ''})")
+        self.shape, self.seed = tuple(input_shape), seed
+        rng = np.random.default_rng([seed, 7])
+        sample = rng.choice(self.n_train, size=min(SAMPLE, self.n_train), replace=False)
+        x = np.stack([self._decode(self.train_files[i], None) for i in sorted(sample)])
+        self.mean = x.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)[:, None, None]
+        std = x.std(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
+        self.std = np.where(std > 0, std, 1).astype(np.float32)[:, None, None]
+        return self
+
+    def _decode(self, path: Path, rng: np.random.Generator | None) -> np.ndarray:
+        """One image as C x H x W float32 in [0, 1]: resized, then cropped (at random with `rng`,
+        else in the centre) and, with `rng`, flipped half the time."""
+        from PIL import Image, UnidentifiedImageError
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        c, h, w = self.shape
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB" if c == 3 else "L")
+                scale = max(h, w) * RESIZE / min(img.size)
+                size = (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale)))
+                img = img.resize(size, Image.BILINEAR)
+                if rng is None:
+                    left, top = (size[0] - w) // 2, (size[1] - h) // 2
+                else:
+                    left, top = int(rng.integers(0, size[0] - w + 1)), int(rng.integers(0, size[1] - h + 1))
+                img = img.crop((left, top, left + w, top + h))
+                a = np.asarray(img, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise NetError(f"{path}: not an image Pillow can read ({exc})") from None
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if rng is not None and rng.random() < 0.5:
+            a = a[:, :, ::-1]
+        return a
+
+    def _batch(self, files: list[Path], labels: np.ndarray, idx: np.ndarray, epoch: int | None):
+        def one(i):
+            rng = None if epoch is None else np.random.default_rng([self.seed, epoch, int(i)])
+            return self._decode(files[i], rng)
+        x = np.stack([one(i) for i in idx])
+        return ((x - self.mean) / self.std).astype(np.float32), labels[idx]
+
+    def _ahead(self, jobs: list, make) -> Iterator:
+        """make(job) for each job in order, computed by a few threads a couple of jobs ahead."""
+        workers = max(1, min(4, cores_per_process()))
+        with ThreadPoolExecutor(workers, thread_name_prefix="netdsl-prefetch") as pool:
+            pending: deque = deque()
+            jobs = iter(jobs)
+            for job in jobs:
+                pending.append(pool.submit(make, job))
+                if len(pending) > workers:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(jobs, None)
+                if nxt is not None:
+                    pending.append(pool.submit(make, nxt))
+                yield result
+
+    def train_batches(self, plan: list[np.ndarray], epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._ahead(plan, lambda idx: self._batch(self.train_files, self.train_labels, idx, epoch))
+
+    def test_batches(self, plan: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._ahead(plan, lambda idx: self._batch(self.test_files, self.test_labels, idx, None))
