@@ -27,32 +27,44 @@ class Bucket:
     pending: Any = None
 
 
+def bucket_layout(nbytes: list[int], bucket_bytes: int) -> list[list[int]]:
+    """Tensors of these sizes, in this order, cut into buckets: each bucket takes tensors until
+    it holds `bucket_bytes` or more (a tensor larger than that is a bucket of its own)."""
+    buckets, current, size = [], [], 0
+    for k, n in enumerate(nbytes):
+        current.append(k)
+        size += n
+        if size >= bucket_bytes:
+            buckets.append(current)
+            current, size = [], 0
+    if current:
+        buckets.append(current)
+    return buckets
+
+
+def backward_order(model) -> list[tuple[int, str]]:
+    """(node, parameter) in the order the backward pass finishes them: reverse schedule order."""
+    return [(i, pname) for i in range(len(model.nodes) - 1, -1, -1) for pname in model.nodes[i].params]
+
+
 class GradientBuckets:
     def __init__(self, model, comm, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = False):
         self.model, self.comm, self.overlap = model, comm, overlap
         self.device = model.device
         self.buckets: list[Bucket] = []
         self.of_node: dict[int, list[tuple[Bucket, str, int, tuple]]] = {}
-        itemsize = np.dtype(model.dtype).itemsize
-        current: list[tuple[int, str, int, tuple]] = []
-        size = 0
-
-        def close():
-            nonlocal current, size
-            if current:
-                bucket = Bucket(len(self.buckets), np.zeros(size, dtype=model.dtype), current)
-                self.buckets.append(bucket)
-                for node, pname, offset, shape in current:
-                    self.of_node.setdefault(node, []).append((bucket, pname, offset, shape))
-            current, size = [], 0
-
-        for i in range(len(model.nodes) - 1, -1, -1):
-            for pname, value in model.nodes[i].params.items():
-                current.append((i, pname, size, tuple(value.shape)))
-                size += int(value.size)
-                if size * itemsize >= bucket_bytes:
-                    close()
-        close()
+        order = backward_order(model)
+        values = [model.nodes[i].params[p] for i, p in order]
+        for members in bucket_layout([int(v.nbytes) for v in values], bucket_bytes):
+            entries, size = [], 0
+            for k in members:
+                node, pname = order[k]
+                entries.append((node, pname, size, tuple(values[k].shape)))
+                size += int(values[k].size)
+            bucket = Bucket(len(self.buckets), np.zeros(size, dtype=model.dtype), entries)
+            self.buckets.append(bucket)
+            for node, pname, offset, shape in entries:
+                self.of_node.setdefault(node, []).append((bucket, pname, offset, shape))
         self.weight = 1.0
 
     @property
