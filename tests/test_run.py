@@ -45,7 +45,7 @@ def test_run_prints_summary_and_timings(capsys):
 
 def test_gpu_where_there_is_none_is_a_clear_error(capsys, monkeypatch):
     from netdsl.backend import device
-    monkeypatch.setattr(device, "_gpu", lambda: None)  # as on a machine without CuPy or a GPU
+    monkeypatch.setattr(device, "_gpu", lambda local_rank=0: None)  # as on a machine without CuPy or a GPU
     assert main(["run", str(NETS / "lenet5.net"), "--device", "gpu"]) == 1
     assert "--device gpu: no GPU is usable here" in capsys.readouterr().err
 

@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
     if device.name == "cpu" and available is not None:
         from ..backend.cpu.threads import local_ranks
         available //= local_ranks()  # the ranks on this machine share its memory
-    check_batch(net, args.batch // comm.size, available, args.memory_limit, optimiser=True)
+    check_batch(net, args.batch // comm.size, available, args.memory_limit, optimiser=True, ranks=comm.size)
     ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0], args.seed)
     ranks = f", {comm.size} ranks ({args.batch // comm.size} images each per step of {args.batch})" \
         if comm.size > 1 else ""

@@ -52,18 +52,20 @@ def plan_step(net: Network, optimiser: bool) -> StepPlan:
 
 
 def check_batch(net: Network, batch: int, available: int | None, limit: int | None, *,
-                optimiser: bool, flag: str = "--batch") -> StepPlan:
+                optimiser: bool, flag: str = "--batch", ranks: int = 1) -> StepPlan:
     """Refuse `batch` if its planned step exceeds `limit` (the user's --memory-limit) or the
-    memory `available` on the device; the message gives both figures and the largest batch."""
+    memory `available` on the device; the message gives both figures and the largest batch.
+    With several ranks, `batch` is one rank's share of a global batch `ranks` times larger."""
     plan = plan_step(net, optimiser)
     need = plan.at(batch)
     bounds = [(limit, "the --memory-limit"), (available, "the memory this machine has free")]
     for budget, what in sorted((b for b in bounds if b[0] is not None), key=lambda b: b[0]):
         if need > budget:
             fits = plan.largest_batch(budget)
-            hint = (f"--batch {fits} fits" if fits >= 1 else
+            hint = (f"--batch {fits * ranks} fits" + (f" ({fits} a rank)" if ranks > 1 else "") if fits >= 1 else
                     f"not even one image fits: the parameters alone plan {human_bytes(plan.fixed_bytes)}")
-            raise NetError(f"{flag} {batch}: one training step of {net.name} plans "
+            shown = f"{batch * ranks} over {ranks} ranks ({batch} a rank)" if ranks > 1 else f"{batch}"
+            raise NetError(f"{flag} {shown}: one training step of {net.name} plans "
                            f"{human_bytes(need)} ({human_bytes(plan.per_image_bytes)} per image + "
                            f"{human_bytes(plan.fixed_bytes)} of parameters and their state), over {what} "
                            f"({human_bytes(budget)})", hint=hint)

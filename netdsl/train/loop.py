@@ -161,7 +161,8 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
     comm = comm or LocalComm()
     chief = comm.rank == 0
     progress = (progress or Progress()) if chief else _Quiet()
-    log = log or (lambda s: print(s, file=sys.stderr))
+    tag = f"[rank {comm.rank}] " if comm.size > 1 else ""  # every rank's warnings say whose they are
+    log = log or (lambda s: print(tag + s, file=sys.stderr))
     say = log if chief else (lambda s: None)  # progress and notes come from rank 0 alone
     check_batch_split(cfg.batch, comm.size)
     if cfg.save and chief:
