@@ -89,6 +89,7 @@ def cli(argv):
     p.add_argument("--fail-rank", type=int, default=None)
     p.add_argument("--fail-step", type=int, default=3)
     p.add_argument("--hang-rank", type=int, default=None, help="this rank stops taking part after --fail-step")
+    p.add_argument("--die-rank", type=int, default=None, help="this rank's process ends at once, no word to MPI")
     a, rest = p.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
@@ -100,6 +101,9 @@ def cli(argv):
     def step(self, grads=None):
         if rank == a.fail_rank and self.steps + 1 == a.fail_step:
             raise RuntimeError(f"planted fault at step {a.fail_step}")
+        if rank == a.die_rank and self.steps + 1 == a.fail_step:
+            import os
+            os._exit(9)  # as a crash or the out-of-memory killer would end it
         if rank == a.hang_rank and self.steps + 1 == a.fail_step:
             import time
             time.sleep(3600)  # alive, but never joins the next collective

@@ -200,6 +200,13 @@ def test_a_rank_that_fails_at_step_3_ends_every_rank_with_its_message():
     assert seconds < 60
 
 
+def test_a_rank_that_dies_without_a_word_ends_the_job():
+    done, seconds = cli(2, "--die-rank", "1", "--fail-step", "3", "--", "train", NETS / "lenet5.net",
+                        "--epochs", "1", "--dist", "mpi")
+    assert done.returncode != 0
+    assert seconds < 60
+
+
 def test_a_rank_stuck_outside_the_collectives_is_named_by_the_timeout():
     done, seconds = cli(2, "--hang-rank", "1", "--fail-step", "3", "--", "train", NETS / "lenet5.net",
                         "--epochs", "1", "--dist", "mpi", env={"NETDSL_DIST_TIMEOUT": "3"})

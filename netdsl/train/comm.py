@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import NetError
 
 TIMEOUT_VARIABLE = "NETDSL_DIST_TIMEOUT"
+ABORT_GRACE = 1.0  # seconds between saying why a rank fails and stopping every rank
 
 # What each MPI launcher tells the processes it starts: (world size variable, rank variable).
 # Hydra (MPICH, Intel MPI), Open MPI's mpirun, MVAPICH, and Slurm's srun.
@@ -164,6 +165,9 @@ class MpiComm:
     def abort(self, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # the launcher forwards our output through a pipe and stops reading once it kills the job:
+        # a moment first, or a loaded machine can lose the message that says why (seen under pytest)
+        time.sleep(ABORT_GRACE)
         self.comm.Abort(code)
 
 
