@@ -279,3 +279,12 @@ def test_sync_bn_on_gpu_ranks(tmp):
     (one,), _ = train(tmp, "gpu_bn_one", 0, "--device", "gpu", "--net", "bn", "--dtype", "float64")
     two, _ = train(tmp, "gpu_bn_two", 2, "--device", "gpu", "--net", "bn", "--dtype", "float64", "--sync-bn")
     assert worst_relative(one, two[0]) < 1e-10
+
+
+def test_ranks_with_data_sets_of_different_sizes_get_a_clear_error(tmp):
+    worker = [sys.executable, str(WORKER), "train", "--epochs", "1", "--out", tmp / "sizes"]
+    cmd = [str(MPIEXEC), "-n", "1", *worker, "--n-train", "100", ":", "-n", "1", *worker, "--n-train", "90"]
+    done = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "rank 1 and rank 0 have different training images (100 on rank 0, 90 on rank 1)" in done.stderr, \
+        done.stderr[-2000:]

@@ -53,7 +53,7 @@ class TrainResult:
     seconds: float
     epochs: int  # the epochs the model has now had, a resumed checkpoint's included
     history: list[dict] = field(default_factory=list)  # one entry per epoch trained in this run
-    comm_seconds: float = 0.0  # time waiting in gradient sums across ranks (0 on one rank)
+    comm_seconds: float = 0.0  # time waiting in collectives across ranks (0 on one rank)
     steps: int = 0             # steps taken in this run
 
 
@@ -176,16 +176,7 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
     if cfg.resume:
         start_epoch = _resume(model, opt, cfg, comm, log, say)
         last_good = (cfg.resume, start_epoch)
-    if distributed:
-        replicas.broadcast_state(model, opt, comm)  # every rank starts from rank 0's bits
-        model.reseed(model.seed + 1 + 7919 * comm.rank)  # dropout: each rank its own masks
-        if cfg.sync_bn:
-            model.bn_sync = BatchNormSync(comm, model.device)
-        elif any(n.op == "bn" for n in model.nodes):
-            say(f"batch norm: statistics per rank ({cfg.batch // comm.size} images each), running statistics "
-                f"averaged over the {comm.size} ranks before every evaluation and checkpoint (--sync-bn: over "
-                f"the global batch of {cfg.batch})")
-    buckets = GradientBuckets(model, comm, cfg.bucket_bytes, cfg.overlap) if distributed else None
+    buckets = _join_replicas(model, opt, cfg, comm, say) if distributed else None
     schedule = SCHEDULES[cfg.schedule]
     n = data.n_train
     steps_per_epoch = math.ceil(n / cfg.batch)
@@ -263,11 +254,21 @@ def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = No
     else:
         test_acc, train_acc = _evaluate(model, data, comm)["accuracy"], float("nan")
     return TrainResult(test_acc, train_acc, loss_value, seconds, max(start_epoch, cfg.epochs if history else 0),
-                       history, buckets_seconds(buckets), steps)
+                       history, comm.seconds, steps)
 
 
-def buckets_seconds(buckets) -> float:
-    return buckets.comm.seconds if buckets is not None else 0.0
+def _join_replicas(model, opt, cfg: TrainConfig, comm, say) -> GradientBuckets:
+    """The start of data-parallel training: every rank takes rank 0's state, its own dropout
+    stream, batch norm over the global batch or a word that it is per rank; the gradient buckets."""
+    replicas.broadcast_state(model, opt, comm)  # every rank starts from rank 0's bits
+    model.reseed(model.seed + 1 + 7919 * comm.rank)  # dropout: each rank its own masks (rank 0: one process's)
+    if cfg.sync_bn:
+        model.bn_sync = BatchNormSync(comm, model.device)
+    elif any(n.op == "bn" for n in model.nodes):
+        say(f"batch norm: statistics per rank ({cfg.batch // comm.size} images each), running statistics "
+            f"averaged over the {comm.size} ranks before every evaluation and checkpoint (--sync-bn: over "
+            f"the global batch of {cfg.batch})")
+    return GradientBuckets(model, comm, cfg.bucket_bytes, cfg.overlap)
 
 
 def _resume(model, opt, cfg: TrainConfig, comm, log, say) -> int:
