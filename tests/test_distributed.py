@@ -288,3 +288,18 @@ def test_ranks_with_data_sets_of_different_sizes_get_a_clear_error(tmp):
     assert done.returncode != 0
     assert "rank 1 and rank 0 have different training images (100 on rank 0, 90 on rank 1)" in done.stderr, \
         done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--ranks", "2"], {}, "--ranks 2: mpi4py is not installed"),
+    (["--dist", "mpi"], {}, "--dist mpi: mpi4py is not installed"),
+    ([], {"PMI_SIZE": "2", "PMI_RANK": "1"}, "--dist auto: an MPI launcher started 2 ranks, but mpi4py is not installed"),
+])
+def test_without_mpi4py_the_flags_say_what_to_install(monkeypatch, capsys, args, env, message):
+    from netdsl.cli import main
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as where the mpi extra is not installed
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["train", str(NETS / "lenet5.net"), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "pip install 'netdsl[mpi]'" in err
