@@ -42,7 +42,10 @@ class TrainConfig:
 
     def settings(self) -> str:
         """What every rank must agree on (the start-up check compares it)."""
-        return repr({k: v for k, v in sorted(vars(self).items()) if k not in ("save", "resume")})
+        agreed = {k: v for k, v in sorted(vars(self).items()) if k not in ("save", "resume")}
+        # the paths may differ (each machine its own disk), but not whether there is one: a
+        # resume is a broadcast every rank must take part in
+        return repr({**agreed, "saves": self.save is not None, "resumes": self.resume is not None})
 
 
 @dataclass
