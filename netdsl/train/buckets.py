@@ -67,10 +67,6 @@ class GradientBuckets:
                 self.of_node.setdefault(node, []).append((bucket, pname, offset, shape))
         self.weight = 1.0
 
-    @property
-    def nbytes(self) -> int:
-        return sum(b.buffer.nbytes for b in self.buckets)
-
     def begin(self, weight: float) -> None:
         """A new step: this rank's share of the global batch (0 for a rank with no images in it)."""
         self.weight = weight
