@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -28,20 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from timing import cpu_model  # noqa: E402
 
 CASES = [("lenet5", 96), ("alexnet", 12), ("resnet18", 12)]  # global batches 1, 2 and 3 ranks divide
 SIZES = [2 ** k for k in range(10, 29, 2)]  # 1 KiB .. 256 MiB
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def worker_bandwidth(args) -> None:

@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,20 +26,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment)
 import numpy as np  # noqa: E402
-from timing import median_ms  # noqa: E402
+from timing import cpu_model, median_ms  # noqa: E402
 
 from netdsl import checkpoint  # noqa: E402
 
 CASES = ("lenet5", "alexnet", "resnet18", "vgg16")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):  # no /proc: platform's answer below
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def export_time(repeat: int) -> float:

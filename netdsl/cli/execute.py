@@ -64,7 +64,7 @@ def cmd_train(args) -> int:
         check_batch_split(args.batch, comm.size)
     net = compile_file(args)
     if chief:
-        warn(net, args, tag=f"[rank 0] " if comm.size > 1 else "")
+        warn(net, args, tag="[rank 0] " if comm.size > 1 else "")
     from ..train.comm import local_rank
     device = get_device(args.device, local_rank() if comm.size > 1 else 0)  # one GPU a rank
     classes = net.layer(net.outputs[0][1]).shape

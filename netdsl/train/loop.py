@@ -153,7 +153,7 @@ class _Quiet(Progress):
         super().__init__(io.StringIO())
 
     def update(self, text: str, done: bool = False) -> None:
-        pass
+        """Rank 0 shows the progress of all."""
 
 
 def train(model, data: Dataset, cfg: TrainConfig, progress: Progress | None = None,
