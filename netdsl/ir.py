@@ -1,6 +1,7 @@
 """Small helpers over the IR graph shared by passes and back ends."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import networkx as nx
@@ -50,7 +51,6 @@ def fingerprint(g: nx.DiGraph) -> str:
     """A hash of what a graph computes: every node in schedule order with its op, attributes,
     inputs, output shape, parameters and buffers (names and spans left out: the same network
     written on two lines more is the same network). Data-parallel ranks compare it at start-up."""
-    import hashlib
     digest = hashlib.sha256()
     for node in schedule(g):
         data = g.nodes[node]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.kernels import update_running
+
 
 class BatchNormSync:
     def __init__(self, comm, device):
@@ -51,7 +53,6 @@ class BatchNormSync:
         """A rank with no images in this step (the last batch of an epoch, smaller than the
         number of ranks) still takes part in every batch norm's collectives, with nothing to add,
         in the order the others make them: forward in schedule order, backward in reverse."""
-        from ..backend.kernels import update_running
         layers = [n for n in model.nodes if n.op == "bn"]
         for node in layers:
             c = node.params["weight"].shape[0]
