@@ -30,6 +30,8 @@ from .structure import NAME, Layer, stem_name, write_network
 MAX_CFG = 4 << 20
 ACTIVATIONS = {"linear": None, "leaky": ("leaky", {"slope": 0.1}), "relu": ("relu", {}),
                "logistic": ("sigmoid", {}), "tanh": ("tanh", {})}
+# sections that hold a layer index of their own but compute nothing for inference: training's loss
+INDEX_ONLY = {"cost"}
 
 
 def _sections(text: str, path: str) -> list[tuple[str, dict, int]]:
@@ -159,9 +161,7 @@ def read_darknet(path: str | os.PathLike) -> _Cfg:
                                           f"{'x'.join(map(str, c.shapes[tip]))} one", "shortcuts between equal shapes")
             tip = c.add("add", "add", {}, [tip, other])
             tip = c.activation(o.get("activation", "linear"), kind, line, tip)
-        elif kind == "cost":
-            pass  # training's loss: a layer index of its own, nothing to compute
-        else:
+        elif kind not in INDEX_ONLY:
             raise c.refuse(kind, line, "is a section netdsl has no layer for",
                            "[convolutional], [maxpool], [avgpool], [connected], [dropout], [softmax], [route], "
                            "[shortcut], [cost]")

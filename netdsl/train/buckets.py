@@ -5,8 +5,8 @@ cut into buckets of about `bucket_bytes`; every rank has the same buckets in the
 the backward pass completes a node, its gradients are copied into their bucket scaled by this
 rank's share of the global batch (n_rank / n_global: the global batch's mean loss is the
 count-weighted sum of the ranks' mean losses, also for a last batch that the ranks share
-unequally). A full bucket is summed across ranks, then (with overlap) at once, while the backward
-pass goes on, otherwise after it. The sum of each value is the same whichever bucket carries it.
+unequally). A full bucket is summed across ranks, then (with overlap) at once, while the rest of
+the backward pass runs, otherwise after it. The sum of each value is the same whichever bucket carries it.
 """
 from __future__ import annotations
 
