@@ -62,6 +62,7 @@ class Network:
                                          d["macs"], d["activations"], d["rf"], d["block"], d["span"],
                                          tuple(inputs(graph, node))))
         self._by_name = {l.name: l for l in self.layers}
+        self._trunk: frozenset[str] | None = None
 
     # facts ---------------------------------------------------------------------------------------
     @property
@@ -98,17 +99,21 @@ class Network:
                            hint=did_you_mean(name, self._by_name) or "netdsl summary lists the layer names") from None
 
     def totals(self, with_side_outputs: bool = True) -> Totals:
-        layers = self.layers if with_side_outputs else [l for l in self.layers if l.name in self.trunk_nodes()]
+        trunk = self.trunk_nodes() if not with_side_outputs else None  # once: it walks the whole graph
+        layers = self.layers if with_side_outputs else [l for l in self.layers if l.name in trunk]
         w = sum(l.weights for l in layers)
         b = sum(l.biases for l in layers)
         macs = sum(l.macs for l in layers)
         acts = sum(l.activations for l in layers)
         return Totals(w + b, w, b, macs, acts, 2 * acts, 2 * macs)
 
-    def trunk_nodes(self) -> set[str]:
-        """The nodes the main output depends on (side outputs excluded)."""
-        main = self.outputs[0][1]
-        return nx.ancestors(self.graph, main) | {main}
+    def trunk_nodes(self) -> frozenset[str]:
+        """The nodes the main output depends on (side outputs excluded). Walked once and kept: the
+        graph of a Network does not change, and a per-layer walk made summary quadratic."""
+        if self._trunk is None:
+            main = self.outputs[0][1]
+            self._trunk = frozenset(nx.ancestors(self.graph, main) | {main})
+        return self._trunk
 
     def explain(self, name: str) -> str:
         """The arithmetic behind one layer, in the lecture's words (views/explain.py)."""

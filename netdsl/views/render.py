@@ -54,10 +54,10 @@ class Unit:
         return self.layers[-1]
 
 
-def _signature(net: Network, path: str) -> tuple:
+def _signature(path: str, layers: list[LayerInfo]) -> tuple:
     """What a block instance looks like from inside: names relative to it, layers, shapes."""
     prefix = path + "/"
-    return tuple((l.name[len(prefix):], l.written, l.shape) for l in net.layers if l.name.startswith(prefix))
+    return tuple((l.name[len(prefix):], l.written, l.shape) for l in layers if l.name.startswith(prefix))
 
 
 def _units(net: Network, opts: DrawOptions) -> tuple[list[Unit], dict[str, str]]:
@@ -96,12 +96,15 @@ def _units(net: Network, opts: DrawOptions) -> tuple[list[Unit], dict[str, str]]
 def _fold_runs(net: Network, units: list[Unit], owner: dict[str, str]) -> list[Unit]:
     """Consecutive collapsed instances of the same block, identical inside and chained one into
     the next, become one unit marked x N (ResNet's identical bottlenecks)."""
+    # each instance's signature from its own layers, once (asking the whole network per pair of
+    # neighbours made a long run of blocks quadratic)
+    signature = {u.collapsed[0]: _signature(u.collapsed[0], u.layers) for u in units if u.collapsed}
     out: list[Unit] = []
     for unit in units:
         prev = out[-1] if out else None
         if (prev is not None and unit.collapsed and prev.collapsed and prev.collapsed[1] == unit.collapsed[1]
                 and prev.cluster == unit.cluster
-                and _signature(net, prev.instances[0]) == _signature(net, unit.collapsed[0])
+                and signature[prev.instances[0]] == signature[unit.collapsed[0]]
                 and {owner[s] for l in unit.layers for s in l.inputs} - {unit.id} == {prev.id}):
             prev.instances.append(unit.collapsed[0])
             prev.layers.extend(unit.layers)
@@ -119,16 +122,18 @@ def _fold_activations(net: Network, units: list[Unit], owner: dict[str, str]) ->
             consumers[s] = consumers.get(s, 0) + 1
     ids = {u.id: u for u in units}
     out: list[Unit] = []
+    kept: set[str] = set()  # the ids in out: a set, since asking the list made long chains quadratic
     for unit in units:
         first = unit.layers[0]
         if (unit.collapsed is None and OPS[first.op].style in FOLDABLE and len(first.inputs) == 1
                 and consumers.get(first.inputs[0], 0) == 1):
             host = ids.get(owner.get(first.inputs[0], ""))
-            if host is not None and host.collapsed is None and host.cluster == unit.cluster and host in out:
+            if host is not None and host.collapsed is None and host.cluster == unit.cluster and host.id in kept:
                 host.layers.append(first)
                 owner[first.name] = host.id
                 continue
         out.append(unit)
+        kept.add(unit.id)
     return out
 
 
