@@ -538,8 +538,9 @@ def volumes(net: Network, collapse: bool = False, focus: str | None = None) -> P
         used += (GAP if rows[-1] else 0.0) + w
         rows[-1].append(item)
     seqs = [Seq(r) for r in rows]
-    title = f"{net.name}" + (f": {focus}" if focus else "") + \
-        f"  ({net.totals().params:,} parameters, {net.totals().macs / 1e9:.2f} GMACs)"
+    macs = net.totals().macs
+    work = f"{macs / 1e9:.2f} GMACs" if macs >= 1e8 else f"{macs / 1e6:.2f} MMACs"
+    title = f"{net.name}" + (f": {focus}" if focus else "") + f"  ({net.totals().params:,} parameters, {work})"
     legend = _legend(units, collapse)
     y = MARGIN + LINE + 14
     width = max([s.measure()[0] for s in seqs] + [text_width(title, TITLE_SIZE, True)] +
