@@ -15,5 +15,23 @@ from .interchange.onnx_export import export_onnx
 from .train.optim import SGD
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD", "optimise", "export_onnx", "import_model"]
+           "Model", "SGD", "optimise", "export_onnx", "import_model", "draw", "page"]
+
+
+def draw(net: Network, style: str = "diagram", **options):
+    """A picture of the network: style="diagram" returns render's graphviz.Digraph (options are
+    DrawOptions' fields); style="volumes" returns a volumes.Picture (options: collapse, focus),
+    whose .svg() is the SVG text and which a notebook shows inline."""
+    from .views import render, volumes
+    if style == "volumes":
+        return volumes.volumes(net, **options)
+    if style == "diagram":
+        return render.diagram(net, render.DrawOptions(**options))
+    raise NetError(f"style={style!r}: expected 'diagram' or 'volumes'")
+
+
+def page(net: Network) -> str:
+    """The network's self-contained interactive HTML page (views/page.py), as text."""
+    from .views.page import page as html_page
+    return html_page(net)
 from .version import __version__  # noqa: E402

@@ -5,15 +5,28 @@ from ..passes.check_limits import DEFAULT_LIMIT
 from .args import common, compile_file, load_network, nonneg_int, parse_size
 
 RANKDIRS = ("TB", "LR", "BT", "RL")
+STYLES = ("diagram", "volumes")
 
 
 def cmd_draw(args) -> int:
     from ..views.render import DrawOptions, diagram, write
     net = compile_file(args)
+    if args.style == "volumes":
+        from ..views import volumes
+        out = volumes.write(volumes.volumes(net, collapse=args.collapse, focus=args.focus), args.output)
+        print(f"wrote {out}")
+        return 0
     depth = 0 if args.collapse else args.depth
     opts = DrawOptions(shapes=args.shapes, rankdir=args.rankdir, depth=depth, highlight=tuple(args.highlight or ()),
                        fold_activations=not args.no_fold, focus=args.focus, legend=not args.no_legend)
     out = write(diagram(net, opts), args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_page(args) -> int:
+    from ..views import page
+    out = page.write(compile_file(args), args.output)
     print(f"wrote {out}")
     return 0
 
@@ -35,6 +48,9 @@ def register(sub) -> None:
     p = sub.add_parser("draw", help="a diagram: .svg, .png, .pdf (through graphviz's dot) or .dot text")
     common(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file; its extension picks the format")
+    p.add_argument("--style", choices=STYLES, default="diagram",
+                   help="diagram: graphviz boxes and arrows; volumes: feature maps as boxes, as the lecture draws "
+                        "them (.svg, .png, .pdf; --collapse and --focus apply)")
     p.add_argument("--shapes", action="store_true", help="tensor shapes on the edges")
     p.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="top-to-bottom or left-to-right")
     p.add_argument("--collapse", action="store_true",
@@ -45,6 +61,11 @@ def register(sub) -> None:
     p.add_argument("--no-fold", action="store_true", help="draw activations as their own nodes")
     p.add_argument("--no-legend", action="store_true")
     p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("page", help="one self-contained HTML page to explore the network in a browser, offline")
+    common(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the .html file")
+    p.set_defaults(func=cmd_page)
 
     p = sub.add_parser("diff", help="what changed between two networks; -o draws both side by side")
     p.add_argument("a")

@@ -1,0 +1,199 @@
+"""`netdsl page`: one self-contained HTML file to explore a network in a browser, offline.
+
+The page holds the graphviz diagram (expanded and with blocks collapsed), the volume drawing as a
+second tab, the summary table, and one JSON export of the analysed network: `summary_dict` (the
+`netdsl summary --json` object) plus what the page needs to show a selection (each layer's and
+block's explanation, which diagram box stands for which layer). Scripts and styles are inline
+(page_assets/), nothing is fetched, so the file works from a file:// URL with no server.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import subprocess
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..compiler import Network
+from ..errors import NetError
+from ..files import write_atomic
+from ..ops import shape_text
+from .explain import explain
+from .render import DrawOptions, _units, diagram, dot_program
+from .summary import summary_dict
+from .volumes import volumes
+
+
+def _blocks(net: Network) -> dict[str, dict[str, Any]]:
+    """Every block instance: its kind and its layers, in order."""
+    found: dict[str, dict[str, Any]] = {}
+    for layer in net.layers:
+        for path, kind in layer.block:
+            found.setdefault(path, {"kind": kind, "layers": []})["layers"].append(layer.name)
+    return found
+
+
+def block_explanation(net: Network, path: str) -> str:
+    """A block instance's explanation. Uses views.explain when it knows blocks; until then the
+    panel is built here from the analysed layers (the only place to switch when it does)."""
+    try:
+        return str(explain(net, path))
+    except NetError:
+        return _block_panel(net, path)
+
+
+def _block_panel(net: Network, path: str) -> str:
+    info = _blocks(net)[path]
+    inside = set(info["layers"])
+    layers = [net.layer(n) for n in info["layers"]]
+    shapes = {l.name: l.shape for l in net.layers}
+    lines = [f"{path}: {info['kind']} block" + (f" (line {layers[0].span.line})" if layers[0].span else "")]
+    entries = sorted({s for l in layers for s in l.inputs if s not in inside})
+    lines.append("  input  " + ", ".join(f"{s} {shape_text(shapes[s])}" for s in entries))
+    readers: dict[str, int] = {}
+    for l in net.layers:
+        for s in l.inputs:
+            readers[s] = readers.get(s, 0) + 1
+    for merge in (l for l in layers if len(l.inputs) > 1):
+        lines.append(f"  {merge.name[len(path) + 1:]} joins {len(merge.inputs)} branches:")
+        for src in merge.inputs:
+            chain, node = [], src
+            while node in inside and readers.get(node, 0) == 1:
+                chain.append(net.layer(node))
+                ins = net.layer(node).inputs
+                if len(ins) != 1:
+                    break
+                node = ins[0]
+            chain.reverse()
+            if chain:
+                branch = chain[0].name[len(path) + 1:].split("/")[0]
+                steps = " -> ".join(l.written for l in chain)
+                lines.append(f"    {branch}: {steps}  => {shape_text(shapes[src])}")
+            else:
+                lines.append(f"    identity: {src} {shape_text(shapes[src])}")
+        ins = [shapes[s] for s in merge.inputs]
+        out = merge.shape
+        if all(len(s) == len(out) for s in ins) and sum(s[0] for s in ins) == out[0] and \
+                all(s[1:] == out[1:] for s in ins):
+            lines.append(f"  output channels {' + '.join(str(s[0]) for s in ins)} = {out[0]} -> {shape_text(out)}")
+        elif all(s == out for s in ins):
+            lines.append(f"  output the elementwise sum of {len(ins)} {shape_text(out)} maps")
+    last = layers[-1]
+    params = sum(l.params for l in layers)
+    macs = sum(l.macs for l in layers)
+    acts = sum(l.activations for l in layers)
+    lines.append(f"  output {last.name} {shape_text(last.shape)}")
+    lines.append(f"  {len(layers)} layers; parameters {params:,}; multiply-adds {macs:,}; activations {acts:,} values")
+    lines.append(f"  receptive field {last.rf.text()} (jump {last.rf.jump[0]})")
+    return "\n".join(lines)
+
+
+def page_data(net: Network) -> dict[str, Any]:
+    """The page's one export: summary_dict plus explanations and the diagram's boxes."""
+    data = summary_dict(net)
+    data["explain"] = {l.name: str(explain(net, l.name)) for l in net.layers}
+    data["blocks"] = {path: {"kind": b["kind"], "layers": b["layers"], "explain": block_explanation(net, path)}
+                      for path, b in _blocks(net).items()}
+    return data
+
+
+def _svg(net: Network, opts: DrawOptions) -> tuple[str, dict[str, str]]:
+    """The graphviz drawing as inline SVG, and which box (unit id) holds each layer."""
+    if dot_program() is None:
+        raise NetError("the page needs graphviz's 'dot' program to draw the diagram",
+                       hint="install graphviz (apt-get install graphviz, brew install graphviz)")
+    dot = diagram(net, opts)
+    try:
+        out = subprocess.run(["dot", "-Tsvg"], input=dot.source.encode("utf-8"), capture_output=True, check=True,
+                             timeout=600).stdout.decode("utf-8")
+    except subprocess.CalledProcessError as exc:
+        raise NetError(f"dot failed to draw the page's diagram: {exc.stderr.decode(errors='replace').strip()}") \
+            from None
+    _, owner = _units(net, opts)
+    return out[out.index("<svg"):], owner
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath("page_assets", name).read_text(encoding="utf-8")
+
+
+def page(net: Network) -> str:
+    """The page's HTML text."""
+    data = page_data(net)
+    has_blocks = bool(data["blocks"])
+    views = [("layers", "all layers", DrawOptions(), False)]
+    if has_blocks:
+        views.append(("blocks", "blocks collapsed", DrawOptions(depth=0), True))
+    diagrams, volume_svgs, owners = [], [], {}
+    for key, label, opts, collapse in views:
+        svg, owner = _svg(net, opts)
+        owners[key] = owner
+        diagrams.append(f'<div class="view" data-view="{key}" aria-label="diagram, {label}">{svg}</div>')
+        volume_svgs.append(f'<div class="view" data-view="{key}" aria-label="volumes, {label}">'
+                           f'{volumes(net, collapse=collapse).svg().split("?>", 1)[-1]}</div>')
+    data["units"] = owners
+    toggles = "".join(f'<button type="button" class="toggle" data-view="{k}" aria-pressed="{str(i == 0).lower()}">'
+                      f'{html.escape(label)}</button>' for i, (k, label, _, _) in enumerate(views))
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    name = html.escape(net.name)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{name} - netdsl</title>
+<style>
+{_asset("page.css")}
+</style>
+</head>
+<body>
+<header>
+  <h1>{name}</h1>
+  <form id="search" role="search" autocomplete="off">
+    <label for="search-box">Find a layer or block</label>
+    <input id="search-box" type="search" list="names" placeholder="conv1, inception3a ...">
+    <datalist id="names"></datalist>
+    <button type="submit">Find</button>
+  </form>
+  <label class="large"><input type="checkbox" id="large-text"> large text</label>
+</header>
+<main>
+  <section id="pictures">
+    <div role="tablist" aria-label="pictures">
+      <button role="tab" id="tab-diagram" aria-selected="true" aria-controls="diagram">diagram</button>
+      <button role="tab" id="tab-volumes" aria-selected="false" aria-controls="volumes" tabindex="-1">volumes</button>
+      <span class="toggles">{toggles}</span>
+    </div>
+    <div id="diagram" role="tabpanel" aria-labelledby="tab-diagram">{"".join(diagrams)}</div>
+    <div id="volumes" role="tabpanel" aria-labelledby="tab-volumes" hidden>{"".join(volume_svgs)}</div>
+  </section>
+  <aside id="details" aria-live="polite">
+    <h2 id="selected">Select a layer or block</h2>
+    <pre id="explain">Click a box in the diagram or the volumes, a row of the table, or search by name.
+Tab moves between the boxes; Enter selects one.</pre>
+  </aside>
+  <section id="summary">
+    <h2>Summary</h2>
+    <table id="table"><thead></thead><tbody></tbody></table>
+    <div id="totals"></div>
+  </section>
+</main>
+<script type="application/json" id="netdsl-data">{payload}</script>
+<script>
+{_asset("page.js")}
+</script>
+</body>
+</html>
+"""
+
+
+def write(net: Network, out: str | os.PathLike) -> Path:
+    """The page, written atomically to an .html file."""
+    target = Path(out)
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise NetError(f"-o {out}: a page is an .html file", hint=f"-o {target.with_suffix('.html').name}")
+    write_atomic(target, page(net).encode("utf-8"))
+    return target
