@@ -13,7 +13,9 @@ from .errors import NetError, Span
 from .interchange import import_model
 from .interchange.onnx_export import export_onnx
 from .train.optim import SGD
+from .views.explain import explain
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD", "optimise", "export_onnx", "import_model"]
+           "Model", "SGD", "optimise", "export_onnx", "import_model",
+           "explain"]
 from .version import __version__  # noqa: E402

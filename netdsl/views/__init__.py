@@ -8,8 +8,11 @@ gives `Network` its `explain()` and `summary()` methods and its notebook display
 compiler.provide_view): the front end does not import its views.
 """
 from ..compiler import provide_view
+from . import notebook
 from .explain import explain
 from .summary import summary
 
 provide_view("explain", explain)
 provide_view("summary", summary)
+provide_view("draw", notebook.draw)
+provide_view("html", notebook.html)
