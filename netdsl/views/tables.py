@@ -82,7 +82,7 @@ def _text(doc: Document, *, color: bool, width: int | None) -> str:
 
     buf = io.StringIO()
     # Not a terminal: wide enough that nothing is cut (files and pipes get whole names).
-    console = Console(file=buf, width=width or 10_000, force_terminal=color, color_system="standard" if color else None,
+    console = Console(file=buf, width=width or 10_000, force_terminal=color, force_jupyter=False, color_system="standard" if color else None,
                       highlight=False, emoji=False, markup=False, soft_wrap=False)
     for block in [doc.title, *doc.blocks]:
         if isinstance(block, str):
