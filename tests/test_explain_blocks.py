@@ -29,8 +29,9 @@ def nets():
 def test_depth_of_every_net(nets):
     assert set(nets) == set(DEPTH)
     for name, net in nets.items():
-        assert net.summary().as_dict()["depth"] == DEPTH[name], name
-        assert re.search(rf"^depth +{DEPTH[name]} +weighted layers", str(net.summary()), re.M), name
+        report = net.summary()
+        assert report.as_dict()["depth"] == DEPTH[name], name
+        assert re.search(rf"^depth +{DEPTH[name]} +weighted layers", report, re.M), name
 
 
 def _members(net, name: str) -> list:
@@ -206,3 +207,17 @@ def test_cli_explain_block_formats(capsys):
     code = main(["explain", str(ROOT / "nets" / "googlenet.net"), "inception3a", "--format", "json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["params"] == 163_696 and data["kind"] == "block"
+
+
+def test_the_teaching_page_runs_as_written(tmp_path, capsys, monkeypatch):
+    text = (ROOT / "docs" / "teaching.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    (tmp_path / "nets").symlink_to(ROOT / "nets")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "teaching.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "concat: 64 + 128 + 32 + 32 = 256 channels -> 256x28x28\n22\n" == out
+    for line in re.findall(r"^    (netdsl (?:summary|explain) .*?)(?:  +#.*)?$", text, re.M):
+        argv = line.split()[1:]
+        assert main([a if not a.startswith("nets/") else str(ROOT / a) for a in argv]) == 0, line
+    capsys.readouterr()

@@ -192,7 +192,8 @@ def _stackable(g: nx.DiGraph, n: str) -> bool:
     if d["op"] == "input" or _area(g, n) <= 1:
         return False
     (kh, kw), stride, _ = window_geometry([g.nodes[inputs(g, n)[0]]["shape"]], d["attrs"])
-    return kh == kw and stride == (1, 1) and d["attrs"].get("groups", 1) == 1 and d["attrs"].get("padend", (0, 0)) == (0, 0)
+    return (kh == kw and stride == (1, 1) and d["attrs"].get("groups", 1) == 1
+            and d["attrs"].get("padend", (0, 0)) == (0, 0))
 
 
 def stacked_filters(an: Analysis, group: Group) -> Argument | None:

@@ -82,8 +82,9 @@ def _text(doc: Document, *, color: bool, width: int | None) -> str:
 
     buf = io.StringIO()
     # Not a terminal: wide enough that nothing is cut (files and pipes get whole names).
-    console = Console(file=buf, width=width or 10_000, force_terminal=color, force_jupyter=False, color_system="standard" if color else None,
-                      highlight=False, emoji=False, markup=False, soft_wrap=False)
+    # force_jupyter=False: inside a notebook rich would display the table itself instead of writing it here
+    console = Console(file=buf, width=width or 10_000, force_terminal=color, force_jupyter=False,
+                      color_system="standard" if color else None, highlight=False, emoji=False, markup=False)
     for block in [doc.title, *doc.blocks]:
         if isinstance(block, str):
             console.print(Text(block, style="bold" if color and block is doc.title else ""), soft_wrap=True)
