@@ -13,9 +13,11 @@ from .errors import NetError, Span
 from .interchange import import_model
 from .interchange.onnx_export import export_onnx
 from .train.optim import SGD
+from .views.explain import explain
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD", "optimise", "export_onnx", "import_model", "draw", "page"]
+           "Model", "SGD", "optimise", "export_onnx", "import_model",
+           "explain", "draw", "page"]
 
 
 def draw(net: Network, style: str = "diagram", **options):

@@ -115,13 +115,22 @@ class Network:
             self._trunk = frozenset(nx.ancestors(self.graph, main) | {main})
         return self._trunk
 
-    def explain(self, name: str) -> str:
-        """The arithmetic behind one layer, in the lecture's words (views/explain.py)."""
+    def explain(self, name: str):
+        """The arithmetic behind a layer, block, group, branch, side output, range (`a..b`) or the
+        `network`, in the lecture's words, as a report like summary()'s (views/explain.py)."""
         return _view("explain")(self, name)
 
-    def summary(self) -> dict:
-        """The `netdsl summary --json` object (views/summary.py)."""
-        return _view("summary")(self)
+    def summary(self, blocks: bool = False):
+        """The summary table as a report (views/summary.py): it prints as text, shows as HTML in a
+        notebook, `.to("md")` for other formats, `.as_dict()` for the `summary --json` object."""
+        return _view("summary")(self, blocks)
+
+    def draw(self, **options):
+        """The graphviz diagram (views/notebook.py): inline SVG in a notebook, `.save(path)`."""
+        return _view("draw")(self, **options)
+
+    def _repr_html_(self) -> str:  # Jupyter shows a network as its summary table
+        return _view("html")(self)
 
     def __repr__(self) -> str:
         t = self.totals()

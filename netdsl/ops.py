@@ -159,6 +159,11 @@ class OpSpec:
     written: Callable[[Attrs], str] = lambda a: ""  # the layer as a person writes it
     # may an activation run in place on this op's output (its backward never reads its output)?
     epilogue_ok: bool = False
+    # How views explain a layer of this op: facts keyed by line ("output": how the output size
+    # arises, "params": why the parameter count is what it is, "detail": a line more, "join": how a
+    # merge makes its output). Missing keys get the generic text (views/explain.py).
+    explain: Callable[[list[Shape], Shape, Attrs], dict[str, str]] = lambda ins, out, a: {}
+    weighted: bool = False  # counts toward a network's depth (the lecture's "layers": conv and fc)
 
     @property
     def is_head(self) -> bool:
@@ -203,6 +208,24 @@ def end_extension(ins: list[Shape], attrs: Attrs) -> tuple[int, int]:
                  for n, k, st, p, e in ((h, kh, sh, ph, pad_end(attrs)[0]), (w, kw, sw, pw, pad_end(attrs)[1])))
 
 
+def size_arithmetic(n: int, k: int, s: int, p: int, out: int, ceil: bool = False, e: int = 0) -> str:
+    """The output-size rule along one axis as the lecture writes it, `(227 - 11)/4 + 1 = 55`, with
+    every term that enters the value (pad on both sides, padend after) and how it was rounded.
+    The floor warning and `netdsl explain` both print this, so text and value cannot part."""
+    pad = (f" + 2*{p}" if p else "") + (f" + {e}" if e else "")
+    formula = f"({n}{pad} - {k})/{s} + 1"
+    exact = (n + 2 * p + e - k) / s + 1
+    if exact == out:
+        return f"{formula} = {out}"
+    if not ceil:
+        return f"{formula} = {exact:g}, floored to {out}"
+    up = math.ceil(exact)
+    if up == out:
+        return f"{formula} = {exact:g}, ceiled to {out}"
+    return (f"{formula} = {exact:g}, ceiled to {up}; window {up} would start at {(up - 1) * s - p} in the right "
+            f"padding (input ends at {n - 1}), so it is dropped: {out}")
+
+
 def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what: str, ceil: bool = False,
               e: int = 0):
     """Floor((n + 2p + e - k)/s) + 1 (or the ceil rule), and the note to show when real input goes unseen."""
@@ -219,8 +242,7 @@ def _out_size(n: int, k: int, s: int, p: int, axis: str, ctx: ShapeContext, what
     # overlap (k >= s): a 1x1 /2 conv skips every other row by design.
     note = None
     if left_over > p and k >= s:
-        note = (f"({n}{f' + 2*{p}' if p else ''} - {k})/{s} + 1 = {(padded - k) / s + 1:g}, floored to {out}",
-                left_over - p)
+        note = (size_arithmetic(n, k, s, p, out, False, e), left_over - p)
     return out, note
 
 
@@ -308,14 +330,19 @@ def _dims_text(d) -> str:
     return f"{d[0]}x{d[1]}" if isinstance(d, tuple) else str(d)
 
 
-def _conv_written(a):
-    parts = [f"conv {a['out']} {_dims_text(a['kernel'])}"]
-    if a["stride"] != (1, 1):
+def _window_text(a, default_stride) -> list[str]:
+    """`/S pad P padend E` as a person writes them, each left out where it has its default."""
+    parts = []
+    if a["stride"] != default_stride:
         parts.append(f"/{a['stride'][0]}" if a["stride"][0] == a["stride"][1] else f"/{_dims_text(a['stride'])}")
-    if a["pad"] not in ((0, 0),):
+    if a["pad"] != (0, 0):
         p = a["pad"]
         parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
-    parts += _padend_text(a)
+    return parts + _padend_text(a)
+
+
+def _conv_written(a):
+    parts = [f"conv {a['out']} {_dims_text(a['kernel'])}"] + _window_text(a, (1, 1))
     if a["groups"] != 1:
         parts.append(f"groups {a['groups']}")
     if not a["bias"]:
@@ -370,13 +397,7 @@ def _padend_text(a) -> list[str]:
 def _pool_written(a):
     if a["kernel"] == "global":
         return f"pool {a['mode']} global"
-    parts = [f"pool {a['mode']} {_dims_text(a['kernel'])}"]
-    if a["stride"] != a["kernel"]:
-        parts.append(f"/{a['stride'][0]}" if a["stride"][0] == a["stride"][1] else f"/{_dims_text(a['stride'])}")
-    if a["pad"] != (0, 0):
-        p = a["pad"]
-        parts.append("pad same" if p == "same" else f"pad {p[0]}" if p[0] == p[1] else f"pad {_dims_text(p)}")
-    parts += _padend_text(a)
+    parts = [f"pool {a['mode']} {_dims_text(a['kernel'])}"] + _window_text(a, a["kernel"])
     if a.get("ceil"):
         parts.append("ceil")
     if not a.get("count_pad", True):
@@ -445,6 +466,62 @@ def _lrn_written(a):
     return f"lrn {a['size']} alpha={a['alpha']:g} beta={a['beta']:g} k={a['k']:g}"
 
 
+# explanations: each op's own words, beside its shape rule ------------------------------------
+
+
+def _window_output(ins, out, a) -> str:
+    """The output size of a windowed op, each axis's arithmetic (one line when both agree)."""
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry(ins, a)
+    _, h, w = ins[0]
+    ceil = bool(a.get("ceil"))
+    eh, ew = pad_end(a)
+    hs = size_arithmetic(h, kh, sh, ph, out[1], ceil, eh)
+    ws = size_arithmetic(w, kw, sw, pw, out[2], ceil, ew)
+    return (hs if hs == ws else f"height {hs}; width {ws}") + f" -> {shape_text(out)}"
+
+
+def _conv_explain(ins, out, a) -> dict[str, str]:
+    facts = {"output": _window_output(ins, out, a)}
+    if a["groups"] != 1:
+        c = ins[0][0]
+        facts["params"] = f"(groups {a['groups']}: each filter sees {c // a['groups']} of {c} channels)"
+    return facts
+
+
+def _pool_explain(ins, out, a) -> dict[str, str]:
+    facts = {"output": _window_output(ins, out, a), "params": "(pooling applies a fixed rule: nothing is learnt)"}
+    if a["mode"] == "avg":
+        (kh, kw), _, _ = window_geometry(ins, a)
+        if a["count_pad"]:
+            facts["detail"] = (f"average: each window's sum divided by its {kh}*{kw} = {kh * kw} positions, padding "
+                               "counted" + (" (a ceil window past the padding divides by what it covers of input and "
+                                            "padding)" if a.get("ceil") else ""))
+        else:
+            facts["detail"] = ("average: each window's sum divided by the input values it covers (exclude_pad: "
+                               "padding not counted)")
+    return facts
+
+
+def _fc_explain(ins, out, a) -> dict[str, str]:
+    if len(ins[0]) != 3:
+        return {}
+    return {"output": f"{out[0]} units; the {shape_text(ins[0])} input is flattened to {_flat(ins[0]):,} values"}
+
+
+def _concat_explain(ins, out, a) -> dict[str, str]:
+    if len(out) == 3:
+        parts = " + ".join(str(s[0]) for s in ins)
+        return {"output": f"channels {parts} = {out[0]} -> {shape_text(out)}",
+                "join": f"concat: {parts} = {out[0]} channels -> {shape_text(out)}"}
+    return {"output": f"{' + '.join(str(s[0]) for s in ins)} = {out[0]} values",
+            "join": f"concat: {' + '.join(str(s[0]) for s in ins)} = {out[0]} values"}
+
+
+def _add_explain(ins, out, a) -> dict[str, str]:
+    return {"output": f"elementwise sum of {len(ins)} inputs of {shape_text(out)}",
+            "join": "add: " + " + ".join(shape_text(s) for s in ins) + f" -> {shape_text(out)}"}
+
+
 _ACT = dict(kind="elementwise", stores_output=False, style="activation")
 
 OPS: dict[str, OpSpec] = {op.name: op for op in [
@@ -458,6 +535,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   defaults={"stride": (1, 1), "pad": (0, 0), "padend": (0, 0), "groups": 1, "bias": True},
                   usage="conv FILTERS KxK [/STRIDE] [pad P|same] [groups G] [nobias], e.g. conv 96 11x11 /4"),
         shape=_conv_shape, params=_conv_params, macs=_conv_macs,
+        explain=_conv_explain, weighted=True,
         window=lambda ins, a: window_geometry(ins, a),
         counter="layer", prefix="conv", style="conv", written=_conv_written, epilogue_ok=True),
     OpSpec(
@@ -468,14 +546,14 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
                   defaults={"pad": (0, 0), "padend": (0, 0), "ceil": False, "count_pad": True}, finish=_pool_stride,
                   usage="pool max|avg KxK [/STRIDE] [pad P] [ceil] [exclude_pad], or pool avg global, "
                         "e.g. pool max 3x3 /2"),
-        shape=_pool_shape,
+        shape=_pool_shape, explain=_pool_explain,
         window=lambda ins, a: window_geometry(ins, a),
         counter="pool", prefix="pool", style="pool", written=_pool_written, epilogue_ok=True),
     OpSpec(
         "fc", "opaque", "fully connected layer (flattens a feature map first)",
         Signature(positional=(("out", POS_INT),), required=1, flags=NOBIAS, defaults={"bias": True},
                   usage="fc UNITS [nobias], e.g. fc 4096"),
-        shape=lambda ins, a, ctx: (a["out"],),
+        shape=lambda ins, a, ctx: (a["out"],), explain=_fc_explain, weighted=True,
         params=lambda s, a: {"weight": (a["out"], _flat(s)), **({"bias": (a["out"],)} if a["bias"] else {})},
         macs=lambda ins, out, a: _flat(ins[0]) * a["out"],
         window=lambda ins, a: (tuple(ins[0][1:]), (1, 1), (0, 0)) if len(ins[0]) == 3 else None,
@@ -515,10 +593,12 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            window=lambda ins, a: (tuple(ins[0][1:]), (1, 1), (0, 0)) if len(ins[0]) == 3 else None,
            counter="flatten", prefix="flatten", style="shape", written=lambda a: "flatten"),
     OpSpec("concat", "merge", "channel concatenation of parallel branches", arity="many",
-           shape=_concat_shape, stores_output=False, counter="concat", prefix="concat", style="merge",
+           shape=_concat_shape, explain=_concat_explain,
+           stores_output=False, counter="concat", prefix="concat", style="merge",
            written=lambda a: "concat"),
     OpSpec("add", "merge", "elementwise sum of parallel branches (residual join)", arity="many",
-           shape=_add_shape, counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
+           shape=_add_shape, explain=_add_explain,
+           counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
     OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
            shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
            written=lambda a: "shortcut"),

@@ -60,7 +60,7 @@ def test_explain_in_the_lectures_words(capsys):
 def test_explain_unknown_layer_is_an_input_error(capsys):
     code, _, err = run(capsys, "explain", ALEXNET, "conv9")
     assert code == 1
-    assert "no layer named 'conv9'" in err and "did you mean" in err
+    assert "no layer, block, group or branch named 'conv9'" in err and "did you mean" in err
 
 
 def test_input_error_exit_1_with_caret(tmp_path, capsys):

@@ -1,8 +1,10 @@
 """`netdsl check`, `summary` and `explain`: what the analysis found, for people and for tools."""
 from __future__ import annotations
 
-import json
+import shutil
+import sys
 
+from ..views.tables import FORMATS
 from .args import common, compile_file, warn
 
 
@@ -14,24 +16,32 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _show(report, fmt: str) -> None:
+    """A report in the asked format; on a terminal the text is fitted to its width and coloured."""
+    from ..views.tables import render
+    if fmt == "text" and sys.stdout.isatty():
+        print(render(report.document, "text", color=True, width=shutil.get_terminal_size().columns))
+    else:
+        print(render(report.document, fmt), end="" if fmt in ("csv", "md", "latex") else "\n")
+
+
 def cmd_summary(args) -> int:
     from ..compiler import optimise
-    from ..views.summary import summary_dict, summary_table
+    from ..views.summary import summary
     from .args import printer
     net = compile_file(args)
     if args.optimised:
         net = optimise(net, "inference", debug=args.debug or args.print_after_all, print_after=printer(args))
-    if args.json:
-        print(json.dumps(summary_dict(net), indent=1))
-    else:
+    fmt = "json" if args.json else args.format
+    if fmt == "text":
         warn(net, args)
-        print(summary_table(net))
+    _show(summary(net, blocks=args.blocks), fmt)
     return 0
 
 
 def cmd_explain(args) -> int:
     from ..views.explain import explain
-    print(explain(compile_file(args), args.layer))
+    _show(explain(compile_file(args), args.layer), args.format)
     return 0
 
 
@@ -43,11 +53,19 @@ def register(sub) -> None:
     p = sub.add_parser("summary", help="per-layer table: shapes, params, MACs, memory, receptive field")
     common(p)
     p.add_argument("--json", action="store_true", help="one JSON object (stable keys) instead of the table")
+    p.add_argument("--blocks", action="store_true",
+                   help="one row per block instance (nested ones indented), the layers inside folded away")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="text (the terminal), md (GitHub markdown), csv, latex (booktabs), html, json")
     p.add_argument("--optimised", "--optimized", action="store_true",
                    help="the table after the inference passes (bn folding, fusion, dropout and dead outputs removed)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("explain", help="the arithmetic behind one layer")
+    p = sub.add_parser("explain", help="the arithmetic behind a layer, block, group, branch, range or the network")
     common(p)
-    p.add_argument("layer", help="the layer's name, e.g. conv1 or inception3a/b2/conv2")
+    p.add_argument("layer", metavar="NAME",
+                   help="a layer (conv1), block (inception3a, conv3_x/bottleneck2), group or stage (conv3_x), branch "
+                        "(inception3a/b2), side output (aux1), range (conv3_1..conv3_3) or 'network'")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="text (the terminal), md (GitHub markdown), csv, latex (booktabs), html, json")
     p.set_defaults(func=cmd_explain)

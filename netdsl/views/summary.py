@@ -6,6 +6,8 @@ from typing import Any
 from ..compiler import LayerInfo, Network
 from ..ops import shape_text
 from ..passes.check_limits import BYTES, human_bytes
+from .model import DEPTH_RULE, Analysis
+from .tables import Column, Document, Report, Table, render
 
 CONVENTIONS = (
     "MACs: one multiply-add = 1, conv and fc only (torchvision's convention); FLOPs = 2 x MACs.",
@@ -21,8 +23,9 @@ def rf_json(layer: LayerInfo) -> dict:
     return {"size": list(layer.rf.size), "jump": list(layer.rf.jump), "start": list(layer.rf.start)}
 
 
-def summary_dict(net: Network) -> dict[str, Any]:
+def summary_dict(net: Network, an: Analysis | None = None) -> dict[str, Any]:
     """The `netdsl summary --json` object. Keys are a public interface: add, never rename."""
+    an = an or Analysis(net)
     t_all, t_trunk = net.totals(True), net.totals(False)
     shapes = {l.name: l.shape for l in net.layers}
     return {
@@ -46,38 +49,39 @@ def summary_dict(net: Network) -> dict[str, Any]:
             "params_without_side_outputs": t_trunk.params, "macs_without_side_outputs": t_trunk.macs,
         },
         "conventions": list(CONVENTIONS),
+        "depth": an.depth, "depth_rule": DEPTH_RULE,
+        "blocks": [{"name": g.name, "block": g.block, "kind": g.kind, "level": level, "layers": list(g.members),
+                    "params": g.params, "weights": g.weights, "biases": g.biases, "macs": g.macs,
+                    "activations": g.activations, "depth": g.depth, "rf": list(g.rf.size)}
+                   for level, g in an.blocks() if g.kind != "layer"],
         **({"planned_peak": net.graph.graph["planned_peak"]} if "planned_peak" in net.graph.graph else {}),
         "warnings": [{"message": w.message, "line": w.span.line if w.span else None,
                       "column": w.span.column if w.span else None, "hint": w.hint} for w in net.warnings],
     }
 
 
-def _n(v: int) -> str:
-    return f"{v:,}" if v else "-"
+LAYER_COLUMNS = [Column("layer"), Column("as written", max_width=34), Column("output"), Column("params", "int", True),
+                 Column("MACs", "int", True), Column("activations", "int", True), Column("RF")]
+BLOCK_COLUMNS = [Column("block or layer"), Column("kind"), Column("level", "int"), Column("layers", "int"),
+                 Column("output"), Column("params", "int", True), Column("MACs", "int", True),
+                 Column("activations", "int", True), Column("depth", "int"), Column("RF on its input")]
 
 
-def summary_table(net: Network) -> str:
-    rows = [("layer", "as written", "output", "params", "MACs", "activations", "RF")]
-    for l in net.layers:
-        rows.append((l.name, l.written, shape_text(l.shape), _n(l.params), _n(l.macs), _n(l.activations),
-                     l.rf.text()))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    widths[1] = min(widths[1], 34)
-    right = {3, 4, 5}
-
-    def fmt(row):
-        cells = []
-        for i, cell in enumerate(row):
-            cell = cell if len(cell) <= widths[i] else cell[: widths[i] - 1] + "…"
-            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(fmt(rows[0]))
+def summary_document(net: Network, blocks: bool = False) -> Document:
+    """The summary as one document: the per-layer table (or, with blocks, one row per block
+    instance, nested instances indented), the totals, depth and conventions."""
+    an = Analysis(net)
+    if blocks:
+        table = Table(BLOCK_COLUMNS)
+        for level, g in an.blocks():
+            out = an.layers[g.exits[-1] if g.exits else g.members[-1]]
+            table.rows.append(["  " * level + g.name, g.block, level, len(g.members), shape_text(out.shape),
+                               g.params, g.macs, g.activations, g.depth, g.rf.text()])
+    else:
+        table = Table(LAYER_COLUMNS, [[l.name, l.written, shape_text(l.shape), l.params, l.macs, l.activations,
+                                       l.rf.text()] for l in net.layers])
     t, trunk = net.totals(True), net.totals(False)
-    out = [f"network {net.name}: input {shape_text(net.input_shape)}", rule, fmt(rows[0]), rule]
-    out += [fmt(r) for r in rows[1:]]
-    out.append(rule)
-    out.append(f"total params      {t.params:>16,}   (weights {t.weights:,} + biases {t.biases:,})")
+    out = [f"total params      {t.params:>16,}   (weights {t.weights:,} + biases {t.biases:,})"]
     if trunk.params != t.params:
         out.append(f"  without side outputs {trunk.params:>11,}   ({', '.join(n for n, _ in net.outputs[1:])} excluded)")
     out.append(f"total MACs        {t.macs:>16,}   ({t.flops / 1e9:.2f} GFLOPs per image)")
@@ -87,13 +91,26 @@ def summary_table(net: Network) -> str:
                f"{human_bytes(t.training_activations * BYTES)} training (+ gradients)")
     out.append(f"parameter memory  {human_bytes(t.params * BYTES):>16}   ({human_bytes(3 * t.params * BYTES)} training: "
                "weights, gradients, momentum)")
-    outs = ", ".join(f"{name} = {node} ({shape_text(dict((l.name, l.shape) for l in net.layers)[node])})"
-                     for name, node in net.outputs)
+    out.append(f"depth             {an.depth:>16}   weighted layers (conv, fc) on the longest input-to-output path")
+    shapes = {l.name: l.shape for l in net.layers}
+    outs = ", ".join(f"{name} = {node} ({shape_text(shapes[node])})" for name, node in net.outputs)
     out.append(f"outputs           {outs}")
     if "planned_peak" in net.graph.graph:
         peak = net.graph.graph["planned_peak"]
         out.append(f"planned peak      {peak:>16,}   values per image ({human_bytes(peak * BYTES)}) in "
                    f"{len(net.graph.graph['buffers'])} shared buffers, inference")
     out.append("")
-    out += ["conventions: " + CONVENTIONS[0]] + ["             " + c for c in CONVENTIONS[1:]]
-    return "\n".join(out)
+    conventions = CONVENTIONS + (DEPTH_RULE[0].upper() + DEPTH_RULE[1:] + ".",)
+    out += ["conventions: " + conventions[0]] + ["             " + c for c in conventions[1:]]
+    data = summary_dict(net, an)
+    return Document(f"network {net.name}: input {shape_text(net.input_shape)}", [table, *out], data, main=table)
+
+
+def summary(net: Network, blocks: bool = False) -> Report:
+    """`net.summary()`: the summary table as text (print it), HTML in a notebook, `.to(fmt)` for the
+    other formats and `.as_dict()` for the `summary --json` object."""
+    return Report(summary_document(net, blocks))
+
+
+def summary_table(net: Network) -> str:
+    return render(summary_document(net), "text")
