@@ -19,7 +19,6 @@ from typing import Any
 from ..compiler import Network
 from ..errors import NetError
 from ..files import write_atomic
-from ..ops import shape_text
 from .explain import explain
 from .render import DrawOptions, _units, diagram, dot_program
 from .summary import summary_dict
@@ -36,58 +35,8 @@ def _blocks(net: Network) -> dict[str, dict[str, Any]]:
 
 
 def block_explanation(net: Network, path: str) -> str:
-    """A block instance's explanation. Uses views.explain when it knows blocks; until then the
-    panel is built here from the analysed layers (the only place to switch when it does)."""
-    try:
-        return str(explain(net, path))
-    except NetError:
-        return _block_panel(net, path)
-
-
-def _block_panel(net: Network, path: str) -> str:
-    info = _blocks(net)[path]
-    inside = set(info["layers"])
-    layers = [net.layer(n) for n in info["layers"]]
-    shapes = {l.name: l.shape for l in net.layers}
-    lines = [f"{path}: {info['kind']} block" + (f" (line {layers[0].span.line})" if layers[0].span else "")]
-    entries = sorted({s for l in layers for s in l.inputs if s not in inside})
-    lines.append("  input  " + ", ".join(f"{s} {shape_text(shapes[s])}" for s in entries))
-    readers: dict[str, int] = {}
-    for l in net.layers:
-        for s in l.inputs:
-            readers[s] = readers.get(s, 0) + 1
-    for merge in (l for l in layers if len(l.inputs) > 1):
-        lines.append(f"  {merge.name[len(path) + 1:]} joins {len(merge.inputs)} branches:")
-        for src in merge.inputs:
-            chain, node = [], src
-            while node in inside and readers.get(node, 0) == 1:
-                chain.append(net.layer(node))
-                ins = net.layer(node).inputs
-                if len(ins) != 1:
-                    break
-                node = ins[0]
-            chain.reverse()
-            if chain:
-                branch = chain[0].name[len(path) + 1:].split("/")[0]
-                steps = " -> ".join(l.written for l in chain)
-                lines.append(f"    {branch}: {steps}  => {shape_text(shapes[src])}")
-            else:
-                lines.append(f"    identity: {src} {shape_text(shapes[src])}")
-        ins = [shapes[s] for s in merge.inputs]
-        out = merge.shape
-        if all(len(s) == len(out) for s in ins) and sum(s[0] for s in ins) == out[0] and \
-                all(s[1:] == out[1:] for s in ins):
-            lines.append(f"  output channels {' + '.join(str(s[0]) for s in ins)} = {out[0]} -> {shape_text(out)}")
-        elif all(s == out for s in ins):
-            lines.append(f"  output the elementwise sum of {len(ins)} {shape_text(out)} maps")
-    last = layers[-1]
-    params = sum(l.params for l in layers)
-    macs = sum(l.macs for l in layers)
-    acts = sum(l.activations for l in layers)
-    lines.append(f"  output {last.name} {shape_text(last.shape)}")
-    lines.append(f"  {len(layers)} layers; parameters {params:,}; multiply-adds {macs:,}; activations {acts:,} values")
-    lines.append(f"  receptive field {last.rf.text()} (jump {last.rf.jump[0]})")
-    return "\n".join(lines)
+    """A block instance's explanation: the same text `netdsl explain FILE BLOCK` prints."""
+    return str(explain(net, path))
 
 
 def page_data(net: Network) -> dict[str, Any]:
