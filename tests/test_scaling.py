@@ -1,0 +1,83 @@
+"""Every command is near-linear in the number of layers (issue 21).
+
+The language allows 200,000 layers; `netdsl summary` once walked the graph's ancestors once per
+layer (16 s for 5,000 relus, 284 s for 20,000). Each command runs here at n and 2n layers and is
+held to a ratio, not a time:
+- the number of Python calls (cProfile's count: deterministic, so a Python-level quadratic step
+  shows as a ratio near 4 on any machine, however loaded), at 2,500 and 5,000 layers;
+- the process's CPU time at 10,000 and 20,000 layers, which also sees quadratic work inside one
+  C call (a set built from every layer once per layer), with room for the noise of a shared
+  machine: linear is about 2, quadratic 4.
+"""
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import io
+import pstats
+import time
+
+from netdsl.cli.main import main
+
+COMMANDS = {
+    "check": lambda f, d: ["check", f],
+    "summary": lambda f, d: ["summary", f],
+    "summary --json": lambda f, d: ["summary", f, "--json"],
+    "explain": lambda f, d: ["explain", f, "head"],
+    "draw": lambda f, d: ["draw", f, "-o", f"{d}/x.dot"],
+    "draw --collapse": lambda f, d: ["draw", f, "--collapse", "-o", f"{d}/c.dot"],
+    "run": lambda f, d: ["run", f, "--batch", "1", "--repeat", "1"],
+    "export": lambda f, d: ["export", f, "-o", f"{d}/x.onnx"],
+    "import": lambda f, d: ["import", f"{d}/x.onnx", "-o", f"{d}/back.net"],  # reads export's file
+}
+
+
+def network(n: int) -> str:
+    """n layers: half of them a chain of relus (the issue's `repeat N relu`), half block instances
+    with weights (what block folding, export and block recovery walk)."""
+    return (f"network big\ninput 4x6x6\nblock unit() {{ conv 4 1x1; relu }}\n"
+            f"repeat {n // 2} relu\nrepeat {n // 4} unit\nhead: fc 10\nsoftmax\n")
+
+
+def _run(argv: list[str]) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        status = main(argv)
+    assert status == 0, f"netdsl {' '.join(argv)}: exit {status}\n{err.getvalue()}"
+
+
+def _measure(n: int, folder, profile: bool) -> dict[str, float]:
+    path = folder / f"n{n}.net"
+    path.write_text(network(n))
+    out = {}
+    for name, argv in COMMANDS.items():
+        args = argv(str(path), str(folder))
+        if profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            _run(args)
+            prof.disable()
+            out[name] = pstats.Stats(prof).total_calls
+        else:
+            start = time.process_time()
+            _run(args)
+            out[name] = time.process_time() - start
+    return out
+
+
+def _ratios(small: dict, large: dict) -> dict[str, float]:
+    return {k: large[k] / max(small[k], 1e-9) for k in small}
+
+
+def test_every_command_makes_a_linear_number_of_calls(tmp_path):
+    _measure(40, tmp_path, profile=True)  # warm: first-use imports and caches are not the network's
+    ratios = _ratios(_measure(2_500, tmp_path, True), _measure(5_000, tmp_path, True))
+    slow = {k: round(r, 2) for k, r in ratios.items() if r > 2.2}
+    assert not slow, f"twice the layers, more than 2.2x the calls: {slow} (all: {ratios})"
+
+
+def test_every_command_takes_linear_time_at_20000_layers(tmp_path):
+    _measure(40, tmp_path, profile=False)
+    small, large = _measure(10_000, tmp_path, False), _measure(20_000, tmp_path, False)
+    ratios = _ratios(small, large)
+    slow = {k: f"{small[k]:.2f}s -> {large[k]:.2f}s" for k, r in ratios.items() if r > 3.0}
+    assert not slow, f"10,000 -> 20,000 layers, more than 3x the CPU time: {slow}"
