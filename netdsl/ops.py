@@ -159,6 +159,13 @@ class OpSpec:
     written: Callable[[Attrs], str] = lambda a: ""  # the layer as a person writes it
     # may an activation run in place on this op's output (its backward never reads its output)?
     epilogue_ok: bool = False
+    # may this activation run as the epilogue of its producer (passes/fuse.py)? Only where it has
+    # no parameters and its gradient is a function of its output alone (relu: y > 0; tanh:
+    # 1 - y^2; sigmoid: y(1 - y)), so the fused node keeps one array for the backward pass. Every
+    # form of it derives from this flag; tests/test_epilogue_table.py asks each back end for one.
+    epilogue: bool = False
+    # rewritten by a pass before any back end or export sees it (passes/lower_shortcuts.py)
+    lowered: bool = False
 
     @property
     def is_head(self) -> bool:
@@ -482,14 +489,15 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
         counter="layer", prefix="fc", style="fc", epilogue_ok=True,
         written=lambda a: f"fc {a['out']}" + ("" if a["bias"] else " nobias")),
     OpSpec("relu", doc="rectified linear unit, max(0, x)", prefix="relu", counter="relu",
-           written=lambda a: "relu", **_ACT),
+           written=lambda a: "relu", epilogue=True, **_ACT),
     OpSpec("leaky", doc="leaky ReLU: x where x > 0, else slope * x (Darknet's slope is 0.1)",
            signature=Signature(positional=(("slope", LEAKY_SLOPE),), defaults={"slope": 0.1},
                                usage="leaky [SLOPE], e.g. leaky 0.1"),
            prefix="leaky", counter="leaky", written=lambda a: f"leaky {a['slope']:g}", **_ACT),
-    OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh", **_ACT),
+    OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh",
+           epilogue=True, **_ACT),
     OpSpec("sigmoid", doc="logistic sigmoid", prefix="sigmoid", counter="sigmoid",
-           written=lambda a: "sigmoid", **_ACT),
+           written=lambda a: "sigmoid", epilogue=True, **_ACT),
     OpSpec(
         "lrn", "opaque", "local response normalisation across channels (AlexNet)",
         Signature(positional=(("size", POS_INT),), required=0,
@@ -521,7 +529,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            shape=_add_shape, counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
     OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
            shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
-           written=lambda a: "shortcut"),
+           written=lambda a: "shortcut", lowered=True),
     OpSpec("softmax", "head", "softmax classifier head (cross-entropy loss)", stores_output=False,
            counter="softmax", prefix="softmax", style="head", written=lambda a: "softmax"),
     OpSpec("svm", "head", "multiclass SVM head (hinge loss)",
@@ -529,6 +537,11 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            stores_output=False, counter="svm", prefix="svm", style="head",
            written=lambda a: "svm" if a["margin"] == 1.0 else f"svm margin={a['margin']:g}"),
 ]}
+
+# The activations that may run as their producer's epilogue, in the table's order (native.c's
+# codes for them count from 1 in this order), and the ops no back end or export ever sees.
+EPILOGUES = tuple(name for name, op in OPS.items() if op.epilogue)
+LOWERED = frozenset(name for name, op in OPS.items() if op.lowered)
 
 # Ops a person may write as a layer line (the others come from syntax: input, concat, add, shortcut).
 WRITABLE = tuple(name for name, op in OPS.items() if op.kind not in ("source", "merge"))

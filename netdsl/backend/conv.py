@@ -45,6 +45,9 @@ GPU_POINTWISE_MIN_MAP = 56 * 56
 SMALL_RESULT = 1 << 16
 TINY_RESULT = 1024
 PIECE = 4096
+# The paths whose backward applies a fused activation's gradient in a copy of dout it makes
+# anyway: batch-major in its transposed copy, direct on its wide grid.
+EPILOGUE_PATHS = frozenset({"batch_major", "direct"})
 
 
 @dataclass
@@ -99,16 +102,14 @@ class Conv:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
-    def takes_epilogue(self, saved, activation: str) -> bool:
-        """Whether backward can apply a fused activation's gradient itself, in the copy it makes
-        anyway (batch-major: the transposed one; direct: the wide grid); else the caller applies
-        it first."""
-        return saved["path"] == "batch_major" or (saved["path"] == "direct" and activation in direct.EPILOGUES)
-
     def backward(self, saved, dout, w, need_dx, epilogue=None):
-        """epilogue: (activation name, gradient rule, activation output), only where
-        takes_epilogue(saved, name)."""
+        """epilogue: (activation name, gradient rule (dy, y) -> dx, activation output) of a fused
+        activation, whose gradient the paths in EPILOGUE_PATHS apply in the copy of dout they make
+        anyway; the others apply it first."""
         path = saved["path"]
+        if epilogue and path not in EPILOGUE_PATHS:
+            _, grad, y = epilogue
+            dout, epilogue = grad(dout, y), None
         if path == "direct":
             return direct.backward(self.xp, saved, dout, w, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:

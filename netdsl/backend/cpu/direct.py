@@ -33,8 +33,6 @@ MAX_WEIGHTS = 1 << 16
 # The forward/weight-gradient kernels are compute-bound: split over the images from this many
 # multiply-adds (a thread hand-off costs ~30 us, ~1M multiply-adds here)
 MIN_SPLIT_MACS = 1 << 22
-# fused activations whose gradient backward applies itself (native.c's direct_grad_planes codes)
-EPILOGUES = {"relu": 1, "tanh": 2, "sigmoid": 3}
 
 
 def applies(geo, groups: int, out_channels: int, native_kernels: bool) -> bool:
@@ -104,8 +102,8 @@ def forward(xp, x, w, b, geo):
 
 
 def backward(xp, saved, dout, w, need_dx, epilogue=None):
-    """(dx, dw, db); epilogue: (name, activation output) of a fused activation in EPILOGUES,
-    whose gradient is applied while dout is laid out on the wide grid."""
+    """(dx, dw, db); epilogue: (name, activation output) of a fused activation (any of the op
+    table's epilogues), whose gradient is applied while dout is laid out on the wide grid."""
     flat, geo = saved["flat"], saved["geo"]
     n, o = dout.shape[:2]
     c, (kh, kw) = geo.c, geo.kernel
@@ -120,7 +118,7 @@ def backward(xp, saved, dout, w, need_dx, epilogue=None):
     opad = _round_up(o, ob)
     dout = xp.ascontiguousarray(dout)
     y = None if epilogue is None else xp.ascontiguousarray(epilogue[1])
-    act = 0 if epilogue is None else EPILOGUES[epilogue[0]]
+    act = native.epilogue_code(None if epilogue is None else epilogue[0])
     dyw = xp.empty((n, opad, dplane), dtype=dout.dtype)
     sums = xp.empty((n, o), dtype=dout.dtype)  # per image and channel: the bias gradient's terms
     planes = native._kernel("direct_grad_planes", dout.dtype)
