@@ -37,8 +37,8 @@ S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 # batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
 GPU_COL_BUDGET = 2 << 30
 # 1x1 stride-1 convs over maps at least this large run on the GPU as per-image batched GEMMs
-# (no transposed copies): ResNet-50 b64 on an H200 91 -> 88 ms a step in float32; from 28x28
-# maps it gained 5 ms in float32 but lost 2 with TF32, and GoogLeNet lost from 14x14 (NOTES.md)
+# over the input as it lies (no transposed copies); on smaller maps the copy costs less than
+# the batched GEMMs lose (benchmarks/NOTES.md, GPU change 25)
 GPU_POINTWISE_MIN_MAP = 56 * 56
 # weight gradients up to SMALL_RESULT values are computed transposed, and up to TINY_RESULT over an
 # inner axis longer than 2 * PIECE, summed over pieces of that axis (see weight_grad)
@@ -238,10 +238,10 @@ class Conv:
 def weight_grad(xp, dout_t, cols):
     """dW = dout_t @ cols.T, (O, n*OHW) x (CKK, n*OHW) -> (O, CKK), contiguous. Small results
     are computed as (cols @ dout_t.T) and copied back transposed: OpenBLAS runs that orientation
-    2x faster on thin shapes (LeNet's c3: 0.47 -> 0.25 ms) and the copy is cheap; a tiny result
-    over a long inner axis (LeNet's c1: 6x25 over 50,176) is summed over pieces of it, where one
-    GEMM ran at 24 GFLOP/s and pieces of 4,096 at 69 (benchmarks/NOTES.md, change 17). Large
-    results keep the plain orientation: their transposed copy would cost more than it gains."""
+    faster on thin shapes and the copy is cheap; a tiny result over a long inner axis (LeNet's
+    c1: 6x25 over 50,176) is summed over pieces of it, which BLAS runs at several times the rate
+    of one long GEMM (benchmarks/NOTES.md, change 17). Large results keep the plain orientation:
+    their transposed copy would cost more than it gains."""
     o, (ckk, inner) = dout_t.shape[0], cols.shape
     if on_gpu(xp) or o * ckk > SMALL_RESULT:
         return dout_t @ cols.T

@@ -24,10 +24,9 @@ DIRECT_PV = 2
 # the weight gradient's register tiles, outputs x taps (native.c instantiates these four)
 WGRAD_TILES = ((4, 5), (4, 4), (3, 5), (3, 4))
 TILE_OUTPUTS = (6, 8)  # the forward's outputs per register tile (native.c instantiates these)
-# Thin layers only, measured against the im2col paths (benchmarks/NOTES.md, change 32): short
-# dot products (C*kh*kw) and few weights. Wide layers lose: 256x14x14 backward 23 -> 35 ms, and
-# the weight gradient's per-lane sums (64 bytes a weight) outgrow the caches. 1x1 convs are
-# GEMMs over the input as it lies: they lose too (192->16 on 28x28 b8, backward 1.3-1.8 -> 2.1).
+# Thin layers only, where they beat the im2col paths (benchmarks/NOTES.md, change 32): short dot
+# products (C*kh*kw) and few weights. Wide layers lose (the weight gradient's per-lane sums, 64
+# bytes a weight, outgrow the caches), and so do 1x1 convs, which are GEMMs over the input as it lies.
 MAX_INNER = 512
 MAX_WEIGHTS = 1 << 16
 # The forward/weight-gradient kernels are compute-bound: split over the images from this many

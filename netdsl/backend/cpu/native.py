@@ -279,7 +279,7 @@ def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int
 
 
 def avgpool_tiled(xp, src, geo, forward: bool):
-    """Average pooling whose windows tile the input (kernels.py's _tiles), forward (src: the
+    """Average pooling whose windows tile the input (backend/kernels/pooling.py's _tiles), forward (src: the
     input) or backward (src: the output gradient), images split over the cores."""
     src = xp.ascontiguousarray(src)
     n, c = src.shape[:2]

@@ -134,7 +134,8 @@ def avg_backward_tiled(node, saved: AvgSaved, dout, need_dx):
 
 
 def avg_forward_native(node, inputs):
-    """native.c's one pass each way over windows that tile the input (LeNet's s2)."""
+    """native.c's one pass each way over windows that tile the input (LeNet's s2; benchmarks/NOTES.md,
+    change 38)."""
     (x,) = inputs
     kernel_, stride, pad = window_geometry([x.shape[1:]], node.attrs)
     geo = im2col.Geometry.of(x.shape, kernel_, stride, pad)
