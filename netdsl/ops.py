@@ -164,6 +164,13 @@ class OpSpec:
     # merge makes its output). Missing keys get the generic text (views/explain.py).
     explain: Callable[[list[Shape], Shape, Attrs], dict[str, str]] = lambda ins, out, a: {}
     weighted: bool = False  # counts toward a network's depth (the lecture's "layers": conv and fc)
+    # may this activation run as the epilogue of its producer (passes/fuse.py)? Only where it has
+    # no parameters and its gradient is a function of its output alone (relu: y > 0; tanh:
+    # 1 - y^2; sigmoid: y(1 - y)), so the fused node keeps one array for the backward pass. Every
+    # form of it derives from this flag; tests/test_epilogue_table.py asks each back end for one.
+    epilogue: bool = False
+    # rewritten by a pass before any back end or export sees it (passes/lower_shortcuts.py)
+    lowered: bool = False
 
     @property
     def is_head(self) -> bool:
@@ -560,14 +567,15 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
         counter="layer", prefix="fc", style="fc", epilogue_ok=True,
         written=lambda a: f"fc {a['out']}" + ("" if a["bias"] else " nobias")),
     OpSpec("relu", doc="rectified linear unit, max(0, x)", prefix="relu", counter="relu",
-           written=lambda a: "relu", **_ACT),
+           written=lambda a: "relu", epilogue=True, **_ACT),
     OpSpec("leaky", doc="leaky ReLU: x where x > 0, else slope * x (Darknet's slope is 0.1)",
            signature=Signature(positional=(("slope", LEAKY_SLOPE),), defaults={"slope": 0.1},
                                usage="leaky [SLOPE], e.g. leaky 0.1"),
            prefix="leaky", counter="leaky", written=lambda a: f"leaky {a['slope']:g}", **_ACT),
-    OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh", **_ACT),
+    OpSpec("tanh", doc="hyperbolic tangent", prefix="tanh", counter="tanh", written=lambda a: "tanh",
+           epilogue=True, **_ACT),
     OpSpec("sigmoid", doc="logistic sigmoid", prefix="sigmoid", counter="sigmoid",
-           written=lambda a: "sigmoid", **_ACT),
+           written=lambda a: "sigmoid", epilogue=True, **_ACT),
     OpSpec(
         "lrn", "opaque", "local response normalisation across channels (AlexNet)",
         Signature(positional=(("size", POS_INT),), required=0,
@@ -601,7 +609,7 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
     OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
            shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
-           written=lambda a: "shortcut"),
+           written=lambda a: "shortcut", lowered=True),
     OpSpec("softmax", "head", "softmax classifier head (cross-entropy loss)", stores_output=False,
            counter="softmax", prefix="softmax", style="head", written=lambda a: "softmax"),
     OpSpec("svm", "head", "multiclass SVM head (hinge loss)",
@@ -609,6 +617,11 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            stores_output=False, counter="svm", prefix="svm", style="head",
            written=lambda a: "svm" if a["margin"] == 1.0 else f"svm margin={a['margin']:g}"),
 ]}
+
+# The activations that may run as their producer's epilogue, in the table's order (native.c's
+# codes for them count from 1 in this order), and the ops no back end or export ever sees.
+EPILOGUES = tuple(name for name, op in OPS.items() if op.epilogue)
+LOWERED = frozenset(name for name, op in OPS.items() if op.lowered)
 
 # Ops a person may write as a layer line (the others come from syntax: input, concat, add, shortcut).
 WRITABLE = tuple(name for name, op in OPS.items() if op.kind not in ("source", "merge"))

@@ -18,9 +18,9 @@ def pytest_collection_modifyitems(config, items):
 def fine_grained_work(monkeypatch):
     """Every split and block boundary crossed: the CPU kernels split work over two threads from
     0 elements on (by default from 1M), and batch norm and max pooling go one channel a block."""
-    from netdsl.backend import kernels
     from netdsl.backend.cpu import threads
-    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
+    from netdsl.backend.kernels import windows
+    monkeypatch.setattr(windows, "POOL_BLOCK", 1)
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "WORKERS", 2)
 

@@ -119,7 +119,7 @@ def _path(source: str, batch: int, **options) -> str:
     net = netdsl.compile_source(source)
     model = netdsl.Model(net, device="cpu", dtype="float32", **options)
     model.forward(np.zeros((batch, *net.input_shape), dtype=np.float32), training=True)
-    return next(node.saved["conv"]["path"] for node in model.nodes if "conv" in node.saved)
+    return next(node.saved.conv["path"] for node in model.nodes if node.op == "conv")
 
 
 def test_thin_layers_run_direct_and_wide_ones_do_not():
@@ -138,7 +138,7 @@ def test_thin_layers_run_direct_and_wide_ones_do_not():
     net = netdsl.compile_source("input 3x35x35\nconv 8 7x7 /2 pad 3")
     model = netdsl.Model(net, device="cpu", dtype="float32")
     model.forward(np.zeros((2, *net.input_shape), dtype=np.float32), training=True)
-    assert model.nodes[1].saved["conv"]["inner"]["path"] == "direct"
+    assert model.nodes[1].saved.conv["inner"]["path"] == "direct"
 
 
 def test_numpy_kernels_keep_their_paths(monkeypatch):

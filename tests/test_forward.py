@@ -177,7 +177,7 @@ def test_conv_paths_agree(path, monkeypatch):
         model, out = run_layer(f"input {c}x{size}x{size}\nconv 16 3x3 pad 1", x,
                                params={"conv1.weight": wt, "conv1.bias": b}, **options)
         model.forward(x, training=True)
-        assert model.nodes[1].saved["conv"]["path"] == path
+        assert model.nodes[1].saved.conv["path"] == path
         np.testing.assert_allclose(out, ref_conv(x, wt, b, (1, 1), (1, 1), 1), rtol=1e-10, atol=1e-10)
 
 

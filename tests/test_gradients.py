@@ -4,7 +4,7 @@ import pytest
 
 from netdsl.backend.executor import check_kernel_table
 from netdsl.backend.kernels import KERNELS
-from netdsl.ops import OPS
+from netdsl.ops import LOWERED, OPS
 
 from .gradcheck import check_gradients
 
@@ -101,7 +101,7 @@ def test_bn_gradient_in_evaluation_mode(cpu_kernels):
 
 def test_every_op_has_a_kernel_and_a_gradient_check():
     assert check_kernel_table() == []
-    lowered = {"shortcut"}  # rewritten into conv + bn or nothing before execution
+    lowered = LOWERED  # rewritten into conv + bn or nothing before execution
     assert set(GRAD_CASES) == set(OPS) - lowered
     assert set(KERNELS) == set(OPS) - lowered
 
@@ -230,7 +230,7 @@ def _winograd_against_im2col(source: str, describe) -> set:
     x = np.random.default_rng(0).standard_normal((3, *net.input_shape))
     np.testing.assert_allclose(fast(x), plain(x), rtol=1e-12, atol=1e-12)
     fast.loss(x, [0, 1, 2]), plain.loss(x, [0, 1, 2])
-    ran = {describe(node.saved["conv"]) for node in fast.nodes if "conv" in node.saved}
+    ran = {describe(node.saved.conv) for node in fast.nodes if node.op == "conv"}
     gf, gp = fast.backward(input_grad=True), plain.backward(input_grad=True)
     for name in gp:
         np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12)
@@ -274,7 +274,7 @@ def test_winograd_gradient_with_work_split_over_threads(fine_grained_work, small
                                     "input 3x4x4\nrelu\npool max 2x2"], ids=["strided", "stride-1", "ties"])
 def test_max_pool_gradient_over_channel_blocks(source, monkeypatch, cpu_kernels):
     """Max pooling routes its gradient over blocks of channels; one channel a block here."""
-    from netdsl.backend import kernels
-    monkeypatch.setattr(kernels, "POOL_BLOCK", 1)
-    assert len(kernels._channel_blocks(3, 49)) == 3
+    from netdsl.backend.kernels import windows
+    monkeypatch.setattr(windows, "POOL_BLOCK", 1)
+    assert len(windows.channel_blocks(3, 49)) == 3
     check_gradients(source + "\nflatten", batch=2, samples=8)

@@ -37,14 +37,17 @@ S2D_MAX_CHANNELS = 64  # s*s*C after folding: first layers only
 # batch as one GEMM (batch-major), larger ones in per-image batched GEMMs over chunks this size.
 GPU_COL_BUDGET = 2 << 30
 # 1x1 stride-1 convs over maps at least this large run on the GPU as per-image batched GEMMs
-# (no transposed copies): ResNet-50 b64 on an H200 91 -> 88 ms a step in float32; from 28x28
-# maps it gained 5 ms in float32 but lost 2 with TF32, and GoogLeNet lost from 14x14 (NOTES.md)
+# over the input as it lies (no transposed copies); on smaller maps the copy costs less than
+# the batched GEMMs lose (benchmarks/NOTES.md, GPU change 25)
 GPU_POINTWISE_MIN_MAP = 56 * 56
 # weight gradients up to SMALL_RESULT values are computed transposed, and up to TINY_RESULT over an
 # inner axis longer than 2 * PIECE, summed over pieces of that axis (see weight_grad)
 SMALL_RESULT = 1 << 16
 TINY_RESULT = 1024
 PIECE = 4096
+# The paths whose backward applies a fused activation's gradient in a copy of dout it makes
+# anyway: batch-major in its transposed copy, direct on its wide grid.
+EPILOGUE_PATHS = frozenset({"batch_major", "direct"})
 
 
 @dataclass
@@ -99,16 +102,14 @@ class Conv:
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
 
-    def takes_epilogue(self, saved, activation: str) -> bool:
-        """Whether backward can apply a fused activation's gradient itself, in the copy it makes
-        anyway (batch-major: the transposed one; direct: the wide grid); else the caller applies
-        it first."""
-        return saved["path"] == "batch_major" or (saved["path"] == "direct" and activation in direct.EPILOGUES)
-
     def backward(self, saved, dout, w, need_dx, epilogue=None):
-        """epilogue: (activation name, gradient rule, activation output), only where
-        takes_epilogue(saved, name)."""
+        """epilogue: (activation name, gradient rule (dy, y) -> dx, activation output) of a fused
+        activation, whose gradient the paths in EPILOGUE_PATHS apply in the copy of dout they make
+        anyway; the others apply it first."""
         path = saved["path"]
+        if epilogue and path not in EPILOGUE_PATHS:
+            _, grad, y = epilogue
+            dout, epilogue = grad(dout, y), None
         if path == "direct":
             return direct.backward(self.xp, saved, dout, w, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:
@@ -237,10 +238,10 @@ class Conv:
 def weight_grad(xp, dout_t, cols):
     """dW = dout_t @ cols.T, (O, n*OHW) x (CKK, n*OHW) -> (O, CKK), contiguous. Small results
     are computed as (cols @ dout_t.T) and copied back transposed: OpenBLAS runs that orientation
-    2x faster on thin shapes (LeNet's c3: 0.47 -> 0.25 ms) and the copy is cheap; a tiny result
-    over a long inner axis (LeNet's c1: 6x25 over 50,176) is summed over pieces of it, where one
-    GEMM ran at 24 GFLOP/s and pieces of 4,096 at 69 (benchmarks/NOTES.md, change 17). Large
-    results keep the plain orientation: their transposed copy would cost more than it gains."""
+    faster on thin shapes and the copy is cheap; a tiny result over a long inner axis (LeNet's
+    c1: 6x25 over 50,176) is summed over pieces of it, which BLAS runs at several times the rate
+    of one long GEMM (benchmarks/NOTES.md, change 17). Large results keep the plain orientation:
+    their transposed copy would cost more than it gains."""
     o, (ckk, inner) = dout_t.shape[0], cols.shape
     if on_gpu(xp) or o * ckk > SMALL_RESULT:
         return dout_t @ cols.T

@@ -16,7 +16,8 @@ from ..init import initial_state
 from ..errors import NetError, NetTypeError, NetValueError
 from ..ir import inputs as ir_inputs
 from ..ir import schedule
-from ..ops import OPS, shape_text
+from ..ops import LOWERED, OPS, shape_text
+from ..passes.fold_bn import folded_conv_params
 from .device import Device, get_device
 from .cpu.heap import keep_freed_memory
 from .kernels import ACTIVATIONS, KERNELS
@@ -54,7 +55,11 @@ class NodeState:
         self.params: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
-        self.saved: dict[str, Any] = {}
+        # set by each forward pass: the kernel's variant that ran, the state it saved for its
+        # backward, and the fused activation's output (its gradient is a function of it)
+        self.variant = None
+        self.saved: Any = None
+        self.epilogue_out: Any = None
         self.workspace = model.workspace
         self.keep_cols = True
         data = model.net.graph.nodes[name]
@@ -135,17 +140,16 @@ class Model:
 
     def _derive_params(self, other: "Model") -> None:
         """Take parameters from a model of the unoptimised network: by name, or for a conv that
-        absorbed a batch norm, W' = W * s and b' = (b - mean) * s + beta, s = gamma/sqrt(var + eps)."""
+        absorbed a batch norm, folded (passes/fold_bn.py)."""
         theirs = {n.name: n for n in other.nodes}
         xp = self.xp
         for node in self.nodes:
             src = theirs[node.name]
             if node.folded_bn:
                 bn = theirs[node.folded_bn]
-                scale = bn.params["weight"] / xp.sqrt(bn.buffers["running_var"] + bn.attrs["eps"])
-                node.params["weight"][...] = src.params["weight"] * scale.reshape(-1, 1, 1, 1)
-                bias = src.params.get("bias", 0)
-                node.params["bias"][...] = (bias - bn.buffers["running_mean"]) * scale + bn.params["bias"]
+                node.params["weight"][...], node.params["bias"][...] = folded_conv_params(
+                    xp, src.params["weight"], src.params.get("bias"), bn.params["weight"], bn.params["bias"],
+                    bn.buffers["running_mean"], bn.buffers["running_var"], bn.attrs["eps"])
                 continue
             for pname in node.params:
                 node.params[pname][...] = src.params[pname]
@@ -217,17 +221,16 @@ class Model:
         x = self._check_input(x)
         values: list[Any] = [None] * len(self.nodes)
         for i, node in enumerate(self.nodes):
-            node.saved = {}
             node.grads = {}
             args = [x] if not node.inputs else [values[j] for j in node.inputs]
             out = node.kernel.forward(node, args)
             if node.epilogue:
-                if not node.saved.pop("epilogue_applied", False):  # the GPU's kernels apply it themselves
-                    out = ACTIVATIONS[node.epilogue][0](self.xp, out)
-                node.saved["epilogue_out"] = out
+                if not node.variant.epilogue:  # a variant that fuses it applied it already
+                    out = ACTIVATIONS[node.epilogue].apply(self.xp, out)
+                node.epilogue_out = out
             values[i] = out
             if not (training or keep):
-                node.saved = {}  # inference: no backward step will read what the kernel kept
+                node.saved = node.epilogue_out = None  # inference: no backward step will read them
                 for j in node.inputs:
                     if self.last_use[j] == i:
                         values[j] = None
@@ -297,8 +300,8 @@ class Model:
                 continue
             need_dx = input_grad or any(j != 0 for j in node.inputs)
             dout = grads[i]
-            if node.epilogue and not node.kernel.applies_epilogue_grad:
-                dout = ACTIVATIONS[node.epilogue][1](self.xp, dout, node.saved["epilogue_out"])
+            if node.epilogue and not node.variant.epilogue:
+                dout = ACTIVATIONS[node.epilogue].grad(self.xp, dout, node.epilogue_out)
             in_grads = node.kernel.backward(node, dout, need_dx)
             for j, gj in zip(node.inputs, in_grads):
                 if gj is None or (j == 0 and not input_grad):
@@ -371,6 +374,5 @@ class Model:
 
 def check_kernel_table() -> list[str]:
     """Ops in the language without a kernel (the op-table walk test asserts this is empty)."""
-    from .kernels import LOWERED_BEFORE_EXECUTION
-    return [op for op in OPS if op not in KERNELS and op not in LOWERED_BEFORE_EXECUTION]
+    return [op for op in OPS if op not in KERNELS and op not in LOWERED]
 

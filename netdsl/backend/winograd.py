@@ -23,50 +23,27 @@ from .cpu import native
 from .cpu.blas_threads import stacked_matmul
 from .cpu.threads import over_batch
 
-# Where it pays on this kind of CPU (measured, benchmarks/NOTES.md): enough channels for the
-# GEMMs to matter, enough tiles per image for the 16 GEMMs to be efficient, and maps small
-# enough that the transforms (memory-bound) stay in cache.
-MIN_CHANNELS = 128  # 64-channel layers: batch-major im2col measured 15-30% faster
-# 2x2 tiles per image: 56x56 maps and up. With batch-major columns, the wide col2im and fewer
-# thread hand-offs (changes 18-19), im2col won on 28x28 maps in interleaved A/B (fwd+bwd ms,
-# two runs: 128x28x28 b8 45.7/44.9 vs 34.2/29.3; 512x28x28 b2 112/104 vs 84/82); 56x56 maps tie.
-MIN_TILES = 28 * 28
+# Where it pays (the measurements: benchmarks/NOTES.md, "Winograd's decision rule"): enough
+# channels for the GEMMs to matter and enough tiles for them to be efficient, on maps small
+# enough that the memory-bound transforms stay in cache. Without native.c (numpy's transforms,
+# per-image GEMMs) that is wide layers on maps from 56x56 only:
+MIN_CHANNELS = 128
+MIN_TILES = 28 * 28  # 2x2 tiles per image
 MAX_ELEMENTS = 1 << 20  # per image, C*H*W: 256x56x56 yes, 64x224x224 no
-# With native.c's transforms and batch-major GEMMs (one per tile position over the whole batch),
-# first from 1,024 2x2 tiles over the batch (64x56x56 b8 fwd+bwd 49 vs 59 ms, NOTES changes
-# 30-31), then wide layers from 98 (change 35) and 512-channel 7x7 ones (change 42). Once its
-# transforms ran on both cores whatever the map (change 43) and F(4x4) served 28x28 and 14x14 maps
-# (change 44), it won wherever the layer has work enough, on maps from 13x13: fwd/bwd ms against
-# im2col, interleaved, AlexNet's 256x13x13->384 b8 11-14/19-21 vs 14.3-14.6/26-27, 384->384
-# 15-17/26 vs 19.7/38, 384->256 11-12/19 vs 13.9/26-28, 128x14x14 b8 3.1/4.8 vs 3.1/6.4, 128x28x28
-# b2 2.4/3.3 vs 2.9/5.8, 64x56x56 b1 2.0/3.0 vs 2.2/4.4; ties from about 30-60M multiply-adds
-# (64x28x28 b1, 128x14x14 b1-b2, 64x14x14 b8), a loss below (64x14x14 b2 0.5/0.8 vs 0.4/0.7) and
-# on 7x7 maps under 512 channels (256x7x7 b8 4.0-4.6/5.7-6.2 vs 3.1-3.5/6.3-6.8, 64x7x7 b8).
+# With native.c's transforms and batch-major GEMMs, wherever the layer has work enough on maps
+# from 13x13; on 7x7 maps only 512-channel layers over enough tiles (fewer lose to im2col).
 NATIVE_MIN_CHANNELS = 64
 NATIVE_MIN_MAP = 13
 NATIVE_MIN_MACS = 64 << 20  # n * h * w * C * O * 9
-# With the filter transforms in native.c (change 42: 512x512 1.9-2.2 -> 1.3 ms, adjoint 1.8-2.4 ->
-# 1.1) 512-channel layers win on 7x7 maps too (16 tiles an image, 8x8 for 7x7): fwd/bwd ms,
-# interleaved, 512x7x7 b8 10.6-11.8/17.8-20.0 vs im2col 11.3-11.4/20.7-21.3
 DEEP_CHANNELS = 512
 DEEP_MIN_MAP = 7
 DEEP_MIN_TILES = 98  # 2x2 tiles over the batch
-# F(2x2, 5x5) (36 multiplications per 2x2 outputs instead of 100) for 5x5 stride-1 pad-2 layers
-# with 32+ channels on maps from 13x13 and 64M multiply-adds (change 47): fwd/bwd ms against
-# im2col, interleaved, AlexNet's conv2 96x27x27->256 b8 27-31/47-50 vs 41-44/79-83, b2 7.7-9.3/
-# 13.5-16.0 vs 10.2-11.2/21.1-21.3, 32x28x28->96 b8 6.1-8.1/10.9-12.8 vs 7.3-8.9/13.9-15.9
+# F(2x2, 5x5) for 5x5 stride-1 pad-2 layers (AlexNet's conv2) with 32+ channels, under the
+# same map and work limits.
 FIVE_MIN_CHANNELS = 32
-# F(4x4, 3x3) (native.c's wino4_*: 36 multiplications per 16 outputs instead of 64) on maps from
-# 56x56, where it measured faster than F(2x2, 3x3) (fwd/bwd ms: 64x56x56 b8 10.2-10.4/16.9-17.0
-# vs 11.6-11.7/19.8-20.0, VGG's 64x224x224 b2 34-36/53-63 vs 41-45/75-79, 128x112x112 b2
-# 26-38/46 vs 33-35/60, 256x56x56 b2 22-26/36-54 vs 28-29/52-56, NOTES change 36). Once its
-# output and adjoint transforms ran on both cores on smaller maps too (change 43), it won on
-# 28x28 maps (128x28x28 b8 5.3-5.5/9.5-9.6 vs 7.8-7.9/14.3-14.9, VGG's 512x28x28 b2 17.1-17.5/
-# 30.0-32.1 vs 22.6-23.3/40.9-41.8, 512x28x28 b1 with 49 tiles 11.8/19.6-20.1 vs 12.9/22.7-25.2)
-# and on 14x14 maps from 128 of its tiles over the batch (256x14x14 b8 6.9-7.1/10.6-11.3 vs
-# 7.4-7.5/12.0-12.8; with 64 a tie, with 32 a loss: 512x14x14 b2 9.7-10.0/15.2-15.8 vs
-# 8.1-8.5/13.0-13.6); on 7x7 maps it lost (512x7x7 b8). Its float32 error is ~1e-5 of the
-# output's scale against ~5e-7 for F(2x2, 3x3), so where they tie the smaller one runs.
+# F(4x4, 3x3) (4x fewer multiplications than im2col against F(2x2)'s 2.25x) on maps from 28x28,
+# and on 14x14 ones over enough of its tiles; its float32 error is ~1e-5 of the output's scale
+# against ~5e-7 for F(2x2, 3x3), so where the two tie the smaller one runs.
 F4_MIN_MAP = 28
 F4_SMALL_MAP = 14  # from here, with F4_MIN_TILES 4x4 tiles over the batch
 F4_MIN_TILES = 128
@@ -101,8 +78,8 @@ def applies(geo, groups: int, out_channels: int, native_transforms: bool = False
 
 
 # U = G g G^T is, per filter, the 9 taps times kron(G, G) (alpha^2 x 9): native.c's wino_filter
-# loops over blocks of filters (512x512: 1.3 ms, change 42), else one small GEMM over all O*C
-# filters (2.1 ms there; numpy passes over strided 3-tap views had taken 3.6 ms for 256x256).
+# loops over blocks of filters, else one small GEMM over all O*C filters (both faster than numpy
+# passes over strided 3-tap views).
 # G of F(2x2, 3x3) (4x3), and of F(4x4, 3x3) (6x3, for native.c's wino4_* transforms; Lavin &
 # Gray's points 0, +-1, +-2)
 G2 = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from ..ops import OPS
 
-ACTIVATIONS = ("relu", "leaky", "tanh", "sigmoid")
+# The activations a merge's segment takes after it: the op table's activation layers (its
+# epilogues, and leaky, Darknet's, which has a parameter and so is not fused but ends a block alike).
+ACTIVATIONS = frozenset(name for name, op in OPS.items() if op.epilogue or op.style == "activation")
 
 
 @dataclass

@@ -26,7 +26,8 @@ from ..errors import NetError, split_lines
 from ..files import write_atomic
 from ..init import initial_state
 from ..ir import inputs, schedule
-from ..ops import window_geometry
+from ..ops import LOWERED, window_geometry  # noqa: F401 (LOWERED: the ops never exported)
+from ..passes.fold_bn import folded_conv_params
 from ..version import __version__
 
 DEFAULT_OPSET = 17
@@ -124,15 +125,18 @@ def _simple(op_type: str, **fixed) -> Mapping_:
     return lambda ex, node, d, ins, out: ex.emit(op_type, ins, out, node, node, **fixed)
 
 
-# op -> (mapping, the first opset where it is expressible as netdsl means it)
+# The ONNX type of each activation the op table lets run as an epilogue (ops.EPILOGUES): its
+# mapping as a layer, and a fused one written out again after its producer.
+ACTIVATION_TYPES = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+# op -> (mapping, the first opset where it is expressible as netdsl means it); the lowered ops
+# (ops.LOWERED: shortcut, which passes/lower_shortcuts rewrites) never reach export
 EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "input": (None, 1),  # the graph's input
     "conv": (_conv, 11),
     "pool": (_pool, 11),  # ceil_mode (10), count_include_pad (7), pads
     "fc": (_fc, 13),
-    "relu": (_simple("Relu"), 13),
-    "tanh": (_simple("Tanh"), 13),
-    "sigmoid": (_simple("Sigmoid"), 13),
+    **{op: (_simple(op_type), 13) for op, op_type in ACTIVATION_TYPES.items()},
     "leaky": (lambda ex, node, d, ins, out: ex.emit("LeakyRelu", ins, out, node, node, alpha=d["attrs"]["slope"]), 6),
     "lrn": (_lrn, 13),
     "bn": (_bn, 9),  # inference semantics unchanged since BatchNormalization-9
@@ -143,14 +147,11 @@ EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "softmax": (_simple("Softmax", axis=1), 13),  # the probabilities
     "svm": (_simple("Identity"), 1),  # the scores: the hinge loss is training's, not the model's
 }
-# `shortcut` never reaches export: passes/lower_shortcuts rewrites it (identity, or conv + bn)
-LOWERED = frozenset({"shortcut"})
-ACTIVATION_TYPES = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}  # fused epilogues, written out again
 
 
 def fold_state(folded: Network, original: Network, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The state of the inference graph from the state of the network as written: a conv that
-    absorbed a batch norm gets W' = W * s and b' = (b - mean) * s + beta, s = gamma/sqrt(var + eps)."""
+    absorbed a batch norm gets its folded weights (passes/fold_bn.py)."""
     out: dict[str, np.ndarray] = {}
     g = folded.graph
     for node in schedule(g):
@@ -161,12 +162,10 @@ def fold_state(folded: Network, original: Network, state: Mapping[str, np.ndarra
         for bname, _ in d["buffers"]:
             out[f"{node}.{bname}"] = state[f"{node}.{bname}"]
         if bn:
-            eps = original.graph.nodes[bn]["attrs"]["eps"]
-            w = state[f"{node}.weight"].astype(np.float64)
-            scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + eps)
-            bias = state.get(f"{node}.bias", 0.0)
-            out[f"{node}.weight"] = (w * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-            out[f"{node}.bias"] = ((bias - state[f"{bn}.running_mean"]) * scale + state[f"{bn}.bias"]).astype(np.float32)
+            w, b = folded_conv_params(np, state[f"{node}.weight"], state.get(f"{node}.bias"), state[f"{bn}.weight"],
+                                      state[f"{bn}.bias"], state[f"{bn}.running_mean"], state[f"{bn}.running_var"],
+                                      original.graph.nodes[bn]["attrs"]["eps"])
+            out[f"{node}.weight"], out[f"{node}.bias"] = w.astype(np.float32), b.astype(np.float32)
     return out
 
 

@@ -3,17 +3,16 @@ the layer before it, in place on that layer's output (one pass over memory inste
 the GPU the epilogue is one CuPy ElementwiseKernel).
 
 Two passes over one rule: `fuse_activation` for conv and fc (bias + activation after the GEMM),
-`fuse_elementwise` for every other producer (bn + relu, add + relu, ...). Both are exact in
-training too: each activation's derivative is a function of its output (relu: y > 0;
-tanh: 1 - y^2; sigmoid: y(1 - y)), which the fused node keeps."""
+`fuse_elementwise` for every other producer (bn + relu, add + relu, ...). The op table says
+which activations may be fused (OpSpec.epilogue) and which producers take one (epilogue_ok).
+Both passes are exact in training too: an epilogue's derivative is a function of its output,
+which the fused node keeps."""
 from __future__ import annotations
 
 import networkx as nx
 
 from ..ops import OPS
 from .rewrite import bypass, sole_consumer
-
-EPILOGUES = ("relu", "tanh", "sigmoid")
 
 
 def _fuse(graph: nx.DiGraph, producer_ok) -> nx.DiGraph:
@@ -23,7 +22,7 @@ def _fuse(graph: nx.DiGraph, producer_ok) -> nx.DiGraph:
         if data is None or data.get("epilogue") or not producer_ok(data["op"]):
             continue
         act = sole_consumer(g, node)
-        if act is None or g.nodes[act]["op"] not in EPILOGUES:
+        if act is None or not OPS[g.nodes[act]["op"]].epilogue:
             continue
         data["epilogue"] = g.nodes[act]["op"]
         data["fused"] = tuple(data.get("fused", ())) + (act,)

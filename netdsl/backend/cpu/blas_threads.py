@@ -3,9 +3,9 @@ and stacks of small GEMMs run one a core instead of each on every core.
 
 After each call OpenBLAS keeps its worker threads busy-waiting for 2^28 cycles (about 0.1 s),
 ready for the next GEMM. netdsl's compiled kernels run on every core between its GEMMs, and a
-spinning BLAS thread takes half a core from them: ResNet-18's stem conv took 14 ms alone and
-28 ms inside a training step. OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles) lets the workers sleep at
-once: ResNet-18 b8 743 -> 611 ms a step, LeNet-5 4.3 -> 3.7 (benchmarks/NOTES.md, change 33).
+spinning BLAS thread takes half a core from them (ResNet-18's stem conv took twice as long
+inside a training step as alone). OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles) lets the workers sleep
+at once (benchmarks/NOTES.md, change 33).
 
 OpenBLAS reads the variable when it is loaded, that is when numpy is first imported, so netdsl
 sets it on its own import (netdsl/__init__.py imports this module first): that works wherever
@@ -13,7 +13,7 @@ netdsl is imported before numpy (the command line, the benchmarks). A value the 
 kept; NETDSL_BLAS_SLEEP=0 leaves the variable alone.
 
 With the workers asleep, each GEMM call pays a wake-up: Winograd's stacks of 16-36 small GEMMs
-run instead one single-threaded GEMM a core (stacked_matmul, change 41).
+run instead one single-threaded GEMM a core (stacked_matmul).
 """
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ def note() -> str | None:
 
 
 # A stack of small GEMMs (Winograd's 16 or 36 per layer, 64 x 64 by 64 x 1,568 and the like) runs
-# faster as one GEMM a core, single-threaded, than as each GEMM split over every core: OpenBLAS
-# runs those shapes at 80-105 GFLOP/s on two threads (waking its sleeping worker for each), and
-# at 110-157 as one a core (benchmarks/NOTES.md, change 41). From this many multiply-adds.
+# faster as one GEMM a core, single-threaded, than as each GEMM split over every core, which
+# wakes OpenBLAS's sleeping worker for each (benchmarks/NOTES.md, change 41). From this many
+# multiply-adds.
 MIN_STACK_MACS = 1 << 22
 
 

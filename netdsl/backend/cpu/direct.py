@@ -24,17 +24,14 @@ DIRECT_PV = 2
 # the weight gradient's register tiles, outputs x taps (native.c instantiates these four)
 WGRAD_TILES = ((4, 5), (4, 4), (3, 5), (3, 4))
 TILE_OUTPUTS = (6, 8)  # the forward's outputs per register tile (native.c instantiates these)
-# Thin layers only, measured against the im2col paths (benchmarks/NOTES.md, change 32): short
-# dot products (C*kh*kw) and few weights. Wide layers lose: 256x14x14 backward 23 -> 35 ms, and
-# the weight gradient's per-lane sums (64 bytes a weight) outgrow the caches. 1x1 convs are
-# GEMMs over the input as it lies: they lose too (192->16 on 28x28 b8, backward 1.3-1.8 -> 2.1).
+# Thin layers only, where they beat the im2col paths (benchmarks/NOTES.md, change 32): short dot
+# products (C*kh*kw) and few weights. Wide layers lose (the weight gradient's per-lane sums, 64
+# bytes a weight, outgrow the caches), and so do 1x1 convs, which are GEMMs over the input as it lies.
 MAX_INNER = 512
 MAX_WEIGHTS = 1 << 16
 # The forward/weight-gradient kernels are compute-bound: split over the images from this many
 # multiply-adds (a thread hand-off costs ~30 us, ~1M multiply-adds here)
 MIN_SPLIT_MACS = 1 << 22
-# fused activations whose gradient backward applies itself (native.c's direct_grad_planes codes)
-EPILOGUES = {"relu": 1, "tanh": 2, "sigmoid": 3}
 
 
 def applies(geo, groups: int, out_channels: int, native_kernels: bool) -> bool:
@@ -104,8 +101,8 @@ def forward(xp, x, w, b, geo):
 
 
 def backward(xp, saved, dout, w, need_dx, epilogue=None):
-    """(dx, dw, db); epilogue: (name, activation output) of a fused activation in EPILOGUES,
-    whose gradient is applied while dout is laid out on the wide grid."""
+    """(dx, dw, db); epilogue: (name, activation output) of a fused activation (any of the op
+    table's epilogues), whose gradient is applied while dout is laid out on the wide grid."""
     flat, geo = saved["flat"], saved["geo"]
     n, o = dout.shape[:2]
     c, (kh, kw) = geo.c, geo.kernel
@@ -120,7 +117,7 @@ def backward(xp, saved, dout, w, need_dx, epilogue=None):
     opad = _round_up(o, ob)
     dout = xp.ascontiguousarray(dout)
     y = None if epilogue is None else xp.ascontiguousarray(epilogue[1])
-    act = 0 if epilogue is None else EPILOGUES[epilogue[0]]
+    act = native.epilogue_code(None if epilogue is None else epilogue[0])
     dyw = xp.empty((n, opad, dplane), dtype=dout.dtype)
     sums = xp.empty((n, o), dtype=dout.dtype)  # per image and channel: the bias gradient's terms
     planes = native._kernel("direct_grad_planes", dout.dtype)

@@ -2,10 +2,9 @@
 
 A training step frees and reallocates the same large arrays (columns, activations, gradients)
 every step. glibc serves every block over 32 MiB with a fresh mmap and returns it on free, so
-each step the kernel maps and zeroes those pages again: on this project's machine 150-1400 ms of
-system time in a 1.6-2.6 s VGG16 step (5,000 faults on 2 MiB pages). With mmap turned off for
-large blocks and the heap never trimmed, the next step reuses the same pages: no faults, ~10 ms
-of system time, VGG16's step 1.7-2.6 s -> 1.5-1.6 s (benchmarks/NOTES.md, change 21).
+each step the kernel maps and zeroes those pages again (up to half of a VGG16 step was system
+time). With mmap turned off for large blocks and the heap never trimmed, the next step reuses
+the same pages: no faults (benchmarks/NOTES.md, change 21).
 
 The cost: memory freed by netdsl stays with the process (reused by its next allocations, not
 returned to the system). NETDSL_KEEP_MEMORY=0 turns this off; other C libraries are left as

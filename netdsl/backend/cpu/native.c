@@ -8,6 +8,11 @@
  * Layouts: NCHW inputs, `planes` = images x channels (each an H x W map); `T` is float or double
  * (one copy of each kernel per type, suffixed _f32 / _f64).
  */
+/* native.py compiles this file behind a generated prefix: EPILOGUE_GRADIENT_CASES, the switch
+ * cases of the fused activations' gradients (direct_grad_planes), one per epilogue of the op table. */
+#ifndef EPILOGUE_GRADIENT_CASES
+#error "compile native.c through netdsl/backend/cpu/native.py, which defines EPILOGUE_GRADIENT_CASES"
+#endif
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -611,7 +616,8 @@ void direct_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const T*
 /* The output gradient laid out for the direct backward kernels: dyw (n, opad, dplane), each     \
  * plane `front` zeros, then OH rows of wp (the dout row, then zeros from OW on), then zeros to    \
  * the end; planes past O all zero. The fused activation's gradient is applied on the way, from   \
- * its output y (act: 0 none, 1 relu, 2 tanh, 3 sigmoid), and each plane's sum (the bias          \
+ * its output y (act: 0 none, else a case native.py generates from the op table's epilogues,     \
+ * EPILOGUE_GRADIENT_CASES), and each plane's sum (the bias                                      \
  * gradient's share) written to sums (n, O). Images [lo, hi). */                                 \
 void direct_grad_planes_##SUFFIX(const T* restrict dout, const T* restrict y, T* restrict dyw,    \
                                  T* restrict sums, int o, int opad, int oh, int ow, int wp,        \
@@ -631,9 +637,7 @@ void direct_grad_planes_##SUFFIX(const T* restrict dout, const T* restrict y, T*
                 const T* restrict g = dout + at + (ptrdiff_t)r * ow;                              \
                 const T* restrict v = y ? y + at + (ptrdiff_t)r * ow : g;                         \
                 switch (act) {                                                                    \
-                case 1: for (int k = 0; k < ow; ++k) d[k] = g[k] * (T)(v[k] > 0); break;          \
-                case 2: for (int k = 0; k < ow; ++k) d[k] = g[k] * (1 - v[k] * v[k]); break;      \
-                case 3: for (int k = 0; k < ow; ++k) d[k] = g[k] * (v[k] * (1 - v[k])); break;    \
+                EPILOGUE_GRADIENT_CASES(T)                                                        \
                 default: memcpy(d, g, sizeof(T) * ow);                                            \
                 }                                                                                 \
                 memset(d + ow, 0, sizeof(T) * (wp - ow));                                         \

@@ -24,6 +24,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from ...ops import EPILOGUES
 from .threads import over_batch
 
 SOURCE = Path(__file__).with_name("native.c")
@@ -33,6 +34,29 @@ SUFFIX = {"float32": "f32", "float64": "f64"}
 # for F(2x2, 3x3) (wino_), F(4x4, 3x3) (wino4_) and F(2x2, 5x5) (wino25_)
 WINOGRAD = {"input": 6, "output": 6, "grad_tiles": 6, "input_adjoint": 6}
 WINOGRAD_VARIANTS = ("wino", "wino4", "wino25")
+# The fused activations' gradients in C, by op name: dx[k] from the incoming gradient g[k] and the
+# activation's output v[k]. direct_grad_planes applies them; its `act` argument is an activation's
+# place in netdsl.ops.EPILOGUES counted from 1 (0: none), its cases generated from this table.
+EPILOGUE_GRADIENTS = {
+    "relu": "g[k] * (T)(v[k] > 0)",
+    "tanh": "g[k] * (1 - v[k] * v[k])",
+    "sigmoid": "g[k] * (v[k] * (1 - v[k]))",
+}
+# The activations native.c's batch norm applies itself (its `relu` flag); with another one fused,
+# batch norm runs its numpy code.
+BN_EPILOGUES = frozenset({"relu"})
+
+
+def epilogue_code(activation: str | None) -> int:
+    """direct_grad_planes' `act` for a fused activation (0: none)."""
+    return 0 if activation is None else EPILOGUES.index(activation) + 1
+
+
+def generated_prefix() -> str:
+    """The definitions native.c is compiled behind: its switch cases over EPILOGUE_GRADIENTS."""
+    cases = " ".join(f"case {epilogue_code(name)}: for (int k = 0; k < ow; ++k) d[k] = {EPILOGUE_GRADIENTS[name]}; break;"
+                     for name in EPILOGUES)
+    return f"#define EPILOGUE_GRADIENT_CASES(T) {cases}\n"
 
 
 class Geometry(ctypes.Structure):
@@ -58,7 +82,7 @@ def _cache_dir() -> Path:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
+    source = generated_prefix().encode() + SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(),
                                      _cpu_features().encode(), platform.machine().encode()])).hexdigest()[:16]
@@ -73,7 +97,7 @@ def _build(compiler: str) -> Path:
             continue  # not writable: the next place
         os.close(fd)
         try:
-            subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"], check=True,
+            subprocess.run([compiler, *FLAGS, "-x", "c", "-", "-o", partial, "-lm"], input=source, check=True,
                            capture_output=True, timeout=120)
             os.replace(partial, target)  # whole or not at all: another process may be loading it
         finally:
@@ -255,7 +279,7 @@ def sgd_update(xp, w, g, v, momentum: float, decay: float, lr: float, chunk: int
 
 
 def avgpool_tiled(xp, src, geo, forward: bool):
-    """Average pooling whose windows tile the input (kernels.py's _tiles), forward (src: the
+    """Average pooling whose windows tile the input (backend/kernels/pooling.py's _tiles), forward (src: the
     input) or backward (src: the output gradient), images split over the cores."""
     src = xp.ascontiguousarray(src)
     n, c = src.shape[:2]

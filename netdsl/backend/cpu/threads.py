@@ -34,8 +34,7 @@ def cores_per_process() -> int:
 
 WORKERS = max(1, min(8, cores_per_process()))
 # Below this many elements (4 MiB of float32) a hand-off to the second core costs more than it
-# saves: measured in whole steps, interleaved, 1<<16 -> 1<<20 took LeNet-5 b64 7.8 -> 7.1 ms,
-# ResNet-18 b8 962 -> 933, VGG16 b2 2043 -> 1828 (benchmarks/NOTES.md, change 19).
+# saves (measured in whole steps: benchmarks/NOTES.md, change 19).
 MIN_ELEMENTS = 1 << 20
 PREFIX = "netdsl-worker"  # work already on a worker runs there whole: a nested split could deadlock
 

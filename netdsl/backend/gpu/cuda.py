@@ -151,8 +151,9 @@ def col2im(cols, geo, n: int | None = None):
     return x
 
 
-# Activations as CUDA expressions of `v`, and their gradients as expressions of the output `y`
-# and the incoming gradient `dy`: the same rules as kernels.ACTIVATIONS, for generated kernels.
+# The epilogue activations (netdsl.ops.EPILOGUES) as CUDA expressions of `v`, and their
+# gradients as expressions of the output `y` and the incoming gradient `dy`: the same rules as
+# backend/kernels/activation_rules.py, for generated kernels (tests/test_epilogue_table.py).
 ACTIVATION_EXPR = {
     None: "v",
     "relu": "(v > (T)0 ? v : (T)0)",

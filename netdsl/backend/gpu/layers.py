@@ -1,6 +1,6 @@
 """Whole-layer CUDA kernels for batch norm, LRN and max pooling on the GPU.
 
-The array-module code in kernels.py serves both devices, but on the GPU every array operation
+The array-module code in backend/kernels/ serves both devices, but on the GPU every array operation
 is a kernel launch and a pass over memory: batch norm there took eight passes forward and as
 many backward, LRN a cumulative sum, a concatenation and two gathers, max pooling four
 operations per window tap. These kernels do each layer in two or three passes:
@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from .cuda import ACTIVATION_EXPR, GRADIENT_EXPR
 
-# NETDSL_GPU_LAYER_KERNELS=0 runs these layers through the generic array code instead (kernels.py):
+# NETDSL_GPU_LAYER_KERNELS=0 runs these layers through their reference variants (backend/kernels/):
 # for telling a fault in these kernels from one elsewhere, and for measuring what they gain.
 ENABLED = os.environ.get("NETDSL_GPU_LAYER_KERNELS", "1") != "0"
 
