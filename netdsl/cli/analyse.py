@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from .args import common, compile_file, warn
+from .paths import not_a_path
 
 
 def cmd_check(args) -> int:
@@ -49,5 +50,5 @@ def register(sub) -> None:
 
     p = sub.add_parser("explain", help="the arithmetic behind one layer")
     common(p)
-    p.add_argument("layer", help="the layer's name, e.g. conv1 or inception3a/b2/conv2")
+    not_a_path(p.add_argument("layer", help="the layer's name, e.g. conv1 or inception3a/b2/conv2"))
     p.set_defaults(func=cmd_explain)
