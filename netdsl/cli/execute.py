@@ -12,6 +12,9 @@ from .args import (common, compile_file, data_spec, nonneg_float, nonneg_int, pa
 from .paths import not_a_path, reads, writes
 
 
+RESULT_PAUSE = 0.25  # seconds: see cmd_train
+
+
 def cmd_run(args) -> int:
     from ..backend.device import get_device
     from ..train.budget import check_batch
@@ -52,8 +55,9 @@ def cmd_run(args) -> int:
 def cmd_train(args) -> int:
     if args.ranks is not None and args.ranks > 1:
         if args.dist == "none":
-            raise NetError(f"--ranks {args.ranks} and --dist none: several ranks train together only over MPI",
-                           hint="drop --dist none")
+            from .usage import UsageError
+            raise UsageError(f"--ranks {args.ranks} and --dist none: several ranks train together only over MPI",
+                             hint="drop --dist none")
         from .launch import launch
         return launch(args)
     from ..train.comm import connect
@@ -97,6 +101,13 @@ def cmd_train(args) -> int:
     result = train(model, ds, cfg, comm=comm)
     if not chief:
         return 0
+    if comm.size > 1:
+        # an MPI launcher forwards a rank's stderr (the epoch lines) and stdout (the result) through
+        # separate pipes, and reads them in its own order once the ranks stop taking the CPU: the
+        # epoch lines are let through first, so the result line comes after them
+        sys.stderr.flush()
+        import time
+        time.sleep(RESULT_PAUSE)
     trained = len(result.history)
     resumed = f", {trained} in this run" if trained != result.epochs else ""
     print(f"test accuracy {100 * result.test_accuracy:.2f}% on {ds.n_test:,} {ds.name} test images "
