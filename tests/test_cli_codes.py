@@ -1,6 +1,7 @@
 """Issue 22: exit codes as stated (0 ok, 1 the input or the environment, 2 the flags), flags that
 do nothing refused, and hints that name only commands and flags that exist."""
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -145,7 +146,12 @@ MENTION = re.compile(r"\bnetdsl ([a-z]+(?:/[a-z]+)*)((?:(?!netdsl )[^;,()\n`'\"]
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
-def _strings():
+@functools.lru_cache(maxsize=1)
+def _strings() -> tuple:
+    return tuple(_read_strings())
+
+
+def _read_strings():
     """(file, line, text) of every string constant in netdsl/, f-strings' fixed parts included,
     and whether it is a hint= or help= argument."""
     for path in sorted((ROOT / "netdsl").rglob("*.py")):

@@ -241,11 +241,19 @@ def netdsl_cli(*args, timeout=TIMEOUT):
 
 
 def test_ranks_flag_starts_local_ranks_and_only_rank_0_prints(tmp):
-    done = netdsl_cli("train", NETS / "lenet5.net", "--epochs", "1", "--ranks", "2", "--save", tmp / "r.safetensors")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("test accuracy") == 1
-    assert done.stderr.count("epoch 1/1") == 1
-    assert "2 ranks (8 images each per step of 16)" in done.stderr
+    """Also: stdout and stderr merged (as a terminal shows them), the result line comes after the
+    last epoch line, though mpiexec forwards the two streams on separate pipes."""
+    done = subprocess.run([sys.executable, "-m", "netdsl", "train", str(NETS / "lenet5.net"), "--epochs", "1",
+                           "--ranks", "2", "--save", str(tmp / "r.safetensors")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("test accuracy") for line in lines) == 1
+    assert sum(line.startswith("epoch 1/1") for line in lines) == 1
+    assert "2 ranks (8 images each per step of 16)" in done.stdout
+    epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1"))
+    result = next(i for i, line in enumerate(lines) if line.startswith("test accuracy"))
+    assert result > epoch, done.stdout
 
 
 def test_a_batch_the_ranks_cannot_share_is_refused_with_the_numbers():
