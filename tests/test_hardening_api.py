@@ -109,7 +109,8 @@ def test_text_through_the_api_meets_the_file_bound_before_anything_big_is_alloca
             "    try:\n        call(text)\n    except netdsl.NetError as err:\n        print(type(err).__name__, err.message)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)))
-    said = "NetValueError <string>: .net text of more than 1 MiB (100,000,012 characters): too large for a network"
+    said = ("NetValueError <string>: .net text of more than 1 MiB (100,000,012 characters): too large for a network, "
+            "as a .net file would be")
     assert done.stdout.splitlines() == [said] * 2, done.stdout + done.stderr[-2000:]
 
 

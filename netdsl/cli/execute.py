@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from ..errors import NetError
 from ..train.buckets import DEFAULT_BUCKET_BYTES
@@ -106,7 +107,6 @@ def cmd_train(args) -> int:
         # separate pipes, and reads them in its own order once the ranks stop taking the CPU: the
         # epoch lines are let through first, so the result line comes after them
         sys.stderr.flush()
-        import time
         time.sleep(RESULT_PAUSE)
     trained = len(result.history)
     resumed = f", {trained} in this run" if trained != result.epochs else ""
@@ -130,8 +130,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum")
     common(p)
-    not_a_path(p.add_argument("--data", default="digits", type=data_spec, help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR (DIR/train/CLASS/*.jpg "
-                        "and DIR/val/CLASS/*.jpg, streamed from disk)"))
+    not_a_path(p.add_argument("--data", default="digits", type=data_spec,
+                              help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR "
+                                   "(DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, streamed from disk)"))
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--batch", type=positive_int, default=16)
