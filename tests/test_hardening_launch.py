@@ -21,6 +21,9 @@ import numpy as np
 import pytest
 
 from netdsl.cli import launch, main
+# The training loop's Progress binds sys.stderr as its default when train/loop.py is first imported:
+# imported here, at collection, rather than inside a capsys test (whose stream is closed after it)
+import netdsl.train.loop  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parent.parent
 NETS = ROOT / "nets"
