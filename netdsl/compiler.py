@@ -7,7 +7,7 @@ from typing import Callable
 
 import networkx as nx
 
-from .errors import Diagnostic, NetError, NetTypeError, Span, split_lines
+from .errors import Diagnostic, NetError, NetTypeError, NetValueError, Span, split_lines
 from .files import read_bounded
 from .expand import expand
 from .ir import ReceptiveField, schedule
@@ -162,6 +162,7 @@ def compile_source(source: str, file: str = "<string>", *, memory_limit: int = D
     if not isinstance(source, str):
         raise NetTypeError(f"compile_source takes .net text (a str), not {_kind(source)}"
                            + ("; decode it first: data.decode('utf-8')" if isinstance(source, bytes) else ""))
+    check_source_size(source, file)
     try:
         graph = expand(parse(source, file))
         graph.graph["memory_limit"] = memory_limit
@@ -181,6 +182,18 @@ def optimise(net: Network, mode: str = "inference", *, debug: bool = False,
 
 
 MAX_SOURCE_BYTES = 1 << 20  # ResNet-152 is 3 KB; a megabyte of .net is a wrong file, not a network
+
+
+def check_source_size(source: str, file: str = "<string>") -> None:
+    """Text from Python meets the bound files meet (MAX_SOURCE_BYTES of UTF-8), before the parser
+    allocates anything for it. Only text that could pass on length alone is encoded to count."""
+    size = len(source)
+    if MAX_SOURCE_BYTES // 4 < size <= MAX_SOURCE_BYTES:
+        size = len(source.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_SOURCE_BYTES:
+        raise NetValueError(f"{file}: .net text of more than {MAX_SOURCE_BYTES // 2**20} MiB ({len(source):,} "
+                            f"characters): too large for a network, as a .net file would be",
+                            hint="is it the right text? ResNet-152 is 3 KB")
 
 
 def read_source(path: str | os.PathLike) -> str:
@@ -210,6 +223,8 @@ def compile(text_or_path: str | os.PathLike, **kwargs) -> Network:  # noqa: A001
     if not isinstance(text_or_path, (str, os.PathLike)):
         raise NetTypeError(f"compile takes .net text or a path (a str or os.PathLike), not {_kind(text_or_path)}"
                            + ("; decode it first: data.decode('utf-8')" if isinstance(text_or_path, bytes) else ""))
+    if isinstance(text_or_path, str):
+        check_source_size(text_or_path)  # first: a path is short, and os.path.isfile would copy the text
     if isinstance(text_or_path, os.PathLike) or (
             "\n" not in text_or_path and (text_or_path.endswith(".net") or os.path.isfile(text_or_path))):
         return load(text_or_path, **kwargs)

@@ -93,3 +93,41 @@ def test_a_petabyte_reads_as_a_size(tmp_path, capsys):
     f.write_text(SRC)
     assert main(["check", str(f), "--memory-limit", "1PiB"]) == 0
     assert main(["check", str(f), "--memory-limit", "1e3GiB"]) == 0
+
+
+# issue 21, left-over item 2: text through the API meets the files' bound ---------------------------
+
+def test_text_through_the_api_meets_the_file_bound_before_anything_big_is_allocated():
+    """100 MB of `relu` lines in a child under RLIMIT_DATA of 1 GiB: refused at once, where parsing
+    them would exhaust the limit (MemoryError) long before an answer."""
+    import resource
+    import subprocess
+    import sys
+    limit = 1 << 30
+    code = ("import netdsl\ntext = 'input 3x8x8\\n' + 'relu\\n' * 20_000_000\n"
+            "for call in (netdsl.compile, netdsl.compile_source):\n"
+            "    try:\n        call(text)\n    except netdsl.NetError as err:\n        print(type(err).__name__, err.message)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)))
+    said = ("NetValueError <string>: .net text of more than 1 MiB (100,000,012 characters): too large for a network, "
+            "as a .net file would be")
+    assert done.stdout.splitlines() == [said] * 2, done.stdout + done.stderr[-2000:]
+
+
+def test_the_api_bound_is_the_files_bound_in_utf8_bytes(tmp_path):
+    from netdsl.compiler import MAX_SOURCE_BYTES
+    head = "input 1x8x8\nrelu\n# "
+    exact = head + "x" * (MAX_SOURCE_BYTES - len(head) - 1) + "\n"
+    assert len(exact.encode()) == MAX_SOURCE_BYTES
+    assert len(netdsl.compile_source(exact).layers) == 2
+    (tmp_path / "exact.net").write_text(exact)
+    assert len(netdsl.load(tmp_path / "exact.net").layers) == 2  # a file of the same size reads too
+    with pytest.raises(NetValueError, match="more than 1 MiB"):
+        netdsl.compile(exact + "\n")
+    # characters are not bytes: 600,000 'é' are 1.2 MB of UTF-8, refused as the file would be
+    accents = head + "é" * 600_000 + "\n"
+    with pytest.raises(NetValueError, match="more than 1 MiB"):
+        netdsl.compile_source(accents)
+    (tmp_path / "accents.net").write_text(accents)
+    with pytest.raises(NetError, match="larger than 1 MiB"):
+        netdsl.load(tmp_path / "accents.net")

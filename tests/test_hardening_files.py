@@ -73,9 +73,15 @@ def test_a_save_of_non_finite_state_is_refused_and_leaves_the_file(tmp_path):
 def test_save_onto_the_net_file_is_refused_before_training(tmp_path, capsys):
     net_file = tmp_path / "tiny.net"
     net_file.write_text(TINY)
-    assert main(["train", str(net_file), "--save", str(net_file), "--epochs", "1"]) == 1
-    assert f"--save {net_file}: that file is not a netdsl checkpoint, and saving would replace it" in capsys.readouterr().err
+    assert main(["train", str(net_file), "--save", str(net_file), "--epochs", "1"]) == 2  # an input: a usage mistake
+    assert f"--save {net_file} would replace the FILE argument {net_file}, which this command reads" \
+        in capsys.readouterr().err
     assert net_file.read_text() == TINY
+    notes = tmp_path / "notes.txt"  # not an input, but not a checkpoint either
+    notes.write_text("mine")
+    assert main(["train", str(net_file), "--save", str(notes), "--epochs", "1"]) == 1
+    assert f"--save {notes}: that file is not a netdsl checkpoint, and saving would replace it" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
 
 
 @pytest.mark.parametrize("where, words", [

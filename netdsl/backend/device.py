@@ -97,7 +97,8 @@ def get_device(choice: str = "auto", local_rank: int = 0) -> Device:
         dev = _gpu(local_rank)
         if dev is None:
             raise NetError("--device gpu: no GPU is usable here (CuPy is not installed or sees no NVIDIA GPU)",
-                           hint="use --device cpu, or install the gpu extra: pip install 'netdsl[gpu]'")
+                           hint="use --device cpu, or install the gpu extra in the netdsl clone: "
+                                ".venv/bin/pip install -e '.[gpu]'")
         return dev
     if choice == "auto":
         return _gpu(local_rank) or _cpu()

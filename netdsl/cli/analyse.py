@@ -6,6 +6,7 @@ import sys
 
 from ..views.tables import FORMATS
 from .args import common, compile_file, warn
+from .paths import not_a_path
 
 
 def cmd_check(args) -> int:
@@ -63,9 +64,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("explain", help="the arithmetic behind a layer, block, group, branch, range or the network")
     common(p)
-    p.add_argument("layer", metavar="NAME",
+    not_a_path(p.add_argument("layer", metavar="NAME",
                    help="a layer (conv1), block (inception3a, conv3_x/bottleneck2), group or stage (conv3_x), branch "
-                        "(inception3a/b2), side output (aux1), range (conv3_1..conv3_3) or 'network'")
+                        "(inception3a/b2), side output (aux1), range (conv3_1..conv3_3) or 'network'"))
     p.add_argument("--format", choices=FORMATS, default="text",
                    help="text (the terminal), md (GitHub markdown), csv, latex (booktabs), html, json")
     p.set_defaults(func=cmd_explain)

@@ -9,6 +9,7 @@ import sys
 
 from ..errors import render_diagnostic
 from ..passes.check_limits import DEFAULT_LIMIT
+from .paths import not_a_path, reads
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgtpe]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1}
@@ -50,15 +51,60 @@ positive_float = _number(float, lambda v: v > 0, "more than 0", "a number")
 nonneg_float = _number(float, lambda v: v >= 0, "0 or more", "a number")
 
 
+# --data: each data set's name, and what follows its colon (None: nothing may)
+DATA_SETS = {"digits": None, "mnist": "FOLDER", "fashion": "FOLDER", "fashion-mnist": "FOLDER",
+             "cifar10": "FOLDER", "folder": "DIR"}
+
+
+def data_spec(text: str) -> str:
+    """--data NAME or NAME:FOLDER, the name one netdsl knows and the folder there where it needs one."""
+    from ..bind import did_you_mean
+    name, colon, folder = text.partition(":")
+    known = ", ".join(n + (f":{f}" if f else "") for n, f in DATA_SETS.items() if n != "fashion-mnist")
+    if name not in DATA_SETS:
+        close = did_you_mean(name, DATA_SETS)
+        raise argparse.ArgumentTypeError(f"'{text}' is not a data set netdsl reads" + (f"; {close}" if close else "")
+                                          + f" (use {known})")
+    needs = DATA_SETS[name]
+    if needs and not folder:
+        raise argparse.ArgumentTypeError(f"'{text}' names no {needs.lower()}: e.g. {name}:~/data/{name}")
+    if not needs and colon:
+        raise argparse.ArgumentTypeError(f"'{text}': {name} is built in and takes no folder")
+    return text
+
+
+def diagram_file(text: str) -> str:
+    """draw/diff -o: a file whose extension names a format netdsl draws."""
+    from ..views.render import FORMATS
+    suffix = text.rpartition(".")[2].lower() if "." in text.rpartition("/")[2] else ""
+    if suffix not in FORMATS:
+        raise argparse.ArgumentTypeError(f"'{text}': " + (f"netdsl draws no '.{suffix}' files" if suffix else
+                                                           "no extension to pick the format by")
+                                          + f" (use {', '.join('.' + f for f in FORMATS)})")
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # name the flag and the value, exit 2, no traceback
         self.print_usage(sys.stderr)
         self.exit(2, f"netdsl: error: {message}\n")
 
+    def _check_value(self, action, value):
+        """A value outside a flag's choices (or a misspelt command), with the closest one suggested."""
+        if action.choices is None or value in action.choices:
+            return
+        from ..bind import did_you_mean
+        words = [str(c) for c in action.choices]
+        close = did_you_mean(str(value), words) if all(isinstance(c, str) for c in action.choices) else None
+        what = "a command" if isinstance(action, argparse._SubParsersAction) else "one of the choices"
+        raise argparse.ArgumentError(action, f"'{value}' is not {what}" + (f"; {close}" if close else "")
+                                     + f" (choose from {', '.join(words)})")
+
 
 def common(p: argparse.ArgumentParser) -> None:
     """The flags of every subcommand that compiles one FILE."""
-    p.add_argument("file", help="a .net file (or an .onnx or Caffe .prototxt model, imported on the fly)")
+    reads(p.add_argument("file", help="a .net file (or an .onnx, Caffe .prototxt or Darknet .cfg model, imported on "
+                                      "the fly)"))
     p.add_argument("--memory-limit", type=parse_size, default=None, metavar="SIZE",
                    help="refuse a layer that needs more than this (default 8GiB) and, for run and train, "
                         "a step that plans more (default: the memory the device has free)")

@@ -4,10 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from ..errors import NetError
 from ..train.buckets import DEFAULT_BUCKET_BYTES
-from .args import common, compile_file, nonneg_float, nonneg_int, parse_size, positive_float, positive_int, warn
+from .args import (common, compile_file, data_spec, nonneg_float, nonneg_int, parse_size, positive_float, positive_int,
+                   warn)
+from .paths import not_a_path, reads, writes
+
+
+RESULT_PAUSE = 0.25  # seconds: see cmd_train
 
 
 def cmd_run(args) -> int:
@@ -20,6 +26,9 @@ def cmd_run(args) -> int:
         import os
         os.environ["CUPY_TF32"] = "1"  # read when CuPy loads; without it, GPU matmuls stay full float32
     device = get_device(args.device)
+    if args.tf32 and device.name == "cpu":  # --device cpu --tf32 is refused (usage.py); auto may land here
+        print("note: --tf32 does nothing on the CPU, which --device auto chose: numpy computes in float32",
+              file=sys.stderr)
     batch = args.batch or default_batch(net, device.memory_available())
     check_batch(net, batch, device.memory_available(), args.memory_limit, optimiser=False)
     if not args.json:
@@ -47,10 +56,11 @@ def cmd_run(args) -> int:
 def cmd_train(args) -> int:
     if args.ranks is not None and args.ranks > 1:
         if args.dist == "none":
-            raise NetError(f"--ranks {args.ranks} and --dist none: several ranks train together only over MPI",
-                           hint="drop --dist none")
+            from .usage import UsageError
+            raise UsageError(f"--ranks {args.ranks} and --dist none: several ranks train together only over MPI",
+                             hint="drop --dist none")
         from .launch import launch
-        return launch(args.ranks, args.argv)
+        return launch(args)
     from ..train.comm import connect
     comm = connect(args.dist)  # first: a failure from here on stops every rank
     from ..train import data as datasets
@@ -61,7 +71,9 @@ def cmd_train(args) -> int:
     chief = comm.rank == 0
     if args.batch % comm.size:
         from ..train.loop import check_batch_split
-        check_batch_split(args.batch, comm.size)
+        from .usage import as_usage
+        with as_usage():  # every rank finds it: rank 0 says it (main.py), and --ranks N before starting any
+            check_batch_split(args.batch, comm.size)
     net = compile_file(args)
     if chief:
         warn(net, args, tag="[rank 0] " if comm.size > 1 else "")
@@ -90,6 +102,12 @@ def cmd_train(args) -> int:
     result = train(model, ds, cfg, comm=comm)
     if not chief:
         return 0
+    if comm.size > 1:
+        # an MPI launcher forwards a rank's stderr (the epoch lines) and stdout (the result) through
+        # separate pipes, and reads them in its own order once the ranks stop taking the CPU: the
+        # epoch lines are let through first, so the result line comes after them
+        sys.stderr.flush()
+        time.sleep(RESULT_PAUSE)
     trained = len(result.history)
     resumed = f", {trained} in this run" if trained != result.epochs else ""
     print(f"test accuracy {100 * result.test_accuracy:.2f}% on {ds.n_test:,} {ds.name} test images "
@@ -112,8 +130,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum")
     common(p)
-    p.add_argument("--data", default="digits", help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR (DIR/train/CLASS/*.jpg "
-                        "and DIR/val/CLASS/*.jpg, streamed from disk)")
+    not_a_path(p.add_argument("--data", default="digits", type=data_spec,
+                              help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR "
+                                   "(DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, streamed from disk)"))
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--batch", type=positive_int, default=16)
@@ -122,13 +141,16 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically)")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    writes(p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically; "
+                                                         "missing folders are made)"), may_replace=("resume",))
+    reads(p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint"))
     d = p.add_argument_group("many ranks (data-parallel over MPI; --batch is the global batch)")
     d.add_argument("--dist", choices=("auto", "mpi", "none"), default="auto",
                    help="auto: over MPI when an MPI launcher started several ranks; mpi: always; none: never")
     d.add_argument("--ranks", type=positive_int, default=None, metavar="N",
-                   help="start N ranks on this machine through mpiexec")
+                   help="start N ranks on this machine through mpiexec (at most one a core)")
+    d.add_argument("--oversubscribe", action="store_true",
+                   help="let --ranks start more ranks than this machine has cores (each then runs slower)")
     d.add_argument("--sync-bn", action="store_true",
                    help="batch norm over the global batch (default: over each rank's share, as DDP and Horovod)")
     d.add_argument("--bucket-size", type=parse_size, default=DEFAULT_BUCKET_BYTES, metavar="SIZE",

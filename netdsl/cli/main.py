@@ -1,6 +1,7 @@
 """The `netdsl` command line. The only place that formats errors for people.
 
-Exit status: 0 ok, 1 a mistake in the input (file, data), 2 a usage mistake (flags), 3 a bug.
+Exit status: 0 ok, 1 a mistake in the input (file, data) or the environment (a library missing),
+2 a usage mistake (flags: argparse's own checks, and UsageError), 3 a bug.
 """
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Sequence
 from ..errors import NetError, render_diagnostic
 from . import analyse, draw, execute, interchange
 from .args import Parser
+from .paths import check_outputs
+from .usage import UsageError, check_flags
 
 # One module per group of subcommands, each with its own register(sub); the order is --help's.
 GROUPS = (analyse, execute, draw, interchange)
+# What every command passes before it runs (a UsageError, exit 2, and nothing done otherwise).
+CHECKS = (check_flags, check_outputs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,15 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's own parser, by name."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv  # --ranks starts the same command again under mpiexec
     try:
+        for check in CHECKS:
+            check(args, commands(parser)[args.command])
         return args.func(args)
     except NetError as err:
         source = _source_for(err.span.file) if err.span is not None else None
-        return _fail(render_diagnostic(err.diagnostic, source, "error"), 1)
+        return _fail(render_diagnostic(err.diagnostic, source, "error"), 2 if isinstance(err, UsageError) else 1)
     except KeyboardInterrupt:
         return _fail("netdsl: interrupted", 130)
     except BrokenPipeError:
@@ -50,15 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(text: str, status: int) -> int:
-    """Say what went wrong. As one of several MPI ranks: tagged with the rank, and every rank is
-    stopped with it (the others would wait for this one in their next collective for ever)."""
+    """Say what went wrong. As one of several MPI ranks: tagged with the rank, once for an error
+    every rank finds, and every rank is stopped with it (the others would wait for this one in
+    their next collective for ever)."""
     comm_module = sys.modules.get("netdsl.train.comm")
     comm = comm_module.active() if comm_module is not None else None
     if comm is None or comm.size == 1:
         print(text, file=sys.stderr)
         return status
-    print("\n".join(f"[rank {comm.rank}] {line}" for line in text.splitlines()), file=sys.stderr)
-    comm.abort(status)
+    comm.abort_saying(text, status)
     return status
 
 

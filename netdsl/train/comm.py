@@ -11,6 +11,7 @@ NETDSL_DIST_TIMEOUT (seconds) turns a hang into an error naming the collective.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -21,7 +22,13 @@ import numpy as np
 from ..errors import NetError
 
 TIMEOUT_VARIABLE = "NETDSL_DIST_TIMEOUT"
+# netdsl installs from a clone (README): the mpi extra brings mpi4py and MPICH, mpiexec included
+INSTALL_MPI = "install the mpi extra in the netdsl clone: .venv/bin/pip install -e '.[mpi]'"
 ABORT_GRACE = 1.0  # seconds between saying why a rank fails and stopping every rank
+# A rank other than 0 that fails waits this long to hear whether rank 0 failed the same way (then
+# rank 0 alone says it, once for all); past it, or told of another error, it says its own.
+SAME_ERROR_WAIT = 5.0
+ERROR_TAG = 0x6E64  # the point-to-point tag rank 0 sends its error's digest under
 
 # What each MPI launcher tells the processes it starts: (world size variable, rank variable).
 # Hydra (MPICH, Intel MPI), Open MPI's mpirun, MVAPICH, and Slurm's srun.
@@ -171,6 +178,36 @@ class MpiComm:
         self.comm.Abort(code)
 
 
+    def abort_saying(self, text: str, code: int) -> None:
+        """Say why this rank fails (each line tagged with the rank) and stop every rank. An error
+        every rank finds (a batch they cannot split, a mistake in the network) is said once, by
+        rank 0: it sends a digest of its message to the others, and a rank holding the same one
+        stays silent while rank 0's abort ends the job."""
+        tagged = "\n".join(f"[rank {self.rank}] {line}" for line in text.splitlines())
+        digest = np.array([int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1], dtype=np.int64)
+        world = self.MPI.COMM_WORLD  # point-to-point: it pairs with no collective, pending or not
+        if self.rank == 0:
+            sent = [world.Isend(digest, dest=r, tag=ERROR_TAG) for r in range(1, world.Get_size())]
+            print(tagged, file=sys.stderr)
+            self.abort(code)
+            del sent
+            return
+        heard = np.zeros(1, dtype=np.int64)
+        request = world.Irecv(heard, source=0, tag=ERROR_TAG)
+        deadline = time.monotonic() + SAME_ERROR_WAIT
+        while not request.Test():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        else:
+            if heard[0] == digest[0]:
+                time.sleep(SAME_ERROR_WAIT)  # rank 0 has said it and is stopping every rank, this one too
+                self.comm.Abort(code)
+                return
+        print(tagged, file=sys.stderr)
+        self.abort(code)
+
+
 _ACTIVE: list[MpiComm] = []
 
 
@@ -212,9 +249,16 @@ def connect(dist: str = "auto") -> LocalComm | MpiComm:
         import mpi4py
     except ImportError:
         raise NetError(f"--dist {dist}: " + (f"an MPI launcher started {size} ranks, but " if size > 1 else "")
-                       + "mpi4py is not installed", hint="pip install 'netdsl[mpi]' brings mpi4py and MPICH") from None
+                       + "mpi4py is not installed", hint=f"{INSTALL_MPI} (mpi4py and MPICH)") from None
     mpi4py.rc.thread_level = "funneled"  # only the main thread calls MPI (the prefetch thread never does)
-    comm = MpiComm()
+    try:
+        comm = MpiComm()
+    except (ImportError, RuntimeError, OSError) as exc:  # mpi4py is there, the MPI library it loads is not
+        reason = [line for line in str(exc).splitlines() if line.strip()]
+        raise NetError(f"--dist {dist}: mpi4py cannot load the MPI library"
+                       + (f": {reason[-1]}" if reason else f" ({type(exc).__name__})"),
+                       hint=f"{INSTALL_MPI} (it brings MPICH's library); or set MPI4PY_LIBMPI to your site's "
+                            "libmpi.so") from None
     if size > 1 and comm.size != size:
         raise NetError(f"the MPI launcher started {size} ranks, but MPI here sees {comm.size}: mpi4py is linked to "
                        "another MPI than the mpiexec that started it",

@@ -13,6 +13,8 @@ deviation of a seeded sample of training images.
 """
 from __future__ import annotations
 
+import os
+import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,11 +28,69 @@ from ..errors import NetError
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 RESIZE = 8 / 7          # shorter side / crop side (256 / 224)
 SAMPLE = 256            # training images the standardisation is measured on
-MAX_IMAGE_PIXELS = 1 << 28  # Pillow's guard against decompression bombs, raised to 268 MP
+# An image with more pixels is refused before it is decoded: a few hundred bytes of PNG can
+# promise 20,000 x 20,000 pixels (1.2 GB decoded). 8192 x 8192 fits, as does a 50 MP photo.
+MAX_IMAGE_PIXELS = 1 << 26
+PILLOW_FORMATS = ("JPEG", "PNG")  # what .jpg, .jpeg and .png files hold, as Pillow's registry names them
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def _images(folder: Path, spec: str) -> list[Path]:
+    """The folder's images, in name order. Only regular files are images: a FIFO, socket or
+    device named 9.png would block the reader or never end, so it is refused here, by name."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in EXTENSIONS:
+                continue
+            if not entry.is_file():  # follows links: a link to an image is one
+                try:
+                    what = _kind(os.stat(entry.path).st_mode)
+                except OSError:
+                    what = "a link to nothing"
+                raise NetError(f"{spec}: {entry.path} is {what}, not an image file",
+                               hint="a data folder holds regular .jpg, .jpeg and .png files")
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _open_regular(path: Path):
+    """The file for reading, refused unless it is a regular file. Opened without blocking, so a
+    file that became a FIFO after the listing is refused rather than waited on for ever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NetError(f"{path} is {_kind(mode)}, not an image file")
+    return os.fdopen(fd, "rb")
+
+
+def _open_image(f, path: Path):
+    """Pillow's reader for the file's format, which reads only its header; the size is checked
+    before any pixel is decoded. (Image.open would run Pillow's own bomb check first, which only
+    warns, on stderr, for up to twice its limit.)"""
+    from PIL import Image, UnidentifiedImageError
+    Image.preinit()  # registers the JPEG and PNG readers
+    prefix = f.read(16)
+    for name in PILLOW_FORMATS:
+        factory, accept = Image.OPEN[name]
+        verdict = accept(prefix) if accept else True
+        if verdict and not isinstance(verdict, str):
+            f.seek(0)
+            img = factory(f, str(path))
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise NetError(f"{path}: {w} x {h} pixels is more than netdsl decodes ({MAX_IMAGE_PIXELS:,} "
+                               f"pixels): a decompression bomb, or an image to shrink first",
+                               hint="resize it (the network sees it at its input size anyway)")
+            return img
+    raise UnidentifiedImageError("neither a JPEG nor a PNG file")
 
 
 class FolderDataset:
@@ -65,7 +125,7 @@ class FolderDataset:
         files, labels = [], []
         for name, k in index.items():
             folder = split / name
-            found = _images(folder) if folder.is_dir() else []
+            found = _images(folder, spec) if folder.is_dir() else []
             if not found and every_class:
                 raise NetError(f"{spec}: {folder} holds no .jpg, .jpeg or .png files")
             files += found
@@ -103,10 +163,9 @@ class FolderDataset:
         """One image as C x H x W float32 in [0, 1]: resized, then cropped (at random with `rng`,
         else in the centre) and, with `rng`, flipped half the time."""
         from PIL import Image, UnidentifiedImageError
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         c, h, w = self.shape
         try:
-            with Image.open(path) as img:
+            with _open_regular(path) as f, _open_image(f, path) as img:
                 img = img.convert("RGB" if c == 3 else "L")
                 scale = max(h, w) * RESIZE / min(img.size)
                 size = (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale)))

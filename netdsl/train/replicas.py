@@ -2,6 +2,7 @@
 rank 0, batch-norm running statistics averaged, and a check that the copies are bit-identical."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import zlib
 
@@ -30,9 +31,42 @@ def check_same(model, n_train: int, n_test: int, settings: str, comm) -> None:
         if differ:
             ranks = ", ".join(map(str, differ))
             seen = f" ({every[0, k]:,} on rank 0, {every[differ[0], k]:,} on rank {differ[0]})" if k in (2, 3) else ""
+            if what == "settings":  # every rank takes this branch: the texts travel, to name the setting
+                seen = _which_setting(settings, differ[0], comm)
             raise NetError(f"rank{'s' if len(differ) > 1 else ''} {ranks} and rank 0 have different {what}{seen}: "
                            f"data-parallel training needs the same on every rank",
                            hint="start every rank with the same .net file, flags and data")
+
+
+# TrainConfig's fields as the flags that set them, where the name differs
+FLAGS = {"bucket_bytes": "--bucket-size", "saves": "--save", "resumes": "--resume"}
+
+
+def _which_setting(settings: str, other: int, comm) -> str:
+    """` (--lr 0.1 on rank 0, 0.05 on rank 1)`: the first setting in which rank `other` differs
+    from rank 0, from the settings' texts gathered from every rank."""
+    data = np.frombuffer(settings.encode(), dtype=np.uint8)
+    lengths = comm.allgather(np.array([len(data)], dtype=np.int64), "the lengths of the ranks' settings")[:, 0]
+    padded = np.zeros(int(lengths.max()), dtype=np.uint8)
+    padded[:len(data)] = data
+    texts = comm.allgather(padded, "the ranks' settings")
+    mine, theirs = (_settings(bytes(texts[r, :lengths[r]]).decode()) for r in (0, other))
+    for key in sorted(mine.keys() | theirs.keys()):
+        if mine.get(key) != theirs.get(key):
+            flag = FLAGS.get(key, "--" + key.replace("_", "-"))
+            said = [("given" if v else "not given") if isinstance(v, bool) or v is None else v
+                    for v in (mine.get(key), theirs.get(key))]
+            return f" ({flag} {said[0]} on rank 0, {said[1]} on rank {other})"
+    return ""
+
+
+def _settings(text: str) -> dict:
+    """TrainConfig.settings()'s text (a dict's repr) as that dict; {} for anything else."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def broadcast_state(model, optimizer, comm) -> None:
