@@ -9,11 +9,11 @@ import sys
 from typing import Sequence
 
 from ..errors import NetError, render_diagnostic
-from . import analyse, draw, execute, interchange
+from . import analyse, draw, execute, interchange, runs
 from .args import Parser
 
 # One module per group of subcommands, each with its own register(sub); the order is --help's.
-GROUPS = (analyse, execute, draw, interchange)
+GROUPS = (analyse, execute, draw, interchange, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:
