@@ -15,5 +15,30 @@ from .interchange.onnx_export import export_onnx
 from .train.optim import SGD
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
-           "Model", "SGD", "optimise", "export_onnx", "import_model"]
+           "Model", "SGD", "optimise", "export_onnx", "import_model", "train"]
+
+
+def train(network, data: str = "digits", *, device: str = "cpu", progress: bool = True, **settings):
+    """Train `network` (a Network or a .net path) on `data` (as --data says it) with the settings
+    of netdsl.train.loop.TrainConfig (epochs, batch, lr, save, resume, log, ...). Shows the same
+    progress as `netdsl train` (live in a notebook); returns a History: `.rows` (one per epoch),
+    `.steps`, `.plot()`, and `.model`, the trained Model."""
+    from .backend.device import get_device
+    from .train import data as datasets, fit
+    from .train.loop import TrainConfig, train as run_training
+    from .train.progress import Progress, Silent
+    from .views.curves import History, run_from_rows
+    from . import runlog
+    net = network if isinstance(network, Network) else load(network)
+    classes = fit.check_outputs(net)
+    cfg = TrainConfig(**settings)
+    ds = datasets.prepare(datasets.load(data), net.input_shape, classes, cfg.seed)
+    model = Model(net, device=get_device(device), seed=cfg.seed)
+    result = run_training(model, ds, cfg, progress=Progress() if progress else Silent(),
+                          log=None if progress else (lambda s: None))
+    run = runlog.read(cfg.log) if cfg.log else run_from_rows(net.name, ds.name, result.settings, result.history,
+                                                             result.step_rows)
+    history = History(run, result)
+    history.model = model
+    return history
 from .version import __version__  # noqa: E402

@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv  # --ranks starts the same command again under mpiexec
+    args.parser = parser  # netdsl completion writes a script from it
     try:
         return args.func(args)
     except NetError as err:

@@ -27,8 +27,7 @@ def cmd_runs(args) -> int:
 
 def cmd_completion(args) -> int:
     import shtab
-    from .main import build_parser
-    print(shtab.complete(build_parser(), shell=args.shell))
+    print(shtab.complete(args.parser, shell=args.shell))
     return 0
 
 

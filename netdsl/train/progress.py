@@ -61,7 +61,7 @@ class Progress:
             self._bar = tqdm(total=images, desc=f"epoch {epoch}/{epochs}", unit="img", file=self.stream,
                              leave=False, dynamic_ncols=True, mininterval=0.2,
                              bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-                                        "[{elapsed}<{remaining}, {rate_fmt}] {postfix}")
+                                        "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
     def step(self, images: int, total: int, loss: float, accuracy: float, lr: float, rate: float,
              run_eta: float | None) -> None:
