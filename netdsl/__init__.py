@@ -18,7 +18,7 @@ __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals"
            "Model", "SGD", "optimise", "export_onnx", "import_model", "train"]
 
 
-def train(network, data: str = "digits", *, device: str = "cpu", progress: bool = True, **settings):
+def _train(network, data: str = "digits", *, device: str = "cpu", progress: bool = True, **settings):
     """Train `network` (a Network or a .net path) on `data` (as --data says it) with the settings
     of netdsl.train.loop.TrainConfig (epochs, batch, lr, save, resume, log, ...). Shows the same
     progress as `netdsl train` (live in a notebook); returns a History: `.rows` (one per epoch),
@@ -42,3 +42,16 @@ def train(network, data: str = "digits", *, device: str = "cpu", progress: bool 
     history.model = model
     return history
 from .version import __version__  # noqa: E402
+
+
+class _TrainPackage(type(views)):
+    """netdsl.train is both the package (netdsl.train.loop, .data, ...) and the call
+    netdsl.train(network, ...): a module whose class makes it callable."""
+
+    def __call__(self, *args, **kwargs):
+        """netdsl.train(network, data="digits", epochs=..., lr=..., log=...) -> History: see _train."""
+        return _train(*args, **kwargs)
+
+
+from . import train  # noqa: E402  (the package, made callable below)
+train.__class__ = _TrainPackage
