@@ -30,9 +30,12 @@ SUFFIX = ".log.jsonl"
 MAX_LOG_BYTES = 256 << 20  # a run logging every step for a year stays far below this
 
 
-def beside(checkpoint: str) -> str:
-    """The default log of a run saving to `checkpoint`: run.safetensors -> run.log.jsonl."""
+def beside(checkpoint: str) -> str | None:
+    """The default log of a run saving to `checkpoint`: run.safetensors -> run.log.jsonl (None for
+    a path with no file name, such as `.`: the checkpoint itself is refused, naming it)."""
     p = Path(checkpoint)
+    if not p.name or p.is_dir():
+        return None
     return str(p.with_name(p.stem + SUFFIX) if p.suffix else p.with_name(p.name + SUFFIX))
 
 

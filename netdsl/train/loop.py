@@ -208,7 +208,7 @@ class _Run:
 
     def begin_epoch(self, epoch: int) -> None:
         self.totals = np.zeros(3)  # loss sum, correct, images (this rank's)
-        self.epoch_start = time.perf_counter()
+        self.epoch_start = self.last_step_end = time.perf_counter()
         self.show.start(epoch + 1, self.cfg.epochs, self.data.n_train)
 
     def set_learning_rate(self) -> None:
@@ -262,14 +262,14 @@ class _Run:
         eta = (now - self.t0) / self.steps * remaining
         self.show.step(seen, n, loss, accuracy, self.opt.lr, seen / (now - self.epoch_start), eta)
         if self.cfg.log_every and self.opt.steps % self.cfg.log_every == 0:
-            step_seconds = now - getattr(self, "_last_step_end", self.epoch_start)
+            step_seconds = now - self.last_step_end
             self.step_rows.append({"kind": "step", "epoch": epoch + 1, "step": self.opt.steps,
                                    "images": epoch * n + seen, "loss": loss, "accuracy": accuracy,
                                    "lr": self.opt.lr, "step_seconds": step_seconds,
                                    "images_per_s": self.cfg.batch / step_seconds if step_seconds > 0 else None})
             if self.writer is not None:
                 self.writer.row(self.step_rows[-1])
-        self._last_step_end = now
+        self.last_step_end = now
 
     def end_epoch(self, epoch: int) -> None:
         """The epoch's figures summed over ranks, the test set, the kept line, the checkpoint and
@@ -349,8 +349,8 @@ class _Run:
         for line in self.overrides:
             self.say(line)
         if start_epoch >= self.cfg.epochs:
-            self.say(f"{cfg.resume} already holds {start_epoch} epoch(s), and the run's planned total is "
-                     f"{self.cfg.epochs}: nothing to train (raise --epochs to go on)")
+            self.say(f"{cfg.resume} already holds {start_epoch} epoch(s), and --epochs is {self.cfg.epochs}: "
+                     f"nothing to train (raise --epochs to go on)")
         else:
             self.say(f"resumed from {cfg.resume} after epoch {start_epoch}")
         if saved_world != comm.size:
