@@ -17,7 +17,7 @@ from .views.explain import explain
 
 __all__ = ["compile", "compile_source", "load", "Network", "LayerInfo", "Totals", "NetError", "Span",
            "Model", "SGD", "optimise", "export_onnx", "import_model",
-           "explain", "draw", "page"]
+           "explain", "draw", "page", "train"]
 
 
 def draw(net: Network, style: str = "diagram", **options):
@@ -36,4 +36,42 @@ def page(net: Network) -> str:
     """The network's self-contained interactive HTML page (views/page.py), as text."""
     from .views.page import page as html_page
     return html_page(net)
+
+
+def _train(network, data: str = "digits", *, device: str = "cpu", progress: bool = True, **settings):
+    """Train `network` (a Network or a .net path) on `data` (as --data says it) with the settings
+    of netdsl.train.loop.TrainConfig (epochs, batch, lr, save, resume, log, ...). Shows the same
+    progress as `netdsl train` (live in a notebook); returns a History: `.rows` (one per epoch),
+    `.steps`, `.plot()`, and `.model`, the trained Model."""
+    from .backend.device import get_device
+    from .train import data as datasets, fit
+    from .train.loop import TrainConfig, train as run_training
+    from .train.progress import Progress, Silent
+    from .views.curves import History, run_from_rows
+    from . import runlog
+    net = network if isinstance(network, Network) else load(network)
+    classes = fit.check_outputs(net)
+    cfg = TrainConfig(**settings)
+    ds = datasets.prepare(datasets.load(data), net.input_shape, classes, cfg.seed)
+    model = Model(net, device=get_device(device), seed=cfg.seed)
+    result = run_training(model, ds, cfg, progress=Progress() if progress else Silent(),
+                          log=None if progress else (lambda s: None))
+    run = runlog.read(cfg.log) if cfg.log else run_from_rows(net.name, ds.name, result.settings, result.history,
+                                                             result.step_rows)
+    history = History(run, result)
+    history.model = model
+    return history
 from .version import __version__  # noqa: E402
+
+
+class _TrainPackage(type(views)):
+    """netdsl.train is both the package (netdsl.train.loop, .data, ...) and the call
+    netdsl.train(network, ...): a module whose class makes it callable."""
+
+    def __call__(self, *args, **kwargs):
+        """netdsl.train(network, data="digits", epochs=..., lr=..., log=...) -> History: see _train."""
+        return _train(*args, **kwargs)
+
+
+from . import train  # noqa: E402  (the package, made callable below)
+train.__class__ = _TrainPackage

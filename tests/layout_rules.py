@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import its own layer and those its layer lists:
 
-    front end   errors, syntax, parser, bind, expand, ops, ir, files, checkpoint, init, version
+    front end   errors, syntax, parser, bind, expand, ops, ir, files, checkpoint, init, version, runlog
     passes      passes/                               (reads the front end)
     compiler    compiler.py: parse, expand, the pass pipeline, Network
     views       views/: summary, explain, render, diff, ir_print   (never the backend)
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import networkx as nx
 
-FRONT_END = {"errors", "syntax", "parser", "bind", "expand", "ops", "ir", "files", "checkpoint", "init", "version"}
+FRONT_END = {"errors", "syntax", "parser", "bind", "expand", "ops", "ir", "files", "checkpoint", "init", "version",
+             "runlog"}
 FACADE = {"netdsl", "netdsl.__main__", "netdsl.render"}
 ALIASES = {"netdsl.render"}
 

@@ -150,3 +150,32 @@ def test_sgd_update_matches_the_formula():
                 w0[k] = w0[k] - 0.1 * vel[k]
         for k, v in model.parameters().items():
             np.testing.assert_allclose(v, w0[k], rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_resume_from_a_network_of_other_layers_whose_tensors_fit_needs_a_flag(tmp_path, capsys):
+    a, b = tmp_path / "a.net", tmp_path / "b.net"
+    a.write_text(TINY)
+    b.write_text("network other\n" + TINY.split("\n", 1)[1].replace("pool max", "pool avg"))  # same tensors
+    ck = tmp_path / "a.safetensors"
+    assert main(["train", str(a), "--epochs", "1", "--batch", "64", "--save", str(ck), "--quiet"]) == 0
+    assert main(["train", str(b), "--epochs", "2", "--resume", str(ck), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "layer 'pool1' is 'pool max 2x2' in the checkpoint's network, and this one's layer 'pool1' is " \
+           "'pool avg 2x2'" in err and "--other-network" in err
+    assert main(["train", str(b), "--epochs", "2", "--resume", str(ck), "--other-network", "--no-log"]) == 0
+    assert "its weights are loaded, as --other-network asks" in capsys.readouterr().err
+    renamed = tmp_path / "c.net"
+    renamed.write_text("# the same layers, another name and a comment\nnetwork renamed\n" + TINY.split("\n", 1)[1])
+    assert main(["train", str(renamed), "--epochs", "2", "--resume", str(ck), "--no-log"]) == 0
+
+
+def test_the_test_split_does_not_depend_on_the_seed(tmp_path, capsys):
+    f = tmp_path / "t.net"
+    f.write_text(TINY)
+    ck = tmp_path / "s7.safetensors"
+    assert main(["train", str(f), "--epochs", "2", "--batch", "64", "--seed", "7", "--save", str(ck), "--quiet"]) == 0
+    with checkpoint.Checkpoint(ck) as c:
+        saved = c.info["test_accuracy"]
+    # evaluated again without --seed (nothing left to train): the same test images, the same figure
+    assert main(["train", str(f), "--resume", str(ck), "--seed", "0", "--quiet", "--no-log"]) == 0
+    assert f"test accuracy {100 * saved:.2f}% on 359 digits test images" in capsys.readouterr().out

@@ -64,42 +64,43 @@ def cmd_train(args) -> int:
     from ..train.comm import connect
     comm = connect(args.dist)  # first: a failure from here on stops every rank
     from ..train import data as datasets
+    from ..train import fit
     from ..backend.device import get_device
     from ..backend.executor import Model
     from ..train.budget import check_batch
-    from ..train.loop import TrainConfig, train
+    from ..train.loop import train
     chief = comm.rank == 0
-    if args.batch % comm.size:
+    cfg = train_config(args)
+    if cfg.batch % comm.size:
         from ..train.loop import check_batch_split
         from .usage import as_usage
         with as_usage():  # every rank finds it: rank 0 says it (main.py), and --ranks N before starting any
-            check_batch_split(args.batch, comm.size)
+            check_batch_split(cfg.batch, comm.size)
+    check_outputs_paths(args, cfg)
     net = compile_file(args)
     if chief:
         warn(net, args, tag="[rank 0] " if comm.size > 1 else "")
+    classes = fit.check_outputs(net)  # before any data is read: an untrainable output, at its line
     from ..train.comm import local_rank
     device = get_device(args.device, local_rank() if comm.size > 1 else 0)  # one GPU a rank
-    classes = net.layer(net.outputs[0][1]).shape
-    if len(classes) != 1:
-        raise NetError(f"{net.name} ends in a {'x'.join(map(str, classes))} feature map, not class scores",
-                       hint="end the network with fc N and softmax (or svm)")
     available = device.memory_available()
     if device.name == "cpu" and available is not None:
         from ..backend.cpu.threads import local_ranks
         available //= local_ranks()  # the ranks on this machine share its memory
-    check_batch(net, args.batch // comm.size, available, args.memory_limit, optimiser=True, ranks=comm.size)
-    ds = datasets.prepare(datasets.load(args.data, seed=args.seed), net.input_shape, classes[0], args.seed)
-    ranks = f", {comm.size} ranks ({args.batch // comm.size} images each per step of {args.batch})" \
+    check_batch(net, cfg.batch // comm.size, available, args.memory_limit, optimiser=True, ranks=comm.size)
+    ds = datasets.prepare(datasets.load(args.data), net.input_shape, classes, cfg.seed)
+    say = (lambda text: None) if args.quiet or not chief else (lambda text: print(text, file=sys.stderr))
+    ranks = f", {comm.size} ranks ({cfg.batch // comm.size} images each per step of {cfg.batch})" \
         if comm.size > 1 else ""
-    if chief:
-        print(f"{net.name} on {ds.name}: {ds.n_train:,} training and {ds.n_test:,} test images, "
-              f"device {device.description}{ranks}", file=sys.stderr)
-    model = Model(net, device=device, seed=args.seed)
-    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-                      save=args.save, resume=args.resume, bucket_bytes=args.bucket_size,
-                      overlap=args.overlap, sync_bn=args.sync_bn, check_replicas=args.check_replicas)
-    result = train(model, ds, cfg, comm=comm)
+    say(f"{net.name} on {ds.name}: {ds.n_train:,} training and {ds.n_test:,} test images, "
+        f"device {device.description}{ranks}")
+    for line in fit.notes(net, ds, getattr(ds, "fitted", ())):
+        say(line)
+    if not cfg.log and not args.no_log:
+        say("no run log: --save PATH keeps one beside the checkpoint, --log PATH names one")
+    model = Model(net, device=device, seed=cfg.seed)
+    result = train(model, ds, cfg, progress=_progress(args), log=None if not args.quiet else (lambda s: None),
+                   comm=comm)
     if not chief:
         return 0
     if comm.size > 1:
@@ -113,7 +114,87 @@ def cmd_train(args) -> int:
     print(f"test accuracy {100 * result.test_accuracy:.2f}% on {ds.n_test:,} {ds.name} test images "
           + (f"after {result.epochs} epoch{'s' if result.epochs != 1 else ''} ({result.seconds:.1f} s{resumed})"
              if trained else "(no epoch trained in this run)"))
+    if result.log:
+        say(f"run log: {result.log} (netdsl plot {result.log} -o curves.png; netdsl runs {result.log})")
+    if args.plot:
+        _plot_at_end(args.plot, result, net, ds, say)
     return 0
+
+
+# what `train --help` shows and a run takes when a flag is not given (and a resume does not supply it)
+def _defaults() -> dict:
+    """The settings a flag may leave unset, with TrainConfig's defaults (written there once)."""
+    from dataclasses import fields
+
+    from ..train.loop import TrainConfig
+    names = ("epochs", "batch", "lr", "momentum", "weight_decay", "schedule", "seed")
+    return {f.name: f.default for f in fields(TrainConfig) if f.name in names}
+
+
+TRAIN_DEFAULTS = _defaults()
+SCHEDULE_HELP = ("cosine: from --lr down to 0 along half a cosine over the planned --epochs; step: --lr, divided "
+                 "by 10 at 50%% and 75%% of the epochs; constant: --lr throughout")
+
+
+def train_config(args):
+    """The TrainConfig the flags say: a setting not given takes its default, or, on --resume, the
+    checkpoint's (TrainConfig.given names the ones given)."""
+    from ..runlog import beside
+    from ..train.loop import TrainConfig
+    given = tuple(sorted(k for k in TRAIN_DEFAULTS if getattr(args, k) is not None))
+    chosen = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in TRAIN_DEFAULTS.items()}
+    if args.stop_after is not None and args.stop_after > chosen["epochs"] and "epochs" in given:
+        _usage(f"--stop-after {args.stop_after} is past --epochs {chosen['epochs']}: --stop-after stops a run "
+               f"before its planned --epochs")
+    home = args.save or args.resume
+    log = args.log or (beside(home) if home and not args.no_log else None)
+    return TrainConfig(**chosen, save=args.save, resume=args.resume, bucket_bytes=args.bucket_size,
+                       overlap=args.overlap, sync_bn=args.sync_bn, check_replicas=args.check_replicas,
+                       stop_after=args.stop_after, given=given if args.resume else None,
+                       other_network=args.other_network, log=log, log_every=args.log_every,
+                       command=("netdsl", *args.argv))
+
+
+def check_outputs_paths(args, cfg) -> None:
+    """The run log and the plot: files of their own (not the network, nor the checkpoints), in
+    formats netdsl writes, refused before any training."""
+    from pathlib import Path
+    others = {"FILE": args.file, "--save": args.save, "--resume": args.resume}
+    outputs = {"--log": cfg.log, "--plot": args.plot}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        for other, taken in others.items():
+            if taken is not None and Path(path).resolve() == Path(taken).resolve():
+                _usage(f"{flag} {path} is also {other}: the run would write one over the other; "
+                       f"name another file for {flag}")
+        others[flag] = path
+    if args.plot:
+        from ..files import check_writable
+        from ..views.curves import check_plot_path
+        check_plot_path(args.plot, "--plot")
+        check_writable(args.plot, "--plot")
+
+
+def _usage(message: str):
+    """A usage mistake found after parsing: said as argparse says its own, exit status 2."""
+    print(f"netdsl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _progress(args):
+    from ..train.progress import Progress, Silent
+    return Silent() if args.quiet else Progress()
+
+
+def _plot_at_end(path: str, result, net, ds, say) -> None:
+    """train --plot: the curves of this run (from its log, or from memory where there is none)."""
+    from .. import runlog
+    from ..views.curves import plot_runs, run_from_rows
+    run = runlog.read(result.log) if result.log else run_from_rows(net.name, ds.name, result.settings,
+                                                                  result.history, result.step_rows)
+    plot_runs([run], path)
+    say(f"curves: {path}")
 
 
 def register(sub) -> None:
@@ -128,22 +209,40 @@ def register(sub) -> None:
     p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls on the GPU (off by default)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("train", help="train on a data set with SGD + momentum")
+    p = sub.add_parser("train", help="train on a data set with SGD + momentum",
+                       description="Train a network on a data set with SGD + momentum; live progress, a run log, "
+                                   "checkpoints. On --resume, a setting not given here is the checkpoint's.")
     common(p)
     not_a_path(p.add_argument("--data", default="digits", type=data_spec,
                               help="digits (built in), mnist:FOLDER, fashion:FOLDER, cifar10:FOLDER, or folder:DIR "
                                    "(DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, streamed from disk)"))
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--batch", type=positive_int, default=16)
-    p.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate")
-    p.add_argument("--momentum", type=nonneg_float, default=0.9)
-    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="the run's planned total of epochs; the schedule spans it (default 20)")
+    p.add_argument("--batch", type=positive_int, default=None, help="images per step (default 16)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.05)")
+    p.add_argument("--momentum", type=nonneg_float, default=None, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=None,
+                   help="L2 penalty on weights, not biases or batch norm (default 0.0005)")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default=None,
+                   help=SCHEDULE_HELP + " (default cosine)")
+    p.add_argument("--seed", type=nonneg_int, default=None,
+                   help="initial weights, shuffling and dropout (default 0; the test split never depends on it)")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="EPOCH",
+                   help="stop after this epoch, before the planned --epochs; --resume goes on on the same schedule")
     writes(p.add_argument("--save", metavar="PATH", help="write a safetensors checkpoint after every epoch (atomically; "
                                                          "missing folders are made)"), may_replace=("resume",))
-    reads(p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint"))
+    reads(p.add_argument("--resume", metavar="PATH",
+                         help="continue from a checkpoint, with its settings unless given here"))
+    p.add_argument("--other-network", action="store_true",
+                   help="--resume from a checkpoint of a network with other layers whose tensors fit this one")
+    r = p.add_argument_group("what a run leaves")
+    writes(r.add_argument("--log", metavar="PATH", help="the run log, JSON lines (default: beside --save, e.g. "
+                                                        "run.log.jsonl for run.safetensors; appended on --resume)"))
+    r.add_argument("--no-log", action="store_true", help="write no run log")
+    r.add_argument("--log-every", type=nonneg_int, default=50, metavar="STEPS",
+                   help="a log row every STEPS steps besides one per epoch (default 50; 0: epochs only)")
+    writes(r.add_argument("--plot", metavar="OUT", help="draw the run's curves at the end (.png, .svg or .pdf)"))
     d = p.add_argument_group("many ranks (data-parallel over MPI; --batch is the global batch)")
     d.add_argument("--dist", choices=("auto", "mpi", "none"), default="auto",
                    help="auto: over MPI when an MPI launcher started several ranks; mpi: always; none: never")

@@ -95,7 +95,7 @@ def mpiexec_flags(mpiexec: str, oversubscribe: bool) -> list[str]:
 def launch(args) -> int:
     """Run the command in args.argv as args.ranks MPI ranks on this machine; their exit status."""
     from ..train.comm import launcher_world
-    from ..train.loop import check_batch_split
+    from ..train.loop import TrainConfig, check_batch_split
     from .args import compile_file
     ranks = args.ranks
     size, rank = launcher_world()
@@ -103,8 +103,9 @@ def launch(args) -> int:
         raise UsageError(f"--ranks {ranks}: this is already rank {rank} of {size} started by an MPI launcher",
                          hint="give the number of ranks to the launcher (mpiexec -n N) or to --ranks, not both")
     check_cores(ranks, args.oversubscribe)
-    with as_usage():
-        check_batch_split(args.batch, ranks)
+    if args.batch is not None or not args.resume:  # on --resume without --batch, the checkpoint's: the ranks check it
+        with as_usage():
+            check_batch_split(args.batch if args.batch is not None else TrainConfig.batch, ranks)
     compile_file(args)  # a mistake in the network: said once, at its place, not by every rank
     check_mpi(ranks)
     mpiexec = find_mpiexec()

@@ -10,13 +10,13 @@ import sys
 from typing import Sequence
 
 from ..errors import NetError, render_diagnostic
-from . import analyse, draw, execute, interchange
+from . import analyse, draw, execute, interchange, runs
 from .args import Parser
 from .paths import check_outputs
 from .usage import UsageError, check_flags
 
 # One module per group of subcommands, each with its own register(sub); the order is --help's.
-GROUPS = (analyse, execute, draw, interchange)
+GROUPS = (analyse, execute, draw, interchange, runs)
 # What every command passes before it runs (a UsageError, exit 2, and nothing done otherwise).
 CHECKS = (check_flags, check_outputs)
 
@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv  # --ranks starts the same command again under mpiexec
+    args.parser = parser  # netdsl completion writes a script from it
     try:
         for check in CHECKS:
             check(args, commands(parser)[args.command])

@@ -30,6 +30,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: int
+    fitted: tuple[str, ...] = ()  # what `prepare` did to fit the images to a network, said once
 
     @property
     def n_train(self) -> int:
@@ -49,13 +50,17 @@ class Dataset:
             yield self.x_test[idx], self.y_test[idx]
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """The 1,797 8x8 handwritten digits that scikit-learn ships, split with a fixed seed."""
+DIGITS_SPLIT_SEED = 0  # the split belongs to the data set: never --seed, or a resume with another
+                       # seed would evaluate on images it trained on
+
+
+def load_digits(test_fraction: float = 0.2) -> Dataset:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, split the same way every time."""
     from sklearn.datasets import load_digits as sk_digits
     bunch = sk_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     y = bunch.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(x))
     n_test = int(round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return Dataset("digits", x[train], y[train], x[test], y[test], 10)
@@ -161,12 +166,14 @@ def load_cifar10(folder: str) -> Dataset:
     return Dataset("cifar10", x_train, y_train, x_test, y_test, 10)
 
 
-def load(spec: str, seed: int = 0) -> Dataset:
+def load(spec: str) -> Dataset:
     """`digits`, `mnist:FOLDER`, `fashion:FOLDER`, `cifar10:FOLDER` or `folder:DIR` (streamed
-    from disk: train/folder.py)."""
+    from disk: train/folder.py). Every split, and every statistic measured on the data, depends on
+    the data alone, never on --seed: a checkpoint is evaluated on the same test images whatever
+    seed resumes it."""
     name, _, folder = spec.partition(":")
     if name == "digits":
-        return load_digits(seed)
+        return load_digits()
     if name in ("mnist", "fashion", "fashion-mnist"):
         if not folder:
             raise NetError(f"--data {spec}: name the folder, e.g. --data {name}:~/data/{name}")
@@ -220,7 +227,7 @@ def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int, seed: int =
                 raise NetError(f"{ds.name} images have {flat.shape[1]} values; the network takes {input_shape[0]}")
             return flat
         c, h, w = c_h_w
-        x = resize(x, h, w)
+        x = resize(x, h, w)  # said once, in `fitted` below
         if x.shape[1] == c:
             return x
         if x.shape[1] == 1:
@@ -232,4 +239,20 @@ def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int, seed: int =
     x_train, x_test = fit(ds.x_train), fit(ds.x_test)
     mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
     return Dataset(ds.name, ((x_train - mean) / std).astype(np.float32), ds.y_train,
-                   ((x_test - mean) / std).astype(np.float32), ds.y_test, ds.classes)
+                   ((x_test - mean) / std).astype(np.float32), ds.y_test, ds.classes,
+                   fitting(ds.name, ds.x_train.shape[1:], input_shape))
+
+
+def fitting(name: str, found: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[str, ...]:
+    """What fitting images of shape `found` (C, H, W) to a network's `wanted` input does, in words."""
+    if len(wanted) != 3:
+        return (f"{name} images {'x'.join(map(str, found))} are flattened to {wanted[0]} values",) \
+            if len(found) != 1 else ()
+    said = []
+    if tuple(found[1:]) != tuple(wanted[1:]):
+        said.append(f"{name} images are resized from {found[1]}x{found[2]} to {wanted[1]}x{wanted[2]} "
+                    f"(bilinear) for the network's input {'x'.join(map(str, wanted))}")
+    if found[0] != wanted[0]:
+        said.append(f"{name} images have {found[0]} channel{'s' if found[0] != 1 else ''}, the network takes "
+                    f"{wanted[0]}: " + ("the grey channel is repeated" if found[0] == 1 else "channels averaged"))
+    return tuple(said)

@@ -9,7 +9,7 @@ started). Only the files of this rank's share are read. Training images are resi
 to 8/7 of the network's input, as the ImageNet recipe's 256 for 224), cropped at a random place
 and flipped half the time, seeded by (seed, epoch, image): the same on any number of ranks.
 Evaluation takes the centre crop. Both are standardised per channel with the mean and standard
-deviation of a seeded sample of training images.
+deviation of a fixed sample of training images (the same whatever --seed says).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from ..errors import NetError
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 RESIZE = 8 / 7          # shorter side / crop side (256 / 224)
 SAMPLE = 256            # training images the standardisation is measured on
+STANDARDISE_SEED = 0    # the sample the standardisation is measured on (the data's, never --seed)
 # An image with more pixels is refused before it is decoded: a few hundred bytes of PNG can
 # promise 20,000 x 20,000 pixels (1.2 GB decoded). 8192 x 8192 fits, as does a 50 MP photo.
 MAX_IMAGE_PIXELS = 1 << 26
@@ -119,6 +120,7 @@ class FolderDataset:
         self.shape: tuple[int, int, int] | None = None
         self.mean = self.std = None
         self.seed = 0
+        self.fitted: tuple[str, ...] = ()
 
     @staticmethod
     def _list(split: Path, index: dict[str, int], spec: str, every_class: bool):
@@ -151,12 +153,17 @@ class FolderDataset:
             raise NetError(f"the network has {classes} outputs but {self.name} has {self.classes} classes "
                            f"({', '.join(self.class_names[:5])}{', ...' if self.classes > 5 else ''})")
         self.shape, self.seed = tuple(input_shape), seed
-        rng = np.random.default_rng([seed, 7])
+        # the standardisation sample depends on the data alone, not on --seed: a checkpoint is
+        # evaluated on the same numbers whatever seed resumes it
+        rng = np.random.default_rng([STANDARDISE_SEED, 7])
         sample = rng.choice(self.n_train, size=min(SAMPLE, self.n_train), replace=False)
         x = np.stack([self._decode(self.train_files[i], None) for i in sorted(sample)])
         self.mean = x.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)[:, None, None]
         std = x.std(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
         self.std = np.where(std > 0, std, 1).astype(np.float32)[:, None, None]
+        h, w = self.shape[1:]
+        self.fitted = (f"{self.name} images: shorter side resized to {round(min(h, w) * RESIZE)}, then cropped to "
+                       f"{h}x{w} (a random crop, flipped half the time, for training; the centre for testing)",)
         return self
 
     def _decode(self, path: Path, rng: np.random.Generator | None) -> np.ndarray:
