@@ -9,7 +9,7 @@ import sys
 
 from ..errors import render_diagnostic
 from ..passes.check_limits import DEFAULT_LIMIT
-from .paths import not_a_path, reads
+from .paths import reads
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgtpe]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1}

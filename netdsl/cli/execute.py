@@ -6,7 +6,6 @@ import json
 import sys
 import time
 
-from ..errors import NetError
 from ..train.buckets import DEFAULT_BUCKET_BYTES
 from .args import (common, compile_file, data_spec, nonneg_float, nonneg_int, parse_size, positive_float, positive_int,
                    warn)
@@ -144,8 +143,9 @@ def train_config(args):
     given = tuple(sorted(k for k in TRAIN_DEFAULTS if getattr(args, k) is not None))
     chosen = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in TRAIN_DEFAULTS.items()}
     if args.stop_after is not None and args.stop_after > chosen["epochs"] and "epochs" in given:
-        _usage(f"--stop-after {args.stop_after} is past --epochs {chosen['epochs']}: --stop-after stops a run "
-               f"before its planned --epochs")
+        from .usage import UsageError
+        raise UsageError(f"--stop-after {args.stop_after} is past --epochs {chosen['epochs']}: --stop-after stops a run "
+                         "before its planned --epochs")
     home = args.save or args.resume
     log = args.log or (beside(home) if home and not args.no_log else None)
     return TrainConfig(**chosen, save=args.save, resume=args.resume, bucket_bytes=args.bucket_size,
@@ -156,30 +156,22 @@ def train_config(args):
 
 
 def check_outputs_paths(args, cfg) -> None:
-    """The run log and the plot: files of their own (not the network, nor the checkpoints), in
-    formats netdsl writes, refused before any training."""
-    from pathlib import Path
-    others = {"FILE": args.file, "--save": args.save, "--resume": args.resume}
-    outputs = {"--log": cfg.log, "--plot": args.plot}
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        for other, taken in others.items():
-            if taken is not None and Path(path).resolve() == Path(taken).resolve():
-                _usage(f"{flag} {path} is also {other}: the run would write one over the other; "
-                       f"name another file for {flag}")
-        others[flag] = path
+    """Refused before any training: a run log beside --save that is one of the run's other files
+    (no flag names that log, so main.py's check of the flags' files cannot see it), and a --plot
+    in a format netdsl does not draw."""
+    from .paths import same_file
+    from .usage import UsageError
+    if cfg.log is not None and not args.log:
+        for flag, taken in {"FILE": args.file, "--save": args.save, "--resume": args.resume,
+                            "--plot": args.plot}.items():
+            if taken is not None and same_file(cfg.log, taken):
+                raise UsageError(f"the run log beside --save, {cfg.log}, is also {flag}: the run would write one "
+                                 "over the other", hint="name the log with --log PATH, or drop it with --no-log")
     if args.plot:
         from ..files import check_writable
         from ..views.curves import check_plot_path
         check_plot_path(args.plot, "--plot")
         check_writable(args.plot, "--plot")
-
-
-def _usage(message: str):
-    """A usage mistake found after parsing: said as argparse says its own, exit status 2."""
-    print(f"netdsl: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def _progress(args):

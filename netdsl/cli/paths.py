@@ -79,7 +79,8 @@ def check_outputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     """A UsageError, before anything is written, for an output that is an input or another output."""
     argv = getattr(args, "argv", ())
     files = [(a, getattr(args, a.dest, None)) for a in parser._actions if role(a) in (READS, WRITES)]
-    files = [(a, v) for a, v in files if isinstance(v, (str, os.PathLike))]
+    files = [(a, v) for a, value in files for v in (value if isinstance(value, list) else [value])  # nargs="+"
+             if isinstance(v, (str, os.PathLike))]
     inputs = [(a, v) for a, v in files if role(a) == READS]
     outputs = [(a, v) for a, v in files if role(a) == WRITES]
     for k, (out, path) in enumerate(outputs):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from .paths import reads, writes
+
 
 def cmd_plot(args) -> int:
-    from .. import runlog
     from ..files import check_writable
     from ..views.curves import check_plot_path, plot_runs
     check_plot_path(args.output, "-o")
     check_writable(args.output, "-o")
-    _refuse_overwriting_a_log(args.output, args.logs)
     runs = _read(args.logs)
     plot_runs(runs, args.output, x=args.x)
     print(f"{args.output}: {len(runs)} run{'s' if len(runs) != 1 else ''}, loss and accuracy against "
@@ -42,26 +42,16 @@ def _read(paths: list[str]):
     return runs
 
 
-def _refuse_overwriting_a_log(output: str, logs: list[str]) -> None:
-    import os
-    from pathlib import Path
-    for log in logs:
-        if Path(output).resolve() == Path(log).resolve() or (
-                os.path.exists(output) and os.path.exists(log) and os.path.samefile(output, log)):
-            print(f"netdsl: error: -o {output} is also one of the logs it reads", file=sys.stderr)
-            raise SystemExit(2)
-
-
 def register(sub) -> None:
     p = sub.add_parser("plot", help="training curves from run logs (loss and accuracy, train and test)")
-    p.add_argument("logs", nargs="+", metavar="LOG", help="run logs (netdsl train writes one beside --save)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: .png, .svg or .pdf")
+    reads(p.add_argument("logs", nargs="+", metavar="LOG", help="run logs (netdsl train writes one beside --save)"))
+    writes(p.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: .png, .svg or .pdf"))
     p.add_argument("--x", choices=("epoch", "images"), default="epoch",
                    help="against epochs or images seen (default epoch)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("runs", help="runs compared: final and best figures, time, what differs")
-    p.add_argument("logs", nargs="+", metavar="LOG", help="run logs (netdsl train writes one beside --save)")
+    reads(p.add_argument("logs", nargs="+", metavar="LOG", help="run logs (netdsl train writes one beside --save)"))
     p.add_argument("--format", choices=("text", "md", "csv", "json"), default="text",
                    help="the table's format (default text)")
     p.set_defaults(func=cmd_runs)
