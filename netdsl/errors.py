@@ -146,8 +146,7 @@ def render_error(err: NetError, read: Callable[[str], str | None] = lambda file:
         parts.append(render_diagnostic(diag, sources.get(file) if file is not None else None, "error"))
     if len(parts) > 1 or err.stopped_early:
         count = f"{len(parts)} error{'s' if len(parts) > 1 else ''}"
-        parts.append(count + (f" (netdsl stopped after {MAX_ERRORS}; fix these and check again)"
-                              if err.stopped_early else ""))
+        parts.append(count + ("; netdsl stopped looking there: fix these and check again" if err.stopped_early else ""))
     return "\n\n".join(parts)
 
 
@@ -159,6 +158,7 @@ class ErrorLog:
     def __init__(self):
         self.errors: list[NetError] = []
         self._seen: set = set()
+        self.stopped_early = False  # the phase gave up before the end of the file
 
     def add(self, err: NetError) -> None:
         if err.final:
@@ -177,7 +177,7 @@ class ErrorLog:
     def check(self) -> None:
         """Raise every error gathered, as one NetError, if there is any."""
         if self.errors:
-            raise NetError.together(self.errors)
+            raise NetError.together(self.errors, stopped_early=self.stopped_early)
 
 
 class NetTypeError(NetError, TypeError):

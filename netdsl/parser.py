@@ -248,9 +248,9 @@ def parse(source: str, file: str = "<string>") -> S.Program:
     return program
 
 
-# Recovery reparses the file with each bad line blanked; this bounds the text parsed in all, so
-# that a megabyte of nonsense costs a few parses, not one per line.
-MAX_REPARSED = 4 << 20
+# Recovery parses the file again with each bad line blanked; this bounds the text parsed again in
+# all, so that a megabyte of nonsense costs two parses, not one per line (a 3 KB file: 300).
+MAX_REPARSED = 1 << 20
 
 
 def _parse_recovering(text: str, file: str, log: ErrorLog):
@@ -260,9 +260,9 @@ def _parse_recovering(text: str, file: str, log: ErrorLog):
     file's. A line that fails again after being blanked with its braces is blanked whole; the
     error found then is the repair's, not the user's, and is not reported."""
     blanked: dict[int, int] = {}  # line -> times blanked
-    parsed = 0
+    reparsed = -len(text)  # the first parse is not a reparse
     while True:
-        parsed += len(text)
+        reparsed += len(text)
         try:
             tree = _lark().parse(text)
         except UnexpectedInput as exc:
@@ -271,7 +271,9 @@ def _parse_recovering(text: str, file: str, log: ErrorLog):
             if line not in blanked:
                 log.add(err)
             times = blanked.get(line, 0)
-            if times == 2 or parsed > MAX_REPARSED:
+            if times == 2 or reparsed + len(text) > MAX_REPARSED:
+                # lines after this one are unread: say the list may go on
+                log.stopped_early = line < len(split_lines(text))
                 return None
             text = _blank_line(text, line, keep_braces=times == 0)
             blanked[line] = times + 1
