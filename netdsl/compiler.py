@@ -158,7 +158,8 @@ def _view(name: str) -> Callable:
 
 def compile_source(source: str, file: str = "<string>", *, memory_limit: int = DEFAULT_LIMIT,
                    debug: bool = False, print_after: Callable | None = None) -> Network:
-    """Compile .net text. Raises NetError (with a span) for any mistake in it."""
+    """Compile .net text. Raises NetError (with a span) for any mistake in it: one error whose
+    message is the first mistake's and whose `diagnostics` are every independent one."""
     if not isinstance(source, str):
         raise NetTypeError(f"compile_source takes .net text (a str), not {_kind(source)}"
                            + ("; decode it first: data.decode('utf-8')" if isinstance(source, bytes) else ""))
@@ -167,8 +168,11 @@ def compile_source(source: str, file: str = "<string>", *, memory_limit: int = D
         graph = expand(parse(source, file))
         graph.graph["memory_limit"] = memory_limit
         return Network(run_pipeline(graph, ANALYSIS, debug=debug, print_after=print_after))
+    except NetError as err:  # keep the text: a pipe's cannot be read again to show the line
+        raise err.keep_source(file, source) from None
     except RecursionError:
-        raise NetError("the network nests too deeply to analyse", Span(file, 1, 1, 1, 1)) from None
+        raise NetError("the network nests too deeply to analyse",
+                       Span(file, 1, 1, 1, 1)).keep_source(file, source) from None
 
 
 def optimise(net: Network, mode: str = "inference", *, debug: bool = False,

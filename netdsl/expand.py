@@ -15,7 +15,7 @@ import networkx as nx
 
 from . import syntax as S
 from .bind import bind, did_you_mean, evaluate
-from .errors import NetError, Span
+from .errors import ErrorLog, NetError, Span
 from .ops import OPS, WRITABLE, freeze
 
 MAX_NODES = 200_000  # a network bigger than this is a typo in a repeat count, not a design
@@ -39,7 +39,17 @@ class _Scope:
                       self.block if block is None else block, self.calls if calls is None else calls)
 
 
+def _limit(err: NetError) -> NetError:
+    """A bound on the whole expansion: no layer after it is expanded, so no error after it is."""
+    err.final = True
+    return err
+
+
 class _Expander:
+    """Expansion goes on past a layer it cannot build (a misspelt name, a wrong argument): the
+    layer is left out and its error logged, so every such mistake in the file is reported, once
+    per place however many block instances repeat it. Shapes are not inferred after any."""
+
     def __init__(self, program: S.Program):
         self.program = program
         self.graph = nx.DiGraph()
@@ -47,16 +57,20 @@ class _Expander:
         self.name_spans: dict[str, Span] = {}
         self.outputs: list[tuple[str, str]] = []
         self.steps = 0
+        self.log = ErrorLog()
         for bd in program.blocks:
             if bd.name in self.blocks:
-                raise NetError(f"block '{bd.name}' is defined twice", bd.name_span,
-                               f"the first definition is at line {self.blocks[bd.name].span.line}")
+                self.log.add(NetError(f"block '{bd.name}' is defined twice", bd.name_span,
+                                      f"the first definition is at line {self.blocks[bd.name].span.line}"))
+                continue
             if bd.name in OPS:
-                raise NetError(f"a block cannot be called '{bd.name}': that is a built-in layer", bd.name_span)
+                self.log.add(NetError(f"a block cannot be called '{bd.name}': that is a built-in layer",
+                                      bd.name_span))
+                continue
             seen: set[str] = set()
             for p in bd.params:
                 if p.name in seen:
-                    raise NetError(f"parameter '{p.name}' appears twice", p.span)
+                    self.log.add(NetError(f"parameter '{p.name}' appears twice", p.span))
                 seen.add(p.name)
             self.blocks[bd.name] = bd
 
@@ -84,8 +98,8 @@ class _Expander:
     def _add_node(self, node_id: str, op: str, attrs, span: Span, scope: _Scope, inputs: list[str],
                   written: str) -> str:
         if self.graph.number_of_nodes() >= MAX_NODES:
-            raise NetError(f"the network expands to more than {MAX_NODES:,} layers", span,
-                           "check the repeat counts")
+            raise _limit(NetError(f"the network expands to more than {MAX_NODES:,} layers", span,
+                                  "check the repeat counts"))
         self.graph.add_node(node_id, op=op, attrs=attrs, span=span, block=scope.block, written=written)
         for slot, src in enumerate(inputs):
             self.graph.add_edge(src, node_id, slot=slot)
@@ -100,10 +114,16 @@ class _Expander:
     def layer(self, layer: S.Layer, tip: str, scope: _Scope) -> str:
         self.steps += 1
         if self.steps > MAX_STEPS:
-            raise NetError(f"expanding the network takes more than {MAX_STEPS:,} steps", layer.span,
-                           "check the repeat counts: repeats of empty or nested repeats multiply")
+            raise _limit(NetError(f"expanding the network takes more than {MAX_STEPS:,} steps", layer.span,
+                                  "check the repeat counts: repeats of empty or nested repeats multiply"))
         handler = _HANDLERS[type(layer.item)]
-        return handler(self, layer.item, layer.label, layer.label_span, tip, scope)
+        try:
+            return handler(self, layer.item, layer.label, layer.label_span, tip, scope)
+        except NetError as err:
+            if err.final and err.more:  # already the log's: every error before it, and the bound
+                raise
+            self.log.add(err)  # a `final` one (a bound) is raised on, with every error before it
+            return tip
 
     def call(self, call: S.Call, label, label_span, tip, scope: _Scope) -> str:
         if call.name in self.blocks:
@@ -254,6 +274,7 @@ def expand(program: S.Program) -> nx.DiGraph:
                       written=OPS["input"].written({"shape": shape}))
     ex.name_spans["input"] = program.input_span
     end = ex.layers(program.layers, "input", root)
+    ex.log.check()
     if end == "input":
         raise NetError("the network has no layers on its trunk", program.input_span)
     g = ex.graph

@@ -1,6 +1,7 @@
 """Text -> syntax tree, with lark. Every failure becomes a NetError that points at the place."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -8,7 +9,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as S
-from .errors import NetError, Span, normalise_line_breaks, split_lines
+from .errors import ErrorLog, NetError, Span, normalise_line_breaks, split_lines
 
 # Names people recognise, for "expected ..." in parse errors.
 _TOKEN_WORDS = {
@@ -26,10 +27,14 @@ def _lark() -> Lark:
 
 
 class _Builder(Transformer):
-    def __init__(self, file: str, lines: list[str]):
+    """Parse tree -> syntax tree. A mistake the grammar lets through (spaces inside an argument,
+    a stride glued to a value) is logged and the tree built on: each is reported, not the first."""
+
+    def __init__(self, file: str, lines: list[str], log: ErrorLog):
         super().__init__()
         self.file = file
         self.lines = lines
+        self.log = log
 
     # spans -------------------------------------------------------------------------------
     def _span(self, meta) -> Span:
@@ -84,12 +89,15 @@ class _Builder(Transformer):
                                expr.right.span.end_line, expr.right.span.end_column)
                     line = self.lines[expr.span.line - 1]
                     written = line[expr.span.column - 1:expr.right.span.end_column - 1]
-                    raise NetError("a negative number: sizes, counts, pads, strides and settings are never negative",
-                                   neg, f"spaces separate arguments, so '{written}' is two of them; "
-                                        "to subtract, write n-1 or (n - 1)")
-                raise NetError(f"spaces around '{expr.op}' inside an argument", expr.span,
-                               "spaces separate arguments: write the expression without them (4*c, n-1) "
-                               "or in parentheses ((n - 1))")
+                    self.log.add(NetError(
+                        "a negative number: sizes, counts, pads, strides and settings are never negative",
+                        neg, f"spaces separate arguments, so '{written}' is two of them; "
+                             "to subtract, write n-1 or (n - 1)"))
+                else:
+                    self.log.add(NetError(f"spaces around '{expr.op}' inside an argument", expr.span,
+                                          "spaces separate arguments: write the expression without them "
+                                          "(4*c, n-1) or in parentheses ((n - 1))"))
+                return expr
             self._argument(expr.left)
             self._argument(expr.right)
         elif isinstance(expr, S.Neg):
@@ -128,9 +136,9 @@ class _Builder(Transformer):
         for before, arg in zip(args, args[1:]):
             glued = before.span.end_line == arg.span.line and before.span.end_column == arg.span.column
             if isinstance(arg, S.StrideArg) and glued and not isinstance(before, S.DimsArg):
-                raise NetError("a '/' right after a value: is it a stride or a division?", arg.span,
-                               "a stride has a space before it (conv c 1x1 /2, or glued to a size: 3x3/2); "
-                               "to divide, use parentheses: conv (c/2) 1x1")
+                self.log.add(NetError("a '/' right after a value: is it a stride or a division?", arg.span,
+                                      "a stride has a space before it (conv c 1x1 /2, or glued to a size: "
+                                      "3x3/2); to divide, use parentheses: conv (c/2) 1x1"))
         return S.Call(str(name), tuple(args), self._span(meta), self._tspan(name))
 
     def label(self, children):
@@ -210,7 +218,8 @@ def _fix_groups(layer: S.Layer) -> S.Layer:
 
 
 def parse(source: str, file: str = "<string>") -> S.Program:
-    """Parse .net text into a Program. Raises NetError with a span on any mistake."""
+    """Parse .net text into a Program. Raises NetError with a span on any mistake: one NetError
+    carrying every syntax error found (the parser recovers line by line), in the file's order."""
     lines = split_lines(source)
     if not source.strip() or all(not line.split("#", 1)[0].strip() for line in lines):
         raise NetError(
@@ -218,23 +227,107 @@ def parse(source: str, file: str = "<string>") -> S.Program:
             Span(file, 1, 1, 1, 1),
             "a network needs at least an 'input CxHxW' line and one layer, e.g. 'input 3x32x32' then 'conv 6 5x5'",
         )
+    text = normalise_line_breaks(source)
+    _check_nesting(text, file)
+    log = ErrorLog()
     try:
-        tree = _lark().parse(normalise_line_breaks(source))
-        items = _Builder(file, lines).transform(tree)
-    except UnexpectedInput as exc:
-        raise _syntax_error(exc, normalise_line_breaks(source), file) from None
+        tree = _parse_recovering(text, file, log)
+        items = _Builder(file, lines, log).transform(tree) if tree is not None else []
+        program = _assemble(items, source, file, log)
     except VisitError as exc:  # a bug in the builder, or recursion; never show lark's internals
         if isinstance(exc.orig_exc, NetError):
             raise exc.orig_exc from None
         if isinstance(exc.orig_exc, RecursionError):
-            raise NetError("the file nests braces too deeply", Span(file, 1, 1, 1, 1)) from None
+            raise NetError("the file nests too deeply to parse", Span(file, 1, 1, 1, 1)) from None
         raise
     except RecursionError:
-        raise NetError("the file nests braces too deeply", Span(file, 1, 1, 1, 1)) from None
-    return _assemble(items, source, file)
+        raise NetError("the file nests too deeply to parse", Span(file, 1, 1, 1, 1)) from None
+    if log:
+        log.errors.sort(key=lambda e: (e.span.line, e.span.column) if e.span else (0, 0))
+        log.check()
+    return program
 
 
-def _assemble(items: list, source: str, file: str) -> S.Program:
+# Recovery parses the file again with each bad line blanked; this bounds the text parsed again in
+# all, so that a megabyte of nonsense costs two parses, not one per line (a 3 KB file: 300).
+MAX_REPARSED = 1 << 20
+
+
+def _parse_recovering(text: str, file: str, log: ErrorLog):
+    """The parse tree of `text`, or None where a syntax error left none. Each syntax error is
+    logged, its line blanked (its braces kept, so the lines around it still nest as written) and
+    the text parsed again, until it parses: every line's first error is found, not just the
+    file's. A line that fails again after being blanked with its braces is blanked whole; the
+    error found then is the repair's, not the user's, and is not reported."""
+    blanked: dict[int, int] = {}  # line -> times blanked
+    reparsed = -len(text)  # the first parse is not a reparse
+    while True:
+        reparsed += len(text)
+        try:
+            tree = _lark().parse(text)
+        except UnexpectedInput as exc:
+            err = _syntax_error(exc, text, file)
+            line = err.span.line
+            if line not in blanked:
+                log.add(err)
+            times = blanked.get(line, 0)
+            if times == 2 or reparsed + len(text) > MAX_REPARSED:
+                # lines after this one are unread: say the list may go on
+                log.stopped_early = line < len(split_lines(text))
+                return None
+            text = _blank_line(text, line, keep_braces=times == 0)
+            blanked[line] = times + 1
+            continue
+        return tree
+
+
+def _blank_line(text: str, line: int, keep_braces: bool) -> str:
+    """`text` with line `line` (1-based) emptied, but for its braces (and the concat, add or side
+    they open) when `keep_braces` (outside comments); other lines' numbers and columns unchanged."""
+    lines = text.split("\n")
+    code = lines[line - 1].split("#", 1)[0]
+    kept = " ".join(m.group() for m in _STRUCTURE.finditer(code)) if keep_braces else ""
+    lines[line - 1] = kept
+    return "\n".join(lines)
+
+
+# What a blanked line keeps: its braces, and the merge or side that a '{' opens (so that the
+# branches on the lines below stay branches, `shortcut` included)
+_STRUCTURE = re.compile(r"\b(?:concat|add|side)\s*\{|[{}]")
+
+
+MAX_NESTING = 100  # braces, parentheses and repeats around one another; real networks use about 5
+_NESTING = re.compile(r"#[^\n]*|[{}();\n]|\brepeat\b")
+_NESTING_WORDS = {"{": "braces", "(": "parentheses", "repeat": "repeats"}
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_NESTING where it passes the limit, before the parser's
+    and the builder's recursion meets Python's own limit. A repeat nests its item until the
+    statement ends (a line break, ';' or the '}' around it)."""
+    stack: list[str] = []
+    line, line_start = 1, 0
+    for m in _NESTING.finditer(text):
+        tok = m.group()
+        if tok[0] == "#":
+            continue
+        if tok in ("\n", ";", "}", ")"):
+            while stack and stack[-1] == "repeat":  # the statement a repeat nested ended
+                stack.pop()
+            if tok == "\n":
+                line, line_start = line + 1, m.end()
+            elif tok in "})" and stack:
+                stack.pop()
+            continue
+        stack.append(tok)
+        if len(stack) > MAX_NESTING:
+            col = m.start() - line_start + 1
+            raise NetError(f"the file nests {_NESTING_WORDS[tok]} too deeply: more than {MAX_NESTING} levels here",
+                           Span(file, line, col, line, col + len(tok)),
+                           "flatten it: a block or a repeat says the same without the depth")
+
+
+def _assemble(items: list, source: str, file: str, log: ErrorLog) -> S.Program:
     name = name_span = shape = shape_span = None
     blocks: list[S.BlockDef] = []
     layers: list[S.Layer] = []
@@ -245,13 +338,17 @@ def _assemble(items: list, source: str, file: str) -> S.Program:
         kind = item[0]
         if kind == "network":
             if name is not None:
-                raise NetError("the network is named twice", item[2], f"it is already named '{name}' at line {name_span.line}")
+                log.add(NetError("the network is named twice", item[2],
+                                 f"it is already named '{name}' at line {name_span.line}"))
+                continue
             name, name_span = item[1], item[2]
         elif kind == "input":
             if shape is not None:
-                raise NetError("a second 'input' line", item[2], f"the input is already {'x'.join(map(str, shape))} (line {shape_span.line})")
+                log.add(NetError("a second 'input' line", item[2],
+                                 f"the input is already {'x'.join(map(str, shape))} (line {shape_span.line})"))
+                continue
             if layers:
-                raise NetError("'input' must come before the first layer", item[2])
+                log.add(NetError("'input' must come before the first layer", item[2]))
             shape, shape_span = item[1], item[2]
         elif kind == "block":
             bd = item[1]
@@ -303,7 +400,50 @@ def _syntax_error(exc: UnexpectedInput, source: str, file: str) -> NetError:
         hint = _expected_hint(exc.expected, tok)
     else:
         what, hint = "unexpected end of file", "a '{' is still open"
+    nested = _block_inside_braces(exc, source, file)
+    if nested is not None:
+        return nested
     return NetError(what, Span(file, line, col, line, col + width), hint)
+
+
+_BLOCK_START = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*\s*:\s*)?(block)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(|\{|$)")
+
+
+def _block_inside_braces(exc: UnexpectedInput, source: str, file: str) -> NetError | None:
+    """A block definition inside another block (or any braces) fails on whatever token the
+    grammar did not expect there ('block', '(' or ')'); say what the mistake is instead."""
+    pos = getattr(exc, "pos_in_stream", None)
+    if isinstance(exc, UnexpectedToken):
+        pos = exc.token.start_pos
+    if pos is None or pos > len(source):
+        return None
+    # the statement the error is in: from the last separator before it
+    start = max(source.rfind(sep, 0, pos) for sep in ("\n", ";", "{", "}")) + 1
+    m = _BLOCK_START.match(source, start + len(source[start:pos]) - len(source[start:pos].lstrip()))
+    if m is None or m.start(1) > pos:
+        return None
+    enclosing = _open_braces(source, m.start(1))
+    if not enclosing:
+        return None
+    outer = source[source.rfind("\n", 0, enclosing[0]) + 1:enclosing[0]]
+    around = re.match(r"\s*block\s+([A-Za-z_][A-Za-z0-9_]*)", outer)
+    line = source.count("\n", 0, m.start(1)) + 1
+    col = m.start(1) - (source.rfind("\n", 0, m.start(1)) + 1) + 1
+    where = f"inside block '{around.group(1)}'" if around else "inside braces"
+    return NetError(f"block '{m.group(2)}' is defined {where}: blocks are defined at the top level",
+                    Span(file, line, col, line, col + len("block")),
+                    "move the definition out, before or after the layers; a block can use any other block")
+
+
+def _open_braces(source: str, pos: int) -> list[int]:
+    """Positions of the '{' still open at `pos`, outermost first (comments skipped)."""
+    opened: list[int] = []
+    for m in re.finditer(r"#[^\n]*|[{}]", source[:pos]):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif m.group() == "}" and opened:
+            opened.pop()
+    return opened
 
 
 def _char_hint(ch: str) -> str | None:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..errors import NetError, render_diagnostic
+from ..errors import NetError, render_error
 from . import analyse, draw, execute, interchange, runs
 from .args import Parser
 from .paths import check_outputs
@@ -49,9 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for check in CHECKS:
             check(args, commands(parser)[args.command])
         return args.func(args)
-    except NetError as err:
-        source = _source_for(err.span.file) if err.span is not None else None
-        return _fail(render_diagnostic(err.diagnostic, source, "error"), 2 if isinstance(err, UsageError) else 1)
+    except NetError as err:  # every diagnostic it carries, each under its source line, then the count
+        return _fail(render_error(err, _source_for), 2 if isinstance(err, UsageError) else 1)
     except KeyboardInterrupt:
         return _fail("netdsl: interrupted", 130)
     except BrokenPipeError:

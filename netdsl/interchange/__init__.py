@@ -22,7 +22,11 @@ def can_import(path: str | os.PathLike) -> bool:
 
 def import_model(path: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """A model file as (.net source text, state dict of numpy arrays), by its extension; `weights`:
-    a separate weights file where the format keeps them apart (Caffe's .caffemodel, Darknet's .weights)."""
+    a separate weights file where the format keeps them apart (Caffe's .caffemodel, Darknet's .weights).
+    A netdsl export comes back as the source it was exported from (roundtrip.py)."""
+    from .roundtrip import restore
+    if weights is None and (restored := restore(path)) is not None:
+        return restored
     suffix = Path(path).suffix.lower()
     if suffix not in IMPORT_FORMATS:
         raise NetError(f"{path}: netdsl imports {', '.join(IMPORT_FORMATS)} files, not '{suffix or 'no extension'}'")

@@ -201,7 +201,7 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
     if optimised:
         target = optimise_net(net, "inference")
         state = fold_state(target, net, state)
-    g = target.graph
+    g = target.graph if side_outputs else trunk_only(target.graph)
     ex = _Export(g, state, opset, split_lines(net.source))
     outputs = list(g.graph["outputs"] if side_outputs else g.graph["outputs"][:1])
     out_names = {node: name for name, node in outputs}
@@ -262,6 +262,20 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
     if path is not None:
         write_atomic(path, model.SerializeToString())
     return model
+
+
+def trunk_only(g):
+    """The IR without what only side outputs use (--no-side-outputs): the main output's
+    ancestors, in the same order (a topological one), so the file holds no side head's nodes or
+    weights. Built node by node: a networkx subgraph view may iterate in set order."""
+    import networkx as nx
+    main = g.graph["outputs"][0][1]
+    live = nx.ancestors(g, main) | {main}
+    trunk = nx.DiGraph()
+    trunk.graph.update(g.graph, outputs=g.graph["outputs"][:1])
+    trunk.add_nodes_from((n, g.nodes[n]) for n in schedule(g) if n in live)
+    trunk.add_edges_from((u, v, d) for u, v, d in g.edges(data=True) if u in live and v in live)
+    return trunk
 
 
 # The IR version each opset first shipped with (onnx's VERSION_TABLE): a model stamped no newer

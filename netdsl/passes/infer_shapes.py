@@ -1,9 +1,13 @@
-"""Shape inference: every node gets its output `shape`; floor-division notes become warnings."""
+"""Shape inference: every node gets its output `shape`; floor-division notes become warnings.
+
+A layer whose shape rule fails is reported, and inference goes on with the layers that do not
+read it (directly or through others): every shape error that does not follow from an earlier
+one is found, each place once, however many block instances share it."""
 from __future__ import annotations
 
 import networkx as nx
 
-from ..errors import NetError
+from ..errors import ErrorLog, NetError
 from ..ir import copy_graph, inputs, op_of, schedule
 from ..ops import ShapeContext
 
@@ -17,16 +21,25 @@ def infer_shapes(graph: nx.DiGraph) -> nx.DiGraph:
 def annotate_shapes(g: nx.DiGraph) -> None:
     """Shape inference in place, for passes that built `g` themselves (lower_shortcuts)."""
     warnings = []
+    log = ErrorLog()
+    failed: set[str] = set()  # layers without a shape: their own rule failed, or an input's did
     for node in schedule(g):
         data = g.nodes[node]
+        srcs = inputs(g, node)
+        if any(src in failed for src in srcs):
+            failed.add(node)  # its error would follow from the earlier one
+            continue
         op = op_of(g, node)
         ctx = ShapeContext(data["span"], node)
-        in_shapes = [g.nodes[src]["shape"] for src in inputs(g, node)]
+        in_shapes = [g.nodes[src]["shape"] for src in srcs]
         try:
             data["shape"] = tuple(op.shape(in_shapes, data["attrs"], ctx))
         except NetError as err:
-            raise _with_hint(err, g, node) from None
+            log.add(_with_hint(err, g, node))
+            failed.add(node)
+            continue
         warnings.extend(ctx.warnings)
+    log.check()
     g.graph["warnings"] = tuple(warnings)
 
 
