@@ -809,3 +809,7 @@ KERNELS: dict[str, Kernel] = {
 
 # Ops that never reach a back end: passes/lower_shortcuts rewrites them before execution.
 LOWERED_BEFORE_EXECUTION = frozenset({"shortcut"})
+
+# The zoo's ops (issue 26) and the depthwise conv kernel, kept in their own module for now.
+from .zoo_kernels import ZOO_KERNELS, with_depthwise  # noqa: E402  (they build Kernel records)
+KERNELS.update(ZOO_KERNELS, conv=with_depthwise(KERNELS["conv"]))
