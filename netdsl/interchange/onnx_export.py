@@ -319,10 +319,11 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
                               doc_string=f"netdsl network {net.name}" + (" (optimised for inference)" if optimised else ""))
     model.ir_version = min(model.ir_version, _IR_FOR_OPSET.get(opset, model.ir_version))
     for name, value in ex.initializers:  # written into the model in place: a VGG's 550 MB copied once
-        array = np.asarray(value, dtype=np.float32)  # (not ascontiguousarray: it makes a scalar 1-D)
+        whole = np.asarray(value).dtype.kind in "iu"  # index constants (Slice, Pad, Reshape) stay int64
+        array = np.asarray(value, dtype=np.int64 if whole else np.float32)  # (not ascontiguousarray: it makes a scalar 1-D)
         tensor = model.graph.initializer.add()
         tensor.name = name
-        tensor.data_type = TensorProto.FLOAT
+        tensor.data_type = TensorProto.INT64 if whole else TensorProto.FLOAT
         tensor.dims.extend(array.shape)
         tensor.raw_data = array.tobytes()
     helper.set_model_props(model, {"netdsl_version": __version__, "network": net.name, "source": net.source,
