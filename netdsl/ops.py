@@ -673,7 +673,7 @@ def _zeropad_explain(ins, out, a) -> dict[str, str]:
 
 def _split_shape(ins, a, ctx):
     c = ins[0][0]
-    if "take" not in a:
+    if not a["take"]:
         raise ctx.error("split needs the part to keep", "e.g. split 2 take 1 (the first half of the channels)")
     if a["take"] > a["parts"]:
         raise ctx.error(f"split {a['parts']} has no part {a['take']}", f"take 1 to {a['parts']}")
@@ -731,10 +731,10 @@ _ZOO_OPS = [
                                                      f" /{a['stride'][0]}" if a["stride"][0] == a["stride"][1]
                                                      else f" /{_dims_text(a['stride'])}")),
     OpSpec("split", "injective", "one of N equal parts of the channels (ShuffleNet v2's channel split)",
-           Signature(positional=(("parts", POS_INT),), options={"take": POS_INT}, defaults={"parts": 2},
+           Signature(positional=(("parts", POS_INT),), options={"take": POS_INT}, defaults={"parts": 2, "take": 0},
                      usage="split PARTS take K, e.g. split 2 take 1 (the first half)"),
            shape=_split_shape, explain=_split_explain, stores_output=False,
-           counter="split", prefix="split", style="shape", written=lambda a: f"split {a['parts']} take {a['take']}"),
+           counter="split", prefix="split", style="shape", written=lambda a: f"split {a['parts']}" + (f" take {a['take']}" if a["take"] else "")),
     OpSpec("shuffle", "injective", "channel shuffle: G groups of channels interleaved (ShuffleNet)",
            Signature(positional=(("groups", POS_INT),), required=1, usage="shuffle GROUPS, e.g. shuffle 2"),
            shape=_shuffle_shape, explain=_shuffle_explain,
