@@ -811,5 +811,7 @@ KERNELS: dict[str, Kernel] = {
 LOWERED_BEFORE_EXECUTION = frozenset({"shortcut"})
 
 # The zoo's ops (issue 26) and the depthwise conv kernel, kept in their own module for now.
-from .zoo_kernels import ZOO_KERNELS, with_depthwise  # noqa: E402  (they build Kernel records)
-KERNELS.update(ZOO_KERNELS, conv=with_depthwise(KERNELS["conv"]))
+from .zoo_kernels import ZOO_KERNELS, with_depthwise  # noqa: E402
+KERNELS.update({op: Kernel(*pair) for op, pair in ZOO_KERNELS.items()},
+               conv=Kernel(*with_depthwise(conv_forward, conv_backward, ACTIVATIONS, elementwise_out),
+                           applies_epilogue_grad=True))

@@ -4,9 +4,9 @@ depthwise convolution kernel.
 
 Written against `xp` (numpy or CuPy) like the rest of the kernel table, with the same calling
 convention: forward(node, inputs) -> output, stashing in node.saved what backward needs;
-backward(node, dout, need_dx) -> the inputs' gradients. `ZOO_KERNELS` holds Kernel records keyed
-by op name; kernels.py registers them with one update. `with_depthwise(conv)` wraps the general
-conv kernel: layers with one filter per channel (groups = channels = filters) take the kernel
+backward(node, dout, need_dx) -> the inputs' gradients. `ZOO_KERNELS` holds (forward, backward)
+keyed by op name; kernels.py makes them Kernel records with one update. `with_depthwise` wraps the
+general conv kernel: layers with one filter per channel (groups = channels = filters) take the kernel
 here, the rest the general one.
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ from .cpu.threads import over_batch
 from .device import on_gpu
 
 
-def _record(forward: Callable, backward: Callable, **options):
-    from .kernels import Kernel  # the record type of the table these join
-    return Kernel(forward, backward, **options)
+def _record(forward: Callable, backward: Callable) -> tuple[Callable, Callable]:
+    """(forward, backward): kernels.py makes its Kernel records of these (this module imports
+    nothing of it, so the import runs one way)."""
+    return forward, backward
 
 
 # activations -------------------------------------------------------------------------------------
@@ -162,6 +163,9 @@ def shuffle_backward(node, dout, need_dx):
 # (strided) map: k*k passes over memory, each vectorised across batch, channels and positions.
 
 
+CACHE_BLOCK = 1 << 15  # input values a block of the forward pass works on (128 KiB of float32)
+
+
 def is_depthwise(node) -> bool:
     """One filter per channel, each seeing its own channel: groups = channels = filters."""
     w = node.params["weight"]
@@ -172,7 +176,7 @@ def _tap(xpad, i: int, j: int, oh: int, ow: int, sh: int, sw: int):
     return xpad[:, :, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
 
 
-def depthwise_forward(node, inputs):
+def depthwise_forward(node, inputs, elementwise_out):
     xp = node.xp
     (x,) = inputs
     (kh, kw), (sh, sw), (ph, pw) = window_geometry([x.shape[1:]], node.attrs)
@@ -184,22 +188,26 @@ def depthwise_forward(node, inputs):
     weight = node.params["weight"].reshape(c, kh, kw)
     out = xp.empty((n, c, oh, ow), dtype=x.dtype)
 
+    # on the CPU one image and a block of channels at a time, so that its k*k passes run in cache
+    step = c if on_gpu(xp) else max(1, CACHE_BLOCK // max(1, xpad.shape[2] * xpad.shape[3]))
+
     def work(lo, hi):
-        o, tmp = out[lo:hi], xp.empty((hi - lo, c, oh, ow), dtype=x.dtype)
-        xs = xpad[lo:hi]
-        for i in range(kh):
-            for j in range(kw):
-                wij = weight[:, i, j].reshape(1, c, 1, 1)
-                if i == 0 and j == 0:
-                    xp.multiply(_tap(xs, i, j, oh, ow, sh, sw), wij, out=o)
-                else:
-                    xp.multiply(_tap(xs, i, j, oh, ow, sh, sw), wij, out=tmp)
-                    o += tmp
+        for cs in [slice(a, min(c, a + step)) for a in range(0, c, step)]:
+            for im in ([slice(lo, hi)] if on_gpu(xp) else [slice(k, k + 1) for k in range(lo, hi)]):
+                o, xs = out[im, cs], xpad[im, cs]
+                tmp = xp.empty(o.shape, dtype=x.dtype)
+                for i in range(kh):
+                    for j in range(kw):
+                        wij = weight[cs, i, j].reshape(1, -1, 1, 1)
+                        if i == 0 and j == 0:
+                            xp.multiply(_tap(xs, i, j, oh, ow, sh, sw), wij, out=o)
+                        else:
+                            xp.multiply(_tap(xs, i, j, oh, ow, sh, sw), wij, out=tmp)
+                            o += tmp
     over_batch(xp, n, out.size * kh * kw, work)
     node.saved.update(xpad=xpad, geo=(kh, kw, sh, sw, ph, pw, h, w))
     bias = node.params.get("bias")
     if on_gpu(xp):  # bias and a fused activation in the epilogue's one kernel, as the general conv does
-        from .kernels import elementwise_out
         if bias is not None or node.epilogue:
             operands = {"y": out} if bias is None else {"y": out, "b": bias.reshape(1, -1, 1, 1)}
             return elementwise_out(node, "y" if bias is None else "y + b", operands, None)
@@ -208,11 +216,10 @@ def depthwise_forward(node, inputs):
     return out
 
 
-def depthwise_backward(node, dout, need_dx):
+def depthwise_backward(node, dout, need_dx, activations):
     xp = node.xp
     if node.epilogue:  # the conv record applies its fused activation's gradient itself
-        from .kernels import ACTIVATIONS
-        dout = ACTIVATIONS[node.epilogue][1](xp, dout, node.saved["epilogue_out"])
+        dout = activations[node.epilogue][1](xp, dout, node.saved["epilogue_out"])
     xpad = node.saved["xpad"]
     kh, kw, sh, sw, ph, pw, h, w = node.saved["geo"]
     n, c, oh, ow = dout.shape
@@ -232,14 +239,19 @@ def depthwise_backward(node, dout, need_dx):
     return [dx]
 
 
-def with_depthwise(general):
-    """The conv record: depthwise layers by the kernel above, the rest by `general`."""
+def with_depthwise(general_forward: Callable, general_backward: Callable, activations, elementwise_out):
+    """The conv kernel's (forward, backward): depthwise layers by the kernel above, the rest by the
+    general ones. `activations` and `elementwise_out` are kernels.py's (its epilogue rules)."""
     def forward(node, inputs):
-        return (depthwise_forward if is_depthwise(node) else general.forward)(node, inputs)
+        if is_depthwise(node):
+            return depthwise_forward(node, inputs, elementwise_out)
+        return general_forward(node, inputs)
 
     def backward(node, dout, need_dx):
-        return (depthwise_backward if is_depthwise(node) else general.backward)(node, dout, need_dx)
-    return _record(forward, backward, loss=general.loss, applies_epilogue_grad=general.applies_epilogue_grad)
+        if is_depthwise(node):
+            return depthwise_backward(node, dout, need_dx, activations)
+        return general_backward(node, dout, need_dx)
+    return forward, backward
 
 
 ZOO_KERNELS = {
