@@ -181,9 +181,13 @@ class _Expander:
         return values
 
     def merge(self, merge: S.Merge, label, label_span, tip, scope: _Scope) -> str:
+        """Branches joined by concat, add or gate. `shortcut` is the merge's own input: in an add
+        it meets the other branch's shape (identity, a projection, or option A's zeropad, all
+        decided once shapes are known: passes/lower_shortcuts); in a concat (DenseNet's dense
+        layer) and a gate (squeeze-and-excitation's map) it is the input itself."""
         if len(merge.branches) < 2:
             raise NetError(f"{merge.kind} needs at least two branches", merge.span,
-                           "each branch is a { ... } block of layers" + (", or 'shortcut'" if merge.kind == "add" else ""))
+                           "each branch is a { ... } block of layers, or 'shortcut'")
         ends: list[str] = []
         shortcuts: list[tuple[S.Branch, str]] = []
         for branch in merge.branches:
@@ -192,17 +196,24 @@ class _Expander:
             bname = branch.label or f"b{n}"
             if branch.body is None:
                 if merge.kind != "add":
-                    raise NetError("'shortcut' belongs in an add { } (a residual join)", branch.span)
+                    if branch.shortcut != "project":
+                        raise NetError(f"'shortcut zeropad' belongs in an add {{ }}: in a {merge.kind} the "
+                                       "shortcut is the input itself", branch.span, "write 'shortcut'")
+                    if tip in ends:
+                        raise NetError(f"a {merge.kind} holds its input once", branch.span)
+                    ends.append(tip)
+                    continue
                 shortcuts.append((branch, scope.prefix + (branch.label or "shortcut")))
                 ends.append("")  # filled below, once the other branches exist
                 continue
             if not branch.body:
-                raise NetError("an empty branch", branch.span,
-                               "write 'shortcut' for an identity branch" if merge.kind == "add" else None)
+                raise NetError("an empty branch", branch.span, "write 'shortcut' for an identity branch")
             ends.append(self.layers(branch.body, tip, scope.child(bname)))
-        real = [e for e in ends if e]
+        real = [e for e in ends if e and e != tip]
         if not real:
-            raise NetError("add of shortcuts alone", merge.span, "one branch needs layers")
+            raise NetError(f"{merge.kind} of shortcuts alone", merge.span, "one branch needs layers")
+        if len(set(ends) - {""}) < len([e for e in ends if e]):
+            raise NetError(f"two branches of this {merge.kind} end in the same layer", merge.span)
         for branch, node_id in shortcuts:
             if node_id in self.name_spans:
                 n = 2
@@ -211,7 +222,9 @@ class _Expander:
                 node_id = f"{node_id}{n}"
             self.name_spans[node_id] = branch.span
             # slot 0: the trunk; slot 1: the branch whose shape the shortcut must match
-            self._add_node(node_id, "shortcut", freeze({}), branch.span, scope, [tip, real[0]], "shortcut")
+            attrs = freeze({"mode": branch.shortcut})
+            self._add_node(node_id, "shortcut", attrs, branch.span, scope, [tip, real[0]],
+                           "shortcut" if branch.shortcut == "project" else f"shortcut {branch.shortcut}")
             ends[ends.index("")] = node_id
         op = OPS[merge.kind]
         node_id = self._name(scope, label, label_span, op.counter, op.prefix, merge.span)

@@ -436,16 +436,22 @@ def _add_shape(ins, a, ctx):
 
 def _shortcut_shape(ins, a, ctx):
     """Identity when the other branch keeps the shape; else a 1x1 projection with the stride that
-    makes the sizes meet (lowered to conv [+ bn] by passes/lower_shortcuts)."""
+    makes the sizes meet (option B), or with `shortcut zeropad` the identity subsampled by that
+    stride and padded with zero channels (option A); lowered by passes/lower_shortcuts."""
     src, like = ins
     if src == like:
         return like
     if len(src) != 3 or len(like) != 3:
         raise ctx.error(f"the shortcut cannot turn {shape_text(src)} into {shape_text(like)}")
     stride = shortcut_stride(src, like)
+    zeropad = a.get("mode") == "zeropad"
     if stride is None:
-        raise ctx.error(f"no 1x1 projection with a whole-number stride turns {shape_text(src)} into {shape_text(like)}",
+        how = "subsampling" if zeropad else "1x1 projection"
+        raise ctx.error(f"no {how} with a whole-number stride turns {shape_text(src)} into {shape_text(like)}",
                         "write the shortcut branch out, e.g. { conv C 1x1 /2 nobias; bn }")
+    if zeropad and like[0] < src[0]:
+        raise ctx.error(f"shortcut zeropad adds zero channels, but the other branch has fewer channels "
+                        f"({like[0]}) than the input ({src[0]})", "write 'shortcut' for a 1x1 projection")
     return like
 
 
@@ -489,8 +495,13 @@ def _window_output(ins, out, a) -> str:
 
 def _conv_explain(ins, out, a) -> dict[str, str]:
     facts = {"output": _window_output(ins, out, a)}
-    if a["groups"] != 1:
-        c = ins[0][0]
+    c = ins[0][0]
+    if a["groups"] == c and c > 1:
+        kh, kw = a["kernel"]
+        per = a["out"] // c
+        facts["params"] = (f"(depthwise: one {kh}x{kw} filter per channel, {kh * kw} weights each"
+                           + (f"; {per} filters per channel" if per != 1 else "") + ")")
+    elif a["groups"] != 1:
         facts["params"] = f"(groups {a['groups']}: each filter sees {c // a['groups']} of {c} channels)"
     return facts
 
@@ -607,9 +618,11 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
     OpSpec("add", "merge", "elementwise sum of parallel branches (residual join)", arity="many",
            shape=_add_shape, explain=_add_explain,
            counter="add", prefix="add", style="merge", written=lambda a: "add", epilogue_ok=True),
-    OpSpec("shortcut", "merge", "identity, or 1x1 projection where the shapes differ", arity="many",
+    OpSpec("shortcut", "merge", "identity, or 1x1 projection (or with zeropad: zero channels) where the shapes differ",
+           arity="many",
            shape=_shortcut_shape, stores_output=False, counter="shortcut", prefix="shortcut", style="merge",
-           written=lambda a: "shortcut", lowered=True),
+           written=lambda a: "shortcut" if a.get("mode", "project") == "project" else f"shortcut {a['mode']}",
+           lowered=True),
     OpSpec("softmax", "head", "softmax classifier head (cross-entropy loss)", stores_output=False,
            counter="softmax", prefix="softmax", style="head", written=lambda a: "softmax"),
     OpSpec("svm", "head", "multiclass SVM head (hinge loss)",
@@ -617,6 +630,126 @@ OPS: dict[str, OpSpec] = {op.name: op for op in [
            stores_output=False, counter="svm", prefix="svm", style="head",
            written=lambda a: "svm" if a["margin"] == 1.0 else f"svm margin={a['margin']:g}"),
 ]}
+
+
+# --- the zoo's ops (issue 26): MobileNet's and EfficientNet's activations, squeeze-and-excitation's
+# gate, option A's zero-padded identity, ShuffleNet v2's split and shuffle. Kernels in
+# backend/zoo_kernels.py, ONNX mappings in interchange/onnx_export.py's zoo block.
+
+
+def _activation_explain(formula: str, note: str = ""):
+    return lambda ins, out, a: {"detail": formula + (f" ({note})" if note else "")}
+
+
+def _gate_shape(ins, a, ctx):
+    """x (CxHxW) times a per-channel gate: the gate is C values (an fc's output) or Cx1x1 (a
+    1x1 conv after a global pool), one factor per channel of x."""
+    if len(ins) != 2:
+        raise ctx.error(f"gate joins two branches (the map and its gate), got {len(ins)}",
+                        "gate { shortcut; { pool avg global; conv R 1x1; relu; conv C 1x1; sigmoid } }")
+    x, g = ins
+    if len(x) != 3:
+        raise ctx.error(f"gate's first branch must be a CxHxW feature map, got {shape_text(x)}")
+    if g not in ((x[0],), (x[0], 1, 1)):
+        raise ctx.error(f"gate needs one factor per channel of the {shape_text(x)} map ({x[0]} or {x[0]}x1x1), "
+                        f"but its gate branch gives {shape_text(g)}",
+                        f"end the gate branch in a global pool and a 1x1 conv (or fc) of {x[0]}")
+    return x
+
+
+def _gate_explain(ins, out, a) -> dict[str, str]:
+    x, g = ins
+    text = (f"gate: each of the {x[0]} channels of {shape_text(x)} times its own factor from the "
+            f"{shape_text(g)} gate -> {shape_text(out)}")
+    return {"output": text, "join": text}
+
+
+def _zeropad_shape(ins, a, ctx):
+    c, h, w = spatial(ins, ctx, "zeropad")
+    if a["out"] < c:
+        raise ctx.error(f"zeropad pads channels up: {a['out']} is fewer than the {c} input channels")
+    sh, sw = a["stride"]
+    return (a["out"], (h - 1) // sh + 1, (w - 1) // sw + 1)
+
+
+def _zeropad_explain(ins, out, a) -> dict[str, str]:
+    c, h, w = ins[0]
+    sh, sw = a["stride"]
+    sample = f"one row in {sh} and one column in {sw} kept, " if (sh, sw) != (1, 1) else ""
+    return {"output": f"{sample}{c} channels + {out[0] - c} of zeros = {out[0]} -> {shape_text(out)}",
+            "params": "(option A: the identity, subsampled and padded with zero channels; nothing is learnt)"}
+
+
+def _split_shape(ins, a, ctx):
+    c = ins[0][0]
+    if not a["take"]:
+        raise ctx.error("split needs the part to keep", "e.g. split 2 take 1 (the first half of the channels)")
+    if a["take"] > a["parts"]:
+        raise ctx.error(f"split {a['parts']} has no part {a['take']}", f"take 1 to {a['parts']}")
+    if len(ins[0]) != 3 or c % a["parts"]:
+        raise ctx.error(f"split {a['parts']} needs a feature map whose channels divide into {a['parts']} equal "
+                        f"parts, not {shape_text(ins[0])}")
+    return (c // a["parts"], *ins[0][1:])
+
+
+def _split_explain(ins, out, a) -> dict[str, str]:
+    k, n = a["take"], out[0]
+    return {"output": f"channels {(k - 1) * n}..{k * n - 1} of {ins[0][0]} (part {k} of {a['parts']}) "
+                      f"-> {shape_text(out)}"}
+
+
+def _shuffle_shape(ins, a, ctx):
+    c = spatial(ins, ctx, "shuffle")[0]
+    if c % a["groups"]:
+        raise ctx.error(f"shuffle {a['groups']} needs channels that divide into {a['groups']} groups, not {c}",
+                        f"choose from {_divisors(c)}")
+    return ins[0]
+
+
+def _shuffle_explain(ins, out, a) -> dict[str, str]:
+    g, c = a["groups"], ins[0][0]
+    return {"detail": f"shuffle: the {c} channels as {g} groups of {c // g}, interleaved: output channel "
+                      f"i*{g} + j is channel j*{c // g} + i (ShuffleNet's transpose)"}
+
+
+_ZOO_ACT = dict(kind="elementwise", style="activation")
+_ZOO_OPS = [
+    OpSpec("relu6", doc="ReLU capped at 6, min(max(0, x), 6) (MobileNet)", prefix="relu6_", counter="relu6",
+           written=lambda a: "relu6", stores_output=False,
+           explain=_activation_explain("relu6: min(max(0, x), 6)", "MobileNet v1/v2: robust in low precision"),
+           **_ZOO_ACT),
+    OpSpec("hsigmoid", doc="hard sigmoid, relu6(x + 3)/6 (MobileNet v3's gate)", prefix="hsigmoid",
+           counter="hsigmoid", written=lambda a: "hsigmoid", stores_output=False,
+           explain=_activation_explain("hsigmoid: relu6(x + 3)/6, a piecewise-linear sigmoid"), **_ZOO_ACT),
+    # hswish and silu need their input for the gradient: they store their output
+    OpSpec("hswish", doc="hard swish, x * relu6(x + 3)/6 (MobileNet v3)", prefix="hswish", counter="hswish",
+           written=lambda a: "hswish",
+           explain=_activation_explain("hswish: x * relu6(x + 3)/6, swish without the exponential"), **_ZOO_ACT),
+    OpSpec("silu", doc="SiLU (swish), x * sigmoid(x) (EfficientNet)", prefix="silu", counter="silu",
+           written=lambda a: "silu", explain=_activation_explain("silu: x * sigmoid(x) = x/(1 + e^-x)"), **_ZOO_ACT),
+    OpSpec("gate", "merge", "squeeze-and-excitation join: a map times a per-channel gate from its side branch",
+           arity="many", shape=_gate_shape, explain=_gate_explain,
+           macs=lambda ins, out, a: 0, counter="gate", prefix="gate", style="merge", written=lambda a: "gate"),
+    OpSpec("zeropad", "injective", "identity with zero channels added and a stride taken by sampling (option A)",
+           Signature(positional=(("out", POS_INT),), required=1, slash="stride", defaults={"stride": (1, 1)},
+                     usage="zeropad CHANNELS [/STRIDE], e.g. zeropad 32 /2"),
+           shape=_zeropad_shape, explain=_zeropad_explain,
+           window=lambda ins, a: ((1, 1), a["stride"], (0, 0)),
+           counter="zeropad", prefix="zeropad", style="shape",
+           written=lambda a: f"zeropad {a['out']}" + ("" if a["stride"] == (1, 1) else
+                                                     f" /{a['stride'][0]}" if a["stride"][0] == a["stride"][1]
+                                                     else f" /{_dims_text(a['stride'])}")),
+    OpSpec("split", "injective", "one of N equal parts of the channels (ShuffleNet v2's channel split)",
+           Signature(positional=(("parts", POS_INT),), options={"take": POS_INT}, defaults={"parts": 2, "take": 0},
+                     usage="split PARTS take K, e.g. split 2 take 1 (the first half)"),
+           shape=_split_shape, explain=_split_explain, stores_output=False,
+           counter="split", prefix="split", style="shape", written=lambda a: f"split {a['parts']}" + (f" take {a['take']}" if a["take"] else "")),
+    OpSpec("shuffle", "injective", "channel shuffle: G groups of channels interleaved (ShuffleNet)",
+           Signature(positional=(("groups", POS_INT),), required=1, usage="shuffle GROUPS, e.g. shuffle 2"),
+           shape=_shuffle_shape, explain=_shuffle_explain,
+           counter="shuffle", prefix="shuffle", style="shape", written=lambda a: f"shuffle {a['groups']}"),
+]
+OPS.update({op.name: op for op in _ZOO_OPS})
 
 # The activations that may run as their producer's epilogue, in the table's order (native.c's
 # codes for them count from 1 in this order), and the ops no back end or export ever sees.

@@ -26,6 +26,13 @@ def _lark() -> Lark:
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
+class _Shortcut:
+    """A `shortcut` branch while its branch is built: how it meets a different shape."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+
 class _Builder(Transformer):
     """Parse tree -> syntax tree. A mistake the grammar lets through (spaces inside an argument,
     a stride glued to a value) is logged and the tree built on: each is reported, not the first."""
@@ -154,12 +161,15 @@ class _Builder(Transformer):
         return tuple(children)
 
     def shortcut(self, children):
-        return None
+        return _Shortcut("zeropad" if children and children[0] is not None else "project")
 
     @v_args(meta=True)
     def branch(self, meta, children):
         label, body = children
-        return S.Branch(str(label) if label is not None else None, body, self._span(meta))
+        label = str(label) if label is not None else None
+        if isinstance(body, _Shortcut):
+            return S.Branch(label, None, self._span(meta), body.mode)
+        return S.Branch(label, body, self._span(meta))
 
     def branches(self, children):
         return tuple(children)
@@ -171,6 +181,10 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def add(self, meta, children):
         return S.Merge("add", children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def gate(self, meta, children):
+        return S.Merge("gate", children[0], self._span(meta))
 
     @v_args(meta=True)
     def side(self, meta, children):
@@ -366,7 +380,8 @@ def _fix_layer_tree(layer: S.Layer) -> S.Layer:
         item = S.Side(tuple(_fix_layer_tree(l) for l in item.body), item.span)
     elif isinstance(item, S.Merge):
         item = S.Merge(item.kind, tuple(
-            S.Branch(b.label, None if b.body is None else tuple(_fix_layer_tree(l) for l in b.body), b.span)
+            S.Branch(b.label, None if b.body is None else tuple(_fix_layer_tree(l) for l in b.body), b.span,
+                     b.shortcut)
             for b in item.branches), item.span)
     elif isinstance(item, S.Repeat):
         inner = _fix_layer_tree(S.Layer(None, None, item.item, item.span)).item

@@ -108,13 +108,14 @@ class Branch:
     label: str | None
     body: tuple["Layer", ...] | None  # None: the `shortcut` branch
     span: Span
+    shortcut: str = "project"  # how a `shortcut` meets a different shape: project | zeropad
 
 
 @dataclass(frozen=True)
 class Merge:
     """`concat { {..} {..} }` or `add { {..} shortcut }`."""
 
-    kind: str  # 'concat' | 'add'
+    kind: str  # 'concat' | 'add' | 'gate'
     branches: tuple[Branch, ...]
     span: Span
 

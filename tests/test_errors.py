@@ -28,7 +28,8 @@ BAD = [
      "add needs the same shape in every branch, got 4x32x32, 8x32x32", 2, 1),
     ("merge with one branch", INPUT + "concat {\n { conv 4 1x1 }\n}", "concat needs at least two branches", 2, 1),
     ("empty branch", INPUT + "add {\n { }\n shortcut\n}", "an empty branch", 3, 2),
-    ("shortcut in concat", INPUT + "concat {\n { conv 4 1x1 }\n shortcut\n}", "'shortcut' belongs in an add", 4, 2),
+    # shortcut in a concat is the input itself (DenseNet, issue 26); option A's zero channels need an add
+    ("shortcut zeropad in concat", INPUT + "concat {\n { conv 4 1x1 }\n shortcut zeropad\n}", "'shortcut zeropad' belongs in an add", 4, 2),
     ("unknown block", INPUT + "incept 3", "unknown layer or block 'incept'", 2, 1),
     ("too many block arguments", INPUT + "block b(c) { conv c 3x3 }\nb 1 2", "takes 1 argument(s), got 2", 3, 5),
     ("missing block argument", INPUT + "block b(c, d) { conv c 3x3 }\nb 1", "needs a value for 'd'", 3, 1),

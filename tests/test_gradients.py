@@ -54,11 +54,38 @@ GRAD_CASES = {
             "input 2x6x6\nadd {\n{ conv 4 3x3 /2 pad 1 nobias; bn }\nshortcut\n}"],
     "softmax": ["input 6\nsoftmax", "input 2x2x2\nfc 5\nsoftmax", "input 2x3x3\nfc 5\nsoftmax\nfc 3"],
     "svm": ["input 6\nsvm", "input 6\nsvm margin=2"],
+    # the zoo's ops (issue 26); a bias shift keeps the inputs off the kinks at 0, 6 and +-3
+    "relu6": ["input 2x3x3\nconv 2 1x1\nrelu6", "input 2x3x3\nrelu6"],
+    "hsigmoid": ["input 2x3x3\nhsigmoid", "input 7\nfc 5\nhsigmoid"],
+    "hswish": ["input 2x3x3\nhswish", "input 2x4x4\nconv 3 3x3 pad 1\nhswish"],
+    "silu": ["input 2x3x3\nsilu"],
+    "gate": ["input 4x3x3\ngate {\nshortcut\n{ pool avg global; conv 2 1x1; relu; conv 4 1x1; sigmoid }\n}",
+             "input 4x3x3\ngate {\n{ conv 4 1x1 }\n{ pool avg global; fc 2; relu; fc 4; hsigmoid }\n}"],
+    "zeropad": ["input 2x5x5\nzeropad 4 /2", "input 3x4x4\nzeropad 5",
+                "input 2x6x6\nadd {\n{ conv 4 3x3 /2 pad 1 nobias; bn }\nshortcut zeropad\n}"],
+    "split": ["input 4x3x3\nconcat {\n{ split 2 take 2 }\n{ split 2 take 1; conv 2 1x1 }\n}"],
+    "shuffle": ["input 6x2x3\nconv 6 1x1\nshuffle 3", "input 4x3x3\nshuffle 2"],
 }
 
 
 # ops whose CPU kernels come in two implementations, compiled (native.py) and numpy: checked with each
 NATIVE_OPS = ("conv", "pool", "bn", "concat", "add")
+
+DEPTHWISE_CASES = ["input 4x7x7\nconv 4 3x3 /2 pad 1 groups 4", "input 3x6x5\nconv 3 5x5 pad 2 groups 3 nobias",
+                   "input 3x6x6\nconv 3 3x3 /2 padend 1 groups 3\nrelu", "input 2x5x5\nconv 2 3x1 /1x2 groups 2"]
+
+
+@pytest.mark.parametrize("source", DEPTHWISE_CASES, ids=["strided", "5x5-nobias", "padend-relu", "3x1"])
+def test_depthwise_kernel_gradient(source):
+    """The depthwise variant of conv (backend/kernels/dense.py), with a fused relu and TensorFlow's padend."""
+    check_gradients(source + "\nflatten")
+
+
+def test_concat_with_the_block_input_gradient():
+    """DenseNet's dense layer: the input itself is one of the concat's branches."""
+    checked = check_gradients("input 3x4x4\nconcat {\nshortcut\n{ bn; relu; conv 2 3x3 pad 1 nobias }\n}\n"
+                              "concat { shortcut; { conv 2 1x1 } }\nflatten", batch=3)
+    assert "b2/conv1.weight" in checked
 
 
 def _cases(native: bool):

@@ -28,6 +28,18 @@ SHAPE_CASES = {
                  4 * 2 * 9 + 8 + 4 * 2 + 8),  # projection: 1x1 conv /2 (no bias) + bn
     "softmax": ("10", "softmax", (10,), 0),
     "svm": ("10", "svm margin=2", (10,), 0),
+    # the zoo's ops (issue 26)
+    "relu6": ("2x3x3", "relu6", (2, 3, 3), 0),
+    "hsigmoid": ("2x3x3", "hsigmoid", (2, 3, 3), 0),
+    "hswish": ("2x3x3", "hswish", (2, 3, 3), 0),
+    "silu": ("2x3x3", "silu", (2, 3, 3), 0),
+    # SE: pool, 1x1 conv 8 -> 2 (+bias), 1x1 conv 2 -> 8 (+bias): 8*2+2 + 2*8+8
+    "gate": ("8x5x5", "gate {\nshortcut\n{ pool avg global; conv 2 1x1; relu; conv 8 1x1; sigmoid }\n}",
+             (8, 5, 5), 8 * 2 + 2 + 2 * 8 + 8),
+    # option A: (7 - 1)//2 + 1 = 4 rows; 4 zero channels added, no parameters
+    "zeropad": ("4x7x7", "zeropad 8 /2", (8, 4, 4), 0),
+    "split": ("6x3x3", "split 3 take 2", (2, 3, 3), 0),
+    "shuffle": ("6x3x3", "shuffle 3", (6, 3, 3), 0),
 }
 
 

@@ -147,6 +147,72 @@ EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "softmax": (_simple("Softmax", axis=1), 13),  # the probabilities
     "svm": (_simple("Identity"), 1),  # the scores: the hinge loss is training's, not the model's
 }
+# --- the zoo's ops (issue 26) ----------------------------------------------------------------------
+
+
+def _relu6(ex, node, d, ins, out):
+    lo, hi = ex.constant(f"{node}.min", np.array(0, np.float32)), ex.constant(f"{node}.max", np.array(6, np.float32))
+    return ex.emit("Clip", [ins[0], lo, hi], out, node, node)
+
+
+def _silu(ex, node, d, ins, out):  # ONNX has no SiLU before opset 24's Swish: x * Sigmoid(x)
+    s = ex.emit("Sigmoid", ins, f"{node}/sigmoid", f"{node}/sigmoid", node)
+    return ex.emit("Mul", [ins[0], s], out, node, node)
+
+
+def _gate(ex, node, d, ins, out):
+    x, g = ins
+    if len(ex.graph.nodes[inputs(ex.graph, node)[1]]["shape"]) == 1:  # an fc's (N, C): to (N, C, 1, 1)
+        axes = ex.constant(f"{node}.axes", np.array([2, 3], np.int64))
+        g = ex.emit("Unsqueeze", [g, axes], f"{node}/gate", f"{node}/unsqueeze", node)
+    return ex.emit("Mul", [x, g], out, node, node)
+
+
+def _zeropad(ex, node, d, ins, out):
+    a = d["attrs"]
+    c = ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"][0]
+    big = np.iinfo(np.int64).max
+    x = ins[0]
+    if tuple(a["stride"]) != (1, 1):
+        args = [x, ex.constant(f"{node}.starts", np.array([0, 0], np.int64)),
+                ex.constant(f"{node}.ends", np.array([big, big], np.int64)),
+                ex.constant(f"{node}.axes", np.array([2, 3], np.int64)),
+                ex.constant(f"{node}.steps", np.array(a["stride"], np.int64))]
+        x = ex.emit("Slice", args, f"{node}/sampled", f"{node}/sample", node)
+    pads = ex.constant(f"{node}.pads", np.array([0, 0, 0, 0, 0, a["out"] - c, 0, 0], np.int64))
+    return ex.emit("Pad", [x, pads], out, node, node, mode="constant")
+
+
+def _split(ex, node, d, ins, out):
+    a = d["attrs"]
+    size = ex.graph.nodes[inputs(ex.graph, node)[0]]["shape"][0] // a["parts"]
+    k = a["take"] - 1
+    args = [ins[0], ex.constant(f"{node}.starts", np.array([k * size], np.int64)),
+            ex.constant(f"{node}.ends", np.array([(k + 1) * size], np.int64)),
+            ex.constant(f"{node}.axes", np.array([1], np.int64))]
+    return ex.emit("Slice", args, out, node, node)
+
+
+def _shuffle(ex, node, d, ins, out):
+    g = d["attrs"]["groups"]
+    c, h, w = ex.graph.nodes[node]["shape"]
+    grid = ex.constant(f"{node}.grid", np.array([0, g, c // g, h, w], np.int64))  # 0: the batch, kept
+    flat = ex.constant(f"{node}.flat", np.array([0, c, h, w], np.int64))
+    x = ex.emit("Reshape", [ins[0], grid], f"{node}/grid", f"{node}/grid", node)
+    x = ex.emit("Transpose", [x], f"{node}/transposed", f"{node}/transpose", node, perm=[0, 2, 1, 3, 4])
+    return ex.emit("Reshape", [x, flat], out, node, node)
+
+
+EXPORTERS.update({
+    "relu6": (_relu6, 11),  # Clip's bounds as inputs
+    "hsigmoid": (_simple("HardSigmoid", alpha=1 / 6, beta=0.5), 6),  # max(0, min(1, x/6 + 1/2))
+    "hswish": (_simple("HardSwish"), 14),
+    "silu": (_silu, 13),
+    "gate": (_gate, 13),  # Unsqueeze's axes as an input
+    "zeropad": (_zeropad, 13),  # Slice with steps, Pad with pads as an input
+    "split": (_split, 13),
+    "shuffle": (_shuffle, 13),
+})
 
 
 def fold_state(folded: Network, original: Network, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -251,10 +317,11 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
                               doc_string=f"netdsl network {net.name}" + (" (optimised for inference)" if optimised else ""))
     model.ir_version = min(model.ir_version, _IR_FOR_OPSET.get(opset, model.ir_version))
     for name, value in ex.initializers:  # written into the model in place: a VGG's 550 MB copied once
-        array = np.asarray(value, dtype=np.float32)  # (not ascontiguousarray: it makes a scalar 1-D)
+        whole = np.asarray(value).dtype.kind in "iu"  # index constants (Slice, Pad, Reshape) stay int64
+        array = np.asarray(value, dtype=np.int64 if whole else np.float32)  # (not ascontiguousarray: it makes a scalar 1-D)
         tensor = model.graph.initializer.add()
         tensor.name = name
-        tensor.data_type = TensorProto.FLOAT
+        tensor.data_type = TensorProto.INT64 if whole else TensorProto.FLOAT
         tensor.dims.extend(array.shape)
         tensor.raw_data = array.tobytes()
     helper.set_model_props(model, {"netdsl_version": __version__, "network": net.name, "source": net.source,

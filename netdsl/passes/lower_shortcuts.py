@@ -1,4 +1,5 @@
-"""Residual shortcuts become what they are: nothing (identity) or a 1x1 projection.
+"""Residual shortcuts become what they are: nothing (identity), a 1x1 projection, or (written
+`shortcut zeropad`, the ResNet paper's option A) a `zeropad`: subsampled, zero channels added.
 
 `shortcut` in `add { {..} shortcut }` matches the other branch's shape. Same shape: the
 shortcut node disappears and its consumer reads the trunk directly. Different shape: a
@@ -35,11 +36,18 @@ def lower_shortcuts(graph: nx.DiGraph) -> nx.DiGraph:
             rename[node] = trunk
             continue
         stride = shortcut_stride(src_shape, like_shape)
+        common = dict(span=data["span"], block=data["block"])
+        if data["attrs"].get("mode") == "zeropad":  # option A: subsampled, zero channels added
+            pad_attrs = freeze({"out": like_shape[0], "stride": stride})
+            g.add_node(f"{node}/zeropad", op="zeropad", attrs=pad_attrs, written=OPS["zeropad"].written(pad_attrs),
+                       **common)
+            g.add_edge(trunk, f"{node}/zeropad", slot=0)
+            rename[node] = f"{node}/zeropad"
+            continue
         conv_attrs = {"out": like_shape[0], "kernel": (1, 1), "stride": stride, "pad": (0, 0), "groups": 1}
         use_bn = _branch_uses_bn(graph, like, trunk)
         conv_attrs["bias"] = not use_bn
         conv_attrs = freeze(conv_attrs)
-        common = dict(span=data["span"], block=data["block"])
         conv_id = f"{node}/conv"
         g.add_node(conv_id, op="conv", attrs=conv_attrs, written=OPS["conv"].written(conv_attrs), **common)
         g.add_edge(trunk, conv_id, slot=0)

@@ -1,5 +1,5 @@
 """The activations as layers of their own (relu, tanh, sigmoid: the rules of activation_rules;
-leaky) and dropout: elementwise, their gradients from what their forward kept."""
+leaky; relu6, hsigmoid, hswish, silu) and dropout: elementwise, their gradients from what their forward kept."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,3 +65,71 @@ def dropout_backward(node, saved: Mask, dout, need_dx):
 
 
 DROPOUT = kernel(Variant("reference", always, dropout_forward, dropout_backward))
+
+
+# MobileNet's and EfficientNet's activations (issue 26), layers of their own (not epilogues: hswish
+# and silu differentiate from their input, ops.OpSpec.epilogue). Each as (forward: x -> y,
+# gradient: (dy, x, y) -> dx); relu6 and hsigmoid are piecewise linear and use their output.
+
+
+def _relu6(xp, x):
+    return xp.clip(x, 0, 6)
+
+
+def _relu6_grad(xp, dy, x, y):
+    return dy * ((y > 0) & (y < 6))
+
+
+def _hsigmoid(xp, x):
+    return xp.clip(x * (1 / 6) + 0.5, 0, 1)
+
+
+def _hsigmoid_grad(xp, dy, x, y):
+    return dy * (((y > 0) & (y < 1)) * (1 / 6)).astype(dy.dtype)
+
+
+def _hswish(xp, x):
+    return x * xp.clip(x * (1 / 6) + 0.5, 0, 1)
+
+
+def _hswish_grad(xp, dy, x, y):
+    # 0 below -3, 1 above 3, (2x + 3)/6 between (PyTorch's hardswish_backward)
+    slope = xp.where(x < -3, 0, xp.where(x > 3, 1, x * (1 / 3) + 0.5)).astype(dy.dtype)
+    return dy * slope
+
+
+def _sigmoid(xp, x):
+    return xp.exp(-xp.logaddexp(0, -x))  # 1/(1 + e^-x) without overflow
+
+
+def _silu(xp, x):
+    return x * _sigmoid(xp, x)
+
+
+def _silu_grad(xp, dy, x, y):
+    s = _sigmoid(xp, x)
+    return dy * (s * (1 + x * (1 - s)))
+
+
+
+@dataclass
+class InOut:
+    x: Any
+    y: Any
+
+
+def _rule_kernel(apply, grad) -> Kernel:
+    def forward(node, inputs):
+        (x,) = inputs
+        y = apply(node.xp, x)
+        return y, InOut(x, y)
+
+    def backward(node, saved: InOut, dout, need_dx):
+        return [grad(node.xp, dout, saved.x, saved.y)]
+    return kernel(Variant("reference", always, forward, backward))
+
+
+RELU6 = _rule_kernel(_relu6, _relu6_grad)
+HSIGMOID = _rule_kernel(_hsigmoid, _hsigmoid_grad)
+HSWISH = _rule_kernel(_hswish, _hswish_grad)
+SILU = _rule_kernel(_silu, _silu_grad)

@@ -1,7 +1,9 @@
-"""The structure ops: the input, flatten, and the joins of branches (concat, add)."""
+"""The structure ops: the input, flatten, and the joins of branches (concat, add, and
+squeeze-and-excitation's gate)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..cpu.threads import over_batch
 from .variants import Variant, always, chain_out, gpu, kernel, through_epilogue
@@ -88,3 +90,29 @@ def add_backward_gpu(node, saved: Count, dout, need_dx):
 
 ADD = kernel(Variant("reference", always, add_forward, add_backward),
              Variant("gpu_chain", gpu, add_forward_gpu, add_backward_gpu, epilogue=True))
+
+
+# the squeeze-and-excitation gate -----------------------------------------------------------------
+
+
+@dataclass
+class Gated:
+    x: Any
+    g4: Any  # the gate as (N, C, 1, 1)
+    g_shape: tuple  # the gate as it came: (N, C) from an fc, (N, C, 1, 1) from a conv
+
+
+def gate_forward(node, inputs):
+    """y[n, c, h, w] = x[n, c, h, w] * g[n, c]: the gate is (N, C) or (N, C, 1, 1)."""
+    x, g = inputs
+    g4 = g.reshape(g.shape[0], g.shape[1], 1, 1)
+    return x * g4, Gated(x, g4, g.shape)
+
+
+def gate_backward(node, saved: Gated, dout, need_dx):
+    dx = dout * saved.g4
+    dg = (dout * saved.x).sum(axis=(2, 3)).reshape(saved.g_shape)
+    return [dx, dg]
+
+
+GATE = kernel(Variant("reference", always, gate_forward, gate_backward))
