@@ -7,8 +7,8 @@ and the largest batch that does, instead of failing with a MemoryError gigabytes
 The plan is an upper estimate, not a measurement: per image, every value the forward pass keeps
 for backward and its gradient (the summary's training activations) twice over for the
 temporaries kernels make, plus the largest conv's im2col columns twice (forward and backward);
-fixed, the parameters three times (weights, gradients, workspace) and once more for the
-optimiser's momentum when training. Against the peak tracemalloc measured for a `netdsl run`
+fixed, what training holds for the parameters (passes/memory.training_parameter_values: weights,
+gradients, and momentum when training) and once more for the kernels' workspace. Against the peak tracemalloc measured for a `netdsl run`
 step on the CPU (issue 14: LeNet-5, AlexNet, ResNet-18, GoogLeNet and VGG16 at two batches
 each), the plan's per-image figure is 1.3-2.2x the measured one and its fixed part 2.3-4x:
 never under. tests/test_budget.py holds it to that.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..compiler import Network
 from ..errors import NetError
 from ..passes.check_limits import BYTES, human_bytes
+from ..passes.memory import training_parameter_values
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def largest_columns(net: Network) -> int:
 def plan_step(net: Network, optimiser: bool) -> StepPlan:
     t = net.totals()
     per_image = (2 * t.training_activations + 2 * largest_columns(net)) * BYTES
-    fixed = (3 + (1 if optimiser else 0)) * t.params * BYTES
+    fixed = (training_parameter_values(t.params, optimiser) + t.params) * BYTES  # + the workspace
     return StepPlan(fixed, per_image)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from ..compiler import LayerInfo, Network
 from ..ops import shape_text
 from ..passes.check_limits import BYTES, human_bytes
+from ..passes.memory import training_parameter_values
 from .model import DEPTH_RULE, Analysis
 from .tables import Column, Document, Report, Table, render
 
@@ -45,7 +46,7 @@ def summary_dict(net: Network, an: Analysis | None = None) -> dict[str, Any]:
             "flops": t_all.flops, "activations": t_all.activations,
             "activation_bytes": t_all.activations * BYTES,
             "training_activations": t_all.training_activations,
-            "training_bytes": t_all.training_activations * BYTES + 3 * t_all.params * BYTES,
+            "training_bytes": (t_all.training_activations + training_parameter_values(t_all.params)) * BYTES,
             "params_without_side_outputs": t_trunk.params, "macs_without_side_outputs": t_trunk.macs,
         },
         "conventions": list(CONVENTIONS),
@@ -89,7 +90,8 @@ def summary_document(net: Network, blocks: bool = False) -> Document:
         out.append(f"  without side outputs {trunk.macs:>11,}")
     out.append(f"activations       {t.activations:>16,}   values per image, {human_bytes(t.activations * BYTES)} forward; "
                f"{human_bytes(t.training_activations * BYTES)} training (+ gradients)")
-    out.append(f"parameter memory  {human_bytes(t.params * BYTES):>16}   ({human_bytes(3 * t.params * BYTES)} training: "
+    training = human_bytes(training_parameter_values(t.params) * BYTES)
+    out.append(f"parameter memory  {human_bytes(t.params * BYTES):>16}   ({training} training: "
                "weights, gradients, momentum)")
     out.append(f"depth             {an.depth:>16}   weighted layers (conv, fc) on the longest input-to-output path")
     shapes = {l.name: l.shape for l in net.layers}
