@@ -7,6 +7,7 @@
 """
 from .backend.cpu import blas_threads  # noqa: F401  (first: it sets OpenBLAS's environment before numpy loads)
 from . import views  # noqa: F401  (gives Network its explain() and summary(): see compiler.provide_view)
+from . import render  # noqa: F401  (netdsl.render.diagram(net) works after a plain `import netdsl`)
 from .backend.executor import Model
 from .compiler import LayerInfo, Network, Totals, compile, compile_source, load, optimise
 from .errors import NetError, Span

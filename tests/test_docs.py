@@ -179,3 +179,18 @@ def test_the_synopsis_lists_every_flag():
             if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", said) for o in action.option_strings):
                 missing.append(f"netdsl {name} {max(action.option_strings, key=len)}")
     assert not missing, f"docs/command-line.md's synopsis does not name: {missing}"
+
+
+def test_the_python_views_need_only_import_netdsl():
+    """`import netdsl` is enough for every view the pages show (netdsl.render once needed its own
+    import), and the views answer alike: reports that print as text and show as HTML."""
+    import subprocess
+    import sys
+    code = ("import netdsl\n"
+            "net = netdsl.load('nets/lenet5.net')\n"
+            "d = netdsl.render.diagram(net)\n"
+            "s, e = net.summary(), net.explain('c1')\n"
+            "print(type(d).__name__, all(hasattr(r, '_repr_html_') and str(r) for r in (s, e)))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Digraph", "True"]
