@@ -193,7 +193,7 @@ TINY = "network tiny\ninput 1x8x8\nconv 4 3x3 pad 1\nrelu\npool max 2x2\nfc 10\n
 
 
 @pytest.mark.parametrize("flags, code, words", [
-    (["--opset", "9"], 2, "argument --opset: invalid choice: 9"),
+    (["--opset", "9"], 2, "argument --opset: '9' is not one of the choices"),
     (["--batch", "0"], 2, "argument --batch: '0' must be 1 or more"),
     (["--batch", "lots"], 2, "argument --batch: 'lots' is not a whole number"),
 ])
