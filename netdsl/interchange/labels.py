@@ -15,13 +15,24 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from importlib import resources
 
 from ..ops import OPS
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# The words of the language (grammar.lark's keywords): a label spelled so does not parse.
-# tests/test_hardening_models.py checks this set against the grammar's quoted words.
-KEYWORDS = frozenset({"network", "input", "block", "concat", "add", "side", "repeat", "shortcut"})
+
+
+def _keywords() -> frozenset[str]:
+    """The words of the language, read from the grammar itself: the quoted words of its rules
+    (`repeat: "repeat" expr _item`), which a label spelled alike does not parse past. (A named
+    terminal's word, `ZEROPAD: "zeropad"`, is read only where its rule expects it.)"""
+    grammar = resources.files("netdsl").joinpath("grammar.lark").read_text(encoding="utf-8")
+    terminal = re.compile(r"\s*[A-Z_][A-Z0-9_]*(\.\d+)?\s*:")
+    rules = [line.split("//", 1)[0] for line in grammar.splitlines() if not terminal.match(line)]
+    return frozenset(re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', "\n".join(rules)))
+
+
+KEYWORDS = _keywords()
 # Names netdsl gives the nodes a person leaves unlabelled: an op's prefix and a number (conv3,
 # relu12), a side output (aux1), a shortcut, a group; block instances take their block's name.
 DEFAULT_PREFIXES = frozenset({op.prefix for op in OPS.values() if op.prefix} | {"aux", "shortcut", "group"})

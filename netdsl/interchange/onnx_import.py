@@ -59,7 +59,8 @@ def tensor_array(t, place: Place) -> np.ndarray:
         raise place.error(f"tensor '{comment(t.name)}' keeps its data outside the model")
     got = len(t.raw_data) // itemsize if t.raw_data else len(getattr(t, field))
     if (t.raw_data and len(t.raw_data) != count * itemsize) or got != count:
-        raise place.error(f"tensor '{comment(t.name)}' of shape {list(shape)} needs {count:,} values, but holds {got:,}")
+        raise place.error(f"tensor '{comment(t.name)}' of shape {list(shape)} needs {count:,} values, "
+                          f"but holds {got:,}")
     try:
         return numpy_helper.to_array(t)
     except Exception as exc:  # onnx's own conversion refusing what passed the checks above
@@ -106,14 +107,15 @@ class _Reader:
             src = self.pending_flatten.pop(name)
             self.add(node_name=f"{name}", op="flatten", attrs={}, inputs=[self.layer_of(src, node)], out=name)
         if name not in self.producer:
-            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}) reads '{name}', which is neither the "
-                           "input nor a layer's output (a computed constant netdsl cannot follow)")
+            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}) reads '{comment(name)}', "
+                           "which is neither the input nor a layer's output (a computed constant netdsl cannot follow)")
         return self.producer[name]
 
     def const(self, name: str, node, what: str) -> np.ndarray:
         name = self.value(name)
         if name not in self.consts:
-            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}): its {what} '{name}' is not a constant")
+            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}): its {what} '{comment(name)}' "
+                           "is not a constant")
         return self.consts[name]
 
     def add(self, node_name: str, op: str, attrs: dict, inputs: list[str], out: str,
