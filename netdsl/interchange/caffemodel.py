@@ -17,6 +17,9 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import NetError
+from . import checks
+from .checks import Place
+from .labels import comment
 
 MAX_CAFFEMODEL = 2 << 30
 
@@ -57,23 +60,27 @@ def messages():
         get(pool.FindMessageTypeByName("netdsl_caffe.BlobProto"))
 
 
-def _array(blob) -> np.ndarray:
-    values = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+def _array(blob, place: Place) -> np.ndarray:
+    """A blob's values in its shape: the dims checked (whole, 0 or more, their product exact and
+    bounded) and the values exactly as many, before anything is allocated from them."""
     if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
+        shape = checks.dims(blob.shape.dim, "a blob", place, low=0)
     else:  # the legacy four sizes, leading ones dropped
-        shape = tuple(int(d) for d in (blob.num, blob.channels, blob.height, blob.width))
+        shape = checks.dims((blob.num, blob.channels, blob.height, blob.width), "a blob", place, low=0)
         while len(shape) > 1 and shape[0] == 1:
             shape = shape[1:]
-    if int(np.prod(shape)) != values.size:
-        raise NetError(f"a blob of shape {list(shape)} holds {values.size} values")
+    count = checks.bounded_product(shape, "a blob", place)
+    held = len(blob.data) or len(blob.double_data)
+    if held != count:
+        raise place.error(f"a blob of shape {list(shape)} holds {held:,} values, not {count:,}")
+    with np.errstate(over="ignore"):  # doubles beyond float32 become inf, refused by name (structure._state)
+        values = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
     return values.reshape(shape)
 
 
 def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """{layer name: [its blobs as arrays]} from a .caffemodel."""
-    from ..files import read_bounded
-    data = read_bounded(path, MAX_CAFFEMODEL, "a .caffemodel file")
+    data = checks.read_file(path, MAX_CAFFEMODEL, "a .caffemodel file")
     net_cls, _ = messages()
     net = net_cls()
     try:
@@ -84,8 +91,6 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
         raise NetError(f"{path} is in Caffe's legacy V1 format", hint="upgrade it with upgrade_net_proto_binary")
     out = {}
     for layer in net.layer:
-        try:
-            out[layer.name] = [_array(b) for b in layer.blobs]
-        except NetError as err:
-            raise NetError(f"{path}: layer '{layer.name}': {err.message}") from None
+        place = Place(str(path), f"layer '{comment(layer.name)}'")
+        out[layer.name] = [_array(b, place) for b in layer.blobs]
     return out

@@ -20,23 +20,35 @@ Weights come from a .weights file when one is given (read_weights).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import NetError, Span
-from ..ops import OPS, ShapeContext
-from .structure import NAME, Layer, stem_name, write_network
+from . import checks
+from .checks import Place
+from .labels import comment
+from .structure import Layer, stem_name, write_network
 
 MAX_CFG = 4 << 20
+MAX_WEIGHTS = 2 << 30
 ACTIVATIONS = {"linear": None, "leaky": ("leaky", {"slope": 0.1}), "relu": ("relu", {}),
                "logistic": ("sigmoid", {}), "tanh": ("tanh", {})}
-# sections that hold a layer index of their own but compute nothing for inference: training's loss
-INDEX_ONLY = {"cost"}
 
 
-def _sections(text: str, path: str) -> list[tuple[str, dict, int]]:
+@dataclass
+class Section:
+    """One `[kind]` section: its key=value options and where each was written."""
+
+    kind: str
+    line: int
+    options: dict[str, str] = field(default_factory=dict)
+    spans: dict[str, Span] = field(default_factory=dict)  # key -> the span of its value
+
+
+def _sections(text: str, path: str) -> list[Section]:
     from ..errors import split_lines
-    out: list[tuple[str, dict, int]] = []
+    out: list[Section] = []
     for n, raw in enumerate(split_lines(text), 1):
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line:
@@ -44,10 +56,12 @@ def _sections(text: str, path: str) -> list[tuple[str, dict, int]]:
         if line.startswith("["):
             if not line.endswith("]"):
                 raise NetError("a section header is [name]", Span(path, n, 1, n, len(raw) + 1))
-            out.append((line[1:-1].strip().lower(), {}, n))
+            out.append(Section(line[1:-1].strip().lower(), n))
         elif "=" in line and out:
             key, value = (part.strip() for part in line.split("=", 1))
-            out[-1][1][key] = value
+            col = raw.index("=") + 2 + len(raw[raw.index("=") + 1:]) - len(raw[raw.index("=") + 1:].lstrip())
+            out[-1].options[key] = value
+            out[-1].spans[key] = Span(path, n, col, n, col + max(len(value), 1))
         else:
             col = len(raw) - len(raw.lstrip()) + 1
             raise NetError("expected [section] or key=value", Span(path, n, col, n, len(raw) + 1))
@@ -61,111 +75,163 @@ class _Cfg:
         self.shapes: dict[str, tuple] = {}
         self.index: list[str] = []  # Darknet's layer i -> the netdsl layer holding its output
         self.weighted: list[tuple[str, str, str | None]] = []  # (conv|fc, its layer, its bn or None), in order
+        self.section = Section("net", 0)  # the section being read
 
-    def refuse(self, kind: str, line: int, what: str, supported: str) -> NetError:
-        return NetError(f"{self.path}: [{kind}] layer {len(self.index)} (line {line}) {what}",
-                        Span(self.path, line, 1, line, 2), f"netdsl supports {supported}")
+    def place(self) -> Place:
+        sec = self.section
+        what = f"[{sec.kind}]" + (f" layer {len(self.index)}" if sec.kind not in ("net", "network") else "")
+        return Place(self.path, f"{what} (line {sec.line})", Span(self.path, sec.line, 1, sec.line, 2 + len(sec.kind)))
 
+    def refuse(self, what: str, supported: str) -> NetError:
+        place = self.place()
+        return NetError(f"{place.what} {what}", place.span, f"netdsl supports {supported}")
+
+    # the section's options, checked where they were written ---------------------------------------
+    def whole(self, key: str, default: int | None, low: int = 1, high: int = checks.MAX_VALUES) -> int:
+        value = self.section.options.get(key)
+        if value is None:
+            if default is None:
+                raise self.place().error(f"has no {key}=", f"[{self.section.kind}] needs {key}=")
+            return default
+        return checks.whole(value, key, self.place(), low=low, high=high, span=self.section.spans[key])
+
+    def real(self, key: str, default: float) -> float:
+        value = self.section.options.get(key)
+        return default if value is None else checks.real(value, key, self.place(), span=self.section.spans[key])
+
+    def flag(self, key: str) -> bool:
+        return self.whole(key, 0, low=0, high=1) == 1
+
+    def word(self, key: str, default: str) -> str:
+        return self.section.options.get(key, default)
+
+    # layers ------------------------------------------------------------------------------------------
     def add(self, name: str, op: str, attrs: dict, inputs: list[str]) -> str:
         lid = name
         n = 2
         while lid in self.layers:
             lid, n = f"{name}_{n}", n + 1
         self.layers[lid] = Layer(lid, op, attrs, inputs, "")  # Darknet names no layers: netdsl's names stand
-        try:
-            self.shapes[lid] = OPS[op].shape([self.shapes[i] for i in inputs], attrs, ShapeContext(None, lid))
-        except NetError as err:
-            raise NetError(f"{self.path}: layer {len(self.index)} ({op}): {err.message}", hint=err.hint) from None
+        self.shapes[lid] = checks.layer_shape(op, attrs, [self.shapes[i] for i in inputs], self.place(), lid)
         return lid
 
-    def activation(self, value: str, kind: str, line: int, tip: str) -> str:
+    def activation(self, tip: str, default: str) -> str:
+        value = self.word("activation", default)
         if value not in ACTIVATIONS:
-            raise self.refuse(kind, line, f"has activation {value}", ", ".join(ACTIVATIONS) + " activations")
+            raise self.refuse(f"has activation {value}", ", ".join(ACTIVATIONS) + " activations")
         act = ACTIVATIONS[value]
         return tip if act is None else self.add(act[0], act[0], dict(act[1]), [tip])
 
-    def weighted_layer(self, op: str, lid: str, bn: bool, activation: str, kind: str, line: int) -> str:
+    def weighted_layer(self, op: str, lid: str, bn: bool) -> str:
         """After a conv or fc: its bn (batch_normalize), noted for the .weights order, then its activation."""
         tip = self.add("bn", "bn", {"eps": 1e-5, "momentum": 0.1}, [lid]) if bn else lid
         self.weighted.append((op, lid, tip if bn else None))
-        return self.activation(activation, kind, line, tip)
+        return self.activation(tip, "logistic")
 
-    def earlier(self, ref: str, kind: str, line: int) -> str:
-        i = int(ref)
+    def earlier(self, key: str, ref: str) -> str:
+        i = checks.whole(ref, key, self.place(), low=-checks.MAX_VALUES, span=self.section.spans.get(key))
         at = len(self.index) + i if i < 0 else i
         if not 0 <= at < len(self.index):
-            raise self.refuse(kind, line, f"names layer {ref}, which is not an earlier layer", "earlier layers")
+            raise self.refuse(f"names layer {ref}, which is not an earlier layer", "earlier layers")
         return self.index[at]
 
 
-def _int(options: dict, key: str, default: int) -> int:
-    return int(options.get(key, default))
+# --- one reader a section kind: (the cfg, the tip so far) -> the new tip ------------------------------
+
+def _convolutional(c: _Cfg, tip: str) -> str:
+    size, stride = c.whole("size", 1), c.whole("stride", 1)
+    pad = size // 2 if c.whole("pad", 0, low=0) else c.whole("padding", 0, low=0)
+    bn = c.flag("batch_normalize")
+    tip = c.add("conv", "conv", {"out": c.whole("filters", 1), "kernel": (size, size), "stride": (stride, stride),
+                                 "pad": (pad, pad), "groups": c.whole("groups", 1), "bias": not bn}, [tip])
+    return c.weighted_layer("conv", tip, bn)
+
+
+def _maxpool(c: _Cfg, tip: str) -> str:
+    stride = c.whole("stride", 1)
+    size = c.whole("size", stride)
+    padding = c.whole("padding", size - 1, low=0)
+    before, after = padding // 2, padding - padding // 2
+    if len(c.shapes[tip]) != 3:
+        raise c.refuse("pools a vector", "[maxpool] on a feature map")
+    n = c.shapes[tip][1]
+    padend = after - before
+    if padend and (n + padding - size) // stride + 1 == (n + 2 * before - size) // stride + 1:
+        padend = 0  # the extra row and column after are never read: plain lines read better
+    return c.add("pool", "pool", {"mode": "max", "kernel": (size, size), "stride": (stride, stride),
+                                  "pad": (before, before), "padend": (padend, padend), "ceil": False,
+                                  "count_pad": True}, [tip])
+
+
+def _avgpool(c: _Cfg, tip: str) -> str:
+    return c.add("pool", "pool", {"mode": "avg", "kernel": "global", "stride": (1, 1), "pad": (0, 0),
+                                  "ceil": False, "count_pad": True}, [tip])
+
+
+def _connected(c: _Cfg, tip: str) -> str:
+    bn = c.flag("batch_normalize")
+    tip = c.add("fc", "fc", {"out": c.whole("output", 1), "bias": not bn}, [tip])
+    return c.weighted_layer("fc", tip, bn)
+
+
+def _dropout(c: _Cfg, tip: str) -> str:
+    return c.add("dropout", "dropout", {"p": c.real("probability", 0.5)}, [tip])
+
+
+def _softmax(c: _Cfg, tip: str) -> str:
+    """Over all of a sample's outputs: a 10x1x1 map is flattened first."""
+    if len(c.shapes[tip]) == 3:
+        tip = c.add("flatten", "flatten", {}, [tip])
+    return c.add("softmax", "softmax", {}, [tip])
+
+
+def _route(c: _Cfg, tip: str) -> str:
+    refs = [c.earlier("layers", r.strip()) for r in c.word("layers", "").split(",") if r.strip()]
+    if not refs:
+        raise c.refuse("names no layers", "layers=-1,-4 and the like")
+    return refs[0] if len(refs) == 1 else c.add("concat", "concat", {}, refs)
+
+
+def _shortcut(c: _Cfg, tip: str) -> str:
+    other = c.earlier("from", c.word("from", "-1"))
+    if c.shapes[other] != c.shapes[tip]:
+        raise c.refuse(f"adds a {'x'.join(map(str, c.shapes[other]))} layer to a "
+                       f"{'x'.join(map(str, c.shapes[tip]))} one", "shortcuts between equal shapes")
+    return c.activation(c.add("add", "add", {}, [tip, other]), "linear")
+
+
+def _index_only(c: _Cfg, tip: str) -> str:
+    """A section that holds a layer index of its own but computes nothing for inference ([cost]: training's loss)."""
+    return tip
+
+
+# Darknet section kind -> its reader; the unknown-section hint is made from this table
+SECTIONS = {"convolutional": _convolutional, "maxpool": _maxpool, "avgpool": _avgpool, "connected": _connected,
+            "dropout": _dropout, "softmax": _softmax, "route": _route, "shortcut": _shortcut, "cost": _index_only}
+ALIASES = {"conv": "convolutional", "network": "net"}  # other spellings parser.c accepts
 
 
 def read_darknet(path: str | os.PathLike) -> _Cfg:
-    from ..files import read_text
-    text = read_text(path, MAX_CFG, "a Darknet .cfg file")
+    text = checks.read_text(path, MAX_CFG, "a Darknet .cfg file")
     sections = _sections(text, str(path))
-    if not sections or sections[0][0] not in ("net", "network"):
+    if not sections or ALIASES.get(sections[0].kind, sections[0].kind) != "net":
         raise NetError(f"{path}: a Darknet .cfg starts with [net] (width, height, channels)")
-    _, net, _ = sections[0]
     c = _Cfg(str(path))
-    shape = (_int(net, "channels", 3), _int(net, "height", 0), _int(net, "width", 0))
-    if min(shape) <= 0:
-        raise NetError(f"{path}: [net] needs positive channels, height and width, not {shape}")
+    c.section = sections[0]
+    shape = (c.whole("channels", 3), c.whole("height", None), c.whole("width", None))
+    checks.bounded_product(shape, "the input", c.place())
     c.layers["input"] = Layer("input", "input", {"shape": shape}, [], "input")
     c.shapes["input"] = shape
     tip = "input"
-    for kind, o, line in sections[1:]:
-        if kind in ("convolutional", "conv"):
-            size, stride = _int(o, "size", 1), _int(o, "stride", 1)
-            pad = size // 2 if _int(o, "pad", 0) else _int(o, "padding", 0)
-            bn = bool(_int(o, "batch_normalize", 0))
-            tip = c.add("conv", "conv", {"out": _int(o, "filters", 1), "kernel": (size, size), "stride": (stride, stride),
-                                         "pad": (pad, pad), "groups": _int(o, "groups", 1), "bias": not bn}, [tip])
-            tip = c.weighted_layer("conv", tip, bn, o.get("activation", "logistic"), kind, line)
-        elif kind == "maxpool":
-            stride = _int(o, "stride", 1)
-            size = _int(o, "size", stride)
-            padding = _int(o, "padding", size - 1)
-            before, after = padding // 2, padding - padding // 2
-            n = c.shapes[tip][1]
-            padend = after - before
-            if padend and (n + padding - size) // stride + 1 == (n + 2 * before - size) // stride + 1:
-                padend = 0  # the extra row and column after are never read: plain lines read better
-            tip = c.add("pool", "pool", {"mode": "max", "kernel": (size, size), "stride": (stride, stride),
-                                         "pad": (before, before), "padend": (padend, padend), "ceil": False,
-                                         "count_pad": True}, [tip])
-        elif kind == "avgpool":
-            tip = c.add("pool", "pool", {"mode": "avg", "kernel": "global", "stride": (1, 1), "pad": (0, 0),
-                                         "ceil": False, "count_pad": True}, [tip])
-        elif kind == "connected":
-            bn = bool(_int(o, "batch_normalize", 0))
-            tip = c.add("fc", "fc", {"out": _int(o, "output", 1), "bias": not bn}, [tip])
-            tip = c.weighted_layer("fc", tip, bn, o.get("activation", "logistic"), kind, line)
-        elif kind == "dropout":
-            tip = c.add("dropout", "dropout", {"p": float(o.get("probability", 0.5))}, [tip])
-        elif kind == "softmax":  # over all of a sample's outputs: a 10x1x1 map is flattened first
-            if len(c.shapes[tip]) == 3:
-                tip = c.add("flatten", "flatten", {}, [tip])
-            tip = c.add("softmax", "softmax", {}, [tip])
-        elif kind == "route":
-            refs = [c.earlier(r.strip(), kind, line) for r in o.get("layers", "").split(",") if r.strip()]
-            if not refs:
-                raise c.refuse(kind, line, "names no layers", "layers=-1,-4 and the like")
-            tip = refs[0] if len(refs) == 1 else c.add("concat", "concat", {}, refs)
-        elif kind == "shortcut":
-            other = c.earlier(o.get("from", "-1"), kind, line)
-            if c.shapes[other] != c.shapes[tip]:
-                raise c.refuse(kind, line, f"adds a {'x'.join(map(str, c.shapes[other]))} layer to a "
-                                          f"{'x'.join(map(str, c.shapes[tip]))} one", "shortcuts between equal shapes")
-            tip = c.add("add", "add", {}, [tip, other])
-            tip = c.activation(o.get("activation", "linear"), kind, line, tip)
-        elif kind not in INDEX_ONLY:
-            raise c.refuse(kind, line, "is a section netdsl has no layer for",
-                           "[convolutional], [maxpool], [avgpool], [connected], [dropout], [softmax], [route], "
-                           "[shortcut], [cost]")
+    for sec in sections[1:]:
+        c.section = sec
+        read = SECTIONS.get(ALIASES.get(sec.kind, sec.kind))
+        if read is None:
+            raise c.refuse("is a section netdsl has no layer for", ", ".join(f"[{kind}]" for kind in SECTIONS))
+        tip = read(c, tip)
         c.index.append(tip)
+    if len(c.layers) == 1:
+        raise NetError(f"{path}: the .cfg has a [net] section and no layers netdsl reads")
     return c
 
 
@@ -175,13 +241,17 @@ def read_weights(c: _Cfg, path: str | os.PathLike) -> None:
     0.2 on, else 4); then for each convolutional layer its biases, and with batch_normalize its
     scales, rolling means and rolling variances, then its weights (filters x channels/groups x
     size x size); for each connected layer its biases and weights (outputs x inputs), then the
-    batch-norm values. With batch norm the biases are the bn's shift (the conv has none)."""
-    from ..files import read_bounded
-    data = read_bounded(path, 2 << 30, "a Darknet .weights file")
+    batch-norm values. With batch norm the biases are the bn's shift (the conv has none).
+    Darknet writes versions 0.1 and 0.2 (0.2.5 in the maintained fork); a header of another major
+    version, or of a minor beyond 999 (Darknet's own test), is not a .weights file netdsl knows."""
+    data = checks.read_file(path, MAX_WEIGHTS, "a Darknet .weights file")
     if len(data) < 12:
         raise NetError(f"{path} is too short for a Darknet .weights header")
-    major, minor, _revision = np.frombuffer(data[:12], "<i4")
-    offset = 12 + (8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4)
+    major, minor, revision = (int(v) for v in np.frombuffer(data[:12], "<i4"))  # Python ints: no overflow
+    if major not in (0, 1) or not 0 <= minor < 1000 or revision < 0:
+        raise NetError(f"{path}: its header says version {major}.{minor}.{revision}, which is no Darknet .weights "
+                       "version netdsl knows", hint="Darknet writes 0.1 and 0.2 (0.2.5); is it a .weights file?")
+    offset = 12 + (8 if major * 10 + minor >= 2 else 4)
     values = np.frombuffer(data, "<f4", offset=offset, count=(len(data) - offset) // 4)
     at = 0
 
@@ -195,6 +265,7 @@ def read_weights(c: _Cfg, path: str | os.PathLike) -> None:
     for kind, lid, bn in c.weighted:
         layer = c.layers[lid]
         shape = layer_weight_shape(c, lid)
+        count = checks.bounded_product(shape, "its weights", Place(str(path), f"layer '{lid}'"))
         n = shape[0]
         biases = take(n, "biases", lid)
         if kind == "conv":
@@ -202,9 +273,9 @@ def read_weights(c: _Cfg, path: str | os.PathLike) -> None:
                 _bn_values(c, bn, biases, take, n, lid)
             else:
                 layer.tensors["bias"] = biases
-            layer.tensors["weight"] = take(int(np.prod(shape)), "weights", lid).reshape(shape)
+            layer.tensors["weight"] = take(count, "weights", lid).reshape(shape)
         else:
-            layer.tensors["weight"] = take(int(np.prod(shape)), "weights", lid).reshape(shape)
+            layer.tensors["weight"] = take(count, "weights", lid).reshape(shape)
             if bn:
                 _bn_values(c, bn, biases, take, n, lid)
             else:
@@ -223,7 +294,7 @@ def layer_weight_shape(c: _Cfg, lid: str) -> tuple:
     src = c.shapes[layer.inputs[0]]
     if layer.op == "conv":
         return (layer.attrs["out"], src[0] // layer.attrs["groups"], *layer.attrs["kernel"])
-    return (layer.attrs["out"], int(np.prod(src)))
+    return (layer.attrs["out"], checks.bounded_product(src, "its input", Place(c.path, f"layer '{lid}'")))
 
 
 def import_darknet(path: str | os.PathLike, weights: str | os.PathLike | None = None):
@@ -235,6 +306,6 @@ def import_darknet(path: str | os.PathLike, weights: str | os.PathLike | None = 
     ends = [lid for lid in c.layers if lid not in consumers and lid != "input"]
     trunk = c.index[-1] if c.index and c.index[-1] in ends else ends[-1]
     outputs = [("output", trunk)] + [(f"aux{i + 1}", e) for i, e in enumerate(x for x in ends if x != trunk)]
-    name = stem_name(str(path))
-    comment = f"imported from {os.path.basename(str(path))} (Darknet cfg) by netdsl import"
-    return write_network(c.layers, c.shapes, outputs, c.layers["input"].attrs["shape"], name, comment, str(path))
+    note = f"imported from {comment(os.path.basename(str(path)))} (Darknet cfg) by netdsl import"
+    return write_network(c.layers, c.shapes, outputs, c.layers["input"].attrs["shape"], stem_name(str(path)), note,
+                         str(path))

@@ -22,18 +22,63 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import NetError
-from ..ops import OPS
-from .structure import NAME, Layer as _Layer, stem_name, write_network
+from . import checks
+from .checks import Place
+from .labels import comment
+from .structure import Layer as _Layer, network_name, write_network
+
+MAX_ONNX = 2 << 30  # protobuf's own bound on one message: 2 GiB
+# inputs each op needs at least (others: one)
+MIN_INPUTS = {"Conv": 2, "Gemm": 2, "MatMul": 2, "BatchNormalization": 5, "Reshape": 2, "Constant": 0}
+# numeric data types a tensor may have: ONNX type -> the typed field its values are in when not raw
+TYPED_FIELDS = {1: "float_data", 11: "double_data", 10: "int32_data", 16: "int32_data", 2: "int32_data",
+                3: "int32_data", 4: "int32_data", 5: "int32_data", 6: "int32_data", 9: "int32_data",
+                7: "int64_data", 12: "uint64_data", 13: "uint64_data"}
+
+
+def node_place(path: str, node) -> Place:
+    """A node as messages name it: its name (printable, cut when long) and op, or its place in the graph."""
+    return Place(path, f"node '{comment(node.name)}' ({node.op_type})")
+
+
+def tensor_array(t, place: Place) -> np.ndarray:
+    """A TensorProto as an array, checked first: a numeric type, dims whole and 0 or more, their
+    product at most checks.MAX_VALUES (exactly: 2^32 x 2^32 is not 0), and the data exactly that
+    many values, so nothing is allocated from a size the data does not back."""
+    from onnx import helper, numpy_helper
+    field = TYPED_FIELDS.get(t.data_type)
+    if field is None:
+        kind = helper.tensor_dtype_to_string(t.data_type).rsplit(".", 1)[-1] \
+            if t.data_type in helper.get_all_tensor_dtypes() else t.data_type
+        raise place.error(f"tensor '{comment(t.name)}' has data type {kind}, which netdsl does not read",
+                          "netdsl reads numeric tensors (float, double, ints, bool)")
+    shape = checks.dims(t.dims, f"tensor '{comment(t.name)}'", place, low=0)
+    count = checks.bounded_product(shape, f"tensor '{comment(t.name)}'", place)
+    itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    if t.data_location == 1:  # onnx.TensorProto.EXTERNAL, not loaded (external.load reads them all first)
+        raise place.error(f"tensor '{comment(t.name)}' keeps its data outside the model")
+    got = len(t.raw_data) // itemsize if t.raw_data else len(getattr(t, field))
+    if (t.raw_data and len(t.raw_data) != count * itemsize) or got != count:
+        raise place.error(f"tensor '{comment(t.name)}' of shape {list(shape)} needs {count:,} values, "
+                          f"but holds {got:,}")
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:  # onnx's own conversion refusing what passed the checks above
+        raise place.error(f"tensor '{comment(t.name)}' cannot be read ({type(exc).__name__})") from None
+
 
 class _Reader:
     def __init__(self, model, path: str):
-        from onnx import numpy_helper
         self.path = path
         self.model = model
         g = model.graph
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.consts: dict[str, np.ndarray] = {t.name: tensor_array(t, Place(path, f"initializer '{comment(t.name)}'"))
+                                              for t in g.initializer}
+        self.defined: set[str] = set(self.consts)  # every value so far: a node may not write one again
+        self.taken: dict[str, int] = {}  # a layer id -> the next suffix for another layer of that name
         self.alias: dict[str, str] = {}  # folded value -> the value it stands for
         self.layers: dict[str, _Layer] = {}
+        self.fresh: list[str] = []  # the layers the node being read added
         self.producer: dict[str, str] = {}  # ONNX value -> layer id
         self.pending_flatten: dict[str, str] = {}  # Flatten output -> its input value (a Gemm may absorb it)
         real = [i for i in g.input if i.name not in self.consts]
@@ -42,10 +87,11 @@ class _Reader:
                            f"({', '.join(i.name for i in real) or 'none'})")
         self.input_name = real[0].name
         dims = [d.dim_value if d.HasField("dim_value") else None for d in real[0].type.tensor_type.shape.dim]
-        if len(dims) not in (2, 4) or any(d is None or d <= 0 for d in dims[1:]):
-            raise NetError(f"{path}: input '{real[0].name}' has shape {dims}: netdsl reads N x C x H x W or "
+        if len(dims) not in (2, 4) or any(d is None for d in dims[1:]):
+            raise NetError(f"{path}: input '{comment(real[0].name)}' has shape {dims}: netdsl reads N x C x H x W or "
                            "N x features, with every size but N known")
-        self.input_shape = tuple(dims[1:])
+        self.input_shape = checks.dims(dims[1:], "the input", Place(path, f"input '{comment(real[0].name)}'"))
+        self.defined.add(real[0].name)
         self.layers["input"] = _Layer("input", "input", {"shape": self.input_shape}, [], real[0].name)
         self.producer[real[0].name] = "input"
 
@@ -61,38 +107,58 @@ class _Reader:
             src = self.pending_flatten.pop(name)
             self.add(node_name=f"{name}", op="flatten", attrs={}, inputs=[self.layer_of(src, node)], out=name)
         if name not in self.producer:
-            raise NetError(f"{self.path}: node '{node.name}' ({node.op_type}) reads '{name}', which is neither the "
-                           "input nor a layer's output (a computed constant netdsl cannot follow)")
+            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}) reads '{comment(name)}', "
+                           "which is neither the input nor a layer's output (a computed constant netdsl cannot follow)")
         return self.producer[name]
 
     def const(self, name: str, node, what: str) -> np.ndarray:
         name = self.value(name)
         if name not in self.consts:
-            raise NetError(f"{self.path}: node '{node.name}' ({node.op_type}): its {what} '{name}' is not a constant")
+            raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}): its {what} '{comment(name)}' "
+                           "is not a constant")
         return self.consts[name]
 
     def add(self, node_name: str, op: str, attrs: dict, inputs: list[str], out: str,
             tensors: dict | None = None) -> None:
-        lid = node_name or out
-        while lid in self.layers:
-            lid += "_"
+        base = lid = node_name or out
+        while lid in self.layers:  # the same name on many nodes: numbered, in time linear in their count
+            self.taken[base] = self.taken.get(base, 1) + 1
+            lid = f"{base}_{self.taken[base]}"
         self.layers[lid] = _Layer(lid, op, attrs, inputs, node_name, tensors or {})
         self.producer[out] = lid
+        self.fresh.append(lid)
 
 
-def _attrs(node) -> dict[str, Any]:
+def _attrs(node, path: str) -> dict[str, Any]:
     """A node's attributes; floats (stored as float32) as the shortest decimal that float32 reads
     back, so that 1e-5 comes back as 1e-5, not 9.99999975e-06."""
     from onnx import helper
     out = {}
     for a in node.attribute:
-        value = helper.get_attribute_value(a)
-        out[a.name] = float(str(np.float32(value))) if isinstance(value, float) else value
+        try:
+            value = helper.get_attribute_value(a)
+        except Exception:  # an attribute of no known type
+            raise NetError(f"{path}: node '{comment(node.name)}' ({node.op_type}): its attribute "
+                           f"'{comment(a.name)}' cannot be read") from None
+        if isinstance(value, float):
+            with np.errstate(over="ignore"):  # 1e300 is inf in float32; the op table refuses it by name
+                value = float(str(np.float32(value)))
+        out[a.name] = value
     return out
 
 
 def _refuse(r: _Reader, node, what: str, supported: str) -> NetError:
-    return NetError(f"{r.path}: node '{node.name}' ({node.op_type}) {what}", hint=f"netdsl supports {supported}")
+    return NetError(f"{r.path}: node '{comment(node.name)}' ({node.op_type}) {what}", hint=f"netdsl supports {supported}")
+
+
+def _ints(r: _Reader, node, a: dict, key: str, default, count: int = 2, low: int = 1) -> tuple[int, ...]:
+    """An attribute of `count` whole numbers of at least `low` (strides, kernel_shape, pads)."""
+    value = a.get(key, default)
+    if value is None:
+        raise _refuse(r, node, f"has no {key}", f"{key} given")
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        raise _refuse(r, node, f"has {key} {value}", f"{count} values of {key} (2-D windows)")
+    return tuple(checks.whole(v, key, node_place(r.path, node), low=low) for v in value)
 
 
 def _window(r: _Reader, node, a: dict, kernel: tuple[int, int], spatial: tuple[int, int]):
@@ -100,9 +166,11 @@ def _window(r: _Reader, node, a: dict, kernel: tuple[int, int], spatial: tuple[i
     netdsl pads both sides alike and may add more after (padend), never more before."""
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         raise _refuse(r, node, f"has dilations {a['dilations']}", "dilation 1 only")
-    strides = tuple(a.get("strides", [1, 1]))
+    strides = _ints(r, node, a, "strides", [1, 1])
     auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = auto.decode("utf-8", "replace") if isinstance(auto, bytes) else auto
+    if auto not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        raise _refuse(r, node, f"has auto_pad '{comment(str(auto))}'", "auto_pad NOTSET, SAME_UPPER, SAME_LOWER or VALID")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
         for n, k, s in zip(spatial, kernel, strides):
@@ -112,7 +180,7 @@ def _window(r: _Reader, node, a: dict, kernel: tuple[int, int], spatial: tuple[i
     elif auto == "VALID":
         begin = end = (0, 0)
     else:
-        p = list(a.get("pads", [0, 0, 0, 0]))
+        p = _ints(r, node, a, "pads", [0, 0, 0, 0], count=4, low=0)
         begin, end = tuple(p[:2]), tuple(p[2:])
     if any(b > e for b, e in zip(begin, end)):
         raise _refuse(r, node, f"pads {list(begin) + list(end)} put more padding before the input than after",
@@ -125,10 +193,10 @@ def _conv(r, node, a, shapes):
     if w.ndim != 4:
         raise _refuse(r, node, f"has a {w.ndim - 2}-D kernel", "2-D convolutions")
     x = r.layer_of(node.input[0], node)
-    kernel = tuple(a.get("kernel_shape", w.shape[2:]))
+    kernel = _ints(r, node, a, "kernel_shape", list(w.shape[2:]))
     strides, pad, padend = _window(r, node, a, kernel, shapes[x][1:])
     attrs = {"out": int(w.shape[0]), "kernel": kernel, "stride": strides, "pad": pad, "padend": padend,
-             "groups": int(a.get("group", 1)),
+             "groups": checks.whole(a.get("group", 1), "group", node_place(r.path, node)),
              "bias": len(node.input) > 2 and bool(node.input[2])}
     tensors = {"weight": w}
     if attrs["bias"]:
@@ -141,9 +209,7 @@ def _pool(mode: str):
         if a.get("storage_order", 0):
             raise _refuse(r, node, "has storage_order 1", "row-major storage")
         x = r.layer_of(node.input[0], node)
-        kernel = tuple(a["kernel_shape"])
-        if len(kernel) != 2:
-            raise _refuse(r, node, f"is {len(kernel)}-D", "2-D pooling")
+        kernel = _ints(r, node, a, "kernel_shape", None)
         strides, pad, padend = _window(r, node, a, kernel, shapes[x][1:])
         attrs = {"mode": mode, "kernel": kernel, "stride": strides, "pad": pad, "padend": padend,
                  "ceil": bool(a.get("ceil_mode", 0)),
@@ -165,6 +231,8 @@ def _gemm(r, node, a, shapes):
     if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or (a.get("beta", 1.0) != 1.0 and len(node.input) > 2):
         raise _refuse(r, node, "scales or transposes its input", "Gemm with alpha = beta = 1 and transA = 0 (as fc)")
     w = r.const(node.input[1], node, "weight")
+    if w.ndim != 2:
+        raise _refuse(r, node, f"multiplies by a tensor of shape {list(w.shape)}", "Gemm by a constant matrix (as fc)")
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     _fc(r, node, w if a.get("transB", 0) else w.T, bias)
 
@@ -223,9 +291,13 @@ def _bn(r, node, a, shapes):
 
 def _dropout(r, node, a, shapes):
     p = a.get("ratio")
-    if p is None:
-        p = float(r.const(node.input[1], node, "ratio")) if len(node.input) > 1 and node.input[1] else 0.5
-    r.add(node.name, "dropout", {"p": float(p)}, [r.layer_of(node.input[0], node)], node.output[0])
+    if p is None and len(node.input) > 1 and node.input[1]:
+        ratio = r.const(node.input[1], node, "ratio")
+        if ratio.size != 1:
+            raise _refuse(r, node, f"has a ratio of shape {list(ratio.shape)}", "one dropout ratio")
+        p = ratio.reshape(-1)[0].item()
+    r.add(node.name, "dropout", {"p": checks.real(0.5 if p is None else p, "ratio", node_place(r.path, node))},
+          [r.layer_of(node.input[0], node)], node.output[0])
 
 
 def _axis_one(op: str):
@@ -246,13 +318,19 @@ def _flatten(r, node, a, shapes):
 
 
 def _reshape(r, node, a, shapes):
-    target = [int(v) for v in r.const(node.input[1], node, "shape")]
+    place = node_place(r.path, node)
+    target = [checks.whole(v, "a target size", place, low=-1) for v in r.const(node.input[1], node, "shape").reshape(-1)]
     if r.value(node.input[0]) in r.consts:  # a constant reshaped (a weight, in old exporters): fold it
         value = r.consts[r.value(node.input[0])]
-        r.consts[node.output[0]] = value.reshape([value.shape[i] if d == 0 else d for i, d in enumerate(target)])
+        try:
+            r.consts[node.output[0]] = value.reshape([value.shape[i] if d == 0 and i < value.ndim else d
+                                                      for i, d in enumerate(target)])
+        except ValueError:
+            raise _refuse(r, node, f"reshapes a constant of shape {list(value.shape)} to {target}",
+                          "a Reshape that keeps the number of values") from None
         return
     x = r.layer_of(node.input[0], node)
-    n = int(np.prod(shapes[x]))
+    n = checks.bounded_product(shapes[x], "the input", place)
     if len(target) == 2 and target[0] in (0, -1, 1) and target[1] in (-1, n):
         r.pending_flatten[node.output[0]] = r.value(node.input[0])
         return
@@ -266,21 +344,26 @@ def _simple(op: str, attrs: Callable[[dict], dict] = lambda a: {}):
 
 
 def _fold(r, node, a, shapes):
-    r.alias[node.output[0]] = node.input[0]
+    r.alias[node.output[0]] = node.input[0]  # never a loop: the reader refuses a value written twice
 
 
 def _constant_of_shape(r, node, a, shapes):
-    from onnx import numpy_helper
-    shape = [int(v) for v in r.const(node.input[0], node, "shape")]
-    value = numpy_helper.to_array(a["value"]).reshape(-1)[0] if "value" in a else np.float32(0)
+    """A constant filled with one value: its shape (a constant) bounded before anything is allocated."""
+    place = node_place(r.path, node)
+    shape = checks.dims(r.const(node.input[0], node, "shape").reshape(-1), "the constant", place, low=0)
+    value = np.float32(0)
+    if "value" in a:
+        given = tensor_array(a["value"], place)
+        if given.size != 1:
+            raise _refuse(r, node, f"fills with a value of shape {list(given.shape)}", "one fill value")
+        value = given.reshape(-1)[0]
     r.consts[node.output[0]] = np.full(shape, value)
 
 
 def _constant(r, node, a, shapes):
-    from onnx import numpy_helper
-    if "value" not in a:
+    if "value" not in a or not hasattr(a["value"], "dims"):
         raise _refuse(r, node, "holds a constant netdsl cannot read", "tensor constants")
-    r.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+    r.consts[node.output[0]] = tensor_array(a["value"], node_place(r.path, node))
 
 
 def _concat(r: _Reader, node, a, shapes):
@@ -299,7 +382,7 @@ IMPORTERS: dict[str, Callable] = {
     "Gemm": _gemm, "MatMul": _matmul,
     "Relu": _simple("relu"), "Tanh": _simple("tanh"), "Sigmoid": _simple("sigmoid"),
     "LeakyRelu": _simple("leaky", lambda a: {"slope": float(a.get("alpha", 0.01))}),
-    "LRN": _simple("lrn", lambda a: {"size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
+    "LRN": _simple("lrn", lambda a: {"size": a.get("size"), "alpha": float(a.get("alpha", 1e-4)),
                                      "beta": float(a.get("beta", 0.75)), "k": float(a.get("bias", 1.0))}),
     "BatchNormalization": _bn,
     "Dropout": _dropout,
@@ -314,52 +397,82 @@ IMPORTERS: dict[str, Callable] = {
 
 
 
-def read_onnx(path: str | os.PathLike):
-    """The model at `path`, read into layers (the first stage); NetErrors for anything else."""
+def read_model(path: str | os.PathLike):
+    """The ModelProto at `path`: its size checked before it is read, its opsets known, its
+    external data read by netdsl's own checks (external.py)."""
     import onnx
 
-    from ..ops import ShapeContext
+    from ..expand import MAX_NODES
+    from .external import load
+    data = checks.read_file(path, MAX_ONNX, "an ONNX model")
+    model = onnx.ModelProto()
     try:
-        model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise NetError(f"no such file: {path}") from None
+        model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError and friends: a damaged or foreign file
         raise NetError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    del data
     if not model.graph.node:
         raise NetError(f"{path} is not a readable ONNX model (no graph nodes)")
+    latest = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and not 1 <= o.version <= latest:
+            raise NetError(f"{path}: the model asks for ONNX opset {o.version}; netdsl knows opsets 1 to {latest}",
+                           hint="export it again with a released opset (13 reads everywhere)")
+    if len(model.graph.node) > MAX_NODES:
+        raise NetError(f"{path} has {len(model.graph.node):,} nodes; a netdsl network has at most {MAX_NODES:,} layers")
+    load(model, str(path))
+    return model
+
+
+def read_onnx(path: str | os.PathLike):
+    """The model at `path`, read into layers (the first stage); NetErrors for anything else."""
+    model = read_model(path)
     r = _Reader(model, str(path))
     shapes = {"input": r.input_shape}
     for node in model.graph.node:
-        read = IMPORTERS.get(node.op_type)
+        place = node_place(str(path), node)
+        read = IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if read is None:
-            raise NetError(f"{path}: node '{node.name}' has op {node.op_type}, which netdsl has no layer for",
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            raise NetError(f"{path}: node '{comment(node.name)}' has op {comment(op)}, which netdsl has no layer for",
                            hint="netdsl reads " + ", ".join(sorted(IMPORTERS)))
-        before = set(r.layers)
-        read(r, node, _attrs(node), shapes)
-        for lid in [l for l in r.layers if l not in before]:
-            layer = r.layers[lid]
-            spec = OPS[layer.op]
-            ctx = ShapeContext(None, lid)
-            try:
-                shapes[lid] = spec.shape([shapes[i] for i in layer.inputs], layer.attrs, ctx)
-            except NetError as err:
-                raise NetError(f"{path}: node '{layer.source}' ({node.op_type}): {err.message}", hint=err.hint) from None
+        if len(node.input) < MIN_INPUTS.get(node.op_type, 1) or not node.output or not node.output[0]:
+            raise place.error(f"has {len(node.input)} inputs and {len(node.output)} outputs",
+                              f"{node.op_type} reads at least {MIN_INPUTS.get(node.op_type, 1)} input(s) and "
+                              "writes an output")
+        for out in node.output:
+            if out in r.defined:
+                raise place.error(f"writes '{comment(out)}', which the input or an earlier node already holds",
+                                  "each value of an ONNX graph is written once")
+        r.defined.update(o for o in node.output if o)
+        r.fresh = []
+        read(r, node, _attrs(node, str(path)), shapes)
+        _shapes(r, shapes, place)
     outputs = []
     for out in model.graph.output:
         value = r.value(out.name)
         if value in r.pending_flatten:
+            r.fresh = []
             r.layer_of(value, model.graph.node[-1])
+            _shapes(r, shapes, Place(str(path), f"output '{comment(out.name)}'"))
         if value not in r.producer:
-            raise NetError(f"{path}: output '{out.name}' is not computed from the input")
+            raise NetError(f"{path}: output '{comment(out.name)}' is not computed from the input")
         outputs.append((out.name, r.producer[value]))
     return r, shapes, outputs
+
+
+def _shapes(r: _Reader, shapes: dict, place: Place) -> None:
+    """The shapes of the layers the last node added, their settings checked (checks.py)."""
+    for lid in r.fresh:
+        layer = r.layers[lid]
+        shapes[lid] = checks.layer_shape(layer.op, layer.attrs, [shapes[i] for i in layer.inputs], place, lid)
 
 
 def import_onnx(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     """An ONNX model as (.net text, state dict): the text compiles to a network with the source's
     layers, shapes and parameters, and the state dict holds its weights under netdsl's names."""
     r, shapes, outputs = read_onnx(path)
-    name = r.model.graph.name if NAME.match(r.model.graph.name or "") else stem_name(str(path))
     opset = max((o.version for o in r.model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    comment = f"imported from {os.path.basename(str(path))} (ONNX, opset {opset}) by netdsl import"
-    return write_network(r.layers, shapes, outputs, r.input_shape, name, comment, str(path))
+    note = f"imported from {comment(os.path.basename(str(path)))} (ONNX, opset {opset}) by netdsl import"
+    return write_network(r.layers, shapes, outputs, r.input_shape, network_name(r.model.graph.name, str(path)),
+                         note, str(path))
