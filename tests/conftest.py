@@ -36,3 +36,11 @@ def cpu_kernels(request, monkeypatch):
     else:
         assert native.library() is not None, "no working C compiler: the native kernels are untested"
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def fixed_conv_choice(monkeypatch, tmp_path_factory):
+    """Every test sees the fixed thresholds (NETDSL_TUNE=off: no timing decides a path, so the
+    runs are repeatable) and a cache folder of its own; tests/test_tuner.py turns tuning on."""
+    monkeypatch.setenv("NETDSL_TUNE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
