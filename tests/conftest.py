@@ -39,8 +39,7 @@ def cpu_kernels(request, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def fixed_conv_choice(monkeypatch, tmp_path_factory):
-    """Every test sees the fixed thresholds (NETDSL_TUNE=off: no timing decides a path, so the
-    runs are repeatable) and a cache folder of its own; tests/test_tuner.py turns tuning on."""
+def fixed_conv_choice(monkeypatch):
+    """Every test sees the fixed thresholds (NETDSL_TUNE=off: no timing decides a path, so runs
+    repeat exactly, and no cache file is read or written); tests/test_tuner.py turns tuning on."""
     monkeypatch.setenv("NETDSL_TUNE", "off")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -242,7 +242,7 @@ def forget() -> None:
 @dataclass(frozen=True)
 class Choice:
     algorithm: str
-    source: str  # measured | cache | thresholds
+    source: str  # measured | cache | thresholds (NETDSL_TUNE=off) | only one (applies) | not measured (analysed)
 
 
 def directions(conv) -> tuple[str, ...]:
@@ -261,12 +261,14 @@ def cost(times: dict) -> float:
     return sum(times.values()) if times else float("inf")
 
 
-def choose(conv, x, w, b, geo: Geometry, groups: int) -> Choice:
-    o = w.shape[0]
+def choose(conv, x, w, b, geo: Geometry, groups: int, o: int | None = None) -> Choice:
+    """The algorithm for this layer; with w None (a layer analysed, not run) nothing is measured:
+    the cache's choice, or the thresholds' where it has none ("not measured")."""
+    o = w.shape[0] if o is None else o
     allowed = candidates(conv, x, geo, groups, o)
     how = mode()
     if how == "off" or len(allowed) <= 1:
-        return Choice(conv.threshold_choice(x, geo, groups, o, allowed), "thresholds")
+        return Choice(conv.threshold_choice(x, geo, groups, o, allowed), "thresholds" if how == "off" else "only one")
     ways = directions(conv)
     key = layer_key(geo, groups, o, x.dtype, ways)
     store = cache()
@@ -275,6 +277,8 @@ def choose(conv, x, w, b, geo: Geometry, groups: int) -> Choice:
     missing = [a for a in allowed if not (reuse and a in entry)]
     if not missing:
         return Choice(min(allowed, key=lambda a: cost(entry[a])), "cache")
+    if w is None:
+        return Choice(conv.threshold_choice(x, geo, groups, o, allowed), "not measured")
     first = conv.threshold_choice(x, geo, groups, o, allowed)
     order = sorted(missing, key=lambda a: a != first)  # today's choice first: measured whatever the budget
     entry = {**({} if not reuse else entry), **measure(conv, x, w, b, geo, groups, order, ways)}
