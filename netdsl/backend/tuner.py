@@ -1,15 +1,15 @@
 """Which algorithm a convolution runs on the CPU: measured on this machine, once per layer shape,
 and kept in a cache file, as cuDNN's benchmark mode, oneDNN's primitive cache and FFTW's wisdom do.
 
-For each distinct layer (batch, channels, map, kernel, stride, padding, groups, dtype) and
-direction (forward only when no backward follows; forward, backward-filter and, unless it is a
-first layer, backward-data when one does), every algorithm that applies here and keeps the error
-budget runs on the real layer's input and weights: once to warm up, once timed (a candidate whose
-warm-up already took PRUNE times the best is not run again), the fixed thresholds' choice first,
-and no more candidates once the layer's measuring time passes BUDGET_REPEATS times its best
-candidate's (or BUDGET_FLOOR). The fastest wins. A path's backward runs on what its own forward
-saved, so one algorithm serves all three directions; the cache keeps each candidate's time per
-direction.
+For each distinct layer (batch, channels, map, kernel, stride, padding, groups, dtype) and the
+directions it runs (forward only when no backward follows; in training, forward and a backward
+of the filter and, unless it is a first layer, of the data too), every algorithm that applies
+here and keeps the error budget runs on the real layer's input and weights, the fixed
+thresholds' choice first: each once, those within CLOSE of the best once more (the faster run
+kept), and no more candidates once the layer's measuring time passes BUDGET_REPEATS times its
+best candidate's (or BUDGET_FLOOR). The fastest wins. A path's backward runs on what its own
+forward saved, so one algorithm serves every direction; the cache keeps each candidate's time
+per direction.
 
     NETDSL_TUNE=cache   (default) read the cache, measure what it lacks, and write it back
     NETDSL_TUNE=fresh   measure every layer again this run, and write the cache
@@ -51,9 +51,9 @@ TUNER_VERSION = "1"  # bumped when what is measured, or how, changes: old caches
 
 # A layer's measuring stops once it has taken this many times its best candidate's time (a few
 # repetitions of the real layer), or BUDGET_FLOOR seconds where that is more.
-BUDGET_REPEATS = 8
+BUDGET_REPEATS = 4
 BUDGET_FLOOR = 0.05
-PRUNE = 2.0  # a warm-up this many times the best timed run so far: not timed again
+CLOSE = 1.1  # candidates within this factor of the best run again (a close call: noise decides less)
 
 # float32 error against a float64 convolution, over plain float32 im2col's on the same layer
 # (benchmarks/conv_error.py; the figures in benchmarks/NOTES.md, "float32 error budget")
@@ -246,9 +246,11 @@ class Choice:
 
 
 def directions(conv) -> tuple[str, ...]:
+    """The ways the layer runs: forward; in training, a backward too, of the filter only for a
+    first layer, else of the filter and the data (one call computes both)."""
     if not conv.training:
         return ("forward",)
-    return ("forward", "backward_filter", "backward_data") if conv.need_dx else ("forward", "backward_filter")
+    return ("forward", "backward_filter+data" if conv.need_dx else "backward_filter")
 
 
 def layer_key(geo: Geometry, groups: int, o: int, dtype, ways: tuple[str, ...]) -> str:
@@ -301,35 +303,40 @@ class _Scratch:
 
 
 def _run_once(conv, algorithm: str, x, w, b, geo, groups, ways) -> dict:
-    """One run of an algorithm both ways the layer goes, {direction: seconds}."""
+    """One run of an algorithm every way the layer goes, {direction: seconds}; the backward
+    directions in the one call a training step makes."""
     t0 = time.perf_counter()
     out, saved = conv.run(algorithm, x, w, b, geo, groups)
-    times = {"forward": time.perf_counter() - t0}
+    times = {ways[0]: time.perf_counter() - t0}
     if len(ways) > 1:
         t1 = time.perf_counter()
-        conv.backward(saved, out, w, False)
-        times["backward_filter"] = time.perf_counter() - t1
-        if "backward_data" in ways:  # the input's gradient: what need_dx adds to the filter's
-            t2 = time.perf_counter()
-            conv.backward(saved, out, w, True)
-            times["backward_data"] = max(0.0, time.perf_counter() - t2 - times["backward_filter"])
+        conv.backward(saved, out, w, conv.need_dx)
+        times[ways[1]] = time.perf_counter() - t1
     return times
 
 
+_measurements = [0]  # measure() calls so far: a candidate whose run measured an inner conv (s2d) runs again
+
+
 def measure(conv, x, w, b, geo: Geometry, groups: int, algorithms: list[str], ways) -> dict:
-    """{algorithm: {direction: seconds}} for those measured within the layer's time budget."""
+    """{algorithm: {direction: seconds}}: each candidate run once, and once more (the faster
+    kept) where it came within CLOSE of the best, until the layer's time budget is spent."""
+    _measurements[0] += 1
     scratch = replace(conv, workspace=_Scratch(), key=f"{conv.key} (tuning)")
     found: dict[str, dict] = {}
-    spent, started = 0.0, time.perf_counter()
+    started = time.perf_counter()
     for algorithm in algorithms:
         best = min((cost(t) for t in found.values()), default=None)
-        if best is not None and spent > max(BUDGET_FLOOR, BUDGET_REPEATS * best):
+        if best is not None and time.perf_counter() - started > max(BUDGET_FLOOR, BUDGET_REPEATS * best):
             found[algorithm] = {}  # unmeasured, out of time: NETDSL_TUNE=fresh tries again
             continue
-        warm = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
-        if best is not None and cost(warm) > PRUNE * best:
-            found[algorithm] = warm
-        else:
+        before = _measurements[0]
+        found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+        if _measurements[0] != before:  # its time included measuring its inner conv: again, without
             found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
-        spent = time.perf_counter() - started
+    best = min(cost(t) for t in found.values())
+    for algorithm, times in list(found.items()):  # a close call: a second run, each its faster
+        if times and cost(times) <= CLOSE * best and len(found) > 1:
+            again = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+            found[algorithm] = again if cost(again) < cost(times) else times
     return found
