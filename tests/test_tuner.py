@@ -62,7 +62,7 @@ def test_cache_round_trips(tuning):
     # the first conv needs no input gradient, the second does: two keys, each direction timed
     keys = sorted(data["entries"])
     assert keys[0].startswith("forward+backward_filter n2 c32 16x16 o32")
-    assert keys[1].startswith("forward+backward_filter+backward_data n2 c32 16x16 o16")
+    assert keys[1].startswith("forward+backward_filter+data n2 c32 16x16 o16")
     for entry in data["entries"].values():
         assert {"batch_major", "winograd_f2", "direct"} <= set(entry)  # every candidate the budget admits
         assert "winograd_f4" not in entry  # outside the default float32 budget: never timed
