@@ -21,7 +21,10 @@ from timing import median_ms  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
-    files = argv or [str(ROOT / "nets" / f"{n}.net") for n in ("alexnet", "vgg16", "googlenet", "resnet50", "resnet152")]
+    import argparse
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
+    parser.add_argument("files", nargs="*", help=".net files (default: five of the nets/ folder)")
+    files = parser.parse_args(argv).files or [str(ROOT / "nets" / f"{n}.net") for n in ("alexnet", "vgg16", "googlenet", "resnet50", "resnet152")]
     t = time.perf_counter()
     _lark()
     print(f"grammar load (once per process): {(time.perf_counter() - t) * 1000:.1f} ms")

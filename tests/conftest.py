@@ -36,3 +36,10 @@ def cpu_kernels(request, monkeypatch):
     else:
         assert native.library() is not None, "no working C compiler: the native kernels are untested"
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def fixed_conv_choice(monkeypatch):
+    """Every test sees the fixed thresholds (NETDSL_TUNE=off: no timing decides a path, so runs
+    repeat exactly, and no cache file is read or written); tests/test_tuner.py turns tuning on."""
+    monkeypatch.setenv("NETDSL_TUNE", "off")

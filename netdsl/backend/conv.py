@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import im2col, winograd
+from . import im2col, tuner, winograd
 from .cpu import direct, native
 from .device import on_gpu
 from .im2col import Geometry
@@ -48,6 +48,9 @@ PIECE = 4096
 # The paths whose backward applies a fused activation's gradient in a copy of dout it makes
 # anyway: batch-major in its transposed copy, direct on its wide grid.
 EPILOGUE_PATHS = frozenset({"batch_major", "direct"})
+# the Winograd variants by name, and their output tiles
+WINOGRAD_TILES = {"winograd_f2": 2, "winograd_f4": 4, "winograd_f2_5x5": 2}
+WINOGRAD_NAMES = {(2, 3): "winograd_f2", (4, 3): "winograd_f4", (2, 5): "winograd_f2_5x5"}
 
 
 @dataclass
@@ -58,6 +61,9 @@ class Conv:
     key: str  # the node's name: its column buffers are its own
     keep_cols: bool = True
     use_winograd: bool = True
+    precision: str = "default"  # the error budget the algorithm must keep (tuner.PRECISIONS)
+    training: bool = False  # a backward pass follows: the tuner times both ways
+    need_dx: bool = True  # that backward wants the input's gradient (not a first layer's)
 
     @property
     def cpu(self) -> bool:
@@ -73,23 +79,55 @@ class Conv:
 
     # dispatch --------------------------------------------------------------------------------
     def forward(self, x, w, b, geo: Geometry, groups: int):
-        o = w.shape[0]
+        """On the CPU, the algorithm backend/tuner.py chooses (measured, cached, or today's
+        thresholds under NETDSL_TUNE=off), recorded in what the path saves: `algorithm` (s2d's
+        with its inner one: "s2d+direct") and `source` (measured | cache | thresholds)."""
         if not self.cpu:
             return self._gpu_forward(x, w, b, geo, groups)
-        compiled = native.available(self.xp, x.dtype)
-        if self.cpu and self.use_winograd and winograd.applies(geo, groups, o, compiled):
-            out, saved = winograd.forward(self.xp, x, w, b, winograd.tile_for(geo, compiled))
+        choice = tuner.choose(self, x, w, b, geo, groups)
+        out, saved = self.run(choice.algorithm, x, w, b, geo, groups)
+        inner = saved.get("inner", {}).get("algorithm")
+        saved["algorithm"] = choice.algorithm + (f"+{inner}" if inner else "")
+        saved["source"] = choice.source
+        return out, saved
+
+    def run(self, algorithm: str, x, w, b, geo: Geometry, groups: int):
+        """One named algorithm's forward (tuner.ALGORITHMS says where each applies)."""
+        if algorithm in WINOGRAD_TILES:
+            out, saved = winograd.forward(self.xp, x, w, b, WINOGRAD_TILES[algorithm])
             return out, {"path": "winograd", **saved}
-        if self.cpu and direct.applies(geo, groups, o, compiled):
+        if algorithm == "direct":
             out, saved = direct.forward(self.xp, x, w, b, geo)
             return out, {"path": "direct", **saved}
-        if self.cpu and _s2d_applies(geo, groups):
+        if algorithm == "s2d":
             return self._s2d_forward(x, w, b, geo)
-        # the whole batch as one GEMM wherever its columns fit: measured faster than per-image
-        # GEMMs on every layer shape tried, large maps too (benchmarks/NOTES.md, change 14)
-        if groups == 1 and geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget:
+        if algorithm == "batch_major":
             return self._batch_major_forward(x, w, b, geo)
         return self._per_image_forward(x, w, b, geo, groups)
+
+    def columns_fit(self, x, geo: Geometry, groups: int) -> bool:
+        """Whether the whole batch's columns fit the budget (batch-major applies), else per-image."""
+        return groups == 1 and geo.col_elems_per_image * x.shape[0] * x.dtype.itemsize <= self.col_budget
+
+    def threshold_choice(self, x, geo: Geometry, groups: int, o: int, allowed=None) -> str:
+        """The algorithm the fixed thresholds pick (measured on one machine: benchmarks/NOTES.md),
+        as before the tuner; `allowed`: those the error budget admits (F(4x4) then gives way to
+        F(2x2), a Winograd layer outside the budget to the next rule)."""
+        compiled = native.available(self.xp, x.dtype)
+        ok = (lambda name: True) if allowed is None else (lambda name: name in allowed)
+        if self.use_winograd and winograd.applies(geo, groups, o, compiled):
+            tile = winograd.tile_for(geo, compiled)
+            name = WINOGRAD_NAMES[tile, geo.kernel[0]]
+            for option in (name, "winograd_f2") if name == "winograd_f4" else (name,):
+                if ok(option):
+                    return option
+        if direct.applies(geo, groups, o, compiled) and ok("direct"):
+            return "direct"
+        if _s2d_applies(geo, groups) and ok("s2d"):
+            return "s2d"
+        # the whole batch as one GEMM wherever its columns fit: measured faster than per-image
+        # GEMMs on every layer shape tried, large maps too (benchmarks/NOTES.md, change 14)
+        return "batch_major" if self.columns_fit(x, geo, groups) else "per_image"
 
     def _gpu_forward(self, x, w, b, geo, groups):
         """Batch-major where the columns fit: one big GEMM each way, 1x1 convs on small maps too

@@ -21,6 +21,7 @@ from ..passes.fold_bn import folded_conv_params
 from .device import Device, get_device
 from .cpu.heap import keep_freed_memory
 from .kernels import ACTIVATIONS, KERNELS
+from .tuner import check_precision
 
 DEFAULT_COL_BUDGET = 256 * 2**20  # bytes of im2col columns per conv call before the batch is split
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers
@@ -84,7 +85,7 @@ class Model:
 
     def __init__(self, net: Network, device: str | Device = "auto", dtype: str = "float32", seed: int = 0,
                  col_budget: int = DEFAULT_COL_BUDGET, aux_weight: float = AUX_LOSS_WEIGHT,
-                 params_from: "Model | None" = None, winograd: bool = True):
+                 params_from: "Model | None" = None, winograd: bool = True, precision: str = "default"):
         if not isinstance(net, Network):
             raise NetTypeError(f"Model takes a compiled network (netdsl.load or netdsl.compile), not "
                                f"{type(net).__name__}")
@@ -98,6 +99,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.col_budget = col_budget
         self.winograd = winograd  # F(2x2, 3x3) for 3x3 stride-1 pad-1 convs on the CPU (backend/winograd.py)
+        self.precision = check_precision(precision)  # the convolutions' float32 error budget (backend/tuner.py)
         self.aux_weight = aux_weight
         self.training = False
         # --sync-bn: batch norm's statistics over every rank's batch (train/sync_bn.py); None: this batch's

@@ -37,6 +37,12 @@ def cmd_summary(args) -> int:
     if fmt == "text":
         warn(net, args)
     _show(summary(net, blocks=args.blocks), fmt)
+    if args.optimised and fmt == "text":
+        from ..backend.algorithms import plan
+        from .tune import algorithm_lines
+        print("\n".join(algorithm_lines(plan(net, 1, training=False), "conv algorithms on this CPU (batch 1, "
+                                         "inference; cache: measured before; not measured: the thresholds' choice "
+                                         "until netdsl tune FILE or a run measures it):")))
     return 0
 
 

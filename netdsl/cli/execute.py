@@ -20,6 +20,8 @@ def cmd_run(args) -> int:
     from ..train.budget import check_batch
     from ..train.timing import default_batch, run
     from ..views.summary import summary_table
+    from .tune import algorithm_lines, say_notes
+    say_notes()
     net = compile_file(args)
     if args.tf32:
         import os
@@ -35,7 +37,8 @@ def cmd_run(args) -> int:
         print(summary_table(net))
         print()
         print(f"device: {device.description}" + (" (chosen by --device auto)" if args.device == "auto" else ""))
-    report = run(net, device, batch=batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise)
+    report = run(net, device, batch=batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise,
+                 precision=args.precision)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
         return 0
@@ -49,6 +52,10 @@ def cmd_run(args) -> int:
           f"inference plan: {human_bytes(report.planned_peak_bytes)} (buffers shared across lifetimes)")
     if report.optimised:
         print("  (fused activations: see netdsl summary --optimised; --no-optimise runs the graph as written)")
+    from types import SimpleNamespace
+    choices = [SimpleNamespace(**a) for a in report.algorithms]
+    print("\n".join(algorithm_lines(choices, f"conv algorithms (--precision {args.precision}; measured: timed "
+                                              "in this run; cache: timed before; thresholds: NETDSL_TUNE=off):")))
     return 0
 
 
@@ -97,7 +104,9 @@ def cmd_train(args) -> int:
         say(line)
     if not cfg.log and not args.no_log:
         say("no run log: --save PATH keeps one beside the checkpoint, --log PATH names one")
-    model = Model(net, device=device, seed=cfg.seed)
+    from .tune import say_notes
+    say_notes()
+    model = Model(net, device=device, seed=cfg.seed, precision=args.precision)
     result = train(model, ds, cfg, progress=_progress(args), log=None if not args.quiet else (lambda s: None),
                    comm=comm)
     if not chief:
@@ -189,6 +198,13 @@ def _plot_at_end(path: str, result, net, ds, say) -> None:
     say(f"curves: {path}")
 
 
+def precision_flag(p) -> None:
+    p.add_argument("--precision", choices=("fast", "default", "exact"), default="default",
+                   help="the convolutions' float32 error budget: default keeps a deep network's error within 2x of "
+                        "plain float32 im2col's (F(2x2) Winograd, direct); fast admits F(4x4) and F(2x2, 5x5) "
+                        "Winograd too; exact im2col only (docs/speed.md)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="compile, print the summary, time one batch forward and backward")
     common(p)
@@ -199,6 +215,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--no-optimise", action="store_true", help="run the graph as written, without fusion")
     p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls on the GPU (off by default)")
+    precision_flag(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train on a data set with SGD + momentum",
@@ -226,6 +243,7 @@ def register(sub) -> None:
                                                          "missing folders are made)"), may_replace=("resume",))
     reads(p.add_argument("--resume", metavar="PATH",
                          help="continue from a checkpoint, with its settings unless given here"))
+    precision_flag(p)
     p.add_argument("--other-network", action="store_true",
                    help="--resume from a checkpoint of a network with other layers whose tensors fit this one")
     r = p.add_argument_group("what a run leaves")

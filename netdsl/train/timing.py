@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 import tracemalloc
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class RunReport:
     macs_per_image: int
     planned_peak_bytes: int  # inference, from passes/plan_memory: buffers shared across lifetimes
     optimised: bool
+    # each conv layer's algorithm in the training step, and where the choice came from (backend/tuner.py)
+    algorithms: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,13 +46,13 @@ def default_batch(net: Network, available: int | None = None) -> int:
 
 
 def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3, seed: int = 0,
-        optimise: bool = True) -> RunReport:
+        optimise: bool = True, precision: str = "default") -> RunReport:
     from ..compiler import optimise as optimise_net
     batch = batch or default_batch(net)
     planned = optimise_net(net, "inference").graph.graph["planned_peak"] * 4 * batch
     if optimise:
         net = optimise_net(net, "training")
-    model = Model(net, device=device, seed=seed)
+    model = Model(net, device=device, seed=seed, precision=precision)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *net.input_shape)).astype(np.float32)
     classes = net.layer(net.outputs[0][1]).shape[0]
@@ -75,6 +77,9 @@ def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3,
         pool = model.xp.get_default_memory_pool()
         step()
         peak = pool.total_bytes()
+    algorithms = [{"layer": node.name, "algorithm": node.saved.conv.get("algorithm", node.saved.conv["path"]),
+                   "source": node.saved.conv.get("source", "device")}
+                  for node in model.nodes if node.op == "conv" and node.saved is not None]
     times = [step() for _ in range(repeat)]
     fwd = statistics.median(t[0] for t in times)
     bwd = statistics.median(t[1] for t in times)
@@ -82,4 +87,5 @@ def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3,
     # forward 2*MACs FLOPs per image; backward about twice that (input and weight gradients)
     flops = 3 * 2 * macs * batch
     return RunReport(net.name, device.description, batch, repeat, fwd * 1000, bwd * 1000, batch / (fwd + bwd),
-                     flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs, int(planned), optimise)
+                     flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs, int(planned), optimise,
+                     algorithms)

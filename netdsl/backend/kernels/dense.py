@@ -27,7 +27,8 @@ class ConvSaved:
 
 def _conv(node) -> Conv:
     m = node.model
-    return Conv(node.xp, m.workspace, m.col_budget, node.name, node.keep_cols, m.winograd)
+    return Conv(node.xp, m.workspace, m.col_budget, node.name, node.keep_cols, m.winograd, m.precision,
+                node.training, any(j != 0 for j in node.inputs))
 
 
 def _conv_run(node, x, bias):
