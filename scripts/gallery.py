@@ -54,7 +54,8 @@ VOLUMES = [  # (file name without extension, net, options)
 
 
 def screenshots(out: Path) -> list[Path]:
-    """The page with one layer selected (AlexNet's conv1) and one block (GoogLeNet's inception3a)."""
+    """The page with one layer selected (AlexNet's conv1), one block (GoogLeNet's inception3a), and
+    ResNet-50 with its conv3_x stage folded on its own (and selected)."""
     import shutil
     import tempfile
     if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
@@ -82,6 +83,16 @@ def screenshots(out: Path) -> list[Path]:
                 driver.execute_script("document.activeElement.blur()")
                 driver.save_screenshot(str(out / shot))
                 written.append(out / shot)
+            # ResNet-50 with one stage folded by its own toggle, the others still expanded
+            html = page.write(netdsl.load(ROOT / "nets" / "resnet50.net"), Path(tmp) / "resnet50.html")
+            driver.get(html.as_uri())
+            driver.find_element("css selector", '#diagram .shown g.fold[data-fold="conv3_x"]').click()
+            folded = driver.find_element("css selector", '#diagram .shown g.folded[data-name="conv3_x"]')
+            folded.click()
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); document.activeElement.blur()",
+                                  folded)
+            driver.save_screenshot(str(out / "page-resnet50-folded.png"))
+            written.append(out / "page-resnet50-folded.png")
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

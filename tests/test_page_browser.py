@@ -59,7 +59,7 @@ def browser():
 def pages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pages")
     out = {}
-    for name in ("alexnet", "googlenet", "vgg16"):
+    for name in ("alexnet", "googlenet", "vgg16", "resnet50"):
         out[name] = page.write(netdsl.load(ROOT / "nets" / f"{name}.net"), folder / f"{name}.html")
     return out
 
@@ -167,6 +167,65 @@ def test_search_keyboard_sorting_and_large_text(browser, pages):
     browser.find_element("id", "large-text").click()
     assert float(size().rstrip("px")) >= 1.4 * float(before.rstrip("px"))
     _check_clean(browser, pages["vgg16"])
+
+
+def _shown(driver, css: str) -> list[str]:
+    """The data-name (or title) of every element matching css that the browser draws."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).filter(e => e.getClientRects().length)"
+        ".map(e => e.dataset.name || e.querySelector('title').textContent)", css)
+
+
+def test_resnet50_folds_one_block_or_one_run_on_its_own(browser, pages):
+    from selenium.webdriver.common.keys import Keys
+    _open(browser, pages["resnet50"])
+    stage = "#diagram .shown g.cluster"
+    bottlenecks = [f"conv3_x/bottleneck{i}" for i in range(1, 5)]
+    assert set(bottlenecks) <= set(_shown(browser, stage))
+    height = browser.execute_script("return document.querySelector('#diagram .shown svg').viewBox.baseVal.height")
+    # a layer inside the block to fold selected first: after the fold its block's box holds it
+    browser.find_element("id", "search-box").send_keys("conv3_x/bottleneck2/b1/conv1", Keys.ENTER)
+    browser.find_element("css selector", '#diagram .shown g.fold:not(.fold-hidden)[data-fold="conv3_x/bottleneck2"]').click()
+    shown = set(_shown(browser, stage))
+    assert "conv3_x/bottleneck2" not in shown
+    assert {"conv3_x", "conv3_x/bottleneck1", "conv3_x/bottleneck3", "conv3_x/bottleneck4", "conv4_x"} <= shown
+    assert "conv3_x/bottleneck2/b1/conv1" not in _shown(browser, "#diagram .shown g.node")
+    box = browser.find_element("css selector", '#diagram .shown g.folded[data-name="conv3_x/bottleneck2"]')
+    assert "selected" in box.get_attribute("class")
+    assert "bottleneck: 10 layers" in box.text  # conv, bn, relu x 3, the add and its relu, as --collapse says
+    # the freed height left the picture: one bottleneck's cluster is taller than its box
+    assert browser.execute_script("return document.querySelector('#diagram .shown svg').viewBox.baseVal.height") < height
+    # a layer after the folded block: the receptive-field path runs through the folded box
+    browser.find_element("css selector", '#diagram .shown g.node[data-name="conv3_x/bottleneck3/b1/conv1"]').click()
+    assert "rf" in box.get_attribute("class") and "selected" not in box.get_attribute("class")
+    # the keyboard: the fold's toggle is a Tab stop; Enter unfolds and keeps the focus on its toggle
+    toggle = browser.find_element("css selector", '#diagram .shown g.fold:not(.fold-hidden)[data-fold="conv3_x/bottleneck2"]')
+    assert toggle.get_attribute("aria-expanded") == "false"
+    browser.execute_script("arguments[0].focus()", toggle)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert set(bottlenecks) <= set(_shown(browser, stage))
+    assert "conv3_x/bottleneck2/b1/conv1" in _shown(browser, "#diagram .shown g.node")
+    assert browser.execute_script("return document.querySelector('#diagram .shown svg').viewBox.baseVal.height") \
+        == height
+    active = browser.switch_to.active_element
+    assert active.get_attribute("data-fold") == "conv3_x/bottleneck2"
+    assert active.get_attribute("aria-expanded") == "true"
+    # Tab goes on to the next toggle: the run of three identical bottlenecks from this one on (what
+    # --collapse marks x 3); Enter folds the run
+    active.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("data-fold") == "run:conv3_x/bottleneck2"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    shown = set(_shown(browser, stage))
+    assert not {"conv3_x/bottleneck2", "conv3_x/bottleneck3", "conv3_x/bottleneck4"} & shown
+    assert {"conv3_x", "conv3_x/bottleneck1", "conv4_x/bottleneck1"} <= shown
+    assert "bottleneck x 3" in browser.find_element("css selector", '#diagram .shown g.folded').text
+    # and the whole stage on top of it; unfolding the stage gives the run back still folded
+    browser.find_element("css selector", '#diagram .shown g.fold[data-fold="conv3_x"]').click()
+    assert not any(n.startswith("conv3_x") for n in _shown(browser, stage))
+    assert _shown(browser, "#diagram .shown g.folded") == ["conv3_x"]
+    browser.find_element("css selector", '#diagram .shown g.folded + g.fold[data-fold="conv3_x"]').click()
+    assert _shown(browser, "#diagram .shown g.folded") == ["conv3_x/bottleneck2"]
+    _check_clean(browser, pages["resnet50"])
 
 
 def test_volume_labels_do_not_overlap_as_chromium_draws_them(browser, tmp_path):

@@ -133,6 +133,39 @@ def test_collapse_folds_blocks_with_their_counts(nets):
             assert f"stage: bottleneck x {n}" in texts, (name, n)
 
 
+def test_collapsed_residual_stages_keep_their_shortcut_arc(nets):
+    # He et al. 2016, Table 1: four residual stages (conv2_x .. conv5_x) in every ResNet; AlexNet,
+    # VGG and GoogLeNet (whose modules concatenate) have no shortcut to draw
+    for name, net in nets.items():
+        root = _tree(volumes.volumes(net, collapse=True))
+        arcs = {g.get("data-unit"): g.find(SVG + "path[@class='shortcut']") for g in root.iter(SVG + "g")
+                if g.get("class") == "volume"}
+        arcs = {unit: arc for unit, arc in arcs.items() if arc is not None}
+        expected = {"conv2_x", "conv3_x", "conv4_x", "conv5_x"} if name.startswith("resnet") else set()
+        assert set(arcs) == expected, name
+        for unit, arc in arcs.items():
+            g = next(g for g in root.iter(SVG + "g") if g.get("data-unit") == unit)
+            x, y, w, h = _front(g)
+            numbers = [float(v) for v in re.findall(r"-?\d+\.?\d*", arc.get("d"))]
+            xs, ys = numbers[0::2], numbers[1::2]
+            assert xs[0] < x and xs[-1] > x + w, (name, unit)  # from before the box to after it
+            faces = [p.get("d") for p in g.iter(SVG + "path") if p.get("fill") not in ("none", volumes.SKIP)]
+            top = min(float(v) for d in faces for v in re.findall(r"-?\d+\.?\d*", d)[1::2])
+            # the curve's highest point (3/4 of its control points' lift) clears the box's top face
+            peak = ys[0] + 0.75 * (ys[1] - ys[0])
+            assert 0 < peak < top < y, (name, unit, peak, top, y)
+    assert "red arc over a block: the residual shortcuts of the blocks inside it" in \
+        [t.text for t in _tree(volumes.volumes(nets["resnet50"], collapse=True)).iter(SVG + "text")]
+
+
+def test_focus_names_the_layers_feeding_the_block_in_full(nets):
+    # conv3_x/bottleneck1 reads the output of conv2_x's last block: its relu after the add
+    root = _tree(volumes.volumes(nets["resnet50"], focus="conv3_x/bottleneck1"))
+    names = [t.text for t in root.iter(SVG + "text") if t.get("font-weight") == "bold"]
+    assert "conv2_x/bottleneck3/relu1" in names and "relu1" not in names
+    assert "b1/conv1" in names  # inside the block, names stay short: the block's title says whose
+
+
 def test_cli_writes_svg_png_and_pdf(tmp_path, capsys):
     for ext, magic in (("svg", b"<?xml"), ("png", b"\x89PNG"), ("pdf", b"%PDF")):
         out = tmp_path / f"lenet.{ext}"
@@ -169,8 +202,14 @@ def test_bad_input_is_a_clear_error_and_leaves_the_file_alone(tmp_path, capsys):
     assert main(["draw", str(ROOT / "nets/googlenet.net"), "--style", "volumes", "--focus", "inception3x",
                  "-o", str(out)]) == 1
     assert "did you mean" in capsys.readouterr().err.lower()
-    assert main(["draw", net, "--style", "volumes", "-o", str(tmp_path / "x.jpg")]) == 1
-    assert "unknown format '.jpg'" in capsys.readouterr().err
+    # the command line refuses the suffix while reading its flags now: a usage mistake (2)
+    with pytest.raises(SystemExit) as exc:
+        main(["draw", net, "--style", "volumes", "-o", str(tmp_path / "x.jpg")])
+    assert exc.value.code == 2
+    assert "draws no '.jpg' files" in capsys.readouterr().err
+    with pytest.raises(NetError, match="unknown format '.jpg'"):  # and the Python API says so too
+        volumes.write(volumes.volumes(netdsl.load(net)), tmp_path / "x.jpg")
+    assert not (tmp_path / "x.jpg").exists()
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
     assert main(["draw", net, "--style", "volumes", "-o", str(blocker / "out.svg")]) == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import json
+
+import graphviz
 import os
 import subprocess
 from importlib import resources
@@ -19,8 +21,9 @@ from typing import Any
 from ..compiler import Network
 from ..errors import NetError
 from ..files import write_atomic
+from ..ops import STYLES
 from .explain import explain
-from .render import DrawOptions, _units, diagram, dot_program
+from .render import DrawOptions, Unit, _collapsed_label, _units, diagram, dot_program
 from .summary import summary_dict
 from .volumes import volumes
 
@@ -53,15 +56,51 @@ def _svg(net: Network, opts: DrawOptions) -> tuple[str, dict[str, str]]:
     if dot_program() is None:
         raise NetError("the page needs graphviz's 'dot' program to draw the diagram",
                        hint="install graphviz (apt-get install graphviz, brew install graphviz)")
-    dot = diagram(net, opts)
+    out = _dot_svg(diagram(net, opts), "diagram")
+    _, owner = _units(net, opts)
+    return out, owner
+
+
+def _dot_svg(dot: graphviz.Digraph, what: str) -> str:
     try:
         out = subprocess.run(["dot", "-Tsvg"], input=dot.source.encode("utf-8"), capture_output=True, check=True,
                              timeout=600).stdout.decode("utf-8")
     except subprocess.CalledProcessError as exc:
-        raise NetError(f"dot failed to draw the page's diagram: {exc.stderr.decode(errors='replace').strip()}") \
+        raise NetError(f"dot failed to draw the page's {what}: {exc.stderr.decode(errors='replace').strip()}") \
             from None
-    _, owner = _units(net, opts)
-    return out[out.index("<svg"):], owner
+    return out[out.index("<svg"):]
+
+
+def fold_items(net: Network) -> list[tuple[str, Unit]]:
+    """What a person can fold on its own in the page's expanded diagram: every block instance,
+    and every run of identical instances that `--collapse` would mark x N (ResNet-50's
+    conv3_x/bottleneck2 .. bottleneck4), each as the collapsed diagram's unit for it."""
+    items: list[tuple[str, Unit]] = []
+    members: dict[str, list] = {}
+    for layer in net.layers:
+        for depth, (path, kind) in enumerate(layer.block):
+            if path not in members:
+                members[path] = [depth, kind, []]
+            members[path][2].append(layer)
+    for path, (depth, kind, layers) in members.items():
+        items.append((path, Unit(path, layers, layers[0].block[:depth], collapsed=(path, kind), instances=[path])))
+    deepest = max((len(l.block) for l in net.layers), default=0)
+    for depth in range(deepest):
+        units, _ = _units(net, DrawOptions(depth=depth))
+        items += [("run:" + u.id, u) for u in units if u.collapsed and len(u.instances) > 1]
+    return items
+
+
+def _fold_palette(net: Network, items: list[tuple[str, Unit]]) -> str:
+    """One graphviz box per foldable item, drawn as the collapsed diagram draws it. The page
+    keeps these hidden and swaps one in for a block's cluster when a person folds it: the page
+    cannot run graphviz itself, and one drawing per combination of folds would be 2^blocks."""
+    dot = graphviz.Digraph(name="folds", node_attr={
+        "shape": "box", "style": "filled", "fontname": "Helvetica", "fontsize": "10", "margin": "0.12,0.06",
+        "penwidth": "0.8", "fillcolor": STYLES["block"][0] if "block" in STYLES else "#fdebd0"})
+    for key, unit in items:
+        dot.node("fold:" + key, _collapsed_label(net, unit), shape="box3d" if len(unit.instances) > 1 else "box")
+    return _dot_svg(dot, "folded blocks")
 
 
 def _asset(name: str) -> str:
@@ -83,6 +122,10 @@ def page(net: Network) -> str:
         volume_svgs.append(f'<div class="view" data-view="{key}" aria-label="volumes, {label}">'
                            f'{volumes(net, collapse=collapse).svg().split("?>", 1)[-1]}</div>')
     data["units"] = owners
+    items = fold_items(net)
+    data["folds"] = [{"key": key, "name": unit.instances[0], "instances": unit.instances,
+                      "layers": [l.name for l in unit.layers]} for key, unit in items]
+    palette = f'<div id="fold-palette" hidden aria-hidden="true">{_fold_palette(net, items)}</div>' if items else ""
     toggles = "".join(f'<button type="button" class="toggle" data-view="{k}" aria-pressed="{str(i == 0).lower()}">'
                       f'{html.escape(label)}</button>' for i, (k, label, _, _) in enumerate(views))
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
@@ -118,6 +161,7 @@ def page(net: Network) -> str:
     </div>
     <div id="diagram" role="tabpanel" aria-labelledby="tab-diagram">{"".join(diagrams)}</div>
     <div id="volumes" role="tabpanel" aria-labelledby="tab-volumes" hidden>{"".join(volume_svgs)}</div>
+    {palette}
   </section>
   <aside id="details" aria-live="polite">
     <h2 id="selected">Select a layer or block</h2>
@@ -133,6 +177,9 @@ Tab moves between the boxes; Enter selects one.</pre>
 <script type="application/json" id="netdsl-data">{payload}</script>
 <script>
 {_asset("page.js")}
+</script>
+<script>
+{_asset("fold.js")}
 </script>
 </body>
 </html>

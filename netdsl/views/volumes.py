@@ -28,7 +28,7 @@ from ..compiler import LayerInfo, Network
 from ..errors import NetError
 from ..files import write_atomic
 from ..ops import OPS, STYLES, window_geometry
-from .render import DrawOptions, Unit, _units
+from .render import DrawOptions, Unit, _skip_edges, _units
 
 FORMATS = ("svg", "png", "pdf")
 FONT = "Helvetica, Arial, 'Liberation Sans', 'DejaVu Sans', sans-serif"
@@ -36,6 +36,7 @@ NAME_SIZE, TEXT_SIZE, TITLE_SIZE = 11, 10, 14
 LINE = 13  # baseline to baseline, px
 BLOCK_FILL = "#fdebd0"  # render's collapsed-block colour
 SKIP = "#c0392b"  # render's residual skip colour
+ARC = 14  # room above a collapsed residual block for its shortcut's arc
 GAP = 22  # between two items of a sequence (the arrow's room)
 FAN = 26  # a fork's or join's room for its fan of lines
 LANE_GAP = 16
@@ -130,6 +131,7 @@ class Vol:
     layers: list[str]
     kernel: tuple[int, int] | None = None  # the window it slides over its input (conv, pool)
     copies: int = 1  # a folded run of identical blocks: drawn as a stack
+    residual: bool = False  # a collapsed block with shortcuts inside: the shortcut's arc over the box
     x: float = 0.0
     yc: float = 0.0
 
@@ -148,7 +150,7 @@ class Vol:
     def measure(self) -> tuple[float, float, float]:
         lw, lh = _label_block(self.labels)
         width = max(self.box_w, lw)
-        return width, self.dy / 2 + self.ow + self.stack, self.dy / 2 + 6 + lh
+        return width, self.dy / 2 + self.ow + self.stack + (ARC if self.residual else 0.0), self.dy / 2 + 6 + lh
 
     def place(self, x: float, yc: float) -> None:
         width, _, _ = self.measure()
@@ -183,6 +185,13 @@ class Vol:
                               close=True, fill=_shade(self.fill, 0.82), **stroke))
             g.append(dw.Rectangle(x, top, dx, dy, fill=self.fill, **stroke))
         _draw_labels(g, self.labels, self.x + self.box_w / 2, self.yc + self.dy / 2 + 6)
+        if self.residual:  # from the line coming in, over the box, down onto the line going out
+            x0, x1 = self.x - 8, self.x + self.dx + self.ow + self.stack + 7
+            peak = self.yc - self.dy / 2 - self.ow - self.stack - ARC + 3
+            lift = self.yc - (self.yc - peak) / 0.75  # a cubic's top is 3/4 of the way to its control points
+            g.append(dw.Path(fill="none", stroke=SKIP, stroke_width=1.8, class_="shortcut")
+                     .M(x0, self.yc).C(x0, lift, x1, lift, x1, self.yc - 4))
+            g.append(dw.Lines(x1 - 3, self.yc - 6, x1, self.yc, x1 + 3, self.yc - 6, close=True, fill=SKIP))
         d.append(g)
 
 
@@ -393,7 +402,8 @@ def _fold_shape_keeping(net: Network, units: list[Unit], owner: dict[str, str]) 
     return out
 
 
-def _vol(net: Network, unit: Unit) -> Vol:
+def _vol(net: Network, unit: Unit, joins: set[str], focus: str | None) -> Vol:
+    """The box of one unit; joins: the layers a residual shortcut enters (render's skip edges)."""
     head = unit.layers[0]
     names = [l.name for l in unit.layers]
     if unit.collapsed:
@@ -409,11 +419,13 @@ def _vol(net: Network, unit: Unit) -> Vol:
         title = _short(path, unit.cluster) if n == 1 else \
             f"{_short(unit.instances[0], unit.cluster)} .. {_short(unit.instances[-1], unit.cluster).rsplit('/', 1)[-1]}"
         labels = [Label(title, NAME_SIZE, True), Label(kind, TEXT_SIZE), Label(_hwc(unit.last.shape), TEXT_SIZE)]
-        return Vol(unit, labels, unit.last.shape, BLOCK_FILL, names, copies=n)
+        return Vol(unit, labels, unit.last.shape, BLOCK_FILL, names, copies=n, residual=bool(joins & set(names)))
     style = OPS[head.op].style
     fill = STYLES.get(style, (BLOCK_FILL,))[0]
     op = " · ".join([_op_text(net, head)] + [l.op for l in unit.layers[1:]])
-    labels = [Label(_short(head.name, unit.cluster), NAME_SIZE, True)]
+    # in a --focus drawing the layers that feed the block come from elsewhere: their full names
+    outside = focus is not None and not head.name.startswith(focus + "/")
+    labels = [Label(head.name if outside else _short(head.name, unit.cluster), NAME_SIZE, True)]
     if head.op != "input":
         labels.append(Label(op, TEXT_SIZE))
     labels.append(Label(_hwc(head.shape), TEXT_SIZE, colour="#444444"))
@@ -424,7 +436,8 @@ class _Builder:
     """The series-parallel reading of the unit graph: forks found by successors, joins by
     post-dominators (the first unit every path from the fork to the output passes)."""
 
-    def __init__(self, net: Network, units: list[Unit], owner: dict[str, str], sink: str):
+    def __init__(self, net: Network, units: list[Unit], owner: dict[str, str], sink: str,
+                 focus: str | None = None):
         self.net, self.units = net, {u.id: u for u in units}
         self.order = {u.id: i for i, u in enumerate(units)}
         g = nx.DiGraph()
@@ -437,7 +450,8 @@ class _Builder:
         self.g = g
         self.trunk = nx.ancestors(g, sink) | {sink}
         self.ipdom = nx.immediate_dominators(g.subgraph(self.trunk).reverse(copy=True), sink)
-        self.vols = {uid: _vol(net, u) for uid, u in self.units.items()}
+        joins = {b for _, b in _skip_edges(net)}
+        self.vols = {uid: _vol(net, u, joins, focus) for uid, u in self.units.items()}
 
     def _succ(self, uid: str, trunk: bool) -> list[str]:
         found = [s for s in self.g.successors(uid) if (s in self.trunk) == trunk]
@@ -521,7 +535,7 @@ def volumes(net: Network, collapse: bool = False, focus: str | None = None) -> P
         sink = owner[net.outputs[0][1]]
     else:
         sink = units[-1].id
-    builder = _Builder(net, units, owner, sink)
+    builder = _Builder(net, units, owner, sink, focus)
     sources = [u.id for u in units if builder.g.in_degree(u.id) == 0 and u.id in builder.trunk]
     main = builder.seq(sources[0], None)
     if len(sources) > 1:  # a focus fed by several layers: they enter the first lanes
@@ -541,7 +555,7 @@ def volumes(net: Network, collapse: bool = False, focus: str | None = None) -> P
     macs = net.totals().macs
     work = f"{macs / 1e9:.2f} GMACs" if macs >= 1e8 else f"{macs / 1e6:.2f} MMACs"
     title = f"{net.name}" + (f": {focus}" if focus else "") + f"  ({net.totals().params:,} parameters, {work})"
-    legend = _legend(units, collapse)
+    legend = _legend(units, collapse, any(v.residual for v in builder.vols.values()))
     y = MARGIN + LINE + 14
     width = max([s.measure()[0] for s in seqs] + [text_width(title, TITLE_SIZE, True)] +
                 [sum(l.width + 44 for l in line) for line in legend])
@@ -578,7 +592,7 @@ def volumes(net: Network, collapse: bool = False, focus: str | None = None) -> P
     return Picture(d, total_w, height)
 
 
-def _legend(units: list[Unit], collapse: bool) -> list[list[Label]]:
+def _legend(units: list[Unit], collapse: bool, residual: bool = False) -> list[list[Label]]:
     styles = []
     for u in units:
         s = "block" if u.collapsed else OPS[u.layers[0].op].style
@@ -590,7 +604,8 @@ def _legend(units: list[Unit], collapse: bool) -> list[list[Label]]:
     notes2 = [Label("red: a kernel on the volume it reads and the place it makes in the next; shape-keeping layers "
                     "(activations, normalisation, dropout) folded into the layer before them", TEXT_SIZE,
                     colour="#444444")]
-    return [swatches, notes, notes2]
+    arc = [[Label("red arc over a block: the residual shortcuts of the blocks inside it", TEXT_SIZE, colour=SKIP)]]
+    return [swatches, notes, notes2] + (arc if residual else [])
 
 
 def write(picture: Picture, out: str | os.PathLike) -> Path:

@@ -90,7 +90,7 @@
         }
         if (hit) {
           g.classList.add("selected");
-          if (view.classList.contains("shown") && !view.closest("[hidden]") && !target) target = g;
+          if (view.classList.contains("shown") && !view.closest("[hidden]") && !g.closest(".fold-hidden") && !target) target = g;
         } else if (rf) g.classList.add("rf");
       });
     });
@@ -110,6 +110,9 @@
     const g = document.activeElement;
     if (g && g.dataset && g.dataset.name && g.tagName.toLowerCase() === "g") { e.preventDefault(); select(g.dataset.name); }
   });
+
+  // a block folded or unfolded (fold.js): its box stands for its layers now, or they are back
+  document.addEventListener("netdsl:folded", function () { if (selected) select(selected, false); });
 
   // ---- search ---------------------------------------------------------------------------------
   const list = document.getElementById("names");
