@@ -117,8 +117,10 @@ class Model:
         self.outputs = [(name, self.index[n]) for name, n in net.outputs]
         # heads at outputs are differentiated through their loss, not their own backward
         self._head_outputs = {i for _, i in self.outputs if self.nodes[i].kernel.loss is not None}
-        self._init_params(seed)
-        if params_from is not None:
+        if params_from is None:
+            self._init_params(seed)
+        else:  # every tensor comes from the other model: no random initial state to draw first
+            self._allocate_params()
             self._derive_params(params_from)
         # inference frees each value after its last reader (the lifetimes passes/plan_memory plans)
         outputs = {i for _, i in self.outputs}
@@ -139,6 +141,14 @@ class Model:
                 node.params[pname] = self.xp.asarray(state[f"{node.name}.{pname}"])
             for bname, _ in data["buffers"]:
                 node.buffers[bname] = self.xp.asarray(state[f"{node.name}.{bname}"])
+
+    def _allocate_params(self) -> None:
+        for node in self.nodes:
+            data = self.net.graph.nodes[node.name]
+            for pname, shape in data["params"]:
+                node.params[pname] = self.xp.empty(shape, dtype=self.dtype)
+            for bname, shape in data["buffers"]:
+                node.buffers[bname] = self.xp.empty(shape, dtype=self.dtype)
 
     def _derive_params(self, other: "Model") -> None:
         """Take parameters from a model of the unoptimised network: by name, or for a conv that
