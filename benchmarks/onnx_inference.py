@@ -8,8 +8,10 @@
    inference graph (bn folded, dropout gone) against onnxruntime's CPU provider running netdsl's
    own export of the same network and weights (graph optimisations on, --threads intra-op
    threads), and PyTorch eager in inference mode where torch is installed (not a dependency).
-   Medians; the ratio netdsl/onnxruntime says how far netdsl's inference is from the fastest
-   CPU engine. The CPU model is printed: figures from one machine are a measurement of it.
+   Two netdsl columns side by side: "graph" runs the optimised graph through the training
+   executor's forward (Model(optimise(net)).__call__), "infer" the inference path
+   (model.predict: backend/inference.py, one prepared call list per batch size). Medians; the
+   ratios netdsl/onnxruntime say how far netdsl's inference is from the fastest CPU engine. The CPU model is printed: figures from one machine are a measurement of it.
 """
 from __future__ import annotations
 
@@ -46,23 +48,31 @@ def export_time(repeat: int) -> float:
         return median_ms(once, repeat=repeat)
 
 
+def _digits(ms: float) -> int:
+    """Decimals that show a sub-millisecond time (LeNet-5's) as more than 0.1."""
+    return 3 if ms < 1 else 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--only", nargs="*", default=list(CASES))
+    p.add_argument("--no-export", action="store_true", help="skip the export timing")
     args = p.parse_args()
     import onnxruntime as ort
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
           f"numpy {np.__version__}; medians of {args.repeat}")
-    print(f"export of resnet152.net with weights from a checkpoint: {export_time(args.repeat):.0f} ms")
+    if not args.no_export:
+        print(f"export of resnet152.net with weights from a checkpoint: {export_time(args.repeat):.0f} ms")
     try:
         import torch
         torch.set_num_threads(args.threads)
         from torch_model import TorchNet
     except ImportError:
         torch = None
-    print(f"{'network':9} {'batch':>5} {'netdsl ms':>10} {'ort ms':>8} {'ratio':>6}" + (f" {'torch ms':>9}" if torch else ""))
+    print(f"{'network':9} {'batch':>5} {'graph ms':>9} {'infer ms':>9} {'ort ms':>8} {'graph/ort':>9} {'infer/ort':>9}"
+          + (f" {'torch ms':>9}" if torch else ""))
     for name in args.only:
         net = netdsl.load(ROOT / "nets" / f"{name}.net")
         model = netdsl.Model(net, device="cpu", seed=0)
@@ -74,9 +84,12 @@ def main() -> None:
                                        providers=["CPUExecutionProvider"])
         for batch in (1, 8):
             x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
-            ours = median_ms(lambda: fast(x), repeat=args.repeat)
+            model.predict(x)  # prepares this batch size's plan (once), not timed
+            graph = median_ms(lambda: fast(x), repeat=args.repeat)
+            infer = median_ms(lambda: model.predict(x), repeat=args.repeat)
             theirs = median_ms(lambda: session.run(None, {"input": x}), repeat=args.repeat)
-            line = f"{name:9} {batch:5} {ours:10.1f} {theirs:8.1f} {ours / theirs:6.2f}"
+            line = (f"{name:9} {batch:5} {graph:9.{_digits(graph)}f} {infer:9.{_digits(infer)}f} "
+                    f"{theirs:8.{_digits(theirs)}f} {graph / theirs:9.2f} {infer / theirs:9.2f}")
             if torch is not None:
                 tm = TorchNet(net).eval()
                 tm.load_from(model)

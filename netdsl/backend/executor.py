@@ -119,8 +119,10 @@ class Model:
         self.outputs = [(name, self.index[n]) for name, n in net.outputs]
         # heads at outputs are differentiated through their loss, not their own backward
         self._head_outputs = {i for _, i in self.outputs if self.nodes[i].kernel.loss is not None}
-        self._init_params(seed)
-        if params_from is not None:
+        if params_from is None:
+            self._init_params(seed)
+        else:  # every tensor comes from the other model: no random initial state to draw first
+            self._allocate_params()
             self._derive_params(params_from)
         # inference frees each value after its last reader (the lifetimes passes/plan_memory plans)
         outputs = {i for _, i in self.outputs}
@@ -128,6 +130,8 @@ class Model:
                          for i in range(len(self.nodes))]
         self._values: list[Any] = []
         self._loss_grads: dict[int, Any] = {}
+        self._inference: Any = None  # predict's prepared engine (backend/inference.py), made on first use
+        self._inference_stale = True  # parameters changed since it took them
 
     # parameters ----------------------------------------------------------------------------------
     def _init_params(self, seed: int) -> None:
@@ -139,6 +143,14 @@ class Model:
                 node.params[pname] = self.xp.asarray(state[f"{node.name}.{pname}"])
             for bname, _ in data["buffers"]:
                 node.buffers[bname] = self.xp.asarray(state[f"{node.name}.{bname}"])
+
+    def _allocate_params(self) -> None:
+        for node in self.nodes:
+            data = self.net.graph.nodes[node.name]
+            for pname, shape in data["params"]:
+                node.params[pname] = self.xp.empty(shape, dtype=self.dtype)
+            for bname, shape in data["buffers"]:
+                node.buffers[bname] = self.xp.empty(shape, dtype=self.dtype)
 
     def _derive_params(self, other: "Model") -> None:
         """Take parameters from a model of the unoptimised network: by name, or for a conv that
@@ -185,6 +197,7 @@ class Model:
             raise NetError(f"{source} has tensor '{extra[0]}', which this network lacks: a different network")
         for name, value in mine.items():
             value[...] = self.xp.asarray(state[name], dtype=value.dtype)
+        self._inference_stale = True
 
     def num_parameters(self) -> int:
         return sum(int(v.size) for v in self.parameters().values())
@@ -240,6 +253,33 @@ class Model:
         self._loss_grads = {}
         return {name: values[i] for name, i in self.outputs}
 
+    def predict(self, x, refresh: bool = False):
+        """The trunk's output for a batch through the inference path (backend/inference.py): the
+        inference-optimised graph (bn folded, activations fused) as one prepared call list per
+        batch size in the memory plan's buffers, no autodiff state. It takes the parameters on
+        first use and again after a training step, load or load_state_dict; after editing
+        parameters by hand, pass refresh=True."""
+        if refresh or self._inference_stale or self._inference is None:
+            self._inference = self._inference_engine()
+            self._inference_stale = False
+        outputs = self._inference(x)
+        return outputs[next(iter(outputs))]
+
+    def _inference_engine(self):
+        from ..compiler import optimise
+        from .inference import Inference
+        if "buffers" in self.net.graph.graph:  # already the inference-optimised network
+            fast = self
+        elif self._inference is not None:
+            fast = self._inference.model
+            fast._derive_params(self)
+        else:
+            fast = Model(optimise(self.net, "inference"), device=self.device, dtype=self.dtype, seed=self.seed,
+                         col_budget=self.col_budget, winograd=self.winograd, params_from=self)
+        if self.device.name != "cpu":  # the prepared path is the CPU's; a GPU runs the optimised forward
+            return lambda x: fast.forward(x)
+        return Inference(fast)
+
     def __call__(self, x, training: bool = False):
         """The trunk's output (the first of net.outputs: decided by structure, not by a name)."""
         return self.forward(x, training)[self.outputs[0][0]]
@@ -249,6 +289,7 @@ class Model:
         cross-entropy or multiclass hinge), weight 1 for the trunk and `aux_weight` for side
         outputs. An output that ends without a head gets softmax cross-entropy."""
         self.forward(x, training, keep=True)
+        self._inference_stale = self._inference_stale or training  # an optimiser step may follow
         labels = self.xp.asarray(self._check_labels(labels, len(x)))
         total = 0.0
         for k, (name, i) in enumerate(self.outputs):
@@ -357,6 +398,7 @@ class Model:
             difference = ck.source_difference(self.net.source)
         for name, value in mine.items():
             value[...] = self.xp.asarray(arrays[name], dtype=value.dtype)
+        self._inference_stale = True
         if optimizer is not None:
             optimizer.load_state_dict(state, source=where)
         if difference:

@@ -37,6 +37,8 @@ def cmd_run(args) -> int:
         print(summary_table(net))
         print()
         print(f"device: {device.description}" + (" (chosen by --device auto)" if args.device == "auto" else ""))
+    if args.infer:
+        return _run_inference(net, device, batch, args)
     report = run(net, device, batch=batch, repeat=args.repeat, seed=args.seed, optimise=not args.no_optimise,
                  precision=args.precision)
     if args.json:
@@ -205,6 +207,41 @@ def precision_flag(p) -> None:
                         "Winograd too; exact im2col only (docs/speed.md)")
 
 
+def _run_inference(net, device, batch: int, args) -> int:
+    """`run --infer`: the inference path (Model.predict, backend/inference.py) timed at one batch."""
+    import numpy as np
+    from ..backend.executor import Model
+    from ..passes.check_limits import human_bytes
+    model = Model(net, device=device, seed=args.seed, precision=args.precision)
+    x = np.random.default_rng(args.seed).standard_normal((batch, *net.input_shape)).astype(np.float32)
+    start = time.perf_counter()
+    model.predict(x)  # prepares the plan for this batch size
+    prepare_ms = (time.perf_counter() - start) * 1000
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        model.predict(x)
+        times.append((time.perf_counter() - start) * 1000)
+    median = sorted(times)[len(times) // 2]
+    engine = model._inference
+    plan = engine.plan(batch) if hasattr(engine, "plan") else None
+    figures = {"batch": batch, "repeat": args.repeat, "inference_ms": median, "images_per_s": batch * 1000 / median,
+               "first_call_ms": prepare_ms, "buffers_bytes": plan.nbytes if plan else None,
+               "conv_algorithms": plan.algorithms if plan else None}
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    print(f"batch {batch}, inference path (optimised graph, prepared call list), median of {args.repeat} calls "
+          f"after a first one of {prepare_ms:.1f} ms that prepared it:")
+    print(f"  inference {median:10.3f} ms, {figures['images_per_s']:,.1f} images/s")
+    if plan:
+        print(f"  buffers: {human_bytes(plan.nbytes)} (the memory plan's, allocated once for this batch size, "
+              "and shared scratch)")
+        for name, algorithm in plan.algorithms.items():
+            print(f"  {name}: {algorithm}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="compile, print the summary, time one batch forward and backward")
     common(p)
@@ -214,6 +251,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--no-optimise", action="store_true", help="run the graph as written, without fusion")
+    p.add_argument("--infer", action="store_true",
+                   help="time the inference path (model.predict: the optimised graph as one prepared call list) "
+                        "instead of a training step")
     p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls on the GPU (off by default)")
     precision_flag(p)
     p.set_defaults(func=cmd_run)

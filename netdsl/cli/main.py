@@ -10,13 +10,13 @@ import sys
 from typing import Sequence
 
 from ..errors import NetError, render_error
-from . import analyse, draw, execute, interchange, runs, tune
+from . import analyse, draw, execute, interchange, predict, runs, tune
 from .args import Parser
 from .paths import check_outputs
 from .usage import UsageError, check_flags
 
 # One module per group of subcommands, each with its own register(sub); the order is --help's.
-GROUPS = (analyse, execute, tune, draw, interchange, runs)
+GROUPS = (analyse, execute, predict, tune, draw, interchange, runs)
 # What every command passes before it runs (a UsageError, exit 2, and nothing done otherwise).
 CHECKS = (check_flags, check_outputs)
 

@@ -63,6 +63,7 @@ RULES: tuple[Needs | Excludes, ...] = (
                                       "(--collapse and --focus apply to both)", value="volumes")
       for flag in ("shapes", "rankdir", "depth", "highlight", "no_fold", "no_legend")),
     Excludes("run", "tf32", "device", "TF32 is a GPU's matmul mode; the CPU computes in float32", value="cpu"),
+    Excludes("run", "infer", "no_optimise", "--infer runs the inference-optimised graph, which --no-optimise turns off"),
     Needs("train", "oversubscribe", "ranks", "it lets --ranks start more ranks than this machine has cores"),
 )
 

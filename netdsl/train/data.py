@@ -31,6 +31,15 @@ class Dataset:
     y_test: np.ndarray
     classes: int
     fitted: tuple[str, ...] = ()  # what `prepare` did to fit the images to a network, said once
+    class_names: tuple[str, ...] = ()  # by class index; digits' and MNIST's "0" to "9"
+    mean: tuple[float, ...] = ()  # the standardisation `prepare` applied, per input channel
+    std: tuple[float, ...] = ()
+
+    def info(self) -> dict:
+        """What a checkpoint keeps so that `netdsl predict` sees an image as training did: pixels
+        in [0, 1], the whole image resized (bilinear) to the input, standardised per channel."""
+        return {"name": self.name, "mean": list(self.mean), "std": list(self.std),
+                "class_names": list(self.class_names or map(str, range(self.classes))), "resize": "whole"}
 
     @property
     def n_train(self) -> int:
@@ -54,6 +63,12 @@ DIGITS_SPLIT_SEED = 0  # the split belongs to the data set: never --seed, or a r
                        # seed would evaluate on images it trained on
 
 
+DIGIT_NAMES = tuple("0123456789")
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot")
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
 def load_digits(test_fraction: float = 0.2) -> Dataset:
     """The 1,797 8x8 handwritten digits that scikit-learn ships, split the same way every time."""
     from sklearn.datasets import load_digits as sk_digits
@@ -63,7 +78,7 @@ def load_digits(test_fraction: float = 0.2) -> Dataset:
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(x))
     n_test = int(round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
-    return Dataset("digits", x[train], y[train], x[test], y[test], 10)
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10, class_names=DIGIT_NAMES)
 
 
 def _open(path: Path):
@@ -131,7 +146,8 @@ def load_idx_set(folder: str, name: str) -> Dataset:
         if labels.max(initial=0) > 9:
             raise NetError(f"{root}: {prefix} labels go up to {labels.max()}, expected 0-9")
         parts[split] = (images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64))
-    return Dataset(name, *parts["train"], *parts["test"], 10)
+    names = FASHION_NAMES if name.startswith("fashion") else DIGIT_NAMES
+    return Dataset(name, *parts["train"], *parts["test"], 10, class_names=names)
 
 
 def load_cifar10(folder: str) -> Dataset:
@@ -163,7 +179,7 @@ def load_cifar10(folder: str) -> Dataset:
 
     x_train, y_train = read([f"data_batch_{i}.bin" for i in range(1, 6)])
     x_test, y_test = read(["test_batch.bin"])
-    return Dataset("cifar10", x_train, y_train, x_test, y_test, 10)
+    return Dataset("cifar10", x_train, y_train, x_test, y_test, 10, class_names=CIFAR10_NAMES)
 
 
 def load(spec: str) -> Dataset:
@@ -238,9 +254,11 @@ def prepare(ds: Dataset, input_shape: tuple[int, ...], classes: int, seed: int =
 
     x_train, x_test = fit(ds.x_train), fit(ds.x_test)
     mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    channels = input_shape[0] if c_h_w is not None else 1
     return Dataset(ds.name, ((x_train - mean) / std).astype(np.float32), ds.y_train,
                    ((x_test - mean) / std).astype(np.float32), ds.y_test, ds.classes,
-                   fitting(ds.name, ds.x_train.shape[1:], input_shape))
+                   fitting(ds.name, ds.x_train.shape[1:], input_shape), ds.class_names,
+                   (mean,) * channels, (std,) * channels)
 
 
 def fitting(name: str, found: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[str, ...]:

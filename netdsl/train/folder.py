@@ -166,6 +166,13 @@ class FolderDataset:
                        f"{h}x{w} (a random crop, flipped half the time, for training; the centre for testing)",)
         return self
 
+    def info(self) -> dict:
+        """What a checkpoint keeps so that `netdsl predict` sees an image as evaluation did: the
+        shorter side resized to RESIZE x the input's, the centre cropped, standardised per channel."""
+        return {"name": self.name, "mean": [float(v) for v in np.ravel(self.mean)],
+                "std": [float(v) for v in np.ravel(self.std)], "class_names": list(self.class_names),
+                "resize": "shorter side", "ratio": RESIZE}
+
     def _decode(self, path: Path, rng: np.random.Generator | None) -> np.ndarray:
         """One image as C x H x W float32 in [0, 1]: resized, then cropped (at random with `rng`,
         else in the centre) and, with `rng`, flipped half the time."""

@@ -295,7 +295,8 @@ class _Run:
             if self.chief:
                 model.save(self.cfg.save, self.opt, {"epoch": epoch + 1, "step": self.opt.steps,
                                                      "test_accuracy": result["accuracy"], "world_size": comm.size,
-                                                     "settings": settings.stored(self.cfg)})
+                                                     "settings": settings.stored(self.cfg),
+                                                     "data": self.data.info()})
             self.last_good = (self.cfg.save, epoch + 1)
         if self.writer is not None:
             self.writer.row({"kind": "epoch", **entry})

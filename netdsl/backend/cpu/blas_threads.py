@@ -99,16 +99,18 @@ def thread_count() -> int | None:
     return None if fn is None else fn()
 
 
-def stacked_matmul(xp, a, b):
+def stacked_matmul(xp, a, b, out=None):
     """a[i] @ b[i] for every i of two (P, ., .) stacks, on numpy with OpenBLAS one GEMM a core
-    (each single-threaded, the stack split over the cores); else numpy's own matmul."""
+    (each single-threaded, the stack split over the cores); else numpy's own matmul. Into `out`
+    where given (the inference path's prepared buffers)."""
     set_local = _set_threads_local() if xp.__name__ == "numpy" else None
     p, m, k = a.shape
     n = b.shape[2]
     splits = threads.WORKERS > 1 and not threading.current_thread().name.startswith(threads.PREFIX)
     if set_local is None or not splits or p < 2 or p * m * k * n < MIN_STACK_MACS:
-        return xp.matmul(a, b)  # unsplit, one GEMM on one core each would only be slower
-    out = xp.empty((p, m, n), dtype=xp.result_type(a, b))
+        return xp.matmul(a, b, out=out)  # unsplit, one GEMM on one core each would only be slower
+    if out is None:
+        out = xp.empty((p, m, n), dtype=xp.result_type(a, b))
 
     def work(lo, hi):
         for i in range(lo, hi):

@@ -1,0 +1,438 @@
+"""The inference path: the optimised inference graph (passes: dead side outputs and dropout gone,
+bn folded, activations fused, memory planned) run as one prepared call list per batch size.
+
+    engine = Inference(model)        # model: a Model of netdsl.optimise(net, "inference")
+    probs = engine(x)["output"]      # model.predict(x) builds and keeps one of these
+
+What the training executor does per call, this does once per batch size (`prepare`):
+
+- every value lives in a buffer of the memory plan (passes/plan_memory.py: graph attributes
+  `buffers`, per image, and node attribute `buffer`), allocated once for the batch size and
+  reused on every call; views (flatten) and in-place activations share their input's buffer as
+  the plan says. Scratch (im2col columns, Winograd tiles) is one buffer per role shared by every
+  layer, grown to the largest layer's need.
+- conv + bias + (folded bn) + activation is one step: the algorithm conv.py chooses for the
+  layer's shape (asked once, by running it), with what depends only on the weights computed
+  once (Winograd's transformed filters, the direct kernel's tap-major weights), writing into
+  the layer's planned buffer; the bias and the activation follow in place.
+- nothing of autodiff: no saved state, no gradients, no epilogue outputs kept.
+- one closure per layer with its arrays, geometry and kernel pointers bound: a call is a loop
+  over closures.
+
+An op without a prepared step here runs its kernel table entry (the same code as the training
+graph's inference) and its result is copied into its planned buffer, so every op of the
+language runs here. CPU (numpy) only: on a GPU, predict runs the optimised graph's forward.
+Not thread-safe: the buffers are shared by every call of one batch size.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import NetError
+from ..ops import end_extension, window_geometry
+from . import im2col, winograd
+from .conv import Conv
+from .cpu import direct, native
+from .cpu.blas_threads import stacked_matmul
+from .cpu.threads import over_batch
+from .kernels import ACTIVATIONS
+
+Step = Callable[[], None]
+KEEP_BATCH_SIZES = 4  # prepared plans kept at once (each holds its batch size's buffers)
+
+
+class Scratch:
+    """One flat buffer per role (columns, tiles, products), shared by every layer of a plan and
+    grown at preparation to the largest need; steps take views of it when they run."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def reserve(self, role: str, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        size = prod(shape)
+        if role not in self.buffers or self.buffers[role].size < size:
+            self.buffers[role] = np.empty(size, dtype=self.dtype)
+        return lambda: self.buffers[role][:size].reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+
+@dataclass
+class Context:
+    """What a step builder sees: the node (executor.NodeState: attrs, params, epilogue), its
+    inputs' and its output's planned views, the plan's scratch, and the engine's weight cache."""
+    node: Any
+    ins: list[np.ndarray]
+    out: np.ndarray
+    scratch: Scratch
+    prepared_weights: dict
+    xp: Any = np
+
+    @property
+    def n(self) -> int:
+        return self.out.shape[0]
+
+
+@dataclass
+class Plan:
+    batch: int
+    arena: list[np.ndarray]  # the memory plan's buffers, for this batch size
+    values: list[np.ndarray]  # each node's output: a view of its planned buffer
+    steps: list[Step]
+    scratch: Scratch
+    algorithms: dict[str, str] = field(default_factory=dict)  # conv node -> the path it runs
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arena) + self.scratch.nbytes
+
+
+# the epilogue and the bias, in place on a step's output --------------------------------------------
+
+
+def _finish(ctx: Context, bias) -> Step:
+    """The step's tail: + bias (per channel, axis 1), then the fused activation, both in place."""
+    out, xp = ctx.out, ctx.xp
+    act = ACTIVATIONS[ctx.node.epilogue].apply if ctx.node.epilogue else None
+    b = None if bias is None else bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+    if b is None and act is None:
+        return lambda: None
+    if act is None:
+        return lambda: xp.add(out, b, out=out)
+    if b is None:
+        return lambda: act(xp, out)
+
+    def tail():
+        xp.add(out, b, out=out)
+        act(xp, out)
+    return tail
+
+
+def _then(*steps: Step) -> Step:
+    steps = tuple(s for s in steps if s is not None)
+    if len(steps) == 1:
+        return steps[0]
+
+    def run():
+        for s in steps:
+            s()
+    return run
+
+
+# the generic step: the kernel table's forward, its result copied into the planned buffer -------------
+
+
+def kernel_step(ctx: Context) -> Step:
+    node, ins, out, xp = ctx.node, ctx.ins, ctx.out, ctx.xp
+
+    def step():
+        y = node.kernel.forward(node, ins)
+        if node.epilogue and not node.variant.epilogue:
+            y = ACTIVATIONS[node.epilogue].apply(xp, y)
+        node.saved = node.epilogue_out = None
+        if y.ctypes.data != out.ctypes.data:
+            np.copyto(out, y.reshape(out.shape))
+    return step
+
+
+# conv ------------------------------------------------------------------------------------------------
+
+
+def _geometry(ctx: Context):
+    x = ctx.ins[0]
+    kernel_, stride, pad = window_geometry([x.shape[1:]], ctx.node.attrs)
+    return im2col.Geometry.of(x.shape, kernel_, stride, pad)
+
+
+def _chosen_path(ctx: Context, geo) -> dict:
+    """The path conv.py chooses for this layer and batch (its choice, asked by running it once on
+    zeros: whatever decides it, thresholds or measurement, decides here too)."""
+    node, m = ctx.node, ctx.node.model
+    conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd)
+    _, saved = conv.forward(np.zeros(ctx.ins[0].shape, ctx.ins[0].dtype), node.params["weight"],
+                            node.params.get("bias"), geo, node.attrs["groups"])
+    m.workspace.buffers.clear()  # the probe's columns: not needed again
+    return saved
+
+
+def conv_step(ctx: Context) -> Step:
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
+        ctx.node.algorithm = "kernel"
+        return kernel_step(ctx)
+    geo = _geometry(ctx)
+    saved = _chosen_path(ctx, geo)
+    path = saved["path"]
+    node.algorithm = path if path != "winograd" else f"winograd F({saved['tile']}x{saved['tile']})"
+    builder = CONV_PATHS.get(path)
+    if builder is None or (path == "winograd" and not saved["native"]):
+        return kernel_step(ctx)
+    return builder(ctx, geo, saved)
+
+
+def _winograd_step(ctx: Context, geo, saved) -> Step:
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    n, c, h, w = x.shape
+    weight = node.params["weight"]
+    o, r = weight.shape[0], weight.shape[2]
+    tile = saved["tile"]
+    positions, variant = (tile + r - 1) ** 2, winograd.NATIVE_VARIANT[tile, r]
+    th, tw = -(-h // tile), -(-w // tile)
+    key = (node.name, "winograd", tile)
+    if key not in ctx.prepared_weights:  # U = G g G^T: the weights' part, once
+        ctx.prepared_weights[key] = np.ascontiguousarray(
+            winograd._filter_transform(xp, weight, tile).reshape(positions, o, c))
+    u = ctx.prepared_weights[key]
+    v_of = ctx.scratch.reserve("tiles", (positions, c, n * th * tw))
+    m_of = ctx.scratch.reserve("products", (positions, o, n * th * tw))
+
+    def conv():
+        v, m = v_of(), m_of()
+        native.winograd(xp, "input", x, v, n, c, th, tw, h, w, variant=variant)
+        stacked_matmul(xp, u, v, out=m)
+        native.winograd(xp, "output", m, out, n, o, th, tw, h, w, variant=variant)
+    return _then(conv, _finish(ctx, node.params.get("bias")))
+
+
+def _direct_step(ctx: Context, geo, saved) -> Step:
+    """native.c's direct convolution with its tap-major weights prepared once and its zero-padded
+    flat planes kept (only their interior is written: the padding stays zero)."""
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    n, c, h, w = x.shape
+    weight = node.params["weight"]
+    o, _, kh, kw = weight.shape
+    (ph, pw) = geo.pad
+    flat, wp, oh, ow = direct.flat_planes(xp, x, geo.pad, (kh, kw))  # this layer's own: padding stays 0
+    interior = flat[:, :, :(h + 2 * ph) * wp].reshape(n, c, h + 2 * ph, wp)[:, :, ph:ph + h, pw:pw + w]
+    ob = direct._tile_outputs(o)
+    opad = direct._round_up(o, ob)
+    key = (node.name, "direct")
+    if key not in ctx.prepared_weights:
+        wt = np.zeros((c, kh * kw, opad), dtype=x.dtype)
+        wt[:, :, :o] = weight.reshape(o, c, kh * kw).transpose(1, 2, 0)
+        bias = node.params.get("bias")
+        ctx.prepared_weights[key] = (wt, None if bias is None else np.ascontiguousarray(bias, dtype=x.dtype))
+    wt, bias = ctx.prepared_weights[key]
+    kernel = native._kernel("direct_forward", x.dtype)
+    args = (native._at(flat), native._at(wt), None if bias is None else native._at(bias), native._at(out),
+            c, o, opad, flat.shape[2], wp, kh, kw, oh, ow, ob, 0, flat.shape[2])
+    work = direct._split_measure(n * opad * oh * wp * c * kh * kw)
+
+    def conv():
+        np.copyto(interior, x)
+        over_batch(xp, n, work, lambda lo, hi: kernel(*args, lo, hi))
+    return _then(conv, _finish(ctx, None))  # the kernel adds the bias
+
+
+def _im2col_step(ctx: Context, geo, saved) -> Step:
+    """One GEMM over the batch-major columns (native im2col into the shared scratch; a 1x1
+    stride-1 conv of one image reads its input as it lies), straight into the planned buffer
+    for one image, else through a product buffer transposed on its way with the bias added."""
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    n = x.shape[0]
+    weight = node.params["weight"]
+    o = weight.shape[0]
+    wmat = weight.reshape(o, -1)
+    ohw = geo.oh * geo.ow
+    bias = node.params.get("bias")
+    if geo.pointwise and geo.stride == (1, 1) and geo.pad == (0, 0) and n == 1:
+        cols_of = (lambda x2=x.reshape(geo.c, -1): x2)
+    else:
+        cols_shape = (geo.c * geo.kernel[0] * geo.kernel[1], n * ohw)
+        cols_reserved = ctx.scratch.reserve("columns", cols_shape)
+
+        def cols_of():
+            return native.im2col_batch_major(xp, x, geo, cols_reserved())
+    if n == 1:
+        out2 = out.reshape(o, ohw)
+        return _then(lambda: xp.matmul(wmat, cols_of(), out=out2), _finish(ctx, bias))
+    prod_of = ctx.scratch.reserve("products", (o, n * ohw))
+    out3 = out.reshape(n, o, ohw)
+    b3 = None if bias is None else bias.reshape(1, o, 1)
+
+    def conv():
+        m = prod_of()
+        xp.matmul(wmat, cols_of(), out=m)
+        t = m.reshape(o, n, ohw).transpose(1, 0, 2)
+        if b3 is None:
+            over_batch(xp, n, out3.size, lambda lo, hi: np.copyto(out3[lo:hi], t[lo:hi]))
+        else:
+            over_batch(xp, n, out3.size, lambda lo, hi: xp.add(t[lo:hi], b3, out=out3[lo:hi]))
+    return _then(conv, _finish(ctx, None))
+
+
+CONV_PATHS = {"winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step}
+
+
+# the other ops -------------------------------------------------------------------------------------
+
+
+def fc_step(ctx: Context) -> Step:
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    x2 = x.reshape(x.shape[0], -1)
+    wt = node.params["weight"].T
+    return _then(lambda: xp.matmul(x2, wt, out=out), _finish(ctx, node.params.get("bias")))
+
+
+def _max_pool_step(ctx: Context) -> Step:
+    """native.c's max pooling into the planned buffer (the winners' positions into scratch)."""
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
+        return kernel_step(ctx)
+    geo = _geometry(ctx)
+    n, c = x.shape[:2]
+    arg_buffer = np.empty(out.shape, dtype=np.int32)
+    kernel, g, size, outs = (native._kernel("maxpool_forward", x.dtype), native.Geometry.of(geo), geo.h * geo.w,
+                             geo.oh * geo.ow)
+
+    def work(lo, hi):
+        kernel(native._at(x, lo * c * size), native._at(out, lo * c * outs), native._at(arg_buffer, lo * c * outs),
+               (hi - lo) * c, g)
+    return _then(lambda: over_batch(xp, n, x.size, work), _finish(ctx, None))
+
+
+POOL_STEPS = {"max": _max_pool_step}
+
+
+def pool_step(ctx: Context) -> Step:
+    return POOL_STEPS.get(ctx.node.attrs["mode"], kernel_step)(ctx)
+
+
+def activation_step(ctx: Context) -> Step:
+    """relu/tanh/sigmoid as a layer of its own: in place where the plan shares its input's buffer."""
+    x, out, xp = ctx.ins[0], ctx.out, ctx.xp
+    apply = ACTIVATIONS[ctx.node.op].apply
+    if x.ctypes.data == out.ctypes.data:
+        return lambda: apply(xp, out)
+
+    def step():
+        np.copyto(out, x)
+        apply(xp, out)
+    return step
+
+
+def view_step(ctx: Context) -> Step | None:
+    """flatten, and any op whose value is its input's: nothing to run where the plan gave the
+    value its input's buffer, else a copy."""
+    x, out = ctx.ins[0], ctx.out
+    if x.ctypes.data == out.ctypes.data:
+        return None
+    return lambda: np.copyto(out, x.reshape(out.shape))
+
+
+def add_step(ctx: Context) -> Step:
+    ins, out, xp = ctx.ins, ctx.out, ctx.xp
+
+    def step():
+        xp.add(ins[0], ins[1], out=out)
+        for more in ins[2:]:
+            xp.add(out, more, out=out)
+    return _then(step, _finish(ctx, None))
+
+
+def concat_step(ctx: Context) -> Step:
+    pieces, start = [], 0
+    for x in ctx.ins:
+        pieces.append((ctx.out[:, start:start + x.shape[1]], x))
+        start += x.shape[1]
+
+    def step():
+        for dst, src in pieces:
+            np.copyto(dst, src)
+    return _then(step, _finish(ctx, None))
+
+
+def softmax_step(ctx: Context) -> Step:
+    x, out, xp = ctx.ins[0], ctx.out, ctx.xp
+    top = np.empty((out.shape[0], 1), dtype=out.dtype)
+
+    def step():
+        xp.max(x, axis=1, keepdims=True, out=top)
+        xp.subtract(x, top, out=out)
+        xp.exp(out, out=out)
+        xp.sum(out, axis=1, keepdims=True, out=top)
+        xp.divide(out, top, out=out)
+    return step
+
+
+# op -> its prepared step's builder; every other op runs its kernel table entry (kernel_step)
+STEPS: dict[str, Callable[[Context], Step | None]] = {
+    "input": lambda ctx: None,  # the call copies the batch into its buffer
+    "conv": conv_step,
+    "fc": fc_step,
+    "pool": pool_step,
+    **{name: activation_step for name in ACTIVATIONS},
+    "flatten": view_step,
+    "dropout": view_step,  # removed by the inference passes; the identity if one is left
+    "svm": view_step,  # the scores themselves
+    "add": add_step,
+    "concat": concat_step,
+    "softmax": softmax_step,
+}
+
+
+class Inference:
+    """The prepared inference of one Model of an inference-optimised network (see the module's
+    docstring). Calling it with an (N, ...) batch returns {output name: array}, fresh arrays."""
+
+    def __init__(self, model):
+        graph = model.net.graph
+        if "buffers" not in graph.graph:
+            raise NetError(f"{model.net.name}: the inference path needs the inference-optimised network "
+                           "(netdsl.optimise(net, 'inference')), whose memory plan it runs in")
+        if model.device.name != "cpu":
+            raise NetError("the prepared inference path runs on the CPU; on a GPU, model.predict runs the "
+                           "optimised graph's forward")
+        self.model = model
+        self.sizes = graph.graph["buffers"]  # per image, in values
+        self.buffer_of = [graph.nodes[node.name]["buffer"] for node in model.nodes]
+        self.shapes = [tuple(graph.nodes[node.name]["shape"]) for node in model.nodes]
+        self.prepared_weights: dict = {}  # weight transforms: independent of the batch size
+        self.plans: OrderedDict[int, Plan] = OrderedDict()
+
+    def plan(self, batch: int) -> Plan:
+        """The prepared call list for this batch size (made on first use, kept for the next ones)."""
+        plan = self.plans.get(batch)
+        if plan is None:
+            plan = self.plans[batch] = self._prepare(batch)
+            while len(self.plans) > KEEP_BATCH_SIZES:
+                self.plans.popitem(last=False)
+        else:
+            self.plans.move_to_end(batch)
+        return plan
+
+    def _prepare(self, n: int) -> Plan:
+        model = self.model
+        model.training = False
+        dtype = model.dtype
+        arena = [np.empty(size * n, dtype=dtype) for size in self.sizes]
+        values = [arena[b][:n * prod(shape)].reshape(n, *shape) for b, shape in zip(self.buffer_of, self.shapes)]
+        scratch = Scratch(dtype)
+        steps: list[Step] = []
+        algorithms: dict[str, str] = {}
+        for i, node in enumerate(model.nodes):
+            ins = [values[j] for j in node.inputs]
+            ctx = Context(node, ins, values[i], scratch, self.prepared_weights, model.xp)
+            step = STEPS.get(node.op, kernel_step)(ctx)
+            if step is not None:
+                steps.append(step)
+            if getattr(node, "algorithm", None):
+                algorithms[node.name] = node.algorithm
+        return Plan(n, arena, values, steps, scratch, algorithms)
+
+    def __call__(self, x) -> dict[str, np.ndarray]:
+        model = self.model
+        x = model._check_input(x)
+        plan = self.plan(x.shape[0])
+        np.copyto(plan.values[0], x)
+        for step in plan.steps:
+            step()
+        return {name: plan.values[i].copy() for name, i in model.outputs}

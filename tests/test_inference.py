@@ -1,0 +1,74 @@
+"""The inference path (backend/inference.py, Model.predict) against the training graph's own
+inference (Model forward in eval mode, the graph as written: bn unfolded, activations apart) on
+every network of nets/, with batch norm's statistics and affine made non-trivial so that folding
+is tested. Small nets at their real size; the large ones (VGG, ResNet-101/152) at a reduced
+input size written as a variant of the file's text. The logits are compared (the trunk's
+softmax would hide differences), to float32 tolerance relative to their scale."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netdsl
+from netdsl.backend.executor import Model
+
+NETS = Path(__file__).resolve().parent.parent / "nets"
+# the input side each large net runs at here (its file's own is 224): every layer still runs
+REDUCED = {"vgg16": 64, "vgg19": 64, "resnet101": 32, "resnet152": 32, "resnet50": 64}
+ALL = sorted(p.stem for p in NETS.glob("*.net"))
+
+
+def _network(name: str):
+    text = (NETS / f"{name}.net").read_text()
+    if name in REDUCED:
+        side = REDUCED[name]
+        text = re.sub(r"^input (\d+)x\d+x\d+", lambda m: f"input {m.group(1)}x{side}x{side}", text, count=1,
+                      flags=re.M)
+    return netdsl.compile_source(text, f"{name}.net")
+
+
+def _perturb_bn(model: Model, rng) -> None:
+    """Running statistics and affine parameters away from 0/1, so that folding has work to do."""
+    for name, value in model.state_dict().items():
+        layer = model.nodes[model.index[name.rsplit(".", 1)[0]]]
+        if layer.op != "bn":
+            continue
+        kind = name.rsplit(".", 1)[1]
+        if kind == "running_var" or kind == "weight":
+            value[...] = rng.uniform(0.5, 1.5, value.shape)
+        else:
+            value[...] = rng.normal(0, 0.2, value.shape)
+
+
+def _logits(model: Model, trunk_output: str) -> str:
+    """The node whose value the trunk's head reads (the logits), by structure."""
+    return next(iter(model.net.graph.predecessors(trunk_output)))
+
+
+def test_every_net_is_covered():
+    assert len(ALL) == 12
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_inference_path_equals_eval_forward(name):
+    net = _network(name)
+    rng = np.random.default_rng(1)
+    model = Model(net, device="cpu", seed=0)
+    _perturb_bn(model, rng)
+    x = rng.standard_normal((1, *net.input_shape)).astype(np.float32)
+    head_name = net.outputs[0][0]
+    reference = model.forward(x, keep=True)[head_name]  # eval mode, the graph as written; values kept
+    head = net.outputs[0][1]
+    logits_name = _logits(model, head)
+    ref_logits = model.value(logits_name)
+    got = model.predict(x)
+    engine = model._inference
+    fast_index = engine.model.index[logits_name]
+    got_logits = engine.plan(1).values[fast_index]
+    scale = float(np.abs(ref_logits).max())
+    assert np.abs(got_logits - ref_logits).max() <= 2e-5 * max(scale, 1.0), name
+    np.testing.assert_allclose(got, reference, atol=1e-6, rtol=1e-4)
+    assert got.shape == reference.shape
