@@ -28,7 +28,7 @@ from ..compiler import LayerInfo, Network
 from ..errors import NetError
 from ..files import write_atomic
 from ..ops import OPS, STYLES, window_geometry
-from .render import DrawOptions, Unit, _skip_edges, _units
+from .render import DrawOptions, Unit, _short, _skip_edges, _units
 
 FORMATS = ("svg", "png", "pdf")
 FONT = "Helvetica, Arial, 'Liberation Sans', 'DejaVu Sans', sans-serif"
@@ -367,14 +367,6 @@ def _kernel(net: Network, layer: LayerInfo) -> tuple[int, int] | None:
     if OPS[layer.op].window is not None and "kernel" in attrs and ins and len(ins[0]) == 3:
         return window_geometry(ins, attrs)[0]
     return None
-
-
-def _short(name: str, cluster) -> str:
-    if cluster:
-        prefix = cluster[-1][0] + "/"
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
 
 
 def _fold_shape_keeping(net: Network, units: list[Unit], owner: dict[str, str]) -> list[Unit]:
