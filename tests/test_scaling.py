@@ -7,8 +7,9 @@ held to a ratio, not a time:
   shows as a ratio near 4 on any machine, however loaded), at 1,000 and 2,000 layers;
 - the process's CPU time, which also sees quadratic work inside one C call (a set built from
   every layer once per layer), with room for the noise of a shared machine: linear is about 2,
-  quadratic 4. In the suite at 4,000 and 8,000 layers; NETDSL_SCALING=20000 runs it at 10,000 and
-  20,000 (about ten minutes on a 2-core machine, mostly `run` training 20,000 layers).
+  quadratic 4. Timing is noise on a shared machine, and 10,000 -> 20,000 layers takes about ten
+  minutes on 2 cores (mostly `run` training 20,000 layers), so it runs on request:
+  NETDSL_SCALING=20000 pytest tests/test_scaling.py (measured so for the issue's closing note).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import io
 import os
 import pstats
 import time
+
+import pytest
 
 from netdsl.cli.main import main
 
@@ -77,8 +80,10 @@ def test_every_command_makes_a_linear_number_of_calls(tmp_path):
     assert not slow, f"twice the layers, more than 2.2x the calls: {slow} (all: {ratios})"
 
 
+@pytest.mark.skipif("NETDSL_SCALING" not in os.environ,
+                    reason="timed at NETDSL_SCALING layers on request (minutes; the call count above always runs)")
 def test_every_command_takes_linear_time(tmp_path):
-    large = int(os.environ.get("NETDSL_SCALING", "8000"))
+    large = int(os.environ["NETDSL_SCALING"])
     _measure(40, tmp_path, profile=False)
     small, large_t = _measure(large // 2, tmp_path, False), _measure(large, tmp_path, False)
     ratios = _ratios(small, large_t)
