@@ -40,7 +40,7 @@ class LayerItem:
 @dataclass
 class MergeItem:
     lid: str
-    kind: str  # concat | add
+    kind: str  # concat | add | gate
     branches: list  # list[list[item]] or None for `shortcut`
     shortcut_layers: list = field(default_factory=list)  # the projection a `shortcut` stands for, in order
     source: str | None = None  # a label for the block instance it becomes, where the source names one
@@ -201,7 +201,11 @@ def _segments(items: list) -> list[list]:
 def _block_name(seg: list, taken: set) -> str:
     merge = seg[0]
     convs = sum(1 for b in merge.branches if b for x in b if isinstance(x, LayerItem) and x.op == "conv")
-    if merge.kind == "concat":
+    if merge.kind == "gate":
+        base = "se"  # squeeze-and-excitation
+    elif merge.kind == "concat" and None in merge.branches:
+        base = "dense_layer"  # the input joined with new features (DenseNet)
+    elif merge.kind == "concat":
         base = "inception" if len(merge.branches) == 4 else "branches"
     else:
         base = {2: "basic", 3: "bottleneck"}.get(convs, "residual")
