@@ -121,7 +121,7 @@ def render(items: list) -> list[str]:
             out.append(item.kind + " {")
             for branch in item.branches:
                 if branch is None:
-                    out.append("  shortcut")
+                    out.append("  shortcut" + (" zeropad" if item.shortcut_mode == "zeropad" else ""))
                     continue
                 body = render(branch)
                 if len(body) <= 9 and all("{" not in l and "}" not in l for l in body) and sum(map(len, body)) < 100:
