@@ -1,6 +1,8 @@
 """Darknet .cfg import (issue 16). The files are written here from Darknet's public cfg format
 (parser.c's keys and defaults: pad=1 is size/2, maxpool's padding is size-1 split floor(p/2)
 before and the rest after, the default activation is logistic, leaky's slope is 0.1)."""
+import re
+
 import pytest
 
 import netdsl
@@ -58,16 +60,19 @@ def test_the_default_activation_is_logistic(tmp_path):
 
 @pytest.mark.parametrize("body, words", [
     ("[upsample]\nstride=2\n", "is a section netdsl has no layer for"),
-    (conv(8, 3) + conv(8, 3, stride=2) + "[shortcut]\nfrom=-2\n", "adds a 8x32x32 layer to a 8x16x16 one"),
-    (conv(8, 3) + conv(8, 3) + "[route]\nlayers=-1,-2\n",
-     "concatenates the layer its branches leave from with a later one"),
+    (conv(8, 3) + conv(8, 3, stride=2) + "[route]\nlayers=-2\n" + "[shortcut]\nfrom=-2\n",
+     "adds a 8x16x16 layer to a 8x32x32 one: Darknet then adds the smaller map at every s-th position"),
+    (conv(12, 3) + conv(8, 3) + "[shortcut]\nfrom=-2\n", "(12 is no multiple of 8)"),
+    (conv(8, 3) + conv(8, 3) + "[shortcut]\nfrom=-2\nalpha=0.5\n", "weights its sum (alpha=0.5)"),
+    ("[crop]\ncrop_height=16\ncrop_width=16\nnoadjust=1\n", "crops the 32x32 map to its centre 16x16 at inference"),
+    ("[crop]\ncrop_height=32\ncrop_width=32\n", "rescales its values to x*2 - 1 at inference"),
     ("[convolutional]\nfilters=4\nsize=1\nactivation=mish\n", "has activation mish"),
     ("[route]\nlayers=-5\n", "names layer -5, which is not an earlier layer"),
 ])
 def test_what_netdsl_cannot_express_is_refused_by_layer(tmp_path, capsys, body, words):
     f = tmp_path / "bad.cfg"
     f.write_text(HEAD + body)
-    with pytest.raises(NetError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(NetError, match=re.escape(words)):
         netdsl.import_model(f)
     assert main(["summary", str(f)]) == 1
     assert words in capsys.readouterr().err
@@ -121,3 +126,93 @@ def test_darknet_weights_load_in_darknets_order(tmp_path):
     (tmp_path / "long.weights").write_bytes((tmp_path / "w.weights").read_bytes() + b"\0" * 8)
     with pytest.raises(NetError, match="holds 2 values more than the .cfg's layers take"):
         netdsl.import_model(f, tmp_path / "long.weights")
+
+
+# --- issue 26: DenseNet and ResNet cfgs, [crop], [shortcut] between different shapes ----------------
+
+def dense_layer(k):
+    """pjreddie's densenet201.cfg: a 1x1 bottleneck of 4k, a 3x3 of k, the input routed back beside them."""
+    return conv(4 * k, 1) + conv(k, 3) + "[route]\nlayers=-1,-3\n\n"
+
+
+def test_a_densenet_cfg_comes_back_as_dense_layers(tmp_path):
+    k = 8
+    cfg = (HEAD + "[crop]\ncrop_height=32\ncrop_width=32\nflip=1\nnoadjust=1\n\n" + conv(16, 3)
+           + dense_layer(k) * 3 + conv(16, 1) + "[maxpool]\nsize=2\nstride=2\n\n" + dense_layer(k) * 3
+           + conv(10, 1, act="linear", bn=0) + "[avgpool]\n\n[softmax]\n\n[cost]\n")
+    f = tmp_path / "dense.cfg"
+    f.write_text(cfg)
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    # by hand: a conv k*k*cin*cout, its batch norm 2*cout (scales and biases; no bias of the conv's own)
+    def dense(c):
+        return (c * 4 * k + 2 * 4 * k) + (9 * 4 * k * k + 2 * k)
+    stem, transition, head = 27 * 16 + 32, 40 * 16 + 32, 40 * 10 + 10
+    assert net.totals().params == stem + sum(dense(16 + i * k) for i in range(3)) * 2 + transition + head == 20_458
+    assert text.count("repeat 3 dense_layer") == 2 and "block dense_layer() {\n  concat {" in text
+    assert [l.shape for l in net.layers if l.op == "concat"] == [(24, 32, 32), (32, 32, 32), (40, 32, 32),
+                                                                  (24, 16, 16), (32, 16, 16), (40, 16, 16)]
+    assert net.input_shape == (3, 32, 32)  # the crop keeps the whole map: the identity, no layer
+
+
+def residual(filters, stride=1):
+    """Darknet's resnet cfgs: two 3x3 convs, the shortcut from the block's input (from=-3)."""
+    return conv(filters, 3, stride) + conv(filters, 3, act="linear") + "[shortcut]\nfrom=-3\nactivation=leaky\n\n"
+
+
+def test_a_resnet_cfg_with_shortcuts_between_shapes_is_option_a(tmp_path):
+    cfg = (HEAD + conv(16, 3) + residual(16) * 2 + residual(32, 2) + residual(32) + residual(64, 2) + residual(64)
+           + "[avgpool]\n\n[connected]\noutput=10\nactivation=linear\n\n[softmax]\n\n[cost]\n")
+    f = tmp_path / "res.cfg"
+    f.write_text(cfg)
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    def c(cin, cout):
+        return 9 * cin * cout + 2 * cout
+    by_hand = (c(3, 16) + 4 * c(16, 16) + c(16, 32) + 3 * c(32, 32) + c(32, 64) + 3 * c(64, 64) + 64 * 10 + 10)
+    assert net.totals().params == by_hand == 172_506  # option A: the shortcuts learn nothing
+    assert text.count("shortcut zeropad") == 1  # one block for both downsampling residuals
+    assert [(l.shape, l.name.split("/")[-1]) for l in net.layers if l.op == "zeropad"] == [
+        ((32, 16, 16), "zeropad"), ((64, 8, 8), "zeropad")]
+    assert not [l for l in net.layers if l.op == "conv" and l.shape[0] != 10 and "shortcut" in l.name]
+
+
+def _darknet_shortcut(add, out):
+    """Darknet's shortcut_cpu, loop for loop (w1, h1, c1: the `from` layer; w2, h2, c2: the output)."""
+    out = out.copy()
+    batch, c1, h1, w1 = add.shape
+    _, c2, h2, w2 = out.shape
+    stride, sample = max(w1 // w2, 1), max(w2 // w1, 1)
+    a, o = add.reshape(-1), out.reshape(-1)
+    for b in range(batch):
+        for k in range(min(c1, c2)):
+            for j in range(min(h1, h2)):
+                for i in range(min(w1, w2)):
+                    o[i * sample + w2 * (j * sample + h2 * (k + c2 * b))] += a[i * stride + w1 * (j * stride + h1 * (k + c1 * b))]
+    return o.reshape(out.shape)
+
+
+@pytest.mark.parametrize("c0, c1", [(8, 4), (4, 8), (4, 4)], ids=["more channels", "fewer", "same"])
+def test_shortcut_between_shapes_computes_darknets_sum(tmp_path, c0, c1):
+    """1x1 convs of known weights (bias, no activation): a0 = W0 x + b0 (c0 x 8 x 8), a1 = W1 x[::2, ::2]
+    + b1 (c1 x 4 x 4), then [shortcut] from=-2: a1 plus a0 as Darknet adds it."""
+    import numpy as np
+    from netdsl.backend.executor import Model
+    cfg = ("[net]\nwidth=8\nheight=8\nchannels=4\n\n" + conv(c0, 1, act="linear", bn=0)
+           + conv(c1, 1, stride=2, act="linear", bn=0) + "[shortcut]\nfrom=-2\n")
+    f = tmp_path / "s.cfg"
+    f.write_text(cfg)
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    rng = np.random.default_rng(0)
+    convs = [l.name for l in net.layers if l.op == "conv"]
+    w0, b0 = rng.standard_normal((c0, 4)).astype(np.float32), rng.standard_normal(c0).astype(np.float32)
+    w1, b1 = rng.standard_normal((c1, c0)).astype(np.float32), rng.standard_normal(c1).astype(np.float32)
+    state = {f"{convs[0]}.weight": w0.reshape(c0, 4, 1, 1), f"{convs[0]}.bias": b0,
+             f"{convs[1]}.weight": w1.reshape(c1, c0, 1, 1), f"{convs[1]}.bias": b1}
+    m = Model(net, device="cpu")
+    m.load_state_dict(state)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    a0 = np.einsum("oc,nchw->nohw", w0, x) + b0[:, None, None]
+    a1 = np.einsum("oc,nchw->nohw", w1, a0[:, :, ::2, ::2]) + b1[:, None, None]
+    np.testing.assert_allclose(m(x), _darknet_shortcut(a0, a1), rtol=1e-5, atol=1e-5)

@@ -5,7 +5,13 @@ The cases are the ones the `onnx` package generates (onnx.backend.test.case.node
 ships no data/node folder, and the classic-CNN model tests need a download, so they are not
 run here). Each single-node model is imported as netdsl text, with the test's own values for
 inputs after the first bound as constants (ONNX's conv tests feed their weights as inputs), and
-run by netdsl's kernels; the result is compared at the ONNX runner's tolerances."""
+run by netdsl's kernels; the result is compared at the ONNX runner's tolerances.
+
+The zoo's ops (issue 26): HardSwish, HardSigmoid, Clip, Mul and Sigmoid are in the table too. Their
+node tests use inputs of rank 1 or 3, which netdsl reads as a batch of vectors (the op works value by
+value, so the answer is the same values); the forms those tests never take but the zoo's nets use
+(Clip(0, 6), HardSigmoid(1/6, 1/2), Mul of a map by a per-channel factor) are added below as cases
+of the same shape, their expected values computed by onnx's own reference evaluator."""
 import warnings
 
 import numpy as np
@@ -20,7 +26,38 @@ from netdsl.backend.executor import Model  # noqa: E402
 
 OPS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN", "BatchNormalization",
        "Gemm", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Concat", "Add", "Sum", "Softmax", "Flatten", "Reshape",
-       "Dropout")
+       "Dropout", "HardSwish", "HardSigmoid", "Clip", "Mul")
+# ops that work value by value: a test input of another rank runs as a batch of vectors
+ELEMENTWISE = ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "HardSwish", "HardSigmoid", "Clip")
+
+
+def _zoo_cases():
+    """Cases in the node tests' form (name, model, data_sets) for the forms the zoo uses, expected
+    values from onnx.reference (ONNX's Python reference implementation, not netdsl's code)."""
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    x = np.random.default_rng(0).uniform(-8, 8, (2, 3, 4, 4)).astype(np.float32)
+    graphs = {
+        "zoo_clip_0_6": [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+        "zoo_hardsigmoid_sixth_half": [helper.make_node("HardSigmoid", ["x"], ["y"], alpha=1 / 6, beta=0.5)],
+        "zoo_mul_per_channel_broadcast": [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+                                          helper.make_node("Sigmoid", ["p"], ["g"]),
+                                          helper.make_node("Mul", ["x", "g"], ["y"])],
+        "zoo_mul_x_sigmoid_x": [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+    }
+    cases = []
+    for name, nodes in graphs.items():
+        clip = nodes[0].op_type == "Clip"
+        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                  for n, s in [("x", list(x.shape))] + ([("lo", []), ("hi", [])] if clip else [])]
+        graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        feeds = [x] + ([np.array(0, np.float32), np.array(6, np.float32)] if clip else [])
+        want = ReferenceEvaluator(model).run(None, dict(zip(("x", "lo", "hi"), feeds)))
+        cases.append(SimpleNamespace(name=name, model=model, data_sets=[(feeds, want)]))
+    return cases
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +66,7 @@ def cases():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         every = collect_testcases(None)
-    return [c for c in every if c.model.graph.node and c.model.graph.node[0].op_type in OPS]
+    return [c for c in every if c.model.graph.node and c.model.graph.node[0].op_type in OPS] + _zoo_cases()
 
 
 def _run(case, tmp_path):
@@ -44,6 +81,12 @@ def _run(case, tmp_path):
     x = np.asarray(inputs[0])
     if x.dtype != np.float32:
         return None, f"input of type {x.dtype}: netdsl computes in float32"
+    if graph.node[0].op_type in ELEMENTWISE and len(graph.node) == 1 and x.ndim not in (2, 4):
+        x = x.reshape(x.shape[0] if x.ndim > 1 else 1, -1)  # the same values as a batch of vectors
+        dims = graph.input[0].type.tensor_type.shape
+        del dims.dim[:]
+        for d in x.shape:
+            dims.dim.add().dim_value = d
     # netdsl reads N x C x H x W or N x features: elementwise and channel tests of other ranks as a batch of vectors
     path = tmp_path / f"{case.name}.onnx"
     onnx.save(model, str(path))
@@ -79,6 +122,11 @@ def test_node_tests_pass_or_are_refused_never_wrong(cases, tmp_path):
         print(f"  refused {name}: {reason}")
     assert not wrong, f"wrong answers: {wrong}"
     assert len(passed) >= 30, passed
+    print("  passed: " + ", ".join(sorted(passed)))
+    # the zoo's ops (issue 26): ONNX's own tests where they take a form netdsl has, and the zoo's forms
+    assert {"test_hardswish", "test_sigmoid", "test_sigmoid_example", "test_clip_default_min", "test_relu",
+            "zoo_clip_0_6", "zoo_hardsigmoid_sixth_half", "zoo_mul_per_channel_broadcast",
+            "zoo_mul_x_sigmoid_x"} <= set(passed)
 
 
 MODELS = ("bvlc_alexnet", "zfnet512", "vgg19", "inception_v1", "resnet50")

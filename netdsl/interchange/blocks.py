@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ops import OPS
+from ..ops import OPS, shortcut_stride
 
 # The activations a merge's segment takes after it: the op table's activation layers (its
 # epilogues, and leaky, Darknet's, which has a parameter and so is not fused but ends a block alike).
@@ -40,9 +40,10 @@ class LayerItem:
 @dataclass
 class MergeItem:
     lid: str
-    kind: str  # concat | add
+    kind: str  # concat | add | gate
     branches: list  # list[list[item]] or None for `shortcut`
     shortcut_layers: list = field(default_factory=list)  # the projection a `shortcut` stands for, in order
+    shortcut_mode: str = "project"  # project | zeropad (option A: `shortcut zeropad`)
     source: str | None = None  # a label for the block instance it becomes, where the source names one
 
 
@@ -127,6 +128,12 @@ def _shortcut_branches(merge: MergeItem, shapes: dict, fork: str) -> None:
             continue
         like = others[0]
         conv = branch[0]
+        if (len(branch) == 1 and isinstance(conv, LayerItem) and conv.op == "zeropad"
+                and conv.attrs["out"] == shapes[merge.lid][0]
+                and tuple(conv.attrs["stride"]) == shortcut_stride(shapes[fork], shapes[merge.lid])):
+            merge.branches[i] = None  # option A: what `shortcut zeropad` lowers to
+            merge.shortcut_layers, merge.shortcut_mode = [conv.lid], "zeropad"
+            return
         if not isinstance(conv, LayerItem) or conv.op != "conv":
             continue
         a = conv.attrs
@@ -174,7 +181,8 @@ def _signature(items: list):
                 not isinstance(item.attrs.get(k), tuple) or item.attrs[k][0] != item.attrs[k][1]))}
             return ("layer", item.op, tuple(sorted((k, v) for k, v in item.attrs.items() if k not in lifted)))
         if isinstance(item, MergeItem):
-            return ("merge", item.kind, tuple(None if b is None else tuple(one(x) for x in b) for b in item.branches))
+            return ("merge", item.kind, item.shortcut_mode,
+                    tuple(None if b is None else tuple(one(x) for x in b) for b in item.branches))
         return ("other", id(item))
     return tuple(one(x) for x in items)
 
@@ -201,7 +209,11 @@ def _segments(items: list) -> list[list]:
 def _block_name(seg: list, taken: set) -> str:
     merge = seg[0]
     convs = sum(1 for b in merge.branches if b for x in b if isinstance(x, LayerItem) and x.op == "conv")
-    if merge.kind == "concat":
+    if merge.kind == "gate":
+        base = "se"  # squeeze-and-excitation
+    elif merge.kind == "concat" and None in merge.branches:
+        base = "dense_layer"  # the input joined with new features (DenseNet)
+    elif merge.kind == "concat":
         base = "inception" if len(merge.branches) == 4 else "branches"
     else:
         base = {2: "basic", 3: "bottleneck"}.get(convs, "residual")
@@ -357,7 +369,8 @@ def _templated(seg: list, columns: list, names: list) -> list:
                 out.append(LayerItem(item.lid, item.op, attrs))
             elif isinstance(item, MergeItem):
                 out.append(MergeItem(item.lid, item.kind, [None if b is None else copy(b, path + (i, j))
-                                                          for j, b in enumerate(item.branches)], item.shortcut_layers))
+                                                          for j, b in enumerate(item.branches)], item.shortcut_layers,
+                                     shortcut_mode=item.shortcut_mode))
             else:
                 out.append(item)
         return out

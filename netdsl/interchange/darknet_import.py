@@ -13,8 +13,10 @@ conventions, from Darknet's parser (parser.c) and layer code:
 - [avgpool] is a global average; [connected]: output, activation (default logistic);
   [dropout]: probability; [softmax];
 - [route] layers=a,b: the concatenation of those layers' outputs (one layer: reading it again);
-  [shortcut] from=-k: the sum of the previous layer and that one, then its activation; a
-  shortcut between different shapes is refused.
+  [shortcut] from=-k: the sum of the previous layer and that one, then its activation; between
+  different shapes Darknet's rule (the smaller channel count added, the stride taken by
+  sampling) as netdsl's `shortcut zeropad` / `split` + `zeropad` where that is exact;
+- [crop]: the identity at inference where it keeps the whole map and its values (noadjust=1).
 Weights come from a .weights file when one is given (read_weights).
 """
 from __future__ import annotations
@@ -193,11 +195,53 @@ def _route(c: _Cfg, tip: str) -> str:
 
 
 def _shortcut(c: _Cfg, tip: str) -> str:
+    """The previous layer plus the `from` layer, Darknet's way between any shapes (shortcut_cpu):
+    the output has the previous layer's shape; the first min(c1, c2) channels are added; a larger
+    `from` map is sampled every s-th row and column from the first (s = w1 / w2, the same for
+    h). netdsl's terms: the `from` layer's first c2 channels (`split`) where it has more, then
+    `zeropad c2 /s` (zero channels where it has fewer): the `shortcut zeropad` of option A. A
+    smaller `from` map (Darknet adds it at every s-th position of the larger) and sizes that do
+    not divide (Darknet's sampling then crops) have no exact netdsl layer and are refused."""
     other = c.earlier("from", c.word("from", "-1"))
-    if c.shapes[other] != c.shapes[tip]:
-        raise c.refuse(f"adds a {'x'.join(map(str, c.shapes[other]))} layer to a "
-                       f"{'x'.join(map(str, c.shapes[tip]))} one", "shortcuts between equal shapes")
-    return c.activation(c.add("add", "add", {}, [tip, other]), "linear")
+    for key in ("alpha", "beta"):
+        if c.real(key, 1.0) != 1.0:
+            raise c.refuse(f"weights its sum ({key}={c.word(key, '1')})", "shortcuts that add, alpha=beta=1")
+    (c1, h1, w1), (c2, h2, w2) = c.shapes[other], c.shapes[tip]
+    src = other
+    if (c1, h1, w1) != (c2, h2, w2):
+        shown = f"adds a {c1}x{h1}x{w1} layer to a {c2}x{h2}x{w2} one"
+        if h1 < h2 or w1 < w2 or h1 % h2 or w1 % w2 or h1 // h2 != w1 // w2:
+            raise c.refuse(shown + ": Darknet then adds the smaller map at every s-th position of the larger "
+                           "or crops it, which netdsl has no layer for",
+                           "shortcuts from a map of the same size or a whole multiple of it (sampled by the stride)")
+        s = h1 // h2
+        if c1 > c2:  # only the first c2 channels of `from` are added
+            if c1 % c2:
+                raise c.refuse(shown + f": Darknet adds the first {c2} of the {c1} channels, which netdsl "
+                               f"takes as a split into equal parts ({c1} is no multiple of {c2})",
+                               "shortcuts whose larger channel count is a whole multiple of the smaller")
+            src = c.add("split", "split", {"parts": c1 // c2, "take": 1}, [src])
+        if s != 1 or c1 < c2:
+            src = c.add("zeropad", "zeropad", {"out": c2, "stride": (s, s)}, [src])
+    return c.activation(c.add("add", "add", {}, [tip, src]), "linear")
+
+
+def _crop(c: _Cfg, tip: str) -> str:
+    """Darknet's crop at inference (crop_layer.c, !net.train): the centre crop_height x crop_width,
+    its values rescaled to x*2 - 1 unless noadjust=1. Where it keeps the whole map and the
+    values, it is the identity at inference (the random crop, flip and colour changes are
+    training's); a crop that cuts or rescales has no netdsl layer."""
+    if len(c.shapes[tip]) != 3:
+        raise c.refuse("crops a vector", "[crop] on a feature map")
+    _, h, w = c.shapes[tip]
+    size = (c.whole("crop_height", 1), c.whole("crop_width", 1))
+    if size != (h, w):
+        raise c.refuse(f"crops the {h}x{w} map to its centre {size[0]}x{size[1]} at inference",
+                       "[crop] of the whole map (crop_height and crop_width the map's size): the identity")
+    if not c.flag("noadjust"):
+        raise c.refuse("rescales its values to x*2 - 1 at inference (noadjust=0, Darknet's default)",
+                       "[crop] with noadjust=1, the identity at inference")
+    return tip
 
 
 def _index_only(c: _Cfg, tip: str) -> str:
@@ -207,7 +251,8 @@ def _index_only(c: _Cfg, tip: str) -> str:
 
 # Darknet section kind -> its reader; the unknown-section hint is made from this table
 SECTIONS = {"convolutional": _convolutional, "maxpool": _maxpool, "avgpool": _avgpool, "connected": _connected,
-            "dropout": _dropout, "softmax": _softmax, "route": _route, "shortcut": _shortcut, "cost": _index_only}
+            "dropout": _dropout, "softmax": _softmax, "route": _route, "shortcut": _shortcut, "cost": _index_only,
+            "crop": _crop}
 ALIASES = {"conv": "convolutional", "network": "net"}  # other spellings parser.c accepts
 
 

@@ -81,6 +81,7 @@ class _Reader:
         self.fresh: list[str] = []  # the layers the node being read added
         self.producer: dict[str, str] = {}  # ONNX value -> layer id
         self.pending_flatten: dict[str, str] = {}  # Flatten output -> its input value (a Gemm may absorb it)
+        self.unsqueezed: dict[str, str] = {}  # a vector as Cx1x1 -> the vector's value (a gate may read it)
         real = [i for i in g.input if i.name not in self.consts]
         if len(real) != 1:
             raise NetError(f"{path}: netdsl networks have one input; this model has {len(real)} "
@@ -106,6 +107,9 @@ class _Reader:
         if name in self.pending_flatten:  # a Flatten no Gemm absorbed: a flatten layer after all
             src = self.pending_flatten.pop(name)
             self.add(node_name=f"{name}", op="flatten", attrs={}, inputs=[self.layer_of(src, node)], out=name)
+        if name in self.unsqueezed:
+            raise _refuse(self, node, f"reads '{comment(name)}', a vector made Cx1x1 (Unsqueeze or Reshape)",
+                          "such a vector only as a squeeze-and-excitation gate (Mul of a map by it)")
         if name not in self.producer:
             raise NetError(f"{self.path}: node '{comment(node.name)}' ({node.op_type}) reads '{comment(name)}', "
                            "which is neither the input nor a layer's output (a computed constant netdsl cannot follow)")
@@ -334,6 +338,10 @@ def _reshape(r, node, a, shapes):
     if len(target) == 2 and target[0] in (0, -1, 1) and target[1] in (-1, n):
         r.pending_flatten[node.output[0]] = r.value(node.input[0])
         return
+    if len(shapes[x]) == 1 and len(target) == 4 and target[0] in (0, -1, 1) and target[1] in (-1, n) \
+            and target[2:] == [1, 1]:  # an fc's gate as N x C x 1 x 1 (torch's view(b, c, 1, 1) in SE)
+        r.unsqueezed[node.output[0]] = r.value(node.input[0])
+        return
     raise _refuse(r, node, f"reshapes to {target}", "Reshape to N x features (a flatten)")
 
 
@@ -375,6 +383,84 @@ def _concat(r: _Reader, node, a, shapes):
     r.add(node.name, "concat", {}, x, node.output[0])
 
 
+# --- the zoo's ops (issue 26): MobileNet's and EfficientNet's activations, squeeze-and-excitation --------
+
+def _scalar_setting(r, node, a, key: str, slot: int, default):
+    """A bound given as an attribute (Clip before opset 11) or as an optional constant input (11 on)."""
+    if len(node.input) > slot and node.input[slot]:
+        value = r.const(node.input[slot], node, key)
+        if value.size != 1:
+            raise _refuse(r, node, f"has a {key} of shape {list(value.shape)}", f"one {key} value")
+        return float(value.reshape(-1)[0])
+    return float(a[key]) if key in a else default
+
+
+def _clip(r, node, a, shapes):
+    """Clip(0, 6) is relu6 and Clip(0, none) relu; no bounds at all is the identity. Other bounds
+    have no netdsl layer (an activation clipped elsewhere would compute something else)."""
+    lo, hi = _scalar_setting(r, node, a, "min", 1, None), _scalar_setting(r, node, a, "max", 2, None)
+    big = float(np.finfo(np.float32).max)  # opsets before 11: the defaults are float32's extremes
+    lo = None if lo is not None and lo <= -big else lo
+    hi = None if hi is not None and hi >= big else hi
+    if lo is None and hi is None:
+        return _fold(r, node, a, shapes)
+    op = {(0.0, 6.0): "relu6", (0.0, None): "relu"}.get((lo, hi))
+    if op is None:
+        raise _refuse(r, node, f"clips to [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]",
+                      "Clip(0, 6) as relu6 and Clip(0) as relu")
+    r.add(node.name, op, {}, [r.layer_of(node.input[0], node)], node.output[0])
+
+
+def _hard_sigmoid(r, node, a, shapes):
+    """max(0, min(1, alpha*x + beta)): with alpha 1/6 and beta 1/2 it is relu6(x + 3)/6, netdsl's hsigmoid
+    (both compared as float32, the precision ONNX stores them in)."""
+    alpha, beta = np.float32(a.get("alpha", 0.2)), np.float32(a.get("beta", 0.5))
+    if (alpha, beta) != (np.float32(1 / 6), np.float32(0.5)):
+        raise _refuse(r, node, f"has alpha {float(alpha):g} and beta {float(beta):g}",
+                      "HardSigmoid with alpha 1/6 and beta 1/2 (MobileNet v3's hsigmoid, relu6(x + 3)/6)")
+    r.add(node.name, "hsigmoid", {}, [r.layer_of(node.input[0], node)], node.output[0])
+
+
+def _unsqueeze(r, node, a, shapes):
+    """A vector (an fc's output) made N x C x 1 x 1: only a gate reads it (netdsl's gate takes C values)."""
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = [int(v) for v in r.const(node.input[1], node, "axes").reshape(-1)]
+    x = r.layer_of(node.input[0], node)
+    _shapes(r, shapes, node_place(r.path, node))  # a Flatten made a layer just now: its shape too
+    if len(shapes[x]) != 1 or sorted(axes or []) not in ([2, 3], [-2, -1]):
+        raise _refuse(r, node, f"unsqueezes a {'x'.join(map(str, shapes[x]))} value on axes {axes}",
+                      "Unsqueeze of a vector on axes 2 and 3, as a squeeze-and-excitation gate")
+    r.unsqueezed[node.output[0]] = r.value(node.input[0])
+
+
+def _mul(r, node, a, shapes):
+    """x * Sigmoid(x) is silu; a map times a per-channel factor from a side branch (C x 1 x 1, or a
+    vector Unsqueezed) is squeeze-and-excitation's gate, the map first whichever order Mul has them."""
+    if len(node.input) != 2:
+        raise _refuse(r, node, f"has {len(node.input)} inputs", "Mul of two values")
+    ins = [r.value(v) for v in node.input]
+    if any(v in r.consts for v in ins):
+        raise _refuse(r, node, "multiplies by a constant", "Mul of a map by a per-channel gate computed from it "
+                      "(squeeze-and-excitation), or x * Sigmoid(x) (silu)")
+    gate_of = {v: r.unsqueezed.get(v) for v in ins}
+    lids = [r.producer[gate_of[v]] if gate_of[v] else r.layer_of(v, node) for v in ins]
+    _shapes(r, shapes, node_place(r.path, node))
+    for k in (0, 1):  # silu: one input the Sigmoid of the other
+        sig = r.layers[lids[k]]
+        if sig.op == "sigmoid" and sig.inputs == [lids[1 - k]] and not gate_of[ins[k]]:
+            r.add(node.name, "silu", {}, [lids[1 - k]], node.output[0])
+            return
+    shape = [shapes[lid] for lid in lids]
+    for k in (0, 1):
+        x, g = shape[k], shape[1 - k]
+        if len(x) == 3 and (g == (x[0], 1, 1) or (gate_of[ins[1 - k]] and g == (x[0],))):
+            r.add(node.name, "gate", {}, [lids[k], lids[1 - k]], node.output[0])
+            return
+    raise _refuse(r, node, "multiplies " + " by ".join("x".join(map(str, s)) for s in shape),
+                  "Mul of a CxHxW map by a Cx1x1 gate (squeeze-and-excitation), or x * Sigmoid(x) (silu)")
+
+
 IMPORTERS: dict[str, Callable] = {
     "Conv": _conv,
     "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
@@ -392,6 +478,8 @@ IMPORTERS: dict[str, Callable] = {
                                                         node.output[0]),
     "Softmax": _axis_one("softmax"),
     "Identity": _fold, "Constant": _constant, "ConstantOfShape": _constant_of_shape,
+    "HardSwish": _simple("hswish"), "HardSigmoid": _hard_sigmoid, "Clip": _clip,
+    "Mul": _mul, "Unsqueeze": _unsqueeze,
 }
 
 

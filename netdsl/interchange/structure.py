@@ -95,20 +95,18 @@ class _Writer:
         layer = self.r.layers[cur]
         if layer.inputs == [prev]:
             return self.item(cur)
-        if layer.op not in ("concat", "add"):
+        if OPS[layer.op].kind != "merge":
             raise NetError(f"{self.r.path}: node '{layer.source}' reads from more than one place, which only "
-                           "concat and add do in netdsl")
+                           "concat, add and gate do in netdsl")
+        if layer.inputs.count(prev) > 1:
+            raise NetError(f"{self.r.path}: {('node ' + repr(layer.source)) if layer.source else 'a ' + layer.op} "
+                           f"reads the layer its branches leave from {layer.inputs.count(prev)} times",
+                           hint=f"netdsl's {layer.op} holds its input once (one `shortcut` branch)")
         branches = []
         for src in layer.inputs:
-            if src == prev:
-                if layer.op != "add":
-                    raise NetError(f"{self.r.path}: {('node ' + repr(layer.source)) if layer.source else 'a concat'} "
-                                   "concatenates the layer its branches leave from with a later one",
-                                   hint="netdsl's concat branches each hold layers; an identity branch is "
-                                        "add's shortcut only")
-                branches.append(None)
-            else:
-                branches.append(self.region(prev, src))
+            # the fork itself: add's shortcut (identity or projection), or in a concat (DenseNet's dense
+            # layer) and a gate (squeeze-and-excitation's map) the input itself
+            branches.append(None if src == prev else self.region(prev, src))
         return MergeItem(cur, layer.op, branches, source=layer.source if plain(layer.source) else None)
 
 
@@ -123,7 +121,7 @@ def render(items: list) -> list[str]:
             out.append(item.kind + " {")
             for branch in item.branches:
                 if branch is None:
-                    out.append("  shortcut")
+                    out.append("  shortcut" + (" zeropad" if item.shortcut_mode == "zeropad" else ""))
                     continue
                 body = render(branch)
                 if len(body) <= 9 and all("{" not in l and "}" not in l for l in body) and sum(map(len, body)) < 100:
