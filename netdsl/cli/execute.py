@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -24,7 +25,6 @@ def cmd_run(args) -> int:
     say_notes()
     net = compile_file(args)
     if args.tf32:
-        import os
         os.environ["CUPY_TF32"] = "1"  # read when CuPy loads; without it, GPU matmuls stay full float32
     device = get_device(args.device)
     if args.tf32 and device.name == "cpu":  # --device cpu --tf32 is refused (usage.py); auto may land here
@@ -71,6 +71,8 @@ def cmd_train(args) -> int:
         return launch(args)
     from ..train.comm import connect
     comm = connect(args.dist)  # first: a failure from here on stops every rank
+    if comm.size > 1:
+        _thresholds_on_every_rank(comm, args)
     from ..train import data as datasets
     from ..train import fit
     from ..backend.device import get_device
@@ -183,6 +185,17 @@ def check_outputs_paths(args, cfg) -> None:
         from ..views.curves import check_plot_path
         check_plot_path(args.plot, "--plot")
         check_writable(args.plot, "--plot")
+
+
+def _thresholds_on_every_rank(comm, args) -> None:
+    """Ranks that each timed their own conv algorithms could choose differently and train
+    different bits: under MPI every rank takes the fixed thresholds (backend/tuner.py's `off`)."""
+    from ..backend.tuner import ENV
+    asked = os.environ.get(ENV, "").strip().lower()
+    os.environ[ENV] = "off"
+    if asked not in ("", "off") and comm.rank == 0 and not args.quiet:  # said only where the user set it
+        print(f"note: {ENV}={asked} is set aside under MPI: every rank takes the fixed thresholds, so all "
+              "ranks run the same conv algorithms", file=sys.stderr)
 
 
 def _progress(args):
