@@ -53,7 +53,7 @@ WINOGRAD_TILES = {"winograd_f2": 2, "winograd_f4": 4, "winograd_f2_5x5": 2}
 WINOGRAD_NAMES = {(2, 3): "winograd_f2", (4, 3): "winograd_f4", (2, 5): "winograd_f2_5x5"}
 # Keep or recompute (issue 28, memory). What a forward expands from its input for the backward
 # pass -- im2col's columns (kh*kw times the input), Winograd's transformed input (4x for F(2x2,
-# 3x3)) and filters -- is either kept for the whole step or dropped and made again in backward.
+# 3x3)) and filters, the direct kernels' padded planes -- is either kept for the whole step or dropped and made again in backward.
 # Making it again is one memory pass, about COPY_MACS multiply-adds' time an element, against the
 # 3*O multiply-adds an element that the layer's three GEMMs (forward, input and weight gradients)
 # do over it; keeping it costs its bytes until backward reaches the layer. A layer recomputes
@@ -118,6 +118,8 @@ class Conv:
             return out, {"path": "winograd", **saved}
         if algorithm == "direct":
             out, saved = direct.forward(self.xp, x, w, b, geo)
+            if not self.keeps(saved["flat"].nbytes, w.shape[0]):  # its padded copy of x: made again
+                saved = {**saved, "flat": None, "x": x}
             return out, {"path": "direct", **saved}
         if algorithm == "s2d":
             return self._s2d_forward(x, w, b, geo)
@@ -169,6 +171,8 @@ class Conv:
             _, grad, y = epilogue
             dout, epilogue = grad(dout, y), None
         if path == "direct":
+            if saved["flat"] is None:  # dropped by forward (keeps)
+                saved = {**saved, "flat": direct.flat_planes(self.xp, saved["x"], saved["geo"].pad, saved["geo"].kernel)[0]}
             return direct.backward(self.xp, saved, dout, w, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:
             return self._batch_major_backward(saved, dout, w, need_dx, epilogue)
