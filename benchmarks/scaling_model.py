@@ -1,7 +1,7 @@
 """How data-parallel training would scale: a cost model, and a check of it against this machine.
 
     python benchmarks/scaling_model.py                       # ResNet-50 and VGG16, 8 to 1,024 GPUs
-    python benchmarks/scaling_model.py --link 25 --latency 30    # another network fabric
+    python benchmarks/scaling_model.py --link 25 --latency 30    # 25 Gb/s Ethernet, 30 us a message
     python benchmarks/scaling_model.py --check benchmarks/results/cpu-2026-12-01-dist/run1.json
 
 The model. Each step a GPU computes for T (forward and backward of its share), then the
@@ -70,15 +70,33 @@ def step_seconds(compute: float, buckets: list[int], ranks: int, alpha: float, b
     return compute + max(0.0, comm - overlap * BACKWARD_SHARE * compute)
 
 
+def assumptions(args) -> list[str]:
+    """Every figure the prediction rests on, printed with it: change any and the efficiency moves."""
+    bandwidth = args.link * 1e9 / 8 * args.efficiency
+    return [
+        f"link bandwidth {args.link:g} Gb/s (--link), of which an allreduce achieves {args.efficiency:.0%} "
+        f"(--efficiency): B = {bandwidth / 1e9:.2f} GB/s each way, both directions at once, no other traffic",
+        f"message latency alpha = {args.latency:g} us (--latency), the same at every scale",
+        "ring allreduce: 2(N-1) messages a bucket, each rank sending 2(N-1)/N of its bytes (no trees, no hierarchy)",
+        f"gradients float32 in buckets of {BUCKET // 2**20} MiB (train/buckets.py), summed one bucket after another",
+        f"overlap {', '.join(f'{o:.0%}' for o in args.overlap)} (--overlap) of the backward pass, "
+        f"taken as {BACKWARD_SHARE:.0%} of the step, hides the sums",
+        "one GPU's step (forward + backward + update, float32, TF32 off) from the H200 table "
+        "(benchmarks/results/h200-2026-11-28-s4), every GPU as fast (no stragglers), its batch fixed (weak scaling)",
+        "no host staging of the buckets (a CUDA-aware MPI or NCCL; netdsl itself copies through host memory)",
+    ]
+
+
 def predict(args) -> None:
     bandwidth, alpha = args.link * 1e9 / 8 * args.efficiency, args.latency * 1e-6
-    print(f"# cost model: ring allreduce, link {args.link:g} Gb/s at {args.efficiency:.0%} = {bandwidth / 1e9:.2f} GB/s, "
-          f"latency {args.latency:g} us a message, 25 MiB buckets; one GPU's step from the H200 table")
+    print("# cost model, assuming:")
+    for line in assumptions(args):
+        print(f"#   {line}")
     for name, (batch, ms) in GPU_STEP.items():
         buckets = gradient_buckets(name)
         grad = sum(buckets)
         print(f"\n{name}: batch {batch} a GPU, {ms} ms a step alone, {grad / 2**20:.0f} MiB of gradients in "
-              f"{len(buckets)} buckets")
+              f"{len(buckets)} buckets; link {args.link:g} Gb/s at {args.efficiency:.0%}, latency {args.latency:g} us")
         print(f"{'GPUs':>6} " + " ".join(f"{f'overlap {o:.0%}: img/s':>20} {'eff.':>6}" for o in args.overlap))
         for ranks in (8, 16, 32, 64, 128, 256, 512, 1024):
             cells = []

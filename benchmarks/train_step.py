@@ -7,6 +7,7 @@ resident high-water mark minus the resident size before the model was built.
     python benchmarks/train_step.py --device gpu [--tf32]     # the GPU table (scripts/gpu-check)
 
 PyTorch is a benchmark-only dependency: pip install torch (the CPU build, for the CPU table).
+Without it, `--frameworks netdsl` times netdsl alone; torch is imported only when asked for.
 """
 from __future__ import annotations
 
@@ -42,13 +43,23 @@ def _status(key: str) -> int | None:
     return None
 
 
+def import_torch():
+    """torch, or a clear exit naming the missing package (it is no dependency of netdsl's)."""
+    try:
+        import torch
+    except ImportError as e:
+        sys.exit(f"train_step.py: --frameworks torch needs PyTorch, which is not importable here ({e}); "
+                 "pip install torch (the CPU build), or time netdsl alone with --frameworks netdsl")
+    return torch
+
+
 def single(framework: str, name: str, batch: int, device: str, repeat: int, tf32: bool) -> dict:
     """One framework, one network, in this process."""
     import numpy as np
 
     import netdsl
     if framework == "torch":
-        import torch  # imported before the baseline: its libraries are not the step's memory
+        torch = import_torch()  # imported before the baseline: its libraries are not the step's memory
         from torch_model import TorchNet
     base = _status("VmRSS")
     net = netdsl.optimise(netdsl.load(ROOT / "nets" / f"{name}.net"), "training")  # as netdsl run does
@@ -116,11 +127,12 @@ def main() -> None:
         print(json.dumps(single(fw, name, int(batch), args.device, args.repeat, args.tf32)))
         return
     import numpy as np
-    import torch
+    torch_version = import_torch().__version__ if "torch" in args.frameworks else "not run"
     cases = CPU_CASES if args.device == "cpu" else GPU_CASES
     if args.only:
         cases = [c for c in cases if c[0] in args.only]
-    print(f"# {time.strftime('%Y-%m-%d')}, device {args.device}, torch {torch.__version__}, numpy {np.__version__}, "
+    from timing import cpu_model
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, device {args.device}, torch {torch_version}, numpy {np.__version__}, "
           f"{os.cpu_count()} cores, tf32 {'on' if args.tf32 else 'off'}; medians of at least {args.repeat} steps (up to 200 for short ones)")
     runs = [(fw, fw, {}) for fw in args.frameworks if fw != "torch"]  # (key, framework, environment)
     if "torch" in args.frameworks:
@@ -133,7 +145,7 @@ def main() -> None:
         print("# torch*: PyTorch with the heap settings netdsl makes for itself (" +
               " ".join(f"{k}={v}" for k, v in HEAP_ENV.items()) + ")")
     print(f"{'network':10} {'batch':>5} {'netdsl ms':>10} {'torch ms':>10} {'ratio':>6} {'netdsl GF/s':>11} "
-          f"{'torch GF/s':>10} {'netdsl MiB':>10} {'torch MiB':>9}" + (f" {'torch* ms':>9} {'ratio*':>6}" if same_heap else ""))
+          f"{'torch GF/s':>10} {'netdsl MiB':>10} {'torch MiB':>9} {'MiB ratio':>9}" + (f" {'torch* ms':>9} {'ratio*':>6}" if same_heap else ""))
     rows = []
     for name, batch in cases:
         r = {"network": name, "batch": batch}
@@ -164,13 +176,14 @@ def main() -> None:
                       f"{r[key + '_peak_mib']:.0f} MiB", flush=True)
             continue
         r["ratio"] = r["netdsl_ms"] / r["torch_ms"]
+        r["peak_ratio"] = r["netdsl_peak_mib"] / max(r["torch_peak_mib"], 1e-9)  # netdsl's peak against PyTorch's
         same = ""
         if "torch_heap_ms" in r:
             r["ratio_same_heap"] = r["netdsl_ms"] / r["torch_heap_ms"]
             same = f" {r['torch_heap_ms']:9.1f} {r['ratio_same_heap']:6.2f}"
         print(f"{name:10} {batch:5} {r['netdsl_ms']:10.1f} {r['torch_ms']:10.1f} {r['ratio']:6.2f} "
               f"{r['netdsl_gflops']:11.1f} {r['torch_gflops']:10.1f} {r['netdsl_peak_mib']:10.0f} "
-              f"{r['torch_peak_mib']:9.0f}{same}", flush=True)
+              f"{r['torch_peak_mib']:9.0f} {r['peak_ratio']:9.2f}{same}", flush=True)
 
 
 if __name__ == "__main__":

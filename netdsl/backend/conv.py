@@ -51,6 +51,17 @@ EPILOGUE_PATHS = frozenset({"batch_major", "direct"})
 # the Winograd variants by name, and their output tiles
 WINOGRAD_TILES = {"winograd_f2": 2, "winograd_f4": 4, "winograd_f2_5x5": 2}
 WINOGRAD_NAMES = {(2, 3): "winograd_f2", (4, 3): "winograd_f4", (2, 5): "winograd_f2_5x5"}
+# Keep or recompute (issue 28, memory). What a forward expands from its input for the backward
+# pass -- im2col's columns (kh*kw times the input), Winograd's transformed input (4x for F(2x2,
+# 3x3)) and filters, the direct kernels' padded planes -- is either kept for the whole step or dropped and made again in backward.
+# Making it again is one memory pass, about COPY_MACS multiply-adds' time an element, against the
+# 3*O multiply-adds an element that the layer's three GEMMs (forward, input and weight gradients)
+# do over it; keeping it costs its bytes until backward reaches the layer. A layer recomputes
+# where that pass is at most RECOMPUTE_MAX_SHARE of its GEMMs' work (O >= 27: every layer but
+# LeNet's and a few thin stems); what is under KEEP_BYTES is kept (it moves no peak).
+COPY_MACS = 4
+RECOMPUTE_MAX_SHARE = 0.05
+KEEP_BYTES = 1 << 20
 
 
 @dataclass
@@ -72,6 +83,13 @@ class Conv:
     @property
     def budget(self) -> int:
         return self.col_budget if self.cpu else max(self.col_budget, GPU_COL_BUDGET)
+
+    def keeps(self, expanded_bytes: int, out_channels: int) -> bool:
+        """Whether the backward pass gets the forward's expanded input kept (True) or made again
+        (False): see COPY_MACS. Only a CPU training step recomputes; inference keeps nothing anyway."""
+        if not (self.cpu and self.training) or expanded_bytes < KEEP_BYTES:
+            return True
+        return COPY_MACS / (3 * out_channels) > RECOMPUTE_MAX_SHARE
 
     def chunks(self, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
         per = max(1, self.budget // max(bytes_per_image, 1))
@@ -95,9 +113,13 @@ class Conv:
         """One named algorithm's forward (tuner.ALGORITHMS says where each applies)."""
         if algorithm in WINOGRAD_TILES:
             out, saved = winograd.forward(self.xp, x, w, b, WINOGRAD_TILES[algorithm])
+            if not self.keeps(saved["v"].nbytes + saved["u"].nbytes, w.shape[0]):
+                saved = {**saved, "v": None, "u": None, "x": x}  # made again in backward
             return out, {"path": "winograd", **saved}
         if algorithm == "direct":
             out, saved = direct.forward(self.xp, x, w, b, geo)
+            if not self.keeps(saved["flat"].nbytes, w.shape[0]):  # its padded copy of x: made again
+                saved = {**saved, "flat": None, "x": x}
             return out, {"path": "direct", **saved}
         if algorithm == "s2d":
             return self._s2d_forward(x, w, b, geo)
@@ -149,10 +171,14 @@ class Conv:
             _, grad, y = epilogue
             dout, epilogue = grad(dout, y), None
         if path == "direct":
+            if saved["flat"] is None:  # dropped by forward (keeps)
+                saved = {**saved, "flat": direct.flat_planes(self.xp, saved["x"], saved["geo"].pad, saved["geo"].kernel)[0]}
             return direct.backward(self.xp, saved, dout, w, need_dx, epilogue and (epilogue[0], epilogue[2]))
         if epilogue:
             return self._batch_major_backward(saved, dout, w, need_dx, epilogue)
         if path == "winograd":
+            if saved["v"] is None:  # dropped by forward (keeps)
+                saved = winograd.transforms(self.xp, saved["x"], w, saved)
             dx, dw = winograd.backward(self.xp, saved, dout, need_dx)
             return dx, dw, _bias_grad(dout)
         return {"s2d": self._s2d_backward, "batch_major": self._batch_major_backward,
@@ -167,9 +193,10 @@ class Conv:
         # one chunk and one group: the batched GEMM's own result is the output, no copy into one
         out = None if len(chunks) == 1 and groups == 1 else xp.empty((n, o, geo.oh * geo.ow), dtype=x.dtype)
         kept = []
+        keep = self.keep_cols and self.keeps(geo.col_elems_per_image * n * x.dtype.itemsize, o // groups)
         for chunk, (lo, hi) in enumerate(chunks):
             # (n', C*kh*kw, OH*OW), in this node's own buffer for this chunk, reused across steps
-            key = (self.key, chunk) if self.keep_cols else None
+            key = (self.key, chunk) if keep else None
             cols = im2col.im2col(xp, x[lo:hi], geo, self.workspace, key=key)
             if out is None:
                 out = xp.matmul(wmat[0], cols)
@@ -177,7 +204,7 @@ class Conv:
                 cols_g = cols.reshape(hi - lo, groups, -1, geo.oh * geo.ow)
                 for g in range(groups):
                     out[lo:hi, g * (o // groups):(g + 1) * (o // groups)] = xp.matmul(wmat[g], cols_g[:, g])
-            if self.keep_cols:
+            if keep:
                 kept.append(cols)
         if b is not None:
             out += b.reshape(1, o, 1)
@@ -225,7 +252,9 @@ class Conv:
     def _batch_major_forward(self, x, w, b, geo):
         xp = self.xp
         n, o = x.shape[0], w.shape[0]
-        cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key)  # (CKK, n*OHW)
+        keep = geo.whole_window or self.keeps(geo.col_elems_per_image * n * x.dtype.itemsize, o)
+        # (CKK, n*OHW): kept in this node's own buffer, reused across steps, or in a passing one
+        cols = im2col.im2col_batch_major(xp, x, geo, self.workspace, key=self.key if keep else None)
         out = (w.reshape(o, -1) @ cols).reshape(o, n, geo.oh, geo.ow).transpose(1, 0, 2, 3)
         if self.cpu:  # the transposed copy adds the bias on its way
             out = contiguous(xp, out, add=None if b is None else b.reshape(1, o, 1, 1))
@@ -233,11 +262,14 @@ class Conv:
             out += b.reshape(1, o, 1, 1)
         # on the GPU the (N, O, H, W) view goes out as it is: the next kernel (bias and activation,
         # bn's first pass, im2col) reads it in place instead of after a copy
-        return out, {"path": "batch_major", "cols": cols, "geo": geo, "n": n}
+        return out, {"path": "batch_major", "cols": cols if keep else None, "x": None if keep else x,
+                     "geo": geo, "n": n}
 
     def _batch_major_backward(self, saved, dout, w, need_dx, epilogue=None):
         xp = self.xp
         cols, geo, n = saved["cols"], saved["geo"], saved["n"]
+        if cols is None:  # dropped by forward (keeps): made again, in a buffer that goes when backward is done
+            cols = im2col.im2col_batch_major(xp, saved["x"], geo, self.workspace)
         o = w.shape[0]
         d3 = dout.reshape(n, o, -1).transpose(1, 0, 2)
         if epilogue:  # the activation's gradient, written straight into the GEMM's (O, n*OHW) layout

@@ -234,6 +234,11 @@ class Model:
         Inference (training False, keep False) frees every value after its last reader."""
         self.training = training
         x = self._check_input(x)
+        # the last step's values and saved state go before this step makes its own, not as each
+        # node overwrites them: else the peak holds two steps' worth (issue 28, memory)
+        self._values, self._loss_grads = [], {}
+        for node in self.nodes:
+            node.saved = node.epilogue_out = None
         values: list[Any] = [None] * len(self.nodes)
         for i, node in enumerate(self.nodes):
             node.grads = {}

@@ -206,6 +206,23 @@ def _forward_native(xp, x, weight, tile: int = 2):
     return out, {"v": v, "u": u, "shape": x.shape, "native": True, "tile": tile, "r": r}
 
 
+def transforms(xp, x, weight, saved: dict) -> dict:
+    """`saved` with V and U made again from the input and the weights, for a backward whose
+    forward dropped them to save memory (conv.py decides which layers do)."""
+    n, c, h, w = x.shape
+    tile, r = saved["tile"], saved["r"]
+    u = _filter_transform(xp, weight, tile)
+    if saved["native"]:
+        th, tw = -(-h // tile), -(-w // tile)
+        v = xp.empty(((tile + r - 1) ** 2, c, n * th * tw), dtype=x.dtype)
+        native.winograd(xp, "input", xp.ascontiguousarray(x), v, n, c, th, tw, h, w, variant=NATIVE_VARIANT[tile, r])
+        return {**saved, "v": v, "u": u.reshape(v.shape[0], weight.shape[0], c)}
+    xpad, th, tw = _padded(xp, x)
+    v = xp.empty((4, 4, n, c, th, tw), dtype=x.dtype)
+    over_batch(xp, n, v.size, lambda lo, hi: _input_transform(xp, xpad, th, tw, v, lo, hi))
+    return {**saved, "v": v.reshape(16, n, c, th * tw), "u": u}
+
+
 def _grad_tiles(xp, dy, th, tw, lo, hi, dm):
     """dM = A dY A^T: (n, O, H, W) gradient -> (4, 4, n, O, th, tw), images lo:hi."""
     n, o, h, w = dy[lo:hi].shape
