@@ -230,3 +230,12 @@ def test_resnet50_forward_error_within_twice_plain_float32():
     plain = error(winograd=False, precision="exact")
     assert error() <= 2 * plain
     assert error(precision="exact") == pytest.approx(plain)
+
+
+def test_a_challenger_must_beat_the_thresholds_choice_by_the_margin():
+    from netdsl.backend.tuner import MARGIN, pick
+    entry = {"winograd_f2": {"forward": 1.0}, "direct": {"forward": 0.95}, "batch_major": {}}
+    assert pick(["winograd_f2", "direct", "batch_major"], entry, "winograd_f2") == "winograd_f2"  # 5%: noise
+    entry["direct"] = {"forward": 1.0 / MARGIN - 0.01}
+    assert pick(["winograd_f2", "direct", "batch_major"], entry, "winograd_f2") == "direct"
+    assert pick(["direct"], {}, "direct") == "direct"  # nothing measured: the thresholds' choice
