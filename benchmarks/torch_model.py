@@ -37,6 +37,39 @@ def _bn(a, in_shapes):
     return cls(in_shapes[0][0], eps=a["eps"], momentum=a["momentum"])
 
 
+class _ZeroPad(nn.Module):
+    """Option A's identity: one row and column in `stride` kept, zero channels added at the end."""
+    def __init__(self, out: int, stride):
+        super().__init__()
+        self.out, self.stride = out, tuple(stride)
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.out - x.shape[1]))
+
+
+class _Split(nn.Module):
+    """Part `take` (from 1) of `parts` equal channel parts."""
+    def __init__(self, parts: int, take: int):
+        super().__init__()
+        self.parts, self.take = parts, take
+
+    def forward(self, x):
+        n = x.shape[1] // self.parts
+        return x[:, (self.take - 1) * n:self.take * n]
+
+
+class _Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle: G groups of C/G channels, transposed."""
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 BUILDERS = {
     "input": lambda a, s: nn.Identity(),
     "conv": _conv,
@@ -51,6 +84,27 @@ BUILDERS = {
     "flatten": lambda a, s: nn.Flatten(),
     "softmax": lambda a, s: nn.Identity(),  # the loss (cross-entropy) applies it
     "svm": lambda a, s: nn.Identity(),
+    # the zoo's ops (issue 26)
+    "relu6": lambda a, s: nn.ReLU6(),
+    "hsigmoid": lambda a, s: nn.Hardsigmoid(),
+    "hswish": lambda a, s: nn.Hardswish(),
+    "silu": lambda a, s: nn.SiLU(),
+    "zeropad": lambda a, s: _ZeroPad(a["out"], a["stride"]),
+    "split": lambda a, s: _Split(a["parts"], a["take"]),
+    "shuffle": lambda a, s: _Shuffle(a["groups"]),
+}
+
+
+def _gate(x, g):
+    """Squeeze-and-excitation: each channel of x times its own factor (g is N x C or N x C x 1 x 1)."""
+    return x * g.reshape(g.shape[0], g.shape[1], 1, 1)
+
+
+# the joins: several inputs, no parameters
+JOINS = {
+    "concat": lambda args: torch.cat(args, dim=1),
+    "add": lambda args: sum(args[1:], args[0]),
+    "gate": lambda args: _gate(*args),
 }
 
 
@@ -62,9 +116,11 @@ class TorchNet(nn.Module):
         self.args = {n: ir_inputs(g, n) for n in self.order}
         self.kind = {n: g.nodes[n]["op"] for n in self.order}
         self.layers = nn.ModuleDict()
+        # an activation fused into its producer (passes/fuse.py) runs after it here
+        self.epilogue = {n: BUILDERS[g.nodes[n]["epilogue"]]({}, []) for n in self.order if g.nodes[n].get("epilogue")}
         for n in self.order:
             op = self.kind[n]
-            if op in ("concat", "add"):
+            if op in JOINS:
                 continue
             in_shapes = [g.nodes[s]["shape"] for s in self.args[n]] or [g.nodes[n]["shape"]]
             self.layers[n.replace("/", "__")] = BUILDERS[op](g.nodes[n]["attrs"], in_shapes)
@@ -75,12 +131,12 @@ class TorchNet(nn.Module):
         for n in self.order:
             op = self.kind[n]
             args = [values[s] for s in self.args[n]] or [x]
-            if op == "concat":
-                values[n] = torch.cat(args, dim=1)
-            elif op == "add":
-                values[n] = sum(args[1:], args[0])
+            if op in JOINS:
+                values[n] = JOINS[op](args)
             else:
                 values[n] = self.layers[n.replace("/", "__")](args[0])
+            if n in self.epilogue:
+                values[n] = self.epilogue[n](values[n])
         return [values[o] for o in self.outputs]
 
     def load_from(self, model) -> None:
