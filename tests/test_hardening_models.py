@@ -235,14 +235,19 @@ def test_import_time_grows_linearly_with_the_nodes(tmp_path):
     """10,000 and 20,000 nodes: twice the nodes take about twice the time (the ratio, not a time:
     the importer's quadratic steps, a set of all layers rebuilt per node, a search of all names per
     layer, and the whole graph walked per region, made it 4x and more)."""
+    netdsl.import_model(_save(tmp_path, _chain(200), "warm.onnx"))  # first-use imports are not the nodes'
     times = {}
     for n in (10_000, 20_000):
         path = _save(tmp_path, _chain(n), f"c{n}.onnx")
-        start = time.process_time()
-        text, _ = netdsl.import_model(path)
-        times[n] = time.process_time() - start
+        runs = []
+        for _ in range(2):  # the faster of two: one collection or a neighbour's burst is not the importer
+            start = time.process_time()
+            text, _ = netdsl.import_model(path)
+            runs.append(time.process_time() - start)
+        times[n] = min(runs)
         assert text.count("\nrelu") == n
-    assert times[20_000] / times[10_000] < 2.8, times
+    # linear is about 2 (2.2-2.8 seen on a shared 2-core machine); the quadratic steps made it 4 and more
+    assert times[20_000] / times[10_000] < 3.2, times
 
 
 def test_a_text_beyond_the_net_files_bound_is_refused(tmp_path, capsys, monkeypatch):
