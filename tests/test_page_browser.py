@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -238,7 +237,6 @@ def test_volume_labels_do_not_overlap_as_chromium_draws_them(browser, tmp_path):
         const b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height,
           parseFloat(t.getAttribute('font-size')), t.getAttribute('font-weight') === 'bold'];});
       return boxes;"""
-    started = time.perf_counter()
     for path in sorted((ROOT / "nets").glob("*.net")):
         net = netdsl.load(path)
         for collapse in (False, True):
@@ -256,4 +254,3 @@ def test_volume_labels_do_not_overlap_as_chromium_draws_them(browser, tmp_path):
                         break
                     overlap = min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2])
                     assert overlap <= 0.5, (svg.name, a[0], b[0])
-    assert time.perf_counter() - started < 60
