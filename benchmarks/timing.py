@@ -2,21 +2,13 @@
 the figures come from."""
 from __future__ import annotations
 
-import contextlib
-import platform
 import statistics
 import time
 from typing import Callable
 
+from netdsl.backend.cpu.machine import cpu_model  # noqa: F401 (every benchmark prints it through here)
 
-def cpu_model() -> str:
-    """The CPU's model name, which every benchmark prints: machines of one kind differ."""
-    with contextlib.suppress(OSError):  # no /proc: platform's answer below
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+
 
 
 def median_ms(fn: Callable[[], object], repeat: int = 5, warmup: int = 1,

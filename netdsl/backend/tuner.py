@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -42,6 +41,7 @@ from typing import Any, Callable
 
 from ..errors import NetValueError
 from .cpu import native
+from .cpu.machine import cpu_model
 from .im2col import Geometry
 
 MODES = ("cache", "fresh", "off")
@@ -131,17 +131,6 @@ def candidates(conv, x, geo: Geometry, groups: int, o: int) -> list[str]:
 def cache_path() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "netdsl" / "conv-algorithms.json"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def kernels_version() -> str:

@@ -21,10 +21,10 @@ import numpy as np
 
 from ..compiler import MAX_SOURCE_BYTES, Network, compile_source
 from ..errors import NetError
+from .onnx_import import MAX_ONNX  # the one bound on an ONNX file netdsl reads
 
 PRODUCER = b"netdsl"
 SNIFF_BYTES = 4096  # the model's first fields (ir_version, producer_name) come before its graph
-MAX_MODEL_BYTES = (1 << 31) - 1  # protobuf's own bound on one message: a larger file is not a model
 
 
 def restore(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]] | None:
@@ -60,16 +60,16 @@ def _read_netdsl_model(path: str | os.PathLike):
     whose tensors are all inside it; else None, before more than its first bytes are read."""
     try:
         info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MODEL_BYTES:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ONNX:
             return None  # a pipe, a device, a folder, a giant: the ordinary importer says what it is
         with open(path, "rb") as f:
             if _producer(f.read(SNIFF_BYTES)) != PRODUCER:
                 return None
             f.seek(0)
-            data = f.read(MAX_MODEL_BYTES + 1)
+            data = f.read(info.st_size + 1)  # what the file holds: read(bound) would reserve the bound
     except OSError:
         return None
-    if len(data) > MAX_MODEL_BYTES:
+    if len(data) != info.st_size:  # it changed while read: the ordinary importer reads it
         return None
     from onnx import ModelProto, TensorProto
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint, runlog
+from ..backend.cpu.machine import cpu_model
 from ..errors import NetError
 from . import fit, replicas, settings
 from .buckets import DEFAULT_BUCKET_BYTES, GradientBuckets
@@ -418,23 +419,12 @@ def _log_header(model, data, cfg: TrainConfig, comm) -> dict:
         "data": {"name": data.name, "train": data.n_train, "test": data.n_test, "classes": data.classes},
         "settings": settings.stored(cfg), "command": list(cfg.command),
         "netdsl": __version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "system": platform.platform(), "processor": _processor(),
+        "machine": {"host": platform.node(), "system": platform.platform(), "processor": cpu_model(),
                     "python": platform.python_version(), "device": model.device.description, "ranks": comm.size},
         "log_every": cfg.log_every,
     }
 
 
-def _processor() -> str:
-    """The CPU's model name (Linux), else what platform says."""
-    import platform
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 def _whole(value, path: str, key: str) -> int:
     """A count from a checkpoint's info: a whole number, 0 or more, or the file is refused."""

@@ -111,21 +111,31 @@ def _tabulate(table: Table, fmt: str, escape=lambda s: s) -> str:
                     colalign=["right" if c.numeric else "left" for c in table.columns])
 
 
-def _md(doc: Document, **_) -> str:
-    out = [f"**{_md_escape(doc.title)}**", ""]
+def _runs(doc: Document):
+    """The document as it is written out: ("lines", [str, ...]) for each run of arithmetic lines,
+    ("table", Table) for each table, in order (every written format but text walks it so)."""
     lines: list[str] = []
     for block in doc.blocks:
         if isinstance(block, str):
             lines.append(block)
             continue
-        if lines:  # arithmetic stays as written (a '*' is a product, not emphasis)
-            out += ["```text", *lines, "```", ""]
+        if lines:
+            yield "lines", lines
             lines = []
-        if block.title:
-            out += [f"*{_md_escape(block.title)}*", ""]
-        out += [_tabulate(block, "github", _md_escape), ""]
+        yield "table", block
     if lines:
-        out += ["```text", *lines, "```", ""]
+        yield "lines", lines
+
+
+def _md(doc: Document, **_) -> str:
+    out = [f"**{_md_escape(doc.title)}**", ""]
+    for kind, part in _runs(doc):
+        if kind == "lines":  # arithmetic stays as written (a '*' is a product, not emphasis)
+            out += ["```text", *part, "```", ""]
+            continue
+        if part.title:
+            out += [f"*{_md_escape(part.title)}*", ""]
+        out += [_tabulate(part, "github", _md_escape), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -137,19 +147,13 @@ def _latex(doc: Document, **_) -> str:
     """A fragment for a document with \\usepackage{booktabs}: tables as booktabs tabulars (tabulate
     escapes names: conv3_x becomes conv3\\_x), the arithmetic lines verbatim."""
     out = [f"% {doc.title}", f"\\paragraph{{{_latex_escape(doc.title)}}}", ""]
-    lines: list[str] = []
-    for block in doc.blocks:
-        if isinstance(block, str):
-            lines.append(block)
+    for kind, part in _runs(doc):
+        if kind == "lines":
+            out += ["\\begin{verbatim}", *part, "\\end{verbatim}", ""]
             continue
-        if lines:
-            out += ["\\begin{verbatim}", *lines, "\\end{verbatim}", ""]
-            lines = []
-        if block.title:
-            out += [f"\\noindent\\textit{{{_latex_escape(block.title)}}}", ""]
-        out += [_tabulate(block, "latex_booktabs"), ""]
-    if lines:
-        out += ["\\begin{verbatim}", *lines, "\\end{verbatim}", ""]
+        if part.title:
+            out += [f"\\noindent\\textit{{{_latex_escape(part.title)}}}", ""]
+        out += [_tabulate(part, "latex_booktabs"), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -164,19 +168,13 @@ def _latex_escape(text: str) -> str:
 def _html(doc: Document, **_) -> str:
     import html
     out = ['<div class="netdsl-report">', f"<p><strong>{html.escape(doc.title)}</strong></p>"]
-    lines: list[str] = []
-    for block in doc.blocks:
-        if isinstance(block, str):
-            lines.append(block)
+    for kind, part in _runs(doc):
+        if kind == "lines":
+            out.append("<pre>" + html.escape("\n".join(part)) + "</pre>")
             continue
-        if lines:
-            out.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
-            lines = []
-        if block.title:
-            out.append(f"<p><em>{html.escape(block.title)}</em></p>")
-        out.append(_tabulate(block, "html"))
-    if lines:
-        out.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
+        if part.title:
+            out.append(f"<p><em>{html.escape(part.title)}</em></p>")
+        out.append(_tabulate(part, "html"))
     out.append("</div>")
     return "\n".join(out)
 
