@@ -38,14 +38,15 @@ def _blocks(net: Network) -> dict[str, dict[str, Any]]:
 
 
 def block_explanation(net: Network, path: str) -> str:
-    """A block instance's explanation: the same text `netdsl explain FILE BLOCK` prints."""
-    return str(explain(net, path))
+    """A block instance's explanation: the document `netdsl explain FILE BLOCK` prints, as HTML
+    (its tables as tables, its arithmetic as preformatted lines: `--format html`)."""
+    return explain(net, path).to("html")
 
 
 def page_data(net: Network) -> dict[str, Any]:
     """The page's one export: summary_dict plus explanations and the diagram's boxes."""
     data = summary_dict(net)
-    data["explain"] = {l.name: str(explain(net, l.name)) for l in net.layers}
+    data["explain"] = {l.name: explain(net, l.name).to("html") for l in net.layers}  # explain --format html
     data["blocks"] = {path: {"kind": b["kind"], "layers": b["layers"], "explain": block_explanation(net, path)}
                       for path, b in _blocks(net).items()}
     return data
@@ -165,8 +166,8 @@ def page(net: Network) -> str:
   </section>
   <aside id="details" aria-live="polite">
     <h2 id="selected">Select a layer or block</h2>
-    <pre id="explain">Click a box in the diagram or the volumes, a row of the table, or search by name.
-Tab moves between the boxes; Enter selects one.</pre>
+    <div id="explain"><pre>Click a box in the diagram or the volumes, a row of the table, or search by name.
+Tab moves between the boxes; Enter selects one.</pre></div>
   </aside>
   <section id="summary">
     <h2>Summary</h2>

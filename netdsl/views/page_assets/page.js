@@ -68,7 +68,8 @@
     selected = name;
     const heading = document.getElementById("selected");
     heading.textContent = isBlock ? name + " (" + blocks[name].kind + " block)" : name + " (" + layers.get(name).op + ")";
-    document.getElementById("explain").textContent = isBlock ? blocks[name].explain : data.explain[name];
+    // netdsl's own HTML (explain --format html: names escaped by it), not text from the page
+    document.getElementById("explain").innerHTML = isBlock ? blocks[name].explain : data.explain[name];
     document.querySelectorAll(".selected, .rf").forEach(function (e) { e.classList.remove("selected", "rf"); });
     let target = null;
     document.querySelectorAll(".view").forEach(function (view) {
