@@ -64,8 +64,9 @@ def test_the_default_activation_is_logistic(tmp_path):
      "adds a 8x16x16 layer to a 8x32x32 one: Darknet then adds the smaller map at every s-th position"),
     (conv(12, 3) + conv(8, 3) + "[shortcut]\nfrom=-2\n", "(12 is no multiple of 8)"),
     (conv(8, 3) + conv(8, 3) + "[shortcut]\nfrom=-2\nalpha=0.5\n", "weights its sum (alpha=0.5)"),
-    ("[crop]\ncrop_height=16\ncrop_width=16\nnoadjust=1\n", "crops the 32x32 map to its centre 16x16 at inference"),
-    ("[crop]\ncrop_height=32\ncrop_width=32\n", "rescales its values to x*2 - 1 at inference"),
+    (conv(8, 3) + "[crop]\ncrop_height=16\ncrop_width=16\nnoadjust=1\n", "crops the 32x32 map to its centre 16x16 at inference"),
+    (conv(8, 3) + "[crop]\ncrop_height=32\ncrop_width=32\n", "rescales its values to x*2 - 1 at inference"),
+    ("[crop]\ncrop_height=48\ncrop_width=32\n", "crops 48x32 from a 32x32 image"),
     ("[convolutional]\nfilters=4\nsize=1\nactivation=mish\n", "has activation mish"),
     ("[route]\nlayers=-5\n", "names layer -5, which is not an earlier layer"),
 ])
@@ -152,7 +153,30 @@ def test_a_densenet_cfg_comes_back_as_dense_layers(tmp_path):
     assert text.count("repeat 3 dense_layer") == 2 and "block dense_layer() {\n  concat {" in text
     assert [l.shape for l in net.layers if l.op == "concat"] == [(24, 32, 32), (32, 32, 32), (40, 32, 32),
                                                                   (24, 16, 16), (32, 16, 16), (40, 16, 16)]
-    assert net.input_shape == (3, 32, 32)  # the crop keeps the whole map: the identity, no layer
+    assert net.input_shape == (3, 32, 32)  # the crop keeps the whole map: no layer
+
+
+def test_an_input_crop_is_how_the_image_is_prepared_the_network_takes_its_size(tmp_path):
+    """pjreddie's vgg-16.cfg: [net] 256x256, then [crop] 224x224 (Darknet's crop_layer.c at
+    inference: the centre, values x*2 - 1 by default): VGG16 as the paper counts it at 224."""
+    def vgg_conv(filters):
+        return f"[convolutional]\nfilters={filters}\nsize=3\nstride=1\npad=1\nactivation=relu\n\n"
+    pool = "[maxpool]\nsize=2\nstride=2\n\n"
+    body = "".join(vgg_conv(f) * n + pool for f, n in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)))
+    fcs = "".join(f"[connected]\noutput={n}\nactivation={a}\n\n" for n, a in
+                  ((4096, "relu"), (4096, "relu"), (1000, "linear")))
+    head = "[net]\nbatch=1\nheight=256\nwidth=256\nchannels=3\n\n"
+    f = tmp_path / "vgg-16.cfg"
+    f.write_text(head + "[crop]\ncrop_height=224\ncrop_width=224\nflip=1\nexposure=1\nsaturation=1\nangle=0\n\n"
+                 + body + fcs + "[softmax]\ngroups=1\n\n[cost]\ntype=sse\n")
+    text, _ = netdsl.import_model(f)
+    net = netdsl.compile_source(text)
+    assert net.input_shape == (3, 224, 224)
+    assert net.totals().params == 138_357_544  # torchvision's vgg16
+    assert "centre 224x224 of [net]'s 256x256 image, its pixels (in [0, 1]) rescaled to x*2 - 1" in text
+    f.write_text(f.read_text().replace("angle=0", "angle=0\nnoadjust=1"))
+    text, _ = netdsl.import_model(f)
+    assert "centre 224x224 of [net]'s 256x256 image\n" in text
 
 
 def residual(filters, stride=1):

@@ -16,7 +16,9 @@ conventions, from Darknet's parser (parser.c) and layer code:
   [shortcut] from=-k: the sum of the previous layer and that one, then its activation; between
   different shapes Darknet's rule (the smaller channel count added, the stride taken by
   sampling) as netdsl's `shortcut zeropad` / `split` + `zeropad` where that is exact;
-- [crop]: the identity at inference where it keeps the whole map and its values (noadjust=1).
+- [crop] on the input: how the image is prepared (the centre crop, x*2 - 1 unless noadjust=1): the
+  network takes the crop's size and its header says so; elsewhere the identity where it keeps the
+  whole map and its values (noadjust=1).
 Weights come from a .weights file when one is given (read_weights).
 """
 from __future__ import annotations
@@ -78,6 +80,7 @@ class _Cfg:
         self.index: list[str] = []  # Darknet's layer i -> the netdsl layer holding its output
         self.weighted: list[tuple[str, str, str | None]] = []  # (conv|fc, its layer, its bn or None), in order
         self.section = Section("net", 0)  # the section being read
+        self.preparation = ""  # how Darknet prepares the image (an input [crop]), for the header
 
     def place(self) -> Place:
         sec = self.section
@@ -228,19 +231,32 @@ def _shortcut(c: _Cfg, tip: str) -> str:
 
 def _crop(c: _Cfg, tip: str) -> str:
     """Darknet's crop at inference (crop_layer.c, !net.train): the centre crop_height x crop_width,
-    its values rescaled to x*2 - 1 unless noadjust=1. Where it keeps the whole map and the
-    values, it is the identity at inference (the random crop, flip and colour changes are
-    training's); a crop that cuts or rescales has no netdsl layer."""
+    its values rescaled to x*2 - 1 unless noadjust=1; the random offset, flip and colour changes
+    are training's. On the network's input, where Darknet's cfgs put it, it is how the image is
+    prepared, not a layer: the network takes the crop's size (what Darknet feeds its first conv),
+    and the imported file's header says how to cut and scale the picture. Further in, it is the
+    identity where it keeps the whole map and its values; a crop that cuts or rescales a feature
+    map has no netdsl layer."""
     if len(c.shapes[tip]) != 3:
         raise c.refuse("crops a vector", "[crop] on a feature map")
-    _, h, w = c.shapes[tip]
+    ch, h, w = c.shapes[tip]
     size = (c.whole("crop_height", 1), c.whole("crop_width", 1))
+    if tip == "input":
+        if size[0] > h or size[1] > w:
+            raise c.refuse(f"crops {size[0]}x{size[1]} from a {h}x{w} image",
+                           "crops no larger than [net]'s height and width")
+        c.layers["input"].attrs["shape"] = c.shapes["input"] = (ch, *size)
+        scaled = "" if c.flag("noadjust") else ", its pixels (in [0, 1]) rescaled to x*2 - 1"
+        c.preparation = (f"[crop] at line {c.section.line}: the network takes the centre {size[0]}x{size[1]} of "
+                         f"[net]'s {h}x{w} image{scaled}")
+        return tip
     if size != (h, w):
         raise c.refuse(f"crops the {h}x{w} map to its centre {size[0]}x{size[1]} at inference",
-                       "[crop] of the whole map (crop_height and crop_width the map's size): the identity")
+                       "[crop] on the network's input (how the image is prepared), or of a whole feature map "
+                       "(the identity)")
     if not c.flag("noadjust"):
         raise c.refuse("rescales its values to x*2 - 1 at inference (noadjust=0, Darknet's default)",
-                       "[crop] with noadjust=1, the identity at inference")
+                       "[crop] with noadjust=1 past the network's input, the identity at inference")
     return tip
 
 
@@ -352,5 +368,7 @@ def import_darknet(path: str | os.PathLike, weights: str | os.PathLike | None = 
     trunk = c.index[-1] if c.index and c.index[-1] in ends else ends[-1]
     outputs = [("output", trunk)] + [(f"aux{i + 1}", e) for i, e in enumerate(x for x in ends if x != trunk)]
     note = f"imported from {comment(os.path.basename(str(path)))} (Darknet cfg) by netdsl import"
+    if c.preparation:
+        note += f"\n# {c.preparation}"  # its own words and numbers: nothing of the file's to escape
     return write_network(c.layers, c.shapes, outputs, c.layers["input"].attrs["shape"], stem_name(str(path)), note,
                          str(path))
