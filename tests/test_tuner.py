@@ -115,10 +115,10 @@ def test_cache_choice_is_the_fastest_recorded(tuning):
     _run(LAYER)
     path = tuner.cache_path()
     data = json.loads(path.read_text())
-    for entry in data["entries"].values():
-        for name, times in entry.items():
-            for d in times:
-                times[d] = 0.001 if name == "batch_major" else 1.0
+    for key, entry in data["entries"].items():
+        ways = key.split(" ")[0].split("+", 1)  # the key opens with the directions it was timed
+        for name in entry:  # a loser pruned before its backward holds {}: every one gets times here
+            entry[name] = {d: 0.001 if name == "batch_major" else 1.0 for d in ways}
     path.write_text(json.dumps(data))
     tuner.forget()
     assert [s["algorithm"] for s in _run(LAYER)] == ["batch_major", "batch_major"]
@@ -239,3 +239,38 @@ def test_a_challenger_must_beat_the_thresholds_choice_by_the_margin():
     entry["direct"] = {"forward": 1.0 / MARGIN - 0.01}
     assert pick(["winograd_f2", "direct", "batch_major"], entry, "winograd_f2") == "direct"
     assert pick(["direct"], {}, "direct") == "direct"  # nothing measured: the thresholds' choice
+
+
+class _TimedConv:
+    """A stand-in convolution whose algorithms take the given seconds forward and backward; it
+    records what ran (the tuner asks only run, backward, need_dx, key and workspace of a Conv)."""
+
+    def __init__(self, seconds: dict[str, tuple[float, float]]):
+        self.seconds, self.ran, self.key, self.workspace, self.need_dx = seconds, [], "layer", None, True
+
+    def run(self, algorithm, x, w, b, geo, groups):
+        import time
+        self.ran.append((algorithm, "forward"))
+        time.sleep(self.seconds[algorithm][0])
+        return None, algorithm
+
+    def backward(self, saved, out, w, need_dx):
+        import time
+        self.ran.append((saved, "backward"))
+        time.sleep(self.seconds[saved][1])
+
+
+def test_a_challenger_whose_forward_already_loses_is_not_run_backward(monkeypatch):
+    """Training tunes forward and backward together; a challenger whose forward alone is longer
+    than half the best's whole cannot win (its backward is at least as long) and is cut short."""
+    conv = _TimedConv({"winograd_f2": (0.01, 0.02), "batch_major": (0.2, 0.4), "direct": (0.012, 0.018)})
+    monkeypatch.setattr(tuner, "replace", lambda c, **changes: c)  # measure on the stand-in itself
+    found = tuner.measure(conv, None, None, None, None, 1, ["winograd_f2", "direct", "batch_major"],
+                          ("forward", "backward_filter+data"))
+    assert found["batch_major"] == {}  # lost on its forward: never run backward
+    assert ("batch_major", "backward") not in conv.ran and ("direct", "backward") in conv.ran
+    assert tuner.pick(["winograd_f2", "batch_major", "direct"], found, "winograd_f2") == "winograd_f2"
+    # inference times only the forward: nothing to cut short
+    conv.ran.clear()
+    found = tuner.measure(conv, None, None, None, None, 1, ["winograd_f2", "batch_major"], ("forward",))
+    assert set(found["batch_major"]) == {"forward"}

@@ -5,8 +5,9 @@ For each distinct layer (batch, channels, map, kernel, stride, padding, groups, 
 directions it runs (forward only when no backward follows; in training, forward and a backward
 of the filter and, unless it is a first layer, of the data too), every algorithm that applies
 here and keeps the error budget runs on the real layer's input and weights, the fixed
-thresholds' choice first: each once, those within CLOSE of the best once more (the faster run
-kept), and no more candidates once the layer's measuring time passes BUDGET_REPEATS times its
+thresholds' choice first: each once (in training a challenger whose forward already shows it
+losing by PRUNE not run backward), those within CLOSE of the best once more where there are two
+or more (the faster run kept), and no more candidates once the layer's measuring time passes BUDGET_REPEATS times its
 best candidate's (or BUDGET_FLOOR). The fastest wins. A path's backward runs on what its own
 forward saved, so one algorithm serves every direction; the cache keeps each candidate's time
 per direction.
@@ -55,6 +56,13 @@ BUDGET_REPEATS = 4
 BUDGET_FLOOR = 0.05
 MARGIN = 1.1  # a challenger must be 10% faster than the thresholds' choice to replace it
 CLOSE = 1.1  # candidates within this factor of the best run again (a close call: noise decides less)
+# A training layer's backward takes about twice its forward whatever the algorithm (the filter's and
+# the data's gradients are a forward's work each), so a challenger's forward predicts its whole: one
+# whose forward times BACKWARD_SHARE exceeds PRUNE times the best whole so far is not run backward.
+# It cannot be a winner lost: even a backward only as long as its forward would make it slower than
+# the best (2 x forward > best).
+BACKWARD_SHARE = 3.0
+PRUNE = 1.5
 
 # float32 error against a float64 convolution, over plain float32 im2col's on the same layer
 # (benchmarks/conv_error.py; the figures in benchmarks/NOTES.md, "float32 error budget")
@@ -313,13 +321,16 @@ class _Scratch:
         return self.buffers[key]
 
 
-def _run_once(conv, algorithm: str, x, w, b, geo, groups, ways) -> dict:
+def _run_once(conv, algorithm: str, x, w, b, geo, groups, ways, beaten_at: float = float("inf")) -> dict:
     """One run of an algorithm every way the layer goes, {direction: seconds}; the backward
-    directions in the one call a training step makes."""
+    directions in the one call a training step makes. A candidate whose forward alone says it
+    will take over `beaten_at` in all is not run backward: {} (it lost)."""
     t0 = time.perf_counter()
     out, saved = conv.run(algorithm, x, w, b, geo, groups)
     times = {ways[0]: time.perf_counter() - t0}
     if len(ways) > 1:
+        if times[ways[0]] * BACKWARD_SHARE > beaten_at:
+            return {}
         t1 = time.perf_counter()
         conv.backward(saved, out, w, conv.need_dx)
         times[ways[1]] = time.perf_counter() - t1
@@ -330,8 +341,9 @@ _measurements = [0]  # measure() calls so far: a candidate whose run measured an
 
 
 def measure(conv, x, w, b, geo: Geometry, groups: int, algorithms: list[str], ways) -> dict:
-    """{algorithm: {direction: seconds}}: each candidate run once, and once more (the faster
-    kept) where it came within CLOSE of the best, until the layer's time budget is spent."""
+    """{algorithm: {direction: seconds}}: each candidate run once, until the layer's time budget
+    is spent; a challenger whose forward predicts it loses by PRUNE is not run backward; where
+    another came within CLOSE of the best, those close ones run again (the faster kept)."""
     _measurements[0] += 1
     scratch = replace(conv, workspace=_Scratch(), key=f"{conv.key} (tuning)")
     found: dict[str, dict] = {}
@@ -341,13 +353,15 @@ def measure(conv, x, w, b, geo: Geometry, groups: int, algorithms: list[str], wa
         if best is not None and time.perf_counter() - started > max(BUDGET_FLOOR, BUDGET_REPEATS * best):
             found[algorithm] = {}  # unmeasured, out of time: NETDSL_TUNE=fresh tries again
             continue
+        beaten_at = float("inf") if best is None else PRUNE * best
         before = _measurements[0]
-        found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+        found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways, beaten_at)
         if _measurements[0] != before:  # its time included measuring its inner conv: again, without
-            found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+            found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways, beaten_at)
     best = min(cost(t) for t in found.values())
-    for algorithm, times in list(found.items()):  # a close call: a second run, each its faster
-        if times and cost(times) <= CLOSE * best and len(found) > 1:
-            again = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
-            found[algorithm] = again if cost(again) < cost(times) else times
+    close = [a for a, times in found.items() if times and cost(times) <= CLOSE * best]
+    for algorithm in close if len(close) > 1 else []:  # a close call: a second run, each its faster
+        times = found[algorithm]
+        again = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+        found[algorithm] = again if cost(again) < cost(times) else times
     return found
