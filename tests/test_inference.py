@@ -72,3 +72,25 @@ def test_inference_path_equals_eval_forward(name):
     assert np.abs(got_logits - ref_logits).max() <= 2e-5 * max(scale, 1.0), name
     np.testing.assert_allclose(got, reference, atol=1e-6, rtol=1e-4)
     assert got.shape == reference.shape
+
+
+ONE_CONV = """network one
+input 64x56x56
+c: conv 64 3x3 pad 1
+relu
+"""
+
+
+@pytest.mark.parametrize("precision, algorithm", [("fast", "winograd F(4x4)"), ("default", "winograd F(2x2)"),
+                                                  ("exact", "batch_major")])
+def test_inference_keeps_the_models_precision(precision, algorithm, monkeypatch):
+    """--precision holds on the inference path: F(4x4, 3x3) only under fast, im2col only under exact
+    (issue 28's budget; a 3x3 layer of 64 channels on 56x56, which the thresholds give F(4x4))."""
+    monkeypatch.setenv("NETDSL_TUNE", "off")
+    net = netdsl.compile_source(ONE_CONV, "one.net")
+    model = Model(net, device="cpu", seed=0, precision=precision)
+    x = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(np.float32)
+    got = model.predict(x)
+    assert model._inference.plan(1).algorithms == {"c": algorithm}
+    np.testing.assert_allclose(got, model(x),
+                               atol=1e-5 * float(np.abs(got).max()))

@@ -88,6 +88,7 @@ class Plan:
     values: list[np.ndarray]  # each node's output: a view of its planned buffer
     steps: list[Step]
     scratch: Scratch
+    names: list[str] = field(default_factory=list)  # the node each step runs (profiling, errors)
     algorithms: dict[str, str] = field(default_factory=dict)  # conv node -> the path it runs
 
     @property
@@ -156,7 +157,8 @@ def _chosen_path(ctx: Context, geo) -> dict:
     """The path conv.py chooses for this layer and batch (its choice, asked by running it once on
     zeros: whatever decides it, thresholds or measurement, decides here too)."""
     node, m = ctx.node, ctx.node.model
-    conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd)
+    conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd,
+                precision=m.precision)  # the model's error budget: --precision holds here too
     _, saved = conv.forward(np.zeros(ctx.ins[0].shape, ctx.ins[0].dtype), node.params["weight"],
                             node.params.get("bias"), geo, node.attrs["groups"])
     m.workspace.buffers.clear()  # the probe's columns: not needed again
@@ -417,6 +419,7 @@ class Inference:
         values = [arena[b][:n * prod(shape)].reshape(n, *shape) for b, shape in zip(self.buffer_of, self.shapes)]
         scratch = Scratch(dtype)
         steps: list[Step] = []
+        names: list[str] = []
         algorithms: dict[str, str] = {}
         for i, node in enumerate(model.nodes):
             ins = [values[j] for j in node.inputs]
@@ -424,9 +427,10 @@ class Inference:
             step = STEPS.get(node.op, kernel_step)(ctx)
             if step is not None:
                 steps.append(step)
+                names.append(node.name)
             if getattr(node, "algorithm", None):
                 algorithms[node.name] = node.algorithm
-        return Plan(n, arena, values, steps, scratch, algorithms)
+        return Plan(n, arena, values, steps, scratch, names, algorithms)
 
     def __call__(self, x) -> dict[str, np.ndarray]:
         model = self.model
