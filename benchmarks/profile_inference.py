@@ -27,6 +27,8 @@ import netdsl  # noqa: E402  (before numpy: it sets OpenBLAS's environment)
 import numpy as np  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
+from netdsl.backend.cpu.blas_threads import single_threaded  # noqa: E402
+
 
 def netdsl_layers(model, x, repeat: int) -> tuple[dict[str, list[float]], dict[str, str], list[str]]:
     model.predict(x)
@@ -35,10 +37,11 @@ def netdsl_layers(model, x, repeat: int) -> tuple[dict[str, list[float]], dict[s
     times = collections.defaultdict(list)
     for _ in range(repeat + 1):
         np.copyto(plan.values[0], x)
-        for name, step in zip(plan.names, plan.steps):
-            t = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - t) * 1000)
+        with single_threaded():  # as Inference.__call__ runs them
+            for name, step in zip(plan.names, plan.steps):
+                t = time.perf_counter()
+                step()
+                times[name].append((time.perf_counter() - t) * 1000)
     return {k: v[1:] for k, v in times.items()}, plan.algorithms, plan.names
 
 

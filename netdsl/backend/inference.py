@@ -39,12 +39,16 @@ from ..ops import end_extension, window_geometry
 from . import im2col, winograd
 from .conv import Conv
 from .cpu import direct, native
-from .cpu.blas_threads import stacked_matmul
+from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
 from .cpu.threads import MIN_ELEMENTS, over_batch
 from .kernels import ACTIVATIONS
 from .kernels.pooling import _tiled as tiled_uniform_windows
 
 Step = Callable[[], None]
+# From this many output positions an image, a batch's im2col conv runs one GEMM an image into its
+# output (the images on the cores) rather than one over the batch transposed after; on smaller maps
+# (ResNet's 7x7 and 14x14) the per-image GEMMs are too thin
+PER_IMAGE_MIN_MAP = 256
 KEEP_BATCH_SIZES = 4  # prepared plans kept at once (each holds its batch size's buffers)
 
 
@@ -277,14 +281,32 @@ def _im2col_step(ctx: Context, geo, saved) -> Step:
             return native.im2col_batch_major(xp, x, geo, cols_reserved())
     if n == 1:
         out2 = out.reshape(o, ohw)
-        return _then(lambda: xp.matmul(wmat, cols_of(), out=out2), _finish(ctx, bias))
-    prod_of = ctx.scratch.reserve("products", (o, n * ohw))
+        return _then(lambda: split_matmul(xp, wmat, cols_of(), out2), _finish(ctx, bias))
     out3 = out.reshape(n, o, ohw)
+    if ohw >= PER_IMAGE_MIN_MAP:
+        # one GEMM an image straight into its output, the images on the cores: no transposed
+        # copy of the product, no split inside a GEMM; a 1x1 stride-1 conv reads x as it lies
+        if geo.pointwise and geo.stride == (1, 1) and geo.pad == (0, 0):
+            x3 = x.reshape(n, geo.c, ohw)
+            cols_of = (lambda: x3)
+            image = (lambda cols, i: cols[i])
+        else:
+            image = (lambda cols, i: cols[:, i * ohw:(i + 1) * ohw])
+
+        def per_image():
+            cols = cols_of()
+
+            def work(lo, hi):
+                for i in range(lo, hi):
+                    xp.matmul(wmat, image(cols, i), out=out3[i])
+            over_batch(xp, n, 1 << 62, work)
+        return _then(per_image, _finish(ctx, bias))
+    prod_of = ctx.scratch.reserve("products", (o, n * ohw))
     b3 = None if bias is None else bias.reshape(1, o, 1)
 
     def conv():
         m = prod_of()
-        xp.matmul(wmat, cols_of(), out=m)
+        split_matmul(xp, wmat, cols_of(), m)
         t = m.reshape(o, n, ohw).transpose(1, 0, 2)
         if b3 is None:
             over_batch(xp, n, out3.size, lambda lo, hi: np.copyto(out3[lo:hi], t[lo:hi]))
@@ -341,15 +363,15 @@ def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
     n, o = out2.shape
     bias = ctx.node.params.get("bias")
     xp = ctx.xp
-    if n == 1:
-        wt = weight.T
-        return _then(lambda: xp.matmul(x2, wt, out=out2), _finish(ctx, bias))
-    prod_of = ctx.scratch.reserve("products", (o, n))
     x2t = x2.T
+    if n == 1:  # (O, 1) and (1, O) are the same memory: no transposed copy
+        column = out2.reshape(o, 1)
+        return _then(lambda: split_matmul(xp, weight, x2t, column), _finish(ctx, bias))
+    prod_of = ctx.scratch.reserve("products", (o, n))
 
     def gemm():
         m = prod_of()
-        xp.matmul(weight, x2t, out=m)
+        split_matmul(xp, weight, x2t, m)
         if bias is None:
             np.copyto(out2, m.T)
         else:
@@ -535,6 +557,7 @@ class Inference:
         x = model._check_input(x)
         plan = self.plan(x.shape[0])
         np.copyto(plan.values[0], x)
-        for step in plan.steps:
-            step()
+        with single_threaded():  # OpenBLAS on one thread; the large GEMMs split by the steps themselves
+            for step in plan.steps:
+                step()
         return {name: plan.values[i].copy() for name, i in model.outputs}
