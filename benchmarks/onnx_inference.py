@@ -1,6 +1,6 @@
 """ONNX export's cost, and netdsl's inference against onnxruntime on the same exported model.
 
-    python benchmarks/onnx_inference.py [--repeat 5] [--threads 2]
+    python benchmarks/onnx_inference.py [--repeat 5] [--threads 2] [--only vgg16] [--no-export] [--no-graph]
 
 1. Export time of resnet152.net with weights from a checkpoint (read the checkpoint, build the
    model, write the file): the median of --repeat runs.
@@ -10,13 +10,16 @@
    threads), and PyTorch eager in inference mode where torch is installed (not a dependency).
    Two netdsl columns side by side: "graph" runs the optimised graph through the training
    executor's forward (Model(optimise(net)).__call__), "infer" the inference path
-   (model.predict: backend/inference.py, one prepared call list per batch size). Medians; the
-   ratios netdsl/onnxruntime say how far netdsl's inference is from the fastest CPU engine. The CPU model is printed: figures from one machine are a measurement of it.
+   (model.predict: backend/inference.py, one prepared call list per batch size). Medians of
+   rounds that call each engine once in turn (interleaved: a shared machine's load falls on all
+   alike); the ratios netdsl/onnxruntime say how far netdsl's inference is from the fastest CPU
+   engine. The CPU model is printed: figures from one machine are a measurement of it.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +51,21 @@ def export_time(repeat: int) -> float:
         return median_ms(once, repeat=repeat)
 
 
+def interleaved_medians(engines: dict, repeat: int) -> dict[str, float]:
+    """Each engine's median ms over `repeat` rounds, every round one call of each in turn (after
+    one warm-up call each): on a machine shared with other work, a load that comes and goes
+    falls on all of them alike, where timing one engine's runs after the other's would not."""
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for fn in engines.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in engines.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _digits(ms: float) -> int:
     """Decimals that show a sub-millisecond time (LeNet-5's) as more than 0.1."""
     return 3 if ms < 1 else 1
@@ -59,6 +77,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--only", nargs="*", default=list(CASES))
     p.add_argument("--no-export", action="store_true", help="skip the export timing")
+    p.add_argument("--no-graph", action="store_true", help="skip the graph column (VGG16 b8 takes seconds a call)")
     args = p.parse_args()
     import onnxruntime as ort
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
@@ -85,9 +104,11 @@ def main() -> None:
         for batch in (1, 8):
             x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
             model.predict(x)  # prepares this batch size's plan (once), not timed
-            graph = median_ms(lambda: fast(x), repeat=args.repeat)
-            infer = median_ms(lambda: model.predict(x), repeat=args.repeat)
-            theirs = median_ms(lambda: session.run(None, {"input": x}), repeat=args.repeat)
+            engines = {"infer": lambda: model.predict(x), "ort": lambda: session.run(None, {"input": x})}
+            if not args.no_graph:
+                engines["graph"] = lambda: fast(x)
+            ms = interleaved_medians(engines, args.repeat)
+            graph, infer, theirs = ms.get("graph", float("nan")), ms["infer"], ms["ort"]
             line = (f"{name:9} {batch:5} {graph:9.{_digits(graph)}f} {infer:9.{_digits(infer)}f} "
                     f"{theirs:8.{_digits(theirs)}f} {graph / theirs:9.2f} {infer / theirs:9.2f}")
             if torch is not None:

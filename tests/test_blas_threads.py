@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import numpy as np
+
 from netdsl.backend.cpu import blas_threads
 
 VARIABLE = blas_threads.VARIABLE
@@ -68,3 +70,19 @@ def test_stacked_matmul_matches_numpy_and_gives_the_threads_back():
     with pytest.raises(ValueError):
         blas_threads.stacked_matmul(np, a, rng.standard_normal((6, 47, 1500)))
     assert blas_threads.thread_count() == before
+
+
+@pytest.mark.parametrize("m, k, n", [(512, 96, 128), (64, 96, 1024), (4000, 600, 2), (3, 4, 5)])
+def test_split_matmul_equals_one_gemm_on_one_thread(m, k, n):
+    """Rows split (m >= n), columns split (m < n), a GEMV-like product, and one too small to split:
+    each block's GEMM is numpy's own, so the result is the whole product's to float32 rounding."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    out = np.full((m, n), np.nan, dtype=np.float32)
+    before = blas_threads.thread_count()
+    with blas_threads.single_threaded():
+        assert blas_threads.thread_count() in (None, 1)
+        blas_threads.split_matmul(np, a, b, out)
+    assert blas_threads.thread_count() == before  # restored after the block
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)

@@ -54,11 +54,22 @@ def test_every_net_is_covered():
 
 @pytest.mark.parametrize("name", ALL)
 def test_inference_path_equals_eval_forward(name):
+    _check_inference_path(name, batch=1)
+
+
+# batch > 1 runs other steps: fc and whole-window convs as weight @ x.T, im2col's product
+# transposed into the output, pooling and space-to-depth over several images
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
+def test_inference_path_equals_eval_forward_on_a_batch(name):
+    _check_inference_path(name, batch=3)
+
+
+def _check_inference_path(name: str, batch: int) -> None:
     net = _network(name)
     rng = np.random.default_rng(1)
     model = Model(net, device="cpu", seed=0)
     _perturb_bn(model, rng)
-    x = rng.standard_normal((1, *net.input_shape)).astype(np.float32)
+    x = rng.standard_normal((batch, *net.input_shape)).astype(np.float32)
     head_name = net.outputs[0][0]
     reference = model.forward(x, keep=True)[head_name]  # eval mode, the graph as written; values kept
     head = net.outputs[0][1]
@@ -67,8 +78,30 @@ def test_inference_path_equals_eval_forward(name):
     got = model.predict(x)
     engine = model._inference
     fast_index = engine.model.index[logits_name]
-    got_logits = engine.plan(1).values[fast_index]
+    got_logits = engine.plan(batch).values[fast_index]
     scale = float(np.abs(ref_logits).max())
     assert np.abs(got_logits - ref_logits).max() <= 2e-5 * max(scale, 1.0), name
     np.testing.assert_allclose(got, reference, atol=1e-6, rtol=1e-4)
     assert got.shape == reference.shape
+
+
+ONE_CONV = """network one
+input 64x56x56
+c: conv 64 3x3 pad 1
+relu
+"""
+
+
+@pytest.mark.parametrize("precision, algorithm", [("fast", "winograd F(4x4)"), ("default", "winograd F(2x2)"),
+                                                  ("exact", "batch_major")])
+def test_inference_keeps_the_models_precision(precision, algorithm, monkeypatch):
+    """--precision holds on the inference path: F(4x4, 3x3) only under fast, im2col only under exact
+    (issue 28's budget; a 3x3 layer of 64 channels on 56x56, which the thresholds give F(4x4))."""
+    monkeypatch.setenv("NETDSL_TUNE", "off")
+    net = netdsl.compile_source(ONE_CONV, "one.net")
+    model = Model(net, device="cpu", seed=0, precision=precision)
+    x = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(np.float32)
+    got = model.predict(x)
+    assert model._inference.plan(1).algorithms == {"c": algorithm}
+    np.testing.assert_allclose(got, model(x),
+                               atol=1e-5 * float(np.abs(got).max()))

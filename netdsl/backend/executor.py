@@ -280,7 +280,8 @@ class Model:
             fast._derive_params(self)
         else:
             fast = Model(optimise(self.net, "inference"), device=self.device, dtype=self.dtype, seed=self.seed,
-                         col_budget=self.col_budget, winograd=self.winograd, params_from=self)
+                         col_budget=self.col_budget, winograd=self.winograd, precision=self.precision,
+                         params_from=self)
         if self.device.name != "cpu":  # the prepared path is the CPU's; a GPU runs the optimised forward
             return lambda x: fast.forward(x)
         return Inference(fast)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from math import prod
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -38,11 +39,16 @@ from ..ops import end_extension, window_geometry
 from . import im2col, winograd
 from .conv import Conv
 from .cpu import direct, native
-from .cpu.blas_threads import stacked_matmul
-from .cpu.threads import over_batch
+from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
+from .cpu.threads import MIN_ELEMENTS, over_batch
 from .kernels import ACTIVATIONS
+from .kernels.pooling import _tiled as tiled_uniform_windows
 
 Step = Callable[[], None]
+# From this many output positions an image, a batch's im2col conv runs one GEMM an image into its
+# output (the images on the cores) rather than one over the batch transposed after; on smaller maps
+# (ResNet's 7x7 and 14x14) the per-image GEMMs are too thin
+PER_IMAGE_MIN_MAP = 256
 KEEP_BATCH_SIZES = 4  # prepared plans kept at once (each holds its batch size's buffers)
 
 
@@ -88,6 +94,7 @@ class Plan:
     values: list[np.ndarray]  # each node's output: a view of its planned buffer
     steps: list[Step]
     scratch: Scratch
+    names: list[str] = field(default_factory=list)  # the node each step runs (profiling, errors)
     algorithms: dict[str, str] = field(default_factory=dict)  # conv node -> the path it runs
 
     @property
@@ -156,7 +163,8 @@ def _chosen_path(ctx: Context, geo) -> dict:
     """The path conv.py chooses for this layer and batch (its choice, asked by running it once on
     zeros: whatever decides it, thresholds or measurement, decides here too)."""
     node, m = ctx.node, ctx.node.model
-    conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd)
+    conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd,
+                precision=m.precision)  # the model's error budget: --precision holds here too
     _, saved = conv.forward(np.zeros(ctx.ins[0].shape, ctx.ins[0].dtype), node.params["weight"],
                             node.params.get("bias"), geo, node.attrs["groups"])
     m.workspace.buffers.clear()  # the probe's columns: not needed again
@@ -169,12 +177,32 @@ def conv_step(ctx: Context) -> Step:
         ctx.node.algorithm = "kernel"
         return kernel_step(ctx)
     geo = _geometry(ctx)
+    if geo.whole_window and node.attrs["groups"] == 1:
+        # one window over the whole input (LeNet's c5): its columns are the input as it lies, and
+        # the conv is an fc layer; every algorithm computes this one GEMM (no choice to ask for)
+        node.algorithm = "batch_major"
+        return _gemm_step(ctx, x.reshape(x.shape[0], -1), node.params["weight"].reshape(ctx.out.shape[1], -1),
+                          ctx.out.reshape(x.shape[0], -1))
     saved = _chosen_path(ctx, geo)
+    node.algorithm = _algorithm_name(saved)
+    step = _path_step(ctx, geo, saved)
+    return kernel_step(ctx) if step is None else step
+
+
+def _algorithm_name(saved: dict) -> str:
     path = saved["path"]
-    node.algorithm = path if path != "winograd" else f"winograd F({saved['tile']}x{saved['tile']})"
-    builder = CONV_PATHS.get(path)
-    if builder is None or (path == "winograd" and not saved["native"]):
-        return kernel_step(ctx)
+    if path == "winograd":
+        return f"winograd F({saved['tile']}x{saved['tile']})"
+    if path == "s2d":
+        return f"s2d+{_algorithm_name(saved['inner'])}"
+    return path
+
+
+def _path_step(ctx: Context, geo, saved) -> Step | None:
+    """The prepared step of the path conv.py chose, or None where there is none (the kernel table's)."""
+    builder = CONV_PATHS.get(saved["path"])
+    if builder is None or (saved["path"] == "winograd" and not saved["native"]):
+        return None
     return builder(ctx, geo, saved)
 
 
@@ -253,14 +281,32 @@ def _im2col_step(ctx: Context, geo, saved) -> Step:
             return native.im2col_batch_major(xp, x, geo, cols_reserved())
     if n == 1:
         out2 = out.reshape(o, ohw)
-        return _then(lambda: xp.matmul(wmat, cols_of(), out=out2), _finish(ctx, bias))
-    prod_of = ctx.scratch.reserve("products", (o, n * ohw))
+        return _then(lambda: split_matmul(xp, wmat, cols_of(), out2), _finish(ctx, bias))
     out3 = out.reshape(n, o, ohw)
+    if ohw >= PER_IMAGE_MIN_MAP:
+        # one GEMM an image straight into its output, the images on the cores: no transposed
+        # copy of the product, no split inside a GEMM; a 1x1 stride-1 conv reads x as it lies
+        if geo.pointwise and geo.stride == (1, 1) and geo.pad == (0, 0):
+            x3 = x.reshape(n, geo.c, ohw)
+            cols_of = (lambda: x3)
+            image = (lambda cols, i: cols[i])
+        else:
+            image = (lambda cols, i: cols[:, i * ohw:(i + 1) * ohw])
+
+        def per_image():
+            cols = cols_of()
+
+            def work(lo, hi):
+                for i in range(lo, hi):
+                    xp.matmul(wmat, image(cols, i), out=out3[i])
+            over_batch(xp, n, 1 << 62, work)
+        return _then(per_image, _finish(ctx, bias))
+    prod_of = ctx.scratch.reserve("products", (o, n * ohw))
     b3 = None if bias is None else bias.reshape(1, o, 1)
 
     def conv():
         m = prod_of()
-        xp.matmul(wmat, cols_of(), out=m)
+        split_matmul(xp, wmat, cols_of(), m)
         t = m.reshape(o, n, ohw).transpose(1, 0, 2)
         if b3 is None:
             over_batch(xp, n, out3.size, lambda lo, hi: np.copyto(out3[lo:hi], t[lo:hi]))
@@ -269,17 +315,73 @@ def _im2col_step(ctx: Context, geo, saved) -> Step:
     return _then(conv, _finish(ctx, None))
 
 
-CONV_PATHS = {"winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step}
+def _s2d_step(ctx: Context, geo, saved) -> Step | None:
+    """Space-to-depth (conv.py's fold_input): the input copied into a zero-padded buffer of the
+    layer's own (its padding stays zero), folded into s*s times the channels by one strided copy,
+    then the stride-1 inner conv conv.py chose for the folded shape, on weights folded once."""
+    from .conv import fold_weight
+    node, x = ctx.node, ctx.ins[0]
+    n, c = x.shape[:2]
+    s = geo.stride[0]
+    inner_geo = saved["inner_geo"]
+    hb, wb = inner_geo.h, inner_geo.w
+    big = np.zeros((n, c, hb * s, wb * s), dtype=x.dtype)
+    (ph, pw) = geo.pad
+    h, w = min(geo.h, hb * s - ph), min(geo.w, wb * s - pw)  # rows past the last window are never read
+    interior, source = big[:, :, ph:ph + h, pw:pw + w], x[:, :, :h, :w]
+    blocks = big.reshape(n, c, hb, s, wb, s).transpose(0, 1, 3, 5, 2, 4)  # a view: reshaping it would copy
+    folded = np.empty((n, c * s * s, hb, wb), dtype=x.dtype)
+    folded_blocks = folded.reshape(n, c, s, s, hb, wb)
+    key = (node.name, "s2d")
+    if key not in ctx.prepared_weights:
+        ctx.prepared_weights[key] = fold_weight(ctx.xp, node.params["weight"], s)
+    params = {**node.params, "weight": ctx.prepared_weights[key]}
+    inner_node = SimpleNamespace(name=f"{node.name} (folded)", params=params, epilogue=node.epilogue,
+                                 model=node.model, attrs={**node.attrs, "groups": 1})
+    inner = _path_step(Context(inner_node, [folded], ctx.out, ctx.scratch, ctx.prepared_weights, ctx.xp),
+                       inner_geo, saved["inner"])
+    if inner is None:
+        return None
+
+    def fold():
+        np.copyto(interior, source)
+        np.copyto(folded_blocks, blocks)
+    return _then(fold, inner)
+
+
+CONV_PATHS = {"winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
 
 
 # the other ops -------------------------------------------------------------------------------------
 
 
+def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
+    """out2 (n, O) = x2 (n, K) @ weight (O, K).T + bias, then the activation. One image: a GEMV.
+    Several: weight @ x2.T into scratch, transposed into out2 with the bias on the way --
+    OpenBLAS runs that orientation about twice as fast as x2 @ weight.T for a few rows against
+    a large weight (AlexNet's fc6 at batch 8: 14-35 against 21-65 ms on the AMD EPYC)."""
+    n, o = out2.shape
+    bias = ctx.node.params.get("bias")
+    xp = ctx.xp
+    x2t = x2.T
+    if n == 1:  # (O, 1) and (1, O) are the same memory: no transposed copy
+        column = out2.reshape(o, 1)
+        return _then(lambda: split_matmul(xp, weight, x2t, column), _finish(ctx, bias))
+    prod_of = ctx.scratch.reserve("products", (o, n))
+
+    def gemm():
+        m = prod_of()
+        split_matmul(xp, weight, x2t, m)
+        if bias is None:
+            np.copyto(out2, m.T)
+        else:
+            xp.add(m.T, bias, out=out2)
+    return _then(gemm, _finish(ctx, None))
+
+
 def fc_step(ctx: Context) -> Step:
-    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
-    x2 = x.reshape(x.shape[0], -1)
-    wt = node.params["weight"].T
-    return _then(lambda: xp.matmul(x2, wt, out=out), _finish(ctx, node.params.get("bias")))
+    x = ctx.ins[0]
+    return _gemm_step(ctx, x.reshape(x.shape[0], -1), ctx.node.params["weight"], ctx.out)
 
 
 def _max_pool_step(ctx: Context) -> Step:
@@ -299,7 +401,27 @@ def _max_pool_step(ctx: Context) -> Step:
     return _then(lambda: over_batch(xp, n, x.size, work), _finish(ctx, None))
 
 
-POOL_STEPS = {"max": _max_pool_step}
+def _avg_pool_step(ctx: Context) -> Step:
+    """native.c's average pooling where the windows tile the input (LeNet's 2x2 /2, ResNet's
+    global 7x7), into the planned buffer; other windows run the kernel table's."""
+    node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    if not (native.available(xp, x.dtype) and tiled_uniform_windows(node, [x])):
+        return kernel_step(ctx)
+    geo = _geometry(ctx)
+    n, c = x.shape[:2]
+    kernel = native._kernel("avgpool_tiled_forward", x.dtype)
+    per_in, per_out = geo.h * geo.w, geo.oh * geo.ow
+    args = (geo.h, geo.w, *geo.kernel, 1.0 / (geo.kernel[0] * geo.kernel[1]))
+    x_at, out_at = native._at(x), native._at(out)
+    if n * c * per_in < MIN_ELEMENTS:  # too little to split: one call, no closure over slices
+        return _then(lambda: kernel(x_at, out_at, n * c, *args), _finish(ctx, None))
+
+    def work(lo, hi):
+        kernel(native._at(x, lo * c * per_in), native._at(out, lo * c * per_out), (hi - lo) * c, *args)
+    return _then(lambda: over_batch(xp, n, x.size + out.size, work), _finish(ctx, None))
+
+
+POOL_STEPS = {"max": _max_pool_step, "avg": _avg_pool_step}
 
 
 def pool_step(ctx: Context) -> Step:
@@ -417,6 +539,7 @@ class Inference:
         values = [arena[b][:n * prod(shape)].reshape(n, *shape) for b, shape in zip(self.buffer_of, self.shapes)]
         scratch = Scratch(dtype)
         steps: list[Step] = []
+        names: list[str] = []
         algorithms: dict[str, str] = {}
         for i, node in enumerate(model.nodes):
             ins = [values[j] for j in node.inputs]
@@ -424,15 +547,17 @@ class Inference:
             step = STEPS.get(node.op, kernel_step)(ctx)
             if step is not None:
                 steps.append(step)
+                names.append(node.name)
             if getattr(node, "algorithm", None):
                 algorithms[node.name] = node.algorithm
-        return Plan(n, arena, values, steps, scratch, algorithms)
+        return Plan(n, arena, values, steps, scratch, names, algorithms)
 
     def __call__(self, x) -> dict[str, np.ndarray]:
         model = self.model
         x = model._check_input(x)
         plan = self.plan(x.shape[0])
         np.copyto(plan.values[0], x)
-        for step in plan.steps:
-            step()
+        with single_threaded():  # OpenBLAS on one thread; the large GEMMs split by the steps themselves
+            for step in plan.steps:
+                step()
         return {name: plan.values[i].copy() for name, i in model.outputs}

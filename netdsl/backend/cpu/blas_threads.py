@@ -121,3 +121,40 @@ def stacked_matmul(xp, a, b, out=None):
     finally:
         set_local(previous)
     return out
+
+
+# The inference path (backend/inference.py) runs every GEMM of a call with OpenBLAS on one thread
+# and splits the large ones itself, each core one block of rows or columns: OpenBLAS's own
+# threads meet at every panel of a GEMM, and on a machine whose other core is busy each meeting
+# waits for a time slice (a 256x2400 by 2400x729 GEMM, AlexNet's conv2 at batch 1: 13 ms on one
+# thread, 19-39 ms on OpenBLAS's two, against 10-14 split here, with the machine shared by three
+# sessions; benchmarks/results/cpu-2026-12-06-infer). The split meets once, at the end.
+
+
+class single_threaded:
+    """A `with` block in which OpenBLAS runs on one thread (the setting is the process's: the
+    inference path is not thread-safe anyway); a no-op where numpy's BLAS is not OpenBLAS."""
+
+    def __enter__(self):
+        set_local = _set_threads_local()
+        self.previous = None if set_local is None else set_local(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            _set_threads_local()(self.previous)
+
+
+def split_matmul(xp, a, b, out) -> None:
+    """out = a @ b (2-D), the larger of the result's two axes split over the cores, one
+    single-threaded GEMM each, from MIN_STACK_MACS multiply-adds; below that one GEMM. Call it
+    inside `single_threaded()`."""
+    m, k = a.shape
+    n = b.shape[1]
+    if threads.WORKERS == 1 or m * k * n < MIN_STACK_MACS or xp.__name__ != "numpy":
+        xp.matmul(a, b, out=out)
+        return
+    if m >= n:
+        over_batch(xp, m, 1 << 62, lambda lo, hi: xp.matmul(a[lo:hi], b, out=out[lo:hi]))
+    else:
+        over_batch(xp, n, 1 << 62, lambda lo, hi: xp.matmul(a, b[:, lo:hi], out=out[:, lo:hi]))
