@@ -158,7 +158,7 @@ void col2im_bm_##SUFFIX(const T* restrict cols, T* restrict dx, int n, int c, in
 /* Batch norm forward for channels [c0, c1) of (n, C, m) data, a channel at a time while it is   \
  * in cache: in training the mean and then the squared deviations from it (two passes, sums in   \
  * double), else the given statistics; then o = gamma * x-hat + beta, through the fused           \
- * activation where `clamp` is given: min(max(scale * o + shift, lo), hi), clamp holding (scale,   \
+ * activation where `clamp` is given: min(max(scale * o + shift, lo), hi), clamp holding (scale,  \
  * shift, lo, hi) (native.py's BN_EPILOGUES: relu, relu6, hsigmoid); and x-hat itself where xhat \
  * is given (the backward recomputes it from x, saving a write of the array). */                  \
 void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out, T* restrict mean, \
@@ -232,9 +232,10 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
             const T* restrict xr = x + at;                                                        \
             if (act) {                                                                            \
                 const T* restrict yr = y + at;                                                    \
-                /* the gradient as dy * (lo < y < hi) * scale, without branches (as numpy's) */  \
-                LANE_SUM(sg, m, (double)(dr[i] * ((T)(yr[i] > lo && yr[i] < hi) * sc)));          \
-                LANE_SUM(sgx, m, (double)(dr[i] * ((T)(yr[i] > lo && yr[i] < hi) * sc)) * ((xr[i] - mu) * inv)); \
+                /* dy * (lo < y < hi) * scale; `&`, not `&&`, which would branch */               \
+                LANE_SUM(sg, m, (double)(dr[i] * ((T)((yr[i] > lo) & (yr[i] < hi)) * sc)));       \
+                LANE_SUM(sgx, m, (double)(dr[i] * ((T)((yr[i] > lo) & (yr[i] < hi)) * sc))        \
+                                 * ((xr[i] - mu) * inv));                                         \
             } else {                                                                              \
                 LANE_SUM(sg, m, (double)dr[i]);                                                   \
                 LANE_SUM(sgx, m, (double)dr[i] * ((xr[i] - mu) * inv));                           \
@@ -250,10 +251,10 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
             const T* restrict dr = dout + at;                                                     \
             const T* restrict xr = x + at;                                                        \
             T* restrict out = dx + at;                                                            \
-            if (act) { /* two loops, not a test inside one: y is only there with the activation */ \
+            if (act) { /* two loops, not a test inside one: y is there with the activation */     \
                 const T* restrict yr = y + at;                                                    \
                 for (ptrdiff_t k = 0; k < m; ++k)                                                 \
-                    out[k] = scale * (dr[k] * ((T)(yr[k] > lo && yr[k] < hi) * sc) - mg           \
+                    out[k] = scale * (dr[k] * ((T)((yr[k] > lo) & (yr[k] < hi)) * sc) - mg        \
                                       - (xr[k] - mu) * inv * mgx);                                \
             } else {                                                                              \
                 for (ptrdiff_t k = 0; k < m; ++k) out[k] = scale * (dr[k] - mg - (xr[k] - mu) * inv * mgx); \

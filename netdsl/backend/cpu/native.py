@@ -41,8 +41,8 @@ EPILOGUE_GRADIENTS = {
     "relu": "g[k] * (T)(v[k] > 0)",
     "tanh": "g[k] * (1 - v[k] * v[k])",
     "sigmoid": "g[k] * (v[k] * (1 - v[k]))",
-    "relu6": "g[k] * (T)(v[k] > 0 && v[k] < 6)",
-    "hsigmoid": "g[k] * ((T)(v[k] > 0 && v[k] < 1) * (T)(1.0 / 6))",
+    "relu6": "g[k] * (T)((v[k] > 0) & (v[k] < 6))",
+    "hsigmoid": "g[k] * ((T)((v[k] > 0) & (v[k] < 1)) * (T)(1.0 / 6))",
 }
 # The activations native.c's batch norm applies itself, each a clamp of an affine map of bn's output
 # o: y = min(max(scale * o + shift, lo), hi), its gradient scale where lo < y < hi (the output
