@@ -166,8 +166,9 @@ class OpSpec:
     weighted: bool = False  # counts toward a network's depth (the lecture's "layers": conv and fc)
     # may this activation run as the epilogue of its producer (passes/fuse.py)? Only where it has
     # no parameters and its gradient is a function of its output alone (relu: y > 0; tanh:
-    # 1 - y^2; sigmoid: y(1 - y)), so the fused node keeps one array for the backward pass. Every
-    # form of it derives from this flag; tests/test_epilogue_table.py asks each back end for one.
+    # 1 - y^2; sigmoid: y(1 - y); relu6: 0 < y < 6; hsigmoid: 1/6 where 0 < y < 1), so the fused
+    # node keeps one array for the backward pass. Every form of it derives from this flag;
+    # tests/test_epilogue_table.py asks each back end for one.
     epilogue: bool = False
     # rewritten by a pass before any back end or export sees it (passes/lower_shortcuts.py)
     lowered: bool = False
@@ -715,11 +716,11 @@ def _shuffle_explain(ins, out, a) -> dict[str, str]:
 _ZOO_ACT = dict(kind="elementwise", style="activation")
 _ZOO_OPS = [
     OpSpec("relu6", doc="ReLU capped at 6, min(max(0, x), 6) (MobileNet)", prefix="relu6_", counter="relu6",
-           written=lambda a: "relu6", stores_output=False,
+           written=lambda a: "relu6", stores_output=False, epilogue=True,
            explain=_activation_explain("relu6: min(max(0, x), 6)", "MobileNet v1/v2: robust in low precision"),
            **_ZOO_ACT),
     OpSpec("hsigmoid", doc="hard sigmoid, relu6(x + 3)/6 (MobileNet v3's gate)", prefix="hsigmoid",
-           counter="hsigmoid", written=lambda a: "hsigmoid", stores_output=False,
+           counter="hsigmoid", written=lambda a: "hsigmoid", stores_output=False, epilogue=True,
            explain=_activation_explain("hsigmoid: relu6(x + 3)/6, a piecewise-linear sigmoid"), **_ZOO_ACT),
     # hswish and silu need their input for the gradient: they store their output
     OpSpec("hswish", doc="hard swish, x * relu6(x + 3)/6 (MobileNet v3)", prefix="hswish", counter="hswish",

@@ -30,7 +30,10 @@ RNG = np.random.default_rng(11)
 
 
 def test_the_table_has_epilogues_and_they_are_parameterless_activations():
-    assert set(EPILOGUES) == {"relu", "tanh", "sigmoid"}  # the lecture's three; leaky has a slope
+    # the lecture's three, and MobileNet's relu6 and hsigmoid (piecewise linear: their gradient
+    # is the slope where the output lies strictly between the clamps); leaky has a slope, and
+    # hswish and silu differentiate from their input
+    assert set(EPILOGUES) == {"relu", "tanh", "sigmoid", "relu6", "hsigmoid"}
     for name in EPILOGUES:
         assert OPS[name].kind == "elementwise" and not OPS[name].signature.positional, name
 
@@ -47,9 +50,15 @@ def test_no_form_for_an_op_that_is_not_an_epilogue():
     assert stale == [], "\n".join(stale)
 
 
+KINKS = np.array([0.0, -3.0, 3.0, 6.0])  # relu's and relu6's, hsigmoid's at -3 and 3
+
+
 def _inputs():
-    v = RNG.standard_normal((2, 3, 4, 5)) * 2
-    return v[np.abs(v) > 1e-3].reshape(-1)[:100].reshape(4, 25)  # away from relu's kink
+    """100 values over every piece of every activation (below -3, between the kinks, above 6)."""
+    v = RNG.standard_normal(400) * 4
+    v = v[np.abs(v[:, None] - KINKS).min(axis=1) > 1e-3][:100]
+    assert (v < -3).any() and (v > 6).any() and ((v > 0) & (v < 3)).any()
+    return v.reshape(4, 25)
 
 
 @pytest.mark.parametrize("name", EPILOGUES)
@@ -109,9 +118,11 @@ def test_cuda_expressions_match_the_cpu_rules(tmp_path):
 def test_onnx_type_computes_the_cpu_rule(name):
     import onnxruntime as ort
     from onnx import TensorProto, helper
-    node = helper.make_node(onnx_export.ACTIVATION_TYPES[name], ["x"], ["y"])
+    spec = onnx_export.ACTIVATION_TYPES[name]
+    node = helper.make_node(spec.op_type, ["x", *(k for k, _ in spec.constants)], ["y"], **dict(spec.attrs))
+    bounds = [helper.make_tensor(k, TensorProto.FLOAT, [], [v]) for k, v in spec.constants]
     graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 25])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 25])])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 25])], initializer=bounds)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_export.DEFAULT_OPSET)])
     model.ir_version = 8
     v = _inputs().astype(np.float32)

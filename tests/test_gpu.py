@@ -17,9 +17,14 @@ pytestmark = pytest.mark.gpu
 FUSED = """
 input 3x9x9
 conv 6 3x3 pad 1; relu
+conv 6 3x3 pad 1 nobias; bn; relu6
+conv 6 1x1; hsigmoid
+conv 6 3x3 pad 1 nobias; bn; hsigmoid
 conv 6 3x3 /2 nobias; bn; tanh
 add { { conv 6 3x3 pad 1; bn } shortcut }
 sigmoid
+add { { conv 6 3x3 pad 1; bn } shortcut }
+relu6
 pool max 2x2 /2; relu
 fc 8; relu
 fc 5 nobias; tanh

@@ -20,7 +20,8 @@ from .test_gpu import FUSED
 from .test_gradients import GRAD_CASES, MINI_INCEPTION, MINI_RESNET
 
 _NUMPY_ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-                      "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+                      "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "relu6": lambda v: np.minimum(np.maximum(v, 0), 6),
+                      "hsigmoid": lambda v: np.minimum(np.maximum(v + 3, 0), 6) / 6}
 
 
 def _chain(operands, expr, activation):

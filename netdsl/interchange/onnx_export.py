@@ -125,9 +125,36 @@ def _simple(op_type: str, **fixed) -> Mapping_:
     return lambda ex, node, d, ins, out: ex.emit(op_type, ins, out, node, node, **fixed)
 
 
-# The ONNX type of each activation the op table lets run as an epilogue (ops.EPILOGUES): its
-# mapping as a layer, and a fused one written out again after its producer.
-ACTIVATION_TYPES = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+@dataclass(frozen=True)
+class OnnxActivation:
+    """An activation as one ONNX node: its type, attributes, and constant inputs after x (Clip's
+    bounds, inputs from opset 11 on), and the first opset where it means what netdsl computes."""
+
+    op_type: str
+    attrs: tuple[tuple[str, float], ...] = ()
+    constants: tuple[tuple[str, float], ...] = ()
+    opset: int = 13
+
+    def emit(self, ex: "_Export", x: str, out: str, name: str, node: str) -> str:
+        """The node `name` computing the activation of value x into out; its constants are
+        initializers named `name.min` and so on."""
+        bounds = [ex.constant(f"{name}.{k}", np.array(v, np.float32)) for k, v in self.constants]
+        return ex.emit(self.op_type, [x, *bounds], out, name, node, **dict(self.attrs))
+
+
+# Each activation the op table lets run as an epilogue (ops.EPILOGUES) as ONNX: its mapping as a
+# layer, and a fused one written out again after its producer.
+ACTIVATION_TYPES: dict[str, OnnxActivation] = {
+    "relu": OnnxActivation("Relu"),
+    "tanh": OnnxActivation("Tanh"),
+    "sigmoid": OnnxActivation("Sigmoid"),
+    "relu6": OnnxActivation("Clip", constants=(("min", 0.0), ("max", 6.0)), opset=11),
+    "hsigmoid": OnnxActivation("HardSigmoid", attrs=(("alpha", 1 / 6), ("beta", 0.5)), opset=6),  # max(0, min(1, x/6 + 1/2))
+}
+
+
+def _activation(spec: OnnxActivation) -> Mapping_:
+    return lambda ex, node, d, ins, out: spec.emit(ex, ins[0], out, node, node)
 
 # op -> (mapping, the first opset where it is expressible as netdsl means it); the lowered ops
 # (ops.LOWERED: shortcut, which passes/lower_shortcuts rewrites) never reach export
@@ -136,7 +163,7 @@ EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "conv": (_conv, 11),
     "pool": (_pool, 11),  # ceil_mode (10), count_include_pad (7), pads
     "fc": (_fc, 13),
-    **{op: (_simple(op_type), 13) for op, op_type in ACTIVATION_TYPES.items()},
+    **{op: (_activation(spec), spec.opset) for op, spec in ACTIVATION_TYPES.items()},
     "leaky": (lambda ex, node, d, ins, out: ex.emit("LeakyRelu", ins, out, node, node, alpha=d["attrs"]["slope"]), 6),
     "lrn": (_lrn, 13),
     "bn": (_bn, 9),  # inference semantics unchanged since BatchNormalization-9
@@ -148,11 +175,6 @@ EXPORTERS: dict[str, tuple[Mapping_ | None, int]] = {
     "svm": (_simple("Identity"), 1),  # the scores: the hinge loss is training's, not the model's
 }
 # --- the zoo's ops (issue 26) ----------------------------------------------------------------------
-
-
-def _relu6(ex, node, d, ins, out):
-    lo, hi = ex.constant(f"{node}.min", np.array(0, np.float32)), ex.constant(f"{node}.max", np.array(6, np.float32))
-    return ex.emit("Clip", [ins[0], lo, hi], out, node, node)
 
 
 def _silu(ex, node, d, ins, out):  # ONNX has no SiLU before opset 24's Swish: x * Sigmoid(x)
@@ -204,8 +226,6 @@ def _shuffle(ex, node, d, ins, out):
 
 
 EXPORTERS.update({
-    "relu6": (_relu6, 11),  # Clip's bounds as inputs
-    "hsigmoid": (_simple("HardSigmoid", alpha=1 / 6, beta=0.5), 6),  # max(0, min(1, x/6 + 1/2))
     "hswish": (_simple("HardSwish"), 14),
     "silu": (_silu, 13),
     "gate": (_gate, 13),  # Unsqueeze's axes as an input
@@ -286,17 +306,19 @@ def export_onnx(net: Network, path: str | os.PathLike | None, state: Mapping[str
         if op not in EXPORTERS:
             raise NetError(f"'{node}' ({op}) has no ONNX mapping", d.get("span"))
         mapping, first = EXPORTERS[op]
+        epilogue = d.get("epilogue")
+        if epilogue:  # the fused activation's node follows it: the later of the two opsets
+            first = max(first, ACTIVATION_TYPES[epilogue].opset)
         if opset < first:
             raise NetError(f"'{node}' ({op}) needs opset {first} or later to export as netdsl computes it, "
                            f"not {opset}", d.get("span"), f"use --opset {max(first, OPSETS.start)} or later")
         if mapping is None:
             continue
         ins = [ex.values[s] for s in inputs(g, node)]
-        epilogue = d.get("epilogue")
         out = ex.values[node]
         mapping(ex, node, d, ins, f"{node}/pre" if epilogue else out)
         if epilogue:
-            ex.emit(ACTIVATION_TYPES[epilogue], [f"{node}/pre"], out, f"{node}/{epilogue}", node)
+            ACTIVATION_TYPES[epilogue].emit(ex, f"{node}/pre", out, f"{node}/{epilogue}", node)
 
     n_dim: Any = "N" if batch == "dynamic" else batch
 

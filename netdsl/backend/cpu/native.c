@@ -157,13 +157,18 @@ void col2im_bm_##SUFFIX(const T* restrict cols, T* restrict dx, int n, int c, in
 #define DEFINE_BATCH_NORM(T, SUFFIX)                                                              \
 /* Batch norm forward for channels [c0, c1) of (n, C, m) data, a channel at a time while it is   \
  * in cache: in training the mean and then the squared deviations from it (two passes, sums in   \
- * double), else the given statistics; then gamma * x-hat + beta, ReLU'd if `relu` (and x-hat  \
- * itself where xhat is given: the backward recomputes it from x, saving a write of the array). */ \
+ * double), else the given statistics; then o = gamma * x-hat + beta, through the fused           \
+ * activation where `clamp` is given: min(max(scale * o + shift, lo), hi), clamp holding (scale,  \
+ * shift, lo, hi) (native.py's BN_EPILOGUES: relu, relu6, hsigmoid); and x-hat itself where xhat \
+ * is given (the backward recomputes it from x, saving a write of the array). */                  \
 void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out, T* restrict mean, \
                          T* restrict var, T* restrict inv_std, const T* restrict gamma,          \
                          const T* restrict beta, int n, int c, ptrdiff_t m, int c0, int c1,       \
-                         int training, double eps, int relu) {                                    \
+                         int training, double eps, const double* restrict clamp) {                \
     const double count = (double)n * m;                                                           \
+    const int act = clamp != NULL;                                                                \
+    const T sc = act ? (T)clamp[0] : 1, sh = act ? (T)clamp[1] : 0;                               \
+    const T lo = act ? (T)clamp[2] : 0, hi = act ? (T)clamp[3] : 0;                               \
     for (int ch = c0; ch < c1; ++ch) {                                                            \
         if (training) {                                                                           \
             double s = 0, q = 0;                                                                  \
@@ -187,24 +192,37 @@ void bn_forward_##SUFFIX(const T* restrict x, T* restrict xhat, T* restrict out,
             const T* restrict xr = x + at;                                                        \
             T* restrict hr = xhat ? xhat + at : NULL;                                             \
             T* restrict orow = out + at;                                                          \
-            for (ptrdiff_t k = 0; k < m; ++k) {                                                   \
-                const T h = (xr[k] - mu) * inv, o = h * ga + be;                                  \
-                if (hr) hr[k] = h; /* loop-invariant: the compiler unswitches it */             \
-                orow[k] = relu && o < 0 ? (T)0 : o;                                               \
+            if (act) { /* two loops, not a test inside one: the plain one stays plain */          \
+                for (ptrdiff_t k = 0; k < m; ++k) {                                               \
+                    const T h = (xr[k] - mu) * inv, o = (h * ga + be) * sc + sh;                  \
+                    if (hr) hr[k] = h; /* loop-invariant: the compiler unswitches it */         \
+                    const T v = o < lo ? lo : o; /* NaN stays NaN, as numpy's clip keeps it */    \
+                    orow[k] = v > hi ? hi : v;                                                    \
+                }                                                                                 \
+            } else {                                                                              \
+                for (ptrdiff_t k = 0; k < m; ++k) {                                               \
+                    const T h = (xr[k] - mu) * inv;                                               \
+                    if (hr) hr[k] = h;                                                            \
+                    orow[k] = h * ga + be;                                                        \
+                }                                                                                 \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* Its backward: g = dout, through the ReLU's gradient if `relu` (y: the ReLU's output); the     \
- * sums of g and g * x-hat per channel (the bias and weight gradients), and, if dx is given,      \
+/* Its backward: g = dout, through the fused activation's gradient where `clamp` is given (y: the \
+ * activation's output; the gradient scale where lo < y < hi, else 0, as PyTorch's hardtanh's);   \
+ * the sums of g and g * x-hat per channel (the bias and weight gradients), and, if dx is given,  \
  * dx = gamma/sigma * (g - mean(g) - x-hat * mean(g * x-hat)), or gamma/sigma * g out of training; \
  * x-hat = (x - mean) * inv_std recomputed from the forward's input x, as the forward did. */    \
 void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* restrict x,       \
                           const T* restrict mean, T* restrict dx, T* restrict sum_g,              \
                           T* restrict sum_gx, const T* restrict gamma, const T* restrict inv_std, \
-                          int n, int c, ptrdiff_t m, int c0, int c1, int training, int relu) {    \
+                          int n, int c, ptrdiff_t m, int c0, int c1, int training,                \
+                          const double* restrict clamp) {                                         \
     const double count = (double)n * m;                                                           \
+    const int act = clamp != NULL;                                                                \
+    const T sc = act ? (T)clamp[0] : 1, lo = act ? (T)clamp[2] : 0, hi = act ? (T)clamp[3] : 0;   \
     for (int ch = c0; ch < c1; ++ch) {                                                            \
         const T mu = mean[ch], inv = inv_std[ch];                                                 \
         double sg = 0, sgx = 0;                                                                   \
@@ -212,11 +230,12 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
             const ptrdiff_t at = ((ptrdiff_t)b * c + ch) * m;                                     \
             const T* restrict dr = dout + at;                                                     \
             const T* restrict xr = x + at;                                                        \
-            if (relu) {                                                                           \
+            if (act) {                                                                            \
                 const T* restrict yr = y + at;                                                    \
-                /* the ReLU's gradient as dy * (y > 0), without branches (as numpy's multiply) */ \
-                LANE_SUM(sg, m, (double)(dr[i] * (T)(yr[i] > 0)));                                \
-                LANE_SUM(sgx, m, (double)(dr[i] * (T)(yr[i] > 0)) * ((xr[i] - mu) * inv));        \
+                /* dy * (lo < y < hi) * scale; `&`, not `&&`, which would branch */               \
+                LANE_SUM(sg, m, (double)(dr[i] * ((T)((yr[i] > lo) & (yr[i] < hi)) * sc)));       \
+                LANE_SUM(sgx, m, (double)(dr[i] * ((T)((yr[i] > lo) & (yr[i] < hi)) * sc))        \
+                                 * ((xr[i] - mu) * inv));                                         \
             } else {                                                                              \
                 LANE_SUM(sg, m, (double)dr[i]);                                                   \
                 LANE_SUM(sgx, m, (double)dr[i] * ((xr[i] - mu) * inv));                           \
@@ -232,10 +251,11 @@ void bn_backward_##SUFFIX(const T* restrict dout, const T* restrict y, const T* 
             const T* restrict dr = dout + at;                                                     \
             const T* restrict xr = x + at;                                                        \
             T* restrict out = dx + at;                                                            \
-            if (relu) { /* two loops, not a test inside one: y is only there with the ReLU */     \
+            if (act) { /* two loops, not a test inside one: y is there with the activation */     \
                 const T* restrict yr = y + at;                                                    \
                 for (ptrdiff_t k = 0; k < m; ++k)                                                 \
-                    out[k] = scale * (dr[k] * (T)(yr[k] > 0) - mg - (xr[k] - mu) * inv * mgx);    \
+                    out[k] = scale * (dr[k] * ((T)((yr[k] > lo) & (yr[k] < hi)) * sc) - mg        \
+                                      - (xr[k] - mu) * inv * mgx);                                \
             } else {                                                                              \
                 for (ptrdiff_t k = 0; k < m; ++k) out[k] = scale * (dr[k] - mg - (xr[k] - mu) * inv * mgx); \
             }                                                                                     \

@@ -41,10 +41,18 @@ EPILOGUE_GRADIENTS = {
     "relu": "g[k] * (T)(v[k] > 0)",
     "tanh": "g[k] * (1 - v[k] * v[k])",
     "sigmoid": "g[k] * (v[k] * (1 - v[k]))",
+    "relu6": "g[k] * (T)((v[k] > 0) & (v[k] < 6))",
+    "hsigmoid": "g[k] * ((T)((v[k] > 0) & (v[k] < 1)) * (T)(1.0 / 6))",
 }
-# The activations native.c's batch norm applies itself (its `relu` flag); with another one fused,
-# batch norm runs its numpy code.
-BN_EPILOGUES = frozenset({"relu"})
+# The activations native.c's batch norm applies itself, each a clamp of an affine map of bn's output
+# o: y = min(max(scale * o + shift, lo), hi), its gradient scale where lo < y < hi (the output
+# strictly inside, as activation_rules' masks), by name: (scale, shift, lo, hi). With another
+# activation fused (tanh, sigmoid), batch norm runs its numpy code.
+BN_EPILOGUES = {
+    "relu": (1.0, 0.0, 0.0, float("inf")),
+    "relu6": (1.0, 0.0, 0.0, 6.0),
+    "hsigmoid": (1 / 6, 0.5, 0.0, 1.0),  # relu6(o + 3)/6
+}
 
 
 def epilogue_code(activation: str | None) -> int:
@@ -125,8 +133,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"maxpool_backward_{suffix}").argtypes = [p, p, p, size, geo]
         getattr(lib, f"im2col_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
         getattr(lib, f"col2im_bm_{suffix}").argtypes = [p, p, i, i, i, i, geo]
-        getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, i]
-        getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 9 + [i, i, size, i, i, i, i]
+        getattr(lib, f"bn_forward_{suffix}").argtypes = [p] * 8 + [i, i, size, i, i, i, ctypes.c_double, p]
+        getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 9 + [i, i, size, i, i, i, p]
         getattr(lib, f"direct_forward_{suffix}").argtypes = [p] * 4 + [i, i, i, size] + [i] * 6 + [size, size, i, i]
         getattr(lib, f"direct_weight_grad_{suffix}").argtypes = [p] * 3 + [i, i, size, size, size] + [i] * 7
         getattr(lib, f"direct_grad_planes_{suffix}").argtypes = [p] * 4 + [i] * 5 + [size, size] + [i] * 3
@@ -206,35 +214,42 @@ def col2im_batch_major(xp, cols, geo, n: int):
     return dx
 
 
-def bn_forward(xp, x, gamma, beta, mean, var, training: bool, eps: float, relu: bool):
-    """(out, inv_std) of batch norm over an (n, C, ...) array, ReLU'd if `relu`, channel ranges
-    on the cores. In training `mean` and `var` receive the batch statistics, else they are used.
-    x-hat is not kept: bn_backward recomputes it from x and the mean."""
+def _clamp(activation: str | None):
+    """native.c's batch norm's `clamp` argument: BN_EPILOGUES' four values, or None for none."""
+    return None if activation is None else (ctypes.c_double * 4)(*BN_EPILOGUES[activation])
+
+
+def bn_forward(xp, x, gamma, beta, mean, var, training: bool, eps: float, activation: str | None = None):
+    """(out, inv_std) of batch norm over an (n, C, ...) array, through `activation` (one of
+    BN_EPILOGUES, or None), channel ranges on the cores. In training `mean` and `var` receive the
+    batch statistics, else they are used. x-hat is not kept: bn_backward recomputes it from x and
+    the mean."""
     x = xp.ascontiguousarray(x)
     n, c = x.shape[:2]
     m = x.size // (n * c) if x.size else 0
     out, inv_std = xp.empty_like(x), xp.empty(c, dtype=x.dtype)
-    kernel = _kernel("bn_forward", x.dtype)
+    kernel, clamp = _kernel("bn_forward", x.dtype), _clamp(activation)
     over_batch(xp, c, x.size, lambda lo, hi: kernel(_at(x), None, _at(out), _at(mean), _at(var), _at(inv_std),
                                                      _at(gamma), _at(beta), n, c, m, lo, hi, int(training),
-                                                     float(eps), int(relu)))
+                                                     float(eps), clamp))
     return out, inv_std
 
 
-def bn_backward(xp, dout, y, x, mean, gamma, inv_std, training: bool, need_dx: bool):
-    """(dx or None, sum of g, sum of g * x-hat) per channel, g being dout through the ReLU whose
-    output is y (None: no ReLU); x and mean: the forward's input and mean (x-hat recomputed)."""
+def bn_backward(xp, dout, y, x, mean, gamma, inv_std, training: bool, need_dx: bool, activation: str | None = None):
+    """(dx or None, sum of g, sum of g * x-hat) per channel, g being dout through `activation`
+    (one of BN_EPILOGUES, or None), whose output is y; x and mean: the forward's input and mean
+    (x-hat recomputed)."""
     dout = xp.ascontiguousarray(dout)
     n, c = dout.shape[:2]
     m = dout.size // (n * c) if dout.size else 0
     dx = xp.empty_like(dout) if need_dx else None
     sum_g, sum_gx = xp.empty(c, dtype=dout.dtype), xp.empty(c, dtype=dout.dtype)
-    kernel = _kernel("bn_backward", dout.dtype)
-    y = None if y is None else xp.ascontiguousarray(y)  # held here while the kernel reads it
+    kernel, clamp = _kernel("bn_backward", dout.dtype), _clamp(activation)
+    y = None if activation is None else xp.ascontiguousarray(y)  # held here while the kernel reads it
     ys, dxs = (None if a is None else _at(a) for a in (y, dx))
     over_batch(xp, c, dout.size, lambda lo, hi: kernel(_at(dout), ys, _at(x), _at(mean), dxs, _at(sum_g),
                                                         _at(sum_gx), _at(gamma), _at(inv_std), n, c, m, lo, hi,
-                                                        int(training), int(y is not None)))
+                                                        int(training), clamp))
     return dx, sum_g, sum_gx
 
 

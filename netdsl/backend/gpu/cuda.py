@@ -159,11 +159,17 @@ ACTIVATION_EXPR = {
     "relu": "(v > (T)0 ? v : (T)0)",
     "tanh": "tanh(v)",
     "sigmoid": "((T)1 / ((T)1 + exp(-v)))",
+    "relu6": "(v > (T)0 ? (v < (T)6 ? v : (T)6) : (T)0)",
+    # relu6(v + 3)/6 = clip(v/6 + 1/2, 0, 1); ternaries, not fmin/fmax, whose float overloads
+    # the generated kernels need not have
+    "hsigmoid": "(v > (T)-3 ? (v < (T)3 ? v * ((T)1 / (T)6) + (T)0.5 : (T)1) : (T)0)",
 }
 GRADIENT_EXPR = {
     "relu": "(y > (T)0 ? dy : (T)0)",
     "tanh": "dy * ((T)1 - y * y)",
     "sigmoid": "dy * y * ((T)1 - y)",
+    "relu6": "(y > (T)0 && y < (T)6 ? dy : (T)0)",
+    "hsigmoid": "(y > (T)0 && y < (T)1 ? dy * ((T)1 / (T)6) : (T)0)",
 }
 
 

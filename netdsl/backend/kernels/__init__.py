@@ -16,7 +16,7 @@ tests/test_epilogue_table.py names what is missing.
 from __future__ import annotations
 
 from .activation_rules import ACTIVATIONS, Activation
-from .activations import DROPOUT, HSIGMOID, HSWISH, LEAKY, RELU6, SILU, activation_kernel
+from .activations import DROPOUT, HSWISH, LEAKY, SILU, activation_kernel
 from .channels import SHUFFLE, SPLIT, ZEROPAD
 from .dense import CONV, FC
 from .heads import SOFTMAX, SVM
@@ -30,10 +30,8 @@ KERNELS: dict[str, Kernel] = {
     "conv": CONV,
     "fc": FC,
     "pool": POOL,
-    **{name: activation_kernel(name) for name in ACTIVATIONS},  # relu, tanh, sigmoid
+    **{name: activation_kernel(name) for name in ACTIVATIONS},  # relu, tanh, sigmoid, relu6, hsigmoid
     "leaky": LEAKY,
-    "relu6": RELU6,
-    "hsigmoid": HSIGMOID,
     "hswish": HSWISH,
     "silu": SILU,
     "dropout": DROPOUT,

@@ -62,6 +62,46 @@ def _sigmoid_grad(xp, dy, y):
     return dx
 
 
+# relu6 and hsigmoid are piecewise linear: their gradient is the slope where the output lies strictly
+# between the clamps, 0 on and beyond them. PyTorch's hardtanh_backward and hardsigmoid_backward
+# mask with the input strictly inside (0, 6) and (-3, 3): at x exactly 0, 6, -3 or 3 the gradient is
+# 0, which is what the output's test gives (y = 0 or y = 6 there; hsigmoid's y = 0 or 1).
+def _relu6_inplace(xp, a):
+    over_batch(xp, a.shape[0], a.size, lambda lo, hi: xp.clip(a[lo:hi], 0, 6, out=a[lo:hi]))
+    return a
+
+
+def _relu6_grad(xp, dy, y):
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+
+    def work(lo, hi):
+        yb = y[lo:hi]
+        xp.multiply(dy[lo:hi], (yb > 0) & (yb < 6), out=dx[lo:hi])
+    over_batch(xp, dy.shape[0], dy.size, work)
+    return dx
+
+
+def _hsigmoid_inplace(xp, a):
+    def work(lo, hi):  # relu6(x + 3)/6 = clip(x/6 + 1/2, 0, 1), in the array itself
+        b = a[lo:hi]
+        b *= 1 / 6
+        b += 0.5
+        xp.clip(b, 0, 1, out=b)
+    over_batch(xp, a.shape[0], a.size, work)
+    return a
+
+
+def _hsigmoid_grad(xp, dy, y):
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+
+    def work(lo, hi):
+        yb, d = y[lo:hi], dx[lo:hi]
+        xp.multiply(dy[lo:hi], (yb > 0) & (yb < 1), out=d)
+        d *= 1 / 6
+    over_batch(xp, dy.shape[0], dy.size, work)
+    return dx
+
+
 def _device_rule(name: str, cpu_apply, cpu_grad) -> Activation:
     """The CPU rule, or on the GPU the activation as one generated CUDA kernel each way."""
     def apply(xp, a):
@@ -82,4 +122,6 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": _device_rule("relu", _relu_inplace, _relu_grad),
     "tanh": _device_rule("tanh", _tanh_inplace, _tanh_grad),
     "sigmoid": _device_rule("sigmoid", _sigmoid_inplace, _sigmoid_grad),
+    "relu6": _device_rule("relu6", _relu6_inplace, _relu6_grad),
+    "hsigmoid": _device_rule("hsigmoid", _hsigmoid_inplace, _hsigmoid_grad),
 }

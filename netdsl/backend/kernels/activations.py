@@ -1,5 +1,5 @@
-"""The activations as layers of their own (relu, tanh, sigmoid: the rules of activation_rules;
-leaky; relu6, hsigmoid, hswish, silu) and dropout: elementwise, their gradients from what their forward kept."""
+"""The activations as layers of their own (relu, tanh, sigmoid, relu6, hsigmoid: the rules of
+activation_rules; leaky; hswish, silu) and dropout: elementwise, their gradients from what their forward kept."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,25 +67,10 @@ def dropout_backward(node, saved: Mask, dout, need_dx):
 DROPOUT = kernel(Variant("reference", always, dropout_forward, dropout_backward))
 
 
-# MobileNet's and EfficientNet's activations (issue 26), layers of their own (not epilogues: hswish
-# and silu differentiate from their input, ops.OpSpec.epilogue). Each as (forward: x -> y,
-# gradient: (dy, x, y) -> dx); relu6 and hsigmoid are piecewise linear and use their output.
-
-
-def _relu6(xp, x):
-    return xp.clip(x, 0, 6)
-
-
-def _relu6_grad(xp, dy, x, y):
-    return dy * ((y > 0) & (y < 6))
-
-
-def _hsigmoid(xp, x):
-    return xp.clip(x * (1 / 6) + 0.5, 0, 1)
-
-
-def _hsigmoid_grad(xp, dy, x, y):
-    return dy * (((y > 0) & (y < 1)) * (1 / 6)).astype(dy.dtype)
+# MobileNet v3's and EfficientNet's activations (issue 26), layers of their own (not epilogues: they
+# differentiate from their input, ops.OpSpec.epilogue). Each as (forward: x -> y, gradient:
+# (dy, x, y) -> dx). relu6 and hsigmoid, whose gradients are functions of their output, are
+# epilogues: rules of activation_rules.py, run as layers by activation_kernel.
 
 
 def _hswish(xp, x):
@@ -129,7 +114,5 @@ def _rule_kernel(apply, grad) -> Kernel:
     return kernel(Variant("reference", always, forward, backward))
 
 
-RELU6 = _rule_kernel(_relu6, _relu6_grad)
-HSIGMOID = _rule_kernel(_hsigmoid, _hsigmoid_grad)
 HSWISH = _rule_kernel(_hswish, _hswish_grad)
 SILU = _rule_kernel(_silu, _silu_grad)

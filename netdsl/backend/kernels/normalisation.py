@@ -226,7 +226,7 @@ def bn_forward_native(node, inputs):
     mean, var = _statistics(node, x.shape[1], x.dtype)
     x = xp.ascontiguousarray(x)
     out, inv_std = native.bn_forward(xp, x, node.params["weight"], node.params["bias"], mean, var,
-                                     node.training, node.attrs["eps"], node.epilogue in native.BN_EPILOGUES)
+                                     node.training, node.attrs["eps"], node.epilogue)
     if node.training:
         update_running(node, mean, var, count)
     else:
@@ -237,7 +237,7 @@ def bn_forward_native(node, inputs):
 def bn_backward_native(node, saved: BnNativeSaved, dout, need_dx):
     dx, sum_g, sum_gx = native.bn_backward(node.xp, dout, node.epilogue_out if node.epilogue else None,
                                            saved.x, saved.mean, node.params["weight"], saved.inv_std,
-                                           node.training, need_dx)
+                                           node.training, need_dx, node.epilogue)
     node.grads["weight"], node.grads["bias"] = sum_gx, sum_g
     return [dx]
 
