@@ -1053,3 +1053,217 @@ DEFINE_SGD(float, f32)
 DEFINE_SGD(double, f64)
 DEFINE_AVGPOOL(float, f32)
 DEFINE_AVGPOOL(double, f64)
+
+/* Depthwise convolution (groups = channels = filters: one kh x kw filter per channel), plane by
+ * plane. im2col would build C*kh*kw columns to multiply each by one weight; numpy needed a pass
+ * over the whole map per tap. Here each (image, channel) plane is laid out once in a buffer that
+ * stays in L1/L2, with its padding, and every tap is a contiguous run: the buffer holds each
+ * padded row split into its `sw` phases (column k*sw + q at q*wq + k), so tap (i, j) of output
+ * column ox reads phase j % sw at ox + j / sw, unit stride whatever the stride. The geometry's oh
+ * and ow are those of the input as extended by padend (ops.end_extension): rows and columns past
+ * the input read as zeros, so padend needs nothing more. The buffers come from malloc per call
+ * (each call is one core's share); every function returns 0, or -1 if they could not be had. */
+#define DW_GROUP 3 /* taps summed per pass over a row: fewer passes, and no more loads than registers */
+
+typedef struct {
+    int hp, wp, wq;  /* the padded plane the windows read: rows, columns, columns per phase */
+    ptrdiff_t rs;    /* a padded row in the buffer: sw phases of wq */
+} dw_layout;
+
+static dw_layout dw_layout_of(geometry g) {
+    dw_layout l;
+    l.hp = (g.oh - 1) * g.sh + g.kh;
+    l.wp = (g.ow - 1) * g.sw + g.kw;
+    l.wq = (l.wp + g.sw - 1) / g.sw;
+    l.rs = (ptrdiff_t)g.sw * l.wq;
+    return l;
+}
+
+#define DEFINE_DEPTHWISE(T, SUFFIX)                                                               \
+/* o[k] (+)= sum over taps t of wt[t] * src[t][k], k < n: `init` writes instead of adding.       \
+ * DW_GROUP taps a pass, so that o is loaded and stored once per group. */                      \
+static void dw_taps_##SUFFIX(T* restrict o, const T* const* src, const T* wt, int taps, int n,    \
+                             int init) {                                                          \
+    int t = 0;                                                                                    \
+    if (init && taps == 0)                                                                        \
+        memset(o, 0, sizeof(T) * n);                                                              \
+    for (; t + DW_GROUP <= taps; t += DW_GROUP, init = 0) {                                       \
+        const T* restrict a = src[t];                                                             \
+        const T* restrict b = src[t + 1];                                                         \
+        const T* restrict c = src[t + 2];                                                         \
+        const T wa = wt[t], wb = wt[t + 1], wc = wt[t + 2];                                       \
+        if (init)                                                                                 \
+            for (int k = 0; k < n; ++k) o[k] = wa * a[k] + wb * b[k] + wc * c[k];                 \
+        else                                                                                      \
+            for (int k = 0; k < n; ++k) o[k] += wa * a[k] + wb * b[k] + wc * c[k];                \
+    }                                                                                             \
+    for (; t < taps; ++t, init = 0) {                                                             \
+        const T* restrict a = src[t];                                                             \
+        const T wa = wt[t];                                                                       \
+        if (init)                                                                                 \
+            for (int k = 0; k < n; ++k) o[k] = wa * a[k];                                         \
+        else                                                                                      \
+            for (int k = 0; k < n; ++k) o[k] += wa * a[k];                                        \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* The plane x (h x w) into buf in the phase layout, zeros in the padding and past the input. */ \
+static void dw_pad_plane_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) { \
+    for (int r = 0; r < l.hp; ++r) {                                                              \
+        T* restrict row = buf + (ptrdiff_t)r * l.rs;                                              \
+        const int y = r - g.ph;                                                                   \
+        if (y < 0 || y >= g.h) {                                                                  \
+            memset(row, 0, sizeof(T) * l.rs);                                                     \
+            continue;                                                                             \
+        }                                                                                         \
+        const T* restrict xr = x + (ptrdiff_t)y * g.w;                                            \
+        const int cols = g.w < l.wp - g.pw ? g.w : l.wp - g.pw; /* input columns a window reads */ \
+        if (g.sw == 1) {                                                                          \
+            memset(row, 0, sizeof(T) * g.pw);                                                     \
+            memcpy(row + g.pw, xr, sizeof(T) * (cols > 0 ? cols : 0));                            \
+            const int end = g.pw + (cols > 0 ? cols : 0);                                         \
+            memset(row + end, 0, sizeof(T) * (l.rs - end));                                       \
+            continue;                                                                             \
+        }                                                                                         \
+        memset(row, 0, sizeof(T) * l.rs);                                                         \
+        for (int q = 0; q < g.sw; ++q) { /* phase q: padded columns k*sw + q */                  \
+            T* restrict ph = row + (ptrdiff_t)q * l.wq;                                           \
+            int k = 0;                                                                            \
+            while (k * g.sw + q < g.pw) ++k; /* the first inside the input */                     \
+            for (int xc = k * g.sw + q - g.pw; xc < cols; xc += g.sw, ++k) ph[k] = xr[xc];       \
+        }                                                                                         \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* Forward of planes [p0, p1) of the (n, C) planes: out = the depthwise convolution + bias (NULL: \
+ * none). wt: (C, kh*kw). */                                                                     \
+int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const T* restrict bias, \
+                               T* restrict out, int c, ptrdiff_t p0, ptrdiff_t p1, geometry g) {  \
+    const dw_layout l = dw_layout_of(g);                                                          \
+    const int taps = g.kh * g.kw;                                                                 \
+    T* buf = malloc(sizeof(T) * ((ptrdiff_t)l.hp * l.rs + 1));                                    \
+    ptrdiff_t* off = malloc(sizeof(ptrdiff_t) * taps);                                            \
+    const T** src = malloc(sizeof(T*) * (taps + 1));                                              \
+    if (!buf || !off || !src) {                                                                   \
+        free(buf); free(off); free(src);                                                          \
+        return -1;                                                                                \
+    }                                                                                             \
+    for (int i = 0; i < g.kh; ++i) /* tap (i, j) from a window's top-left in the buffer */      \
+        for (int j = 0; j < g.kw; ++j)                                                            \
+            off[i * g.kw + j] = i * l.rs + (ptrdiff_t)(j % g.sw) * l.wq + j / g.sw;               \
+    for (ptrdiff_t p = p0; p < p1; ++p) {                                                         \
+        const int ch = (int)(p % c);                                                              \
+        dw_pad_plane_##SUFFIX(x + p * g.h * g.w, buf, g, l);                                      \
+        const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
+        const T b = bias ? bias[ch] : (T)0;                                                       \
+        for (int oy = 0; oy < g.oh; ++oy) {                                                       \
+            T* restrict o = out + (p * g.oh + oy) * g.ow;                                         \
+            const T* base = buf + (ptrdiff_t)oy * g.sh * l.rs;                                    \
+            for (int t = 0; t < taps; ++t) src[t] = base + off[t];                                \
+            dw_taps_##SUFFIX(o, src, w, taps, g.ow, 1);                                           \
+            if (bias)                                                                             \
+                for (int k = 0; k < g.ow; ++k) o[k] += b;                                         \
+        }                                                                                         \
+    }                                                                                             \
+    free(buf); free(off); free(src);                                                              \
+    return 0;                                                                                     \
+}                                                                                                 \
+                                                                                                  \
+/* Backward over channels [c0, c1) of all n images (a channel's weight gradient is its own: no  \
+ * races between the cores): dw (C, kh*kw) = sum over images and positions of dout times the     \
+ * tap's input (written, not added); db (NULL: none) = dout's sum per channel; dx (NULL: not     \
+ * needed) = the input gradient, each input position gathering the taps that read it. x: the      \
+ * forward's input, dout: the gradient of its output (past any fused activation). */              \
+int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, const T* restrict wt, \
+                                T* restrict dw, T* restrict db, T* restrict dx, int n, int c,     \
+                                int c0, int c1, geometry g) {                                     \
+    const dw_layout l = dw_layout_of(g);                                                          \
+    const int taps = g.kh * g.kw;                                                                 \
+    const int mw = (g.kw - 1) / g.sw;                     /* dout's left margin of zeros */       \
+    int kq = (g.pw + g.w + g.sw - 1) / g.sw;              /* phase columns an input row has */   \
+    if (kq < l.wq) kq = l.wq;                                                                     \
+    const int dwid = mw + (kq > g.ow ? kq : g.ow) + 1;   /* a dout row with its margins */      \
+    const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
+    T* buf = malloc(sizeof(T) * ((ptrdiff_t)l.hp * l.rs + 1));                                    \
+    T* acc = malloc(sizeof(T) * ((ptrdiff_t)taps * g.ow + 1));                                    \
+    T* dbuf = dx ? malloc(sizeof(T) * ((ptrdiff_t)g.oh * dwid + 1)) : NULL;                       \
+    T* tmp = malloc(sizeof(T) * (kq + 1));                                                        \
+    ptrdiff_t* off = malloc(sizeof(ptrdiff_t) * taps);                                            \
+    const T** src = malloc(sizeof(T*) * (taps + 1));                                              \
+    T* ws = malloc(sizeof(T) * (taps + 1));                                                       \
+    if (!buf || !acc || (dx && !dbuf) || !tmp || !off || !src || !ws) {                          \
+        free(buf); free(acc); free(dbuf); free(tmp); free(off); free(src); free(ws);              \
+        return -1;                                                                                \
+    }                                                                                             \
+    for (int i = 0; i < g.kh; ++i)                                                                \
+        for (int j = 0; j < g.kw; ++j)                                                            \
+            off[i * g.kw + j] = i * l.rs + (ptrdiff_t)(j % g.sw) * l.wq + j / g.sw;               \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
+        memset(acc, 0, sizeof(T) * taps * g.ow);                                                  \
+        double bsum = 0;                                                                          \
+        for (int b = 0; b < n; ++b) {                                                             \
+            const ptrdiff_t p = (ptrdiff_t)b * c + ch;                                            \
+            const T* restrict d = dout + p * outs;                                                \
+            /* the weight gradient: per tap and output column, sums over rows and images */      \
+            dw_pad_plane_##SUFFIX(x + p * plane, buf, g, l);                                      \
+            for (int oy = 0; oy < g.oh; ++oy) {                                                   \
+                const T* restrict dr = d + (ptrdiff_t)oy * g.ow;                                  \
+                const T* base = buf + (ptrdiff_t)oy * g.sh * l.rs;                                \
+                for (int t = 0; t < taps; ++t) {                                                  \
+                    T* restrict a = acc + (ptrdiff_t)t * g.ow;                                    \
+                    const T* restrict s = base + off[t];                                          \
+                    for (int k = 0; k < g.ow; ++k) a[k] += dr[k] * s[k];                          \
+                }                                                                                 \
+            }                                                                                     \
+            if (db) LANE_SUM(bsum, outs, (double)d[i]);                                           \
+            if (!dx) continue;                                                                    \
+            /* the input gradient: dout in rows with mw zeros before and zeros after, so that    \
+             * each tap's run of a row is contiguous; then per input row and phase q the taps    \
+             * (i, j = q + a*sw) that reach it: dout row (r - i)/sh, shifted by a */             \
+            for (int oy = 0; oy < g.oh; ++oy) {                                                   \
+                T* restrict row = dbuf + (ptrdiff_t)oy * dwid;                                    \
+                memset(row, 0, sizeof(T) * mw);                                                   \
+                memcpy(row + mw, d + (ptrdiff_t)oy * g.ow, sizeof(T) * g.ow);                     \
+                memset(row + mw + g.ow, 0, sizeof(T) * (dwid - mw - g.ow));                       \
+            }                                                                                     \
+            T* restrict dxp = dx + p * plane;                                                     \
+            for (int y = 0; y < g.h; ++y) {                                                       \
+                const int r = y + g.ph;                                                           \
+                T* restrict dxr = dxp + (ptrdiff_t)y * g.w;                                       \
+                for (int q = 0; q < g.sw; ++q) {                                                  \
+                    int count = 0;                                                                \
+                    for (int i = r % g.sh; i < g.kh; i += g.sh) {                                 \
+                        const int v = (r - i) / g.sh;                                             \
+                        if (r < i || v >= g.oh) continue;                                         \
+                        for (int j = q, a = 0; j < g.kw; j += g.sw, ++a) {                        \
+                            src[count] = dbuf + (ptrdiff_t)v * dwid + mw - a;                     \
+                            ws[count++] = w[i * g.kw + j];                                        \
+                        }                                                                         \
+                    }                                                                             \
+                    if (g.sw == 1) { /* straight into the row: column x is phase column x + pw */ \
+                        for (int t = 0; t < count; ++t) src[t] += g.pw;                           \
+                        dw_taps_##SUFFIX(dxr, src, ws, count, g.w, 1);                            \
+                        continue;                                                                 \
+                    }                                                                             \
+                    dw_taps_##SUFFIX(tmp, src, ws, count, kq, 1);                                 \
+                    int k = 0;                                                                    \
+                    while (k * g.sw + q < g.pw) ++k;                                              \
+                    for (int xc = k * g.sw + q - g.pw; xc < g.w; xc += g.sw, ++k) dxr[xc] = tmp[k]; \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int t = 0; t < taps; ++t) {                                                          \
+            double s = 0;                                                                         \
+            const T* restrict a = acc + (ptrdiff_t)t * g.ow;                                      \
+            LANE_SUM(s, g.ow, (double)a[i]);                                                      \
+            dw[(ptrdiff_t)ch * taps + t] = (T)s;                                                  \
+        }                                                                                         \
+        if (db) db[ch] = (T)bsum;                                                                 \
+    }                                                                                             \
+    free(buf); free(acc); free(dbuf); free(tmp); free(off); free(src); free(ws);                  \
+    return 0;                                                                                     \
+}
+
+DEFINE_DEPTHWISE(float, f32)
+DEFINE_DEPTHWISE(double, f64)
