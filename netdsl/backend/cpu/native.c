@@ -1056,81 +1056,129 @@ DEFINE_AVGPOOL(double, f64)
 
 /* Depthwise convolution (groups = channels = filters: one kh x kw filter per channel), plane by
  * plane. im2col would build C*kh*kw columns to multiply each by one weight; numpy needed a pass
- * over the whole map per tap. Here each (image, channel) plane is laid out once in a buffer that
- * stays in L1/L2, with its padding, and every tap is a contiguous run: the buffer holds each
- * padded row split into its `sw` phases (column k*sw + q at q*wq + k), so tap (i, j) of output
- * column ox reads phase j % sw at ox + j / sw, unit stride whatever the stride. The geometry's oh
- * and ow are those of the input as extended by padend (ops.end_extension): rows and columns past
- * the input read as zeros, so padend needs nothing more. The buffers come from malloc per call
- * (each call is one core's share); every function returns 0, or -1 if they could not be had. */
-#define DW_GROUP 3 /* taps summed per pass over a row: fewer passes, and no more loads than registers */
+ * over the whole map per tap. Here each (image, channel) plane is laid out in a buffer that stays
+ * in L1/L2, split into its sh*sw polyphase sub-planes (padded position (u*sh + a, v*sw + b) at
+ * sub-plane a*sw + b, row u, column v), all with one row stride S: on the "wide grid" of outputs
+ * (oh rows of S, the columns from ow on computed and dropped) tap (i, j) is then one contiguous run,
+ * from sub-plane (i % sh, j % sw) shifted by (i / sh, j / sw), whatever the stride, and each tap is
+ * one loop over the whole plane instead of one per row (MobileNet's 14x14 and 7x7 maps made short
+ * rows the cost). The positions outside the input are zeroed once per call: every plane writes the
+ * same positions. The output gradient is laid out the same way, with zeros around it, so that the
+ * input gradient, per sub-plane, gathers its taps the same way. The geometry's oh and ow are those
+ * of the input extended by padend (ops.end_extension): what lies past the input reads as zeros.
+ * The buffers come from calloc per call (one core's share); the functions return 0, or -1 if they
+ * could not be had. */
+#define DW_GROUP 3 /* taps summed per pass: the sum loaded and stored once per three */
 
 typedef struct {
-    int hp, wp, wq;  /* the padded plane the windows read: rows, columns, columns per phase */
-    ptrdiff_t rs;    /* a padded row in the buffer: sw phases of wq */
+    int sub;         /* sub-planes: sh * sw */
+    int rows, s;     /* each sub-plane's rows, and the row stride of every buffer */
+    int mh, mw;      /* the output gradient's margins: taps reach (kh-1)/sh rows, (kw-1)/sw columns back */
+    ptrdiff_t pq;    /* a sub-plane: rows * s */
+    ptrdiff_t front; /* the output gradient's buffer: zeros before its first value */
+    ptrdiff_t span;  /* wide-grid outputs up to the last one kept: (oh-1)*s + ow */
 } dw_layout;
+
+static int dw_ceil(int a, int b) { return (a + b - 1) / b; }
 
 static dw_layout dw_layout_of(geometry g) {
     dw_layout l;
-    l.hp = (g.oh - 1) * g.sh + g.kh;
-    l.wp = (g.ow - 1) * g.sw + g.kw;
-    l.wq = (l.wp + g.sw - 1) / g.sw;
-    l.rs = (ptrdiff_t)g.sw * l.wq;
+    const int hp = (g.oh - 1) * g.sh + g.kh, wp = (g.ow - 1) * g.sw + g.kw; /* what windows read */
+    int rows = dw_ceil(hp, g.sh), cols = dw_ceil(wp, g.sw);
+    if (dw_ceil(g.ph + g.h, g.sh) > rows) rows = dw_ceil(g.ph + g.h, g.sh); /* the whole input too */
+    if (dw_ceil(g.pw + g.w, g.sw) > cols) cols = dw_ceil(g.pw + g.w, g.sw);
+    l.sub = g.sh * g.sw;
+    l.mh = (g.kh - 1) / g.sh;
+    l.mw = (g.kw - 1) / g.sw;
+    l.rows = rows;
+    /* a gather reading back mw columns from column 0 lands in the previous row's zeros */
+    l.s = cols > g.ow + l.mw ? cols : g.ow + l.mw;
+    l.pq = (ptrdiff_t)rows * l.s;
+    l.front = (ptrdiff_t)l.mh * l.s + l.mw;
+    l.span = (ptrdiff_t)(g.oh - 1) * l.s + g.ow;
     return l;
 }
 
-#define DEFINE_DEPTHWISE(T, SUFFIX)                                                               \
-/* o[k] (+)= sum over taps t of wt[t] * src[t][k], k < n: `init` writes instead of adding.       \
- * DW_GROUP taps a pass, so that o is loaded and stored once per group. */                      \
-static void dw_taps_##SUFFIX(T* restrict o, const T* const* src, const T* wt, int taps, int n,    \
-                             int init) {                                                          \
+/* where tap (i, j) of wide-grid output 0 sits in the input's buffer */
+static ptrdiff_t dw_tap_offset(geometry g, dw_layout l, int i, int j) {
+    return (ptrdiff_t)((i % g.sh) * g.sw + j % g.sw) * l.pq + (ptrdiff_t)(i / g.sh) * l.s + j / g.sw;
+}
+
+#define DEFINE_DEPTHWISE(T, V, SUFFIX)                                                            \
+/* o[k] (+)= sum over taps t of wt[t] * src[t][k], k < n; `init` writes instead of adding. */    \
+static void dw_taps_##SUFFIX(T* restrict o, const T* const* src, const T* wt, int taps,          \
+                             ptrdiff_t n, int init) {                                             \
     int t = 0;                                                                                    \
-    if (init && taps == 0)                                                                        \
-        memset(o, 0, sizeof(T) * n);                                                              \
+    if (init && taps == 0) memset(o, 0, sizeof(T) * n);                                           \
     for (; t + DW_GROUP <= taps; t += DW_GROUP, init = 0) {                                       \
         const T* restrict a = src[t];                                                             \
         const T* restrict b = src[t + 1];                                                         \
         const T* restrict c = src[t + 2];                                                         \
         const T wa = wt[t], wb = wt[t + 1], wc = wt[t + 2];                                       \
         if (init)                                                                                 \
-            for (int k = 0; k < n; ++k) o[k] = wa * a[k] + wb * b[k] + wc * c[k];                 \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] = wa * a[k] + wb * b[k] + wc * c[k];           \
         else                                                                                      \
-            for (int k = 0; k < n; ++k) o[k] += wa * a[k] + wb * b[k] + wc * c[k];                \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] += wa * a[k] + wb * b[k] + wc * c[k];          \
     }                                                                                             \
     for (; t < taps; ++t, init = 0) {                                                             \
         const T* restrict a = src[t];                                                             \
         const T wa = wt[t];                                                                       \
         if (init)                                                                                 \
-            for (int k = 0; k < n; ++k) o[k] = wa * a[k];                                         \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] = wa * a[k];                                   \
         else                                                                                      \
-            for (int k = 0; k < n; ++k) o[k] += wa * a[k];                                        \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] += wa * a[k];                                  \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* The plane x (h x w) into buf in the phase layout, zeros in the padding and past the input. */ \
-static void dw_pad_plane_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) { \
-    for (int r = 0; r < l.hp; ++r) {                                                              \
-        T* restrict row = buf + (ptrdiff_t)r * l.rs;                                              \
-        const int y = r - g.ph;                                                                   \
-        if (y < 0 || y >= g.h) {                                                                  \
-            memset(row, 0, sizeof(T) * l.rs);                                                     \
-            continue;                                                                             \
+/* sums[t] += the dot product of d and src[t] over n values, three taps a pass sharing d's      \
+ * loads, in vector lanes (a single running sum would be a chain of dependent additions). */    \
+static void dw_dots_##SUFFIX(const T* restrict d, const T* const* src, int taps, ptrdiff_t n,     \
+                             double* sums) {                                                      \
+    enum { L = sizeof(V) / sizeof(T) };                                                           \
+    for (int t = 0; t < taps; t += DW_GROUP) {                                                    \
+        const int m = taps - t < DW_GROUP ? taps - t : DW_GROUP;                                  \
+        const T* a[DW_GROUP];                                                                     \
+        for (int u = 0; u < DW_GROUP; ++u) a[u] = src[t + (u < m ? u : 0)];                      \
+        V acc0 = {0}, acc1 = {0}, acc2 = {0}, dv, xv;                                             \
+        ptrdiff_t k = 0;                                                                          \
+        for (; k + L <= n; k += L) {                                                              \
+            memcpy(&dv, d + k, sizeof(V));                                                        \
+            memcpy(&xv, a[0] + k, sizeof(V));                                                     \
+            acc0 += dv * xv;                                                                      \
+            memcpy(&xv, a[1] + k, sizeof(V));                                                     \
+            acc1 += dv * xv;                                                                      \
+            memcpy(&xv, a[2] + k, sizeof(V));                                                     \
+            acc2 += dv * xv;                                                                      \
         }                                                                                         \
+        double s[DW_GROUP] = {0, 0, 0};                                                           \
+        for (; k < n; ++k)                                                                        \
+            for (int u = 0; u < DW_GROUP; ++u) s[u] += (double)d[k] * a[u][k];                    \
+        T lanes[L];                                                                               \
+        memcpy(lanes, &acc0, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[0] += lanes[q];                                             \
+        memcpy(lanes, &acc1, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[1] += lanes[q];                                             \
+        memcpy(lanes, &acc2, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[2] += lanes[q];                                             \
+        for (int u = 0; u < m; ++u) sums[t + u] += s[u];                                          \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* The plane x (h x w) into its sub-planes in buf; the padding's places are left as they are     \
+ * (zeros: no plane writes them). */                                                             \
+static void dw_split_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) {   \
+    for (int y = 0; y < g.h; ++y) {                                                               \
+        const int r = y + g.ph;                                                                   \
         const T* restrict xr = x + (ptrdiff_t)y * g.w;                                            \
-        const int cols = g.w < l.wp - g.pw ? g.w : l.wp - g.pw; /* input columns a window reads */ \
+        T* restrict row = buf + (ptrdiff_t)(r % g.sh) * g.sw * l.pq + (ptrdiff_t)(r / g.sh) * l.s; \
         if (g.sw == 1) {                                                                          \
-            memset(row, 0, sizeof(T) * g.pw);                                                     \
-            memcpy(row + g.pw, xr, sizeof(T) * (cols > 0 ? cols : 0));                            \
-            const int end = g.pw + (cols > 0 ? cols : 0);                                         \
-            memset(row + end, 0, sizeof(T) * (l.rs - end));                                       \
+            memcpy(row + g.pw, xr, sizeof(T) * g.w);                                              \
             continue;                                                                             \
         }                                                                                         \
-        memset(row, 0, sizeof(T) * l.rs);                                                         \
-        for (int q = 0; q < g.sw; ++q) { /* phase q: padded columns k*sw + q */                  \
-            T* restrict ph = row + (ptrdiff_t)q * l.wq;                                           \
-            int k = 0;                                                                            \
-            while (k * g.sw + q < g.pw) ++k; /* the first inside the input */                     \
-            for (int xc = k * g.sw + q - g.pw; xc < cols; xc += g.sw, ++k) ph[k] = xr[xc];       \
+        for (int b = 0; b < g.sw; ++b) { /* phase b: input columns xc with xc + pw = k*sw + b */ \
+            T* restrict ph = row + (ptrdiff_t)b * l.pq;                                           \
+            const int x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;                                     \
+            for (int xc = x0, k = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++k) ph[k] = xr[xc];   \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
@@ -1141,31 +1189,27 @@ int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const 
                                T* restrict out, int c, ptrdiff_t p0, ptrdiff_t p1, geometry g) {  \
     const dw_layout l = dw_layout_of(g);                                                          \
     const int taps = g.kh * g.kw;                                                                 \
-    T* buf = malloc(sizeof(T) * ((ptrdiff_t)l.hp * l.rs + 1));                                    \
-    ptrdiff_t* off = malloc(sizeof(ptrdiff_t) * taps);                                            \
-    const T** src = malloc(sizeof(T*) * (taps + 1));                                              \
-    if (!buf || !off || !src) {                                                                   \
-        free(buf); free(off); free(src);                                                          \
+    T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
+    T* wide = malloc(sizeof(T) * (l.span + 1));                                                   \
+    const T** src = malloc(sizeof(T*) * taps);                                                    \
+    if (!buf || !wide || !src) {                                                                  \
+        free(buf); free(wide); free(src);                                                         \
         return -1;                                                                                \
     }                                                                                             \
-    for (int i = 0; i < g.kh; ++i) /* tap (i, j) from a window's top-left in the buffer */      \
-        for (int j = 0; j < g.kw; ++j)                                                            \
-            off[i * g.kw + j] = i * l.rs + (ptrdiff_t)(j % g.sw) * l.wq + j / g.sw;               \
+    for (int i = 0; i < g.kh; ++i)                                                                \
+        for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j);       \
     for (ptrdiff_t p = p0; p < p1; ++p) {                                                         \
         const int ch = (int)(p % c);                                                              \
-        dw_pad_plane_##SUFFIX(x + p * g.h * g.w, buf, g, l);                                      \
-        const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
+        dw_split_##SUFFIX(x + p * g.h * g.w, buf, g, l);                                          \
+        dw_taps_##SUFFIX(wide, src, wt + (ptrdiff_t)ch * taps, taps, l.span, 1);                  \
         const T b = bias ? bias[ch] : (T)0;                                                       \
         for (int oy = 0; oy < g.oh; ++oy) {                                                       \
             T* restrict o = out + (p * g.oh + oy) * g.ow;                                         \
-            const T* base = buf + (ptrdiff_t)oy * g.sh * l.rs;                                    \
-            for (int t = 0; t < taps; ++t) src[t] = base + off[t];                                \
-            dw_taps_##SUFFIX(o, src, w, taps, g.ow, 1);                                           \
-            if (bias)                                                                             \
-                for (int k = 0; k < g.ow; ++k) o[k] += b;                                         \
+            const T* restrict wr = wide + (ptrdiff_t)oy * l.s;                                    \
+            for (int k = 0; k < g.ow; ++k) o[k] = wr[k] + b;                                      \
         }                                                                                         \
     }                                                                                             \
-    free(buf); free(off); free(src);                                                              \
+    free(buf); free(wide); free(src);                                                             \
     return 0;                                                                                     \
 }                                                                                                 \
                                                                                                   \
@@ -1179,91 +1223,68 @@ int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, con
                                 int c0, int c1, geometry g) {                                     \
     const dw_layout l = dw_layout_of(g);                                                          \
     const int taps = g.kh * g.kw;                                                                 \
-    const int mw = (g.kw - 1) / g.sw;                     /* dout's left margin of zeros */       \
-    int kq = (g.pw + g.w + g.sw - 1) / g.sw;              /* phase columns an input row has */   \
-    if (kq < l.wq) kq = l.wq;                                                                     \
-    const int dwid = mw + (kq > g.ow ? kq : g.ow) + 1;   /* a dout row with its margins */      \
     const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
-    T* buf = malloc(sizeof(T) * ((ptrdiff_t)l.hp * l.rs + 1));                                    \
-    T* acc = malloc(sizeof(T) * ((ptrdiff_t)taps * g.ow + 1));                                    \
-    T* dbuf = dx ? malloc(sizeof(T) * ((ptrdiff_t)g.oh * dwid + 1)) : NULL;                       \
-    T* tmp = malloc(sizeof(T) * (kq + 1));                                                        \
-    ptrdiff_t* off = malloc(sizeof(ptrdiff_t) * taps);                                            \
-    const T** src = malloc(sizeof(T*) * (taps + 1));                                              \
-    T* ws = malloc(sizeof(T) * (taps + 1));                                                       \
-    if (!buf || !acc || (dx && !dbuf) || !tmp || !off || !src || !ws) {                          \
-        free(buf); free(acc); free(dbuf); free(tmp); free(off); free(src); free(ws);              \
+    const ptrdiff_t dsize = l.front + l.pq + l.s; /* the output gradient's buffer */             \
+    T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
+    T* dbuf = calloc(dsize, sizeof(T));                                                           \
+    T* wide = malloc(sizeof(T) * (l.pq + 1));                                                     \
+    const T** src = malloc(sizeof(T*) * taps);                                                    \
+    T* ws = malloc(sizeof(T) * taps);                                                             \
+    double* sums = malloc(sizeof(double) * taps);                                                 \
+    if (!buf || !dbuf || !wide || !src || !ws || !sums) {                                         \
+        free(buf); free(dbuf); free(wide); free(src); free(ws); free(sums);                       \
         return -1;                                                                                \
     }                                                                                             \
-    for (int i = 0; i < g.kh; ++i)                                                                \
-        for (int j = 0; j < g.kw; ++j)                                                            \
-            off[i * g.kw + j] = i * l.rs + (ptrdiff_t)(j % g.sw) * l.wq + j / g.sw;               \
+    T* restrict dy = dbuf + l.front; /* output (oy, ox) at dy[oy*s + ox] */                       \
     for (int ch = c0; ch < c1; ++ch) {                                                            \
         const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
-        memset(acc, 0, sizeof(T) * taps * g.ow);                                                  \
         double bsum = 0;                                                                          \
+        for (int t = 0; t < taps; ++t) sums[t] = 0;                                               \
         for (int b = 0; b < n; ++b) {                                                             \
             const ptrdiff_t p = (ptrdiff_t)b * c + ch;                                            \
             const T* restrict d = dout + p * outs;                                                \
-            /* the weight gradient: per tap and output column, sums over rows and images */      \
-            dw_pad_plane_##SUFFIX(x + p * plane, buf, g, l);                                      \
-            for (int oy = 0; oy < g.oh; ++oy) {                                                   \
-                const T* restrict dr = d + (ptrdiff_t)oy * g.ow;                                  \
-                const T* base = buf + (ptrdiff_t)oy * g.sh * l.rs;                                \
-                for (int t = 0; t < taps; ++t) {                                                  \
-                    T* restrict a = acc + (ptrdiff_t)t * g.ow;                                    \
-                    const T* restrict s = base + off[t];                                          \
-                    for (int k = 0; k < g.ow; ++k) a[k] += dr[k] * s[k];                          \
-                }                                                                                 \
-            }                                                                                     \
+            for (int oy = 0; oy < g.oh; ++oy)                                                     \
+                memcpy(dy + (ptrdiff_t)oy * l.s, d + (ptrdiff_t)oy * g.ow, sizeof(T) * g.ow);     \
             if (db) LANE_SUM(bsum, outs, (double)d[i]);                                           \
+            /* the weight gradient: per tap, dout (zeros in the dropped columns) times its run */ \
+            dw_split_##SUFFIX(x + p * plane, buf, g, l);                                          \
+            for (int i = 0; i < g.kh; ++i)                                                        \
+                for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j); \
+            dw_dots_##SUFFIX(dy, src, taps, l.span, sums);                                        \
             if (!dx) continue;                                                                    \
-            /* the input gradient: dout in rows with mw zeros before and zeros after, so that    \
-             * each tap's run of a row is contiguous; then per input row and phase q the taps    \
-             * (i, j = q + a*sw) that reach it: dout row (r - i)/sh, shifted by a */             \
-            for (int oy = 0; oy < g.oh; ++oy) {                                                   \
-                T* restrict row = dbuf + (ptrdiff_t)oy * dwid;                                    \
-                memset(row, 0, sizeof(T) * mw);                                                   \
-                memcpy(row + mw, d + (ptrdiff_t)oy * g.ow, sizeof(T) * g.ow);                     \
-                memset(row + mw + g.ow, 0, sizeof(T) * (dwid - mw - g.ow));                       \
-            }                                                                                     \
+            /* the input gradient, sub-plane (a, bq) at a time: padded position (u*sh + a,        \
+             * v*sw + bq) gathers the taps (a + k*sh, bq + m*sw) from dout (u - k, v - m) */     \
             T* restrict dxp = dx + p * plane;                                                     \
-            for (int y = 0; y < g.h; ++y) {                                                       \
-                const int r = y + g.ph;                                                           \
-                T* restrict dxr = dxp + (ptrdiff_t)y * g.w;                                       \
-                for (int q = 0; q < g.sw; ++q) {                                                  \
+            for (int a = 0; a < g.sh; ++a)                                                        \
+                for (int bq = 0; bq < g.sw; ++bq) {                                               \
+                    const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh);                       \
+                    const int u1 = g.ph + g.h - 1 - a < 0 ? 0 : (g.ph + g.h - 1 - a) / g.sh + 1;  \
+                    if (u1 <= u0) continue;                                                       \
                     int count = 0;                                                                \
-                    for (int i = r % g.sh; i < g.kh; i += g.sh) {                                 \
-                        const int v = (r - i) / g.sh;                                             \
-                        if (r < i || v >= g.oh) continue;                                         \
-                        for (int j = q, a = 0; j < g.kw; j += g.sw, ++a) {                        \
-                            src[count] = dbuf + (ptrdiff_t)v * dwid + mw - a;                     \
+                    for (int i = a, k = 0; i < g.kh; i += g.sh, ++k)                              \
+                        for (int j = bq, m = 0; j < g.kw; j += g.sw, ++m) {                       \
+                            src[count] = dy + (ptrdiff_t)u0 * l.s - (ptrdiff_t)k * l.s - m;       \
                             ws[count++] = w[i * g.kw + j];                                        \
                         }                                                                         \
+                    dw_taps_##SUFFIX(wide, src, ws, count, (ptrdiff_t)(u1 - u0) * l.s, 1);        \
+                    for (int u = u0; u < u1; ++u) {                                               \
+                        const T* restrict wr = wide + (ptrdiff_t)(u - u0) * l.s;                  \
+                        T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;            \
+                        if (g.sw == 1) {                                                          \
+                            memcpy(dr, wr + g.pw, sizeof(T) * g.w);                               \
+                            continue;                                                             \
+                        }                                                                         \
+                        int v = bq >= g.pw ? 0 : dw_ceil(g.pw - bq, g.sw);                        \
+                        for (int xc = v * g.sw + bq - g.pw; xc < g.w; xc += g.sw, ++v) dr[xc] = wr[v]; \
                     }                                                                             \
-                    if (g.sw == 1) { /* straight into the row: column x is phase column x + pw */ \
-                        for (int t = 0; t < count; ++t) src[t] += g.pw;                           \
-                        dw_taps_##SUFFIX(dxr, src, ws, count, g.w, 1);                            \
-                        continue;                                                                 \
-                    }                                                                             \
-                    dw_taps_##SUFFIX(tmp, src, ws, count, kq, 1);                                 \
-                    int k = 0;                                                                    \
-                    while (k * g.sw + q < g.pw) ++k;                                              \
-                    for (int xc = k * g.sw + q - g.pw; xc < g.w; xc += g.sw, ++k) dxr[xc] = tmp[k]; \
                 }                                                                                 \
-            }                                                                                     \
         }                                                                                         \
-        for (int t = 0; t < taps; ++t) {                                                          \
-            double s = 0;                                                                         \
-            const T* restrict a = acc + (ptrdiff_t)t * g.ow;                                      \
-            LANE_SUM(s, g.ow, (double)a[i]);                                                      \
-            dw[(ptrdiff_t)ch * taps + t] = (T)s;                                                  \
-        }                                                                                         \
+        for (int t = 0; t < taps; ++t) dw[(ptrdiff_t)ch * taps + t] = (T)sums[t];                 \
         if (db) db[ch] = (T)bsum;                                                                 \
     }                                                                                             \
-    free(buf); free(acc); free(dbuf); free(tmp); free(off); free(src); free(ws);                  \
+    free(buf); free(dbuf); free(wide); free(src); free(ws); free(sums);                           \
     return 0;                                                                                     \
 }
 
-DEFINE_DEPTHWISE(float, f32)
-DEFINE_DEPTHWISE(double, f64)
+DEFINE_DEPTHWISE(float, vfloat, f32)
+DEFINE_DEPTHWISE(double, vdouble, f64)
