@@ -3,6 +3,7 @@ against PyTorch's F.conv2d(groups=C) on the same shapes, side by side in one pro
 
     python benchmarks/depthwise_layers.py                 # batch 4, medians of 5 after warm-up
     python benchmarks/depthwise_layers.py --numpy         # also netdsl's numpy variant (the fallback)
+    python benchmarks/depthwise_layers.py --torch-threads 1
 
 netdsl's columns run dense.py's depthwise variants on a one-layer net's node: `depthwise_native`
 (native.c) and, with --numpy, `depthwise` (numpy, what NETDSL_NATIVE=0 and the GPU run). Backward
@@ -63,8 +64,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--numpy", action="store_true", help="also time the numpy variant (slow)")
+    p.add_argument("--torch-threads", type=int, help="PyTorch's threads (default: its own choice); on a loaded "
+                   "machine one thread is steadier: two stall whenever another process holds a core")
     args = p.parse_args()
     import torch
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), numpy {np.__version__}; float32, batch {args.batch}, "
           f"medians of {args.repeat} after warm-up; ms per layer")

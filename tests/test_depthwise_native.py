@@ -66,6 +66,9 @@ CASES = [
     ((2, 2, 7, 5), (3, 1), (1, 2), (1, 0), (0, 0)),
     ((1, 2, 4, 4), (3, 3), (1, 1), (2, 2), (0, 0)),  # padding wider than the map's border
     ((1, 2, 9, 9), (3, 3), (3, 3), (1, 1), (0, 0)),
+    # maps big enough that native.c's buffer holds fewer images than the batch (2 of 3 in float64)
+    ((3, 2, 100, 100), (3, 3), (1, 1), (1, 1), (0, 0)),
+    ((3, 2, 101, 99), (3, 3), (2, 2), (1, 1), (0, 0)),
 ]
 IDS = [f"{'x'.join(map(str, s[2:]))}-k{k[0]}x{k[1]}-s{st[0]}{st[1]}-p{p[0]}{p[1]}-e{e[0]}{e[1]}"
        for s, k, st, p, e in CASES]

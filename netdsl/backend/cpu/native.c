@@ -1054,34 +1054,37 @@ DEFINE_SGD(double, f64)
 DEFINE_AVGPOOL(float, f32)
 DEFINE_AVGPOOL(double, f64)
 
-/* Depthwise convolution (groups = channels = filters: one kh x kw filter per channel), plane by
- * plane. im2col would build C*kh*kw columns to multiply each by one weight; numpy needed a pass
- * over the whole map per tap. Here each (image, channel) plane is laid out in a buffer that stays
- * in L1/L2, split into its sh*sw polyphase sub-planes (padded position (u*sh + a, v*sw + b) at
- * sub-plane a*sw + b, row u, column v), all with one row stride S: on the "wide grid" of outputs
- * (oh rows of S, the columns from ow on computed and dropped) tap (i, j) is then one contiguous run,
- * from sub-plane (i % sh, j % sw) shifted by (i / sh, j / sw), whatever the stride, and each tap is
- * one loop over the whole plane instead of one per row (MobileNet's 14x14 and 7x7 maps made short
- * rows the cost). The positions outside the input are zeroed once per call: every plane writes the
- * same positions. The output gradient is laid out the same way, with zeros around it, so that the
- * input gradient, per sub-plane, gathers its taps the same way. The geometry's oh and ow are those
- * of the input extended by padend (ops.end_extension): what lies past the input reads as zeros.
- * The buffers come from calloc per call (one core's share); the functions return 0, or -1 if they
- * could not be had. */
-#define DW_GROUP 3 /* taps summed per pass: the sum loaded and stored once per three */
+/* Depthwise convolution (groups = channels = filters: one kh x kw filter per channel), a channel
+ * at a time. im2col would build C*kh*kw columns to multiply each by one weight; numpy needed a
+ * pass over the whole map per tap. Here a channel's planes, a group of images at a time, are laid
+ * out in a buffer that stays in L2, each split into its sh*sw polyphase sub-planes (padded position
+ * (u*sh + a, v*sw + b) at sub-plane a*sw + b, row u, column v), the group's images one under the
+ * other in each sub-plane (`rows` rows apiece), every row `s` long. On the "wide grid" of outputs
+ * (image k's row oy at row k*rows + oy; the columns from ow on and the rows from oh on computed and
+ * dropped) tap (i, j) is then one contiguous run, from sub-plane (i % sh, j % sw) shifted by
+ * (i / sh, j / sw), whatever the stride: one loop per tap over the whole group, where one per map
+ * row made MobileNet's 14x14 and 7x7 maps cost their loop overheads. The positions outside the
+ * input are zeroed once per call: every group writes the same positions. The output gradient is
+ * laid out the same way with zeros around it, so that the input gradient, sub-plane by sub-plane,
+ * gathers its taps the same way. The geometry's oh and ow are those of the input as extended by
+ * padend (ops.end_extension): what lies past the input reads as zeros. The buffers come from
+ * calloc per call (one core's share); the functions return 0, or -1 if they could not be had. */
+#define DW_GROUP 3                /* taps summed per pass: the sum loaded and stored once per three */
+#define DW_BLOCK_BYTES (192 << 10) /* the input's buffer for a group of images: with the output     \
+                                     gradient's and the sums', within a 1 MiB L2 */
 
 typedef struct {
     int sub;         /* sub-planes: sh * sw */
-    int rows, s;     /* each sub-plane's rows, and the row stride of every buffer */
+    int rows, s;     /* an image's rows in a sub-plane, and the row stride of every buffer */
     int mh, mw;      /* the output gradient's margins: taps reach (kh-1)/sh rows, (kw-1)/sw columns back */
-    ptrdiff_t pq;    /* a sub-plane: rows * s */
+    int group;       /* images a buffer holds */
+    ptrdiff_t pq;    /* a sub-plane: group * rows * s */
     ptrdiff_t front; /* the output gradient's buffer: zeros before its first value */
-    ptrdiff_t span;  /* wide-grid outputs up to the last one kept: (oh-1)*s + ow */
 } dw_layout;
 
 static int dw_ceil(int a, int b) { return (a + b - 1) / b; }
 
-static dw_layout dw_layout_of(geometry g) {
+static dw_layout dw_layout_of(geometry g, int n, size_t item) {
     dw_layout l;
     const int hp = (g.oh - 1) * g.sh + g.kh, wp = (g.ow - 1) * g.sw + g.kw; /* what windows read */
     int rows = dw_ceil(hp, g.sh), cols = dw_ceil(wp, g.sw);
@@ -1090,12 +1093,16 @@ static dw_layout dw_layout_of(geometry g) {
     l.sub = g.sh * g.sw;
     l.mh = (g.kh - 1) / g.sh;
     l.mw = (g.kw - 1) / g.sw;
+    /* rows >= oh + mh (rows >= oh - 1 + ceil(kh/sh)): a gather reading back mh rows from an image's
+     * first row lands in the previous image's zero rows; likewise s >= ow + mw for columns */
     l.rows = rows;
-    /* a gather reading back mw columns from column 0 lands in the previous row's zeros */
     l.s = cols > g.ow + l.mw ? cols : g.ow + l.mw;
-    l.pq = (ptrdiff_t)rows * l.s;
+    const ptrdiff_t image = (ptrdiff_t)l.sub * rows * l.s;
+    l.group = (int)(DW_BLOCK_BYTES / item / image);
+    if (l.group < 1) l.group = 1;
+    if (l.group > n) l.group = n;
+    l.pq = (ptrdiff_t)l.group * rows * l.s;
     l.front = (ptrdiff_t)l.mh * l.s + l.mw;
-    l.span = (ptrdiff_t)(g.oh - 1) * l.s + g.ow;
     return l;
 }
 
@@ -1164,8 +1171,8 @@ static void dw_dots_##SUFFIX(const T* restrict d, const T* const* src, int taps,
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* The plane x (h x w) into its sub-planes in buf; the padding's places are left as they are     \
- * (zeros: no plane writes them). */                                                             \
+/* The plane x (h x w) into its sub-planes at buf (its image's first row); the padding's places  \
+ * are left as they are (zeros: no plane writes them). */                                        \
 static void dw_split_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) {   \
     for (int y = 0; y < g.h; ++y) {                                                               \
         const int r = y + g.ph;                                                                   \
@@ -1173,24 +1180,34 @@ static void dw_split_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, 
         T* restrict row = buf + (ptrdiff_t)(r % g.sh) * g.sw * l.pq + (ptrdiff_t)(r / g.sh) * l.s; \
         if (g.sw == 1) {                                                                          \
             memcpy(row + g.pw, xr, sizeof(T) * g.w);                                              \
-            continue;                                                                             \
-        }                                                                                         \
-        for (int b = 0; b < g.sw; ++b) { /* phase b: input columns xc with xc + pw = k*sw + b */ \
-            T* restrict ph = row + (ptrdiff_t)b * l.pq;                                           \
-            const int x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;                                     \
-            for (int xc = x0, k = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++k) ph[k] = xr[xc];   \
+        } else if (g.sw == 2) { /* pairs of columns to the two phases, a loop that vectorises */ \
+            T* restrict even = row + (ptrdiff_t)(g.pw % 2) * l.pq + g.pw / 2;                     \
+            T* restrict odd = row + (ptrdiff_t)((g.pw + 1) % 2) * l.pq + (g.pw + 1) / 2;          \
+            const int pairs = g.w / 2;                                                            \
+            for (int m = 0; m < pairs; ++m) {                                                     \
+                even[m] = xr[2 * m];                                                              \
+                odd[m] = xr[2 * m + 1];                                                           \
+            }                                                                                     \
+            if (g.w % 2) even[pairs] = xr[g.w - 1];                                               \
+        } else {                                                                                  \
+            for (int b = 0; b < g.sw; ++b) { /* phase b: columns xc with xc + pw = k*sw + b */    \
+                T* restrict ph = row + (ptrdiff_t)b * l.pq;                                       \
+                const int x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;                                 \
+                for (int xc = x0, k = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++k) ph[k] = xr[xc]; \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
 }                                                                                                 \
                                                                                                   \
-/* Forward of planes [p0, p1) of the (n, C) planes: out = the depthwise convolution + bias (NULL: \
+/* Forward of channels [c0, c1) of all n images: out = the depthwise convolution + bias (NULL:   \
  * none). wt: (C, kh*kw). */                                                                     \
 int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const T* restrict bias, \
-                               T* restrict out, int c, ptrdiff_t p0, ptrdiff_t p1, geometry g) {  \
-    const dw_layout l = dw_layout_of(g);                                                          \
+                               T* restrict out, int n, int c, int c0, int c1, geometry g) {       \
+    const dw_layout l = dw_layout_of(g, n, sizeof(T));                                            \
     const int taps = g.kh * g.kw;                                                                 \
+    const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
     T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
-    T* wide = malloc(sizeof(T) * (l.span + 1));                                                   \
+    T* wide = malloc(sizeof(T) * (l.pq + 1));                                                     \
     const T** src = malloc(sizeof(T*) * taps);                                                    \
     if (!buf || !wide || !src) {                                                                  \
         free(buf); free(wide); free(src);                                                         \
@@ -1198,15 +1215,21 @@ int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const 
     }                                                                                             \
     for (int i = 0; i < g.kh; ++i)                                                                \
         for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j);       \
-    for (ptrdiff_t p = p0; p < p1; ++p) {                                                         \
-        const int ch = (int)(p % c);                                                              \
-        dw_split_##SUFFIX(x + p * g.h * g.w, buf, g, l);                                          \
-        dw_taps_##SUFFIX(wide, src, wt + (ptrdiff_t)ch * taps, taps, l.span, 1);                  \
-        const T b = bias ? bias[ch] : (T)0;                                                       \
-        for (int oy = 0; oy < g.oh; ++oy) {                                                       \
-            T* restrict o = out + (p * g.oh + oy) * g.ow;                                         \
-            const T* restrict wr = wide + (ptrdiff_t)oy * l.s;                                    \
-            for (int k = 0; k < g.ow; ++k) o[k] = wr[k] + b;                                      \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        const T bc = bias ? bias[ch] : (T)0;                                                      \
+        for (int b0 = 0; b0 < n; b0 += l.group) {                                                 \
+            const int m = n - b0 < l.group ? n - b0 : l.group;                                    \
+            for (int k = 0; k < m; ++k)                                                           \
+                dw_split_##SUFFIX(x + ((ptrdiff_t)(b0 + k) * c + ch) * plane,                     \
+                                  buf + (ptrdiff_t)k * l.rows * l.s, g, l);                        \
+            const ptrdiff_t span = ((ptrdiff_t)(m - 1) * l.rows + g.oh - 1) * l.s + g.ow;         \
+            dw_taps_##SUFFIX(wide, src, wt + (ptrdiff_t)ch * taps, taps, span, 1);                \
+            for (int k = 0; k < m; ++k)                                                           \
+                for (int oy = 0; oy < g.oh; ++oy) {                                               \
+                    T* restrict o = out + ((ptrdiff_t)(b0 + k) * c + ch) * outs + (ptrdiff_t)oy * g.ow; \
+                    const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + oy) * l.s;             \
+                    for (int q = 0; q < g.ow; ++q) o[q] = wr[q] + bc;                             \
+                }                                                                                 \
         }                                                                                         \
     }                                                                                             \
     free(buf); free(wide); free(src);                                                             \
@@ -1221,68 +1244,76 @@ int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const 
 int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, const T* restrict wt, \
                                 T* restrict dw, T* restrict db, T* restrict dx, int n, int c,     \
                                 int c0, int c1, geometry g) {                                     \
-    const dw_layout l = dw_layout_of(g);                                                          \
+    const dw_layout l = dw_layout_of(g, n, sizeof(T));                                            \
     const int taps = g.kh * g.kw;                                                                 \
     const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
-    const ptrdiff_t dsize = l.front + l.pq + l.s; /* the output gradient's buffer */             \
     T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
-    T* dbuf = calloc(dsize, sizeof(T));                                                           \
+    T* dbuf = calloc(l.front + l.pq + l.s, sizeof(T));                                            \
     T* wide = malloc(sizeof(T) * (l.pq + 1));                                                     \
     const T** src = malloc(sizeof(T*) * taps);                                                    \
+    const T** gather = malloc(sizeof(T*) * taps);                                                 \
     T* ws = malloc(sizeof(T) * taps);                                                             \
     double* sums = malloc(sizeof(double) * taps);                                                 \
-    if (!buf || !dbuf || !wide || !src || !ws || !sums) {                                         \
-        free(buf); free(dbuf); free(wide); free(src); free(ws); free(sums);                       \
+    if (!buf || !dbuf || !wide || !src || !gather || !ws || !sums) {                              \
+        free(buf); free(dbuf); free(wide); free(src); free(gather); free(ws); free(sums);         \
         return -1;                                                                                \
     }                                                                                             \
-    T* restrict dy = dbuf + l.front; /* output (oy, ox) at dy[oy*s + ox] */                       \
+    T* restrict dy = dbuf + l.front; /* image k's output (oy, ox) at dy[(k*rows + oy)*s + ox] */  \
+    for (int i = 0; i < g.kh; ++i)                                                                \
+        for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j);       \
     for (int ch = c0; ch < c1; ++ch) {                                                            \
         const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
         double bsum = 0;                                                                          \
         for (int t = 0; t < taps; ++t) sums[t] = 0;                                               \
-        for (int b = 0; b < n; ++b) {                                                             \
-            const ptrdiff_t p = (ptrdiff_t)b * c + ch;                                            \
-            const T* restrict d = dout + p * outs;                                                \
-            for (int oy = 0; oy < g.oh; ++oy)                                                     \
-                memcpy(dy + (ptrdiff_t)oy * l.s, d + (ptrdiff_t)oy * g.ow, sizeof(T) * g.ow);     \
-            if (db) LANE_SUM(bsum, outs, (double)d[i]);                                           \
-            /* the weight gradient: per tap, dout (zeros in the dropped columns) times its run */ \
-            dw_split_##SUFFIX(x + p * plane, buf, g, l);                                          \
-            for (int i = 0; i < g.kh; ++i)                                                        \
-                for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j); \
-            dw_dots_##SUFFIX(dy, src, taps, l.span, sums);                                        \
+        for (int b0 = 0; b0 < n; b0 += l.group) {                                                 \
+            const int m = n - b0 < l.group ? n - b0 : l.group;                                    \
+            for (int k = 0; k < m; ++k) {                                                         \
+                const ptrdiff_t p = (ptrdiff_t)(b0 + k) * c + ch;                                 \
+                const T* restrict d = dout + p * outs;                                            \
+                for (int oy = 0; oy < g.oh; ++oy)                                                 \
+                    memcpy(dy + ((ptrdiff_t)k * l.rows + oy) * l.s, d + (ptrdiff_t)oy * g.ow,     \
+                           sizeof(T) * g.ow);                                                     \
+                if (db) LANE_SUM(bsum, outs, (double)d[i]);                                       \
+                dw_split_##SUFFIX(x + p * plane, buf + (ptrdiff_t)k * l.rows * l.s, g, l);        \
+            }                                                                                     \
+            /* the weight gradient: per tap, dout (zeros in the dropped places) times its run */ \
+            const ptrdiff_t span = ((ptrdiff_t)(m - 1) * l.rows + g.oh - 1) * l.s + g.ow;         \
+            dw_dots_##SUFFIX(dy, src, taps, span, sums);                                          \
             if (!dx) continue;                                                                    \
             /* the input gradient, sub-plane (a, bq) at a time: padded position (u*sh + a,        \
-             * v*sw + bq) gathers the taps (a + k*sh, bq + m*sw) from dout (u - k, v - m) */     \
-            T* restrict dxp = dx + p * plane;                                                     \
+             * v*sw + bq) gathers the taps (a + e*sh, bq + f*sw) from dout (u - e, v - f) */     \
             for (int a = 0; a < g.sh; ++a)                                                        \
                 for (int bq = 0; bq < g.sw; ++bq) {                                               \
-                    const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh);                       \
+                    const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh); /* rows in the input */ \
                     const int u1 = g.ph + g.h - 1 - a < 0 ? 0 : (g.ph + g.h - 1 - a) / g.sh + 1;  \
                     if (u1 <= u0) continue;                                                       \
                     int count = 0;                                                                \
-                    for (int i = a, k = 0; i < g.kh; i += g.sh, ++k)                              \
-                        for (int j = bq, m = 0; j < g.kw; j += g.sw, ++m) {                       \
-                            src[count] = dy + (ptrdiff_t)u0 * l.s - (ptrdiff_t)k * l.s - m;       \
+                    for (int i = a, e = 0; i < g.kh; i += g.sh, ++e)                              \
+                        for (int j = bq, f = 0; j < g.kw; j += g.sw, ++f) {                       \
+                            gather[count] = dy + (ptrdiff_t)(u0 - e) * l.s - f;                   \
                             ws[count++] = w[i * g.kw + j];                                        \
                         }                                                                         \
-                    dw_taps_##SUFFIX(wide, src, ws, count, (ptrdiff_t)(u1 - u0) * l.s, 1);        \
-                    for (int u = u0; u < u1; ++u) {                                               \
-                        const T* restrict wr = wide + (ptrdiff_t)(u - u0) * l.s;                  \
-                        T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;            \
-                        if (g.sw == 1) {                                                          \
-                            memcpy(dr, wr + g.pw, sizeof(T) * g.w);                               \
-                            continue;                                                             \
+                    const ptrdiff_t n_wide = ((ptrdiff_t)(m - 1) * l.rows + u1 - u0) * l.s;       \
+                    dw_taps_##SUFFIX(wide, gather, ws, count, n_wide, 1);                         \
+                    for (int k = 0; k < m; ++k) {                                                 \
+                        T* restrict dxp = dx + ((ptrdiff_t)(b0 + k) * c + ch) * plane;            \
+                        for (int u = u0; u < u1; ++u) {                                           \
+                            const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + u - u0) * l.s; \
+                            T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;        \
+                            if (g.sw == 1) {                                                      \
+                                memcpy(dr, wr + g.pw, sizeof(T) * g.w);                           \
+                                continue;                                                         \
+                            }                                                                     \
+                            int v = bq >= g.pw ? 0 : dw_ceil(g.pw - bq, g.sw);                    \
+                            for (int xc = v * g.sw + bq - g.pw; xc < g.w; xc += g.sw, ++v) dr[xc] = wr[v]; \
                         }                                                                         \
-                        int v = bq >= g.pw ? 0 : dw_ceil(g.pw - bq, g.sw);                        \
-                        for (int xc = v * g.sw + bq - g.pw; xc < g.w; xc += g.sw, ++v) dr[xc] = wr[v]; \
                     }                                                                             \
                 }                                                                                 \
         }                                                                                         \
         for (int t = 0; t < taps; ++t) dw[(ptrdiff_t)ch * taps + t] = (T)sums[t];                 \
         if (db) db[ch] = (T)bsum;                                                                 \
     }                                                                                             \
-    free(buf); free(dbuf); free(wide); free(src); free(ws); free(sums);                           \
+    free(buf); free(dbuf); free(wide); free(src); free(gather); free(ws); free(sums);             \
     return 0;                                                                                     \
 }
 
