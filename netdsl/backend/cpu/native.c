@@ -1174,10 +1174,10 @@ static void dw_dots_##SUFFIX(const T* restrict d, const T* const* src, int taps,
 /* The plane x (h x w) into its sub-planes at buf (its image's first row); the padding's places  \
  * are left as they are (zeros: no plane writes them). */                                        \
 static void dw_split_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) {   \
-    for (int y = 0; y < g.h; ++y) {                                                               \
-        const int r = y + g.ph;                                                                   \
+    int a = g.ph % g.sh, u = g.ph / g.sh; /* padded row y + ph: sub-plane row a, its row u */   \
+    for (int y = 0; y < g.h; ++y, a = a + 1 < g.sh ? a + 1 : 0, u += a == 0) {                    \
         const T* restrict xr = x + (ptrdiff_t)y * g.w;                                            \
-        T* restrict row = buf + (ptrdiff_t)(r % g.sh) * g.sw * l.pq + (ptrdiff_t)(r / g.sh) * l.s; \
+        T* restrict row = buf + (ptrdiff_t)a * g.sw * l.pq + (ptrdiff_t)u * l.s;                  \
         if (g.sw == 1) {                                                                          \
             memcpy(row + g.pw, xr, sizeof(T) * g.w);                                              \
         } else if (g.sw == 2) { /* pairs of columns to the two phases, a loop that vectorises */ \
