@@ -67,7 +67,11 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, help="PyTorch's threads (default: its own choice); on a loaded "
                    "machine one thread is steadier: two stall whenever another process holds a core")
     args = p.parse_args()
-    import torch
+    try:
+        import torch
+    except ImportError as e:
+        sys.exit(f"depthwise_layers.py needs PyTorch to compare against, which is not importable here ({e}); "
+                 "pip install torch (the CPU build)")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "

@@ -313,8 +313,8 @@ def depthwise_forward(xp, x, weight, bias, geo: Geometry):
     kernel = _kernel("depthwise_forward", x.dtype)
     b = None if bias is None else _at(xp.ascontiguousarray(bias))
     args = (_at(x), _at(weight), b, _at(out), n, c)
-    # the work, not just the memory: kh*kw multiply-adds an output (MobileNet's 14x14 and 7x7 layers,
-    # under a million values in and out, still take 0.3-0.4 ms: worth the second core)
+    # the split weighs the work, kh*kw multiply-adds an output: MobileNet's 14x14 and 7x7 layers, under
+    # a million values in and out, still take 0.3-0.4 ms on one core, ten hand-offs' worth
     over_batch(xp, c, x.size + out.size * geo.kh * geo.kw,
                lambda lo, hi: _checked("forward", kernel(*args, lo, hi, geo)))
     return out

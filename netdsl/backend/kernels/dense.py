@@ -78,10 +78,10 @@ def conv_backward(node, saved: ConvSaved, dout, need_dx):
 
 # depthwise convolution ------------------------------------------------------------------------------
 # One kxk filter per channel: im2col would build C*k*k columns per position to multiply each by one
-# weight through C tiny GEMMs. On the CPU native.c's loops run plane by plane with the padded plane
-# in cache, all three products (forward, input and weight gradients); elsewhere (the GPU, or no C
-# compiler) each of the k*k taps is one multiply-add over the whole (strided) map: k*k passes over
-# memory, each vectorised across batch, channels and positions.
+# weight through C tiny GEMMs. On the CPU native.c's loops take a channel at a time, its padded
+# planes laid out once in cache, for all three products (forward, input and weight gradients);
+# elsewhere (the GPU, or no C compiler) each of the k*k taps is one multiply-add over the whole
+# (strided) map: k*k passes over memory, each vectorised across batch, channels and positions.
 
 
 CACHE_BLOCK = 1 << 15  # input values a block of the forward pass works on (128 KiB of float32)
