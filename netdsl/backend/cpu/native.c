@@ -1249,7 +1249,7 @@ int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, con
     const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
     T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
     T* dbuf = calloc(l.front + l.pq + l.s, sizeof(T));                                            \
-    T* wide = malloc(sizeof(T) * (l.pq + 1));                                                     \
+    T* wide = malloc(sizeof(T) * (g.sw * l.pq + 1)); /* a wide grid per column phase */          \
     const T** src = malloc(sizeof(T*) * taps);                                                    \
     const T** gather = malloc(sizeof(T*) * taps);                                                 \
     T* ws = malloc(sizeof(T) * taps);                                                             \
@@ -1280,35 +1280,50 @@ int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, con
             const ptrdiff_t span = ((ptrdiff_t)(m - 1) * l.rows + g.oh - 1) * l.s + g.ow;         \
             dw_dots_##SUFFIX(dy, src, taps, span, sums);                                          \
             if (!dx) continue;                                                                    \
-            /* the input gradient, sub-plane (a, bq) at a time: padded position (u*sh + a,        \
-             * v*sw + bq) gathers the taps (a + e*sh, bq + f*sw) from dout (u - e, v - f) */     \
-            for (int a = 0; a < g.sh; ++a)                                                        \
+            /* the input gradient, a row phase a at a time, each column phase bq into its own    \
+             * wide grid: padded position (u*sh + a, v*sw + bq) gathers the taps (a + e*sh,      \
+             * bq + f*sw) from dout (u - e, v - f); then the phases interleaved into dx's rows */  \
+            for (int a = 0; a < g.sh; ++a) {                                                      \
+                const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh); /* rows in the input */   \
+                const int u1 = g.ph + g.h - 1 - a < 0 ? 0 : (g.ph + g.h - 1 - a) / g.sh + 1;      \
+                if (u1 <= u0) continue;                                                           \
+                const ptrdiff_t n_wide = ((ptrdiff_t)(m - 1) * l.rows + u1 - u0) * l.s;           \
                 for (int bq = 0; bq < g.sw; ++bq) {                                               \
-                    const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh); /* rows in the input */ \
-                    const int u1 = g.ph + g.h - 1 - a < 0 ? 0 : (g.ph + g.h - 1 - a) / g.sh + 1;  \
-                    if (u1 <= u0) continue;                                                       \
                     int count = 0;                                                                \
                     for (int i = a, e = 0; i < g.kh; i += g.sh, ++e)                              \
                         for (int j = bq, f = 0; j < g.kw; j += g.sw, ++f) {                       \
                             gather[count] = dy + (ptrdiff_t)(u0 - e) * l.s - f;                   \
                             ws[count++] = w[i * g.kw + j];                                        \
                         }                                                                         \
-                    const ptrdiff_t n_wide = ((ptrdiff_t)(m - 1) * l.rows + u1 - u0) * l.s;       \
-                    dw_taps_##SUFFIX(wide, gather, ws, count, n_wide, 1);                         \
-                    for (int k = 0; k < m; ++k) {                                                 \
-                        T* restrict dxp = dx + ((ptrdiff_t)(b0 + k) * c + ch) * plane;            \
-                        for (int u = u0; u < u1; ++u) {                                           \
-                            const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + u - u0) * l.s; \
-                            T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;        \
-                            if (g.sw == 1) {                                                      \
-                                memcpy(dr, wr + g.pw, sizeof(T) * g.w);                           \
-                                continue;                                                         \
+                    dw_taps_##SUFFIX(wide + bq * l.pq, gather, ws, count, n_wide, 1);             \
+                }                                                                                 \
+                for (int k = 0; k < m; ++k) {                                                     \
+                    T* restrict dxp = dx + ((ptrdiff_t)(b0 + k) * c + ch) * plane;                \
+                    for (int u = u0; u < u1; ++u) {                                               \
+                        const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + u - u0) * l.s;     \
+                        T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;            \
+                        if (g.sw == 1) {                                                          \
+                            memcpy(dr, wr + g.pw, sizeof(T) * g.w);                               \
+                        } else if (g.sw == 2) { /* column pairs, as dw_split takes them apart */  \
+                            const T* restrict even = wr + (ptrdiff_t)(g.pw % 2) * l.pq + g.pw / 2; \
+                            const T* restrict odd = wr + (ptrdiff_t)((g.pw + 1) % 2) * l.pq + (g.pw + 1) / 2; \
+                            const int pairs = g.w / 2;                                            \
+                            for (int q = 0; q < pairs; ++q) {                                     \
+                                dr[2 * q] = even[q];                                              \
+                                dr[2 * q + 1] = odd[q];                                           \
                             }                                                                     \
-                            int v = bq >= g.pw ? 0 : dw_ceil(g.pw - bq, g.sw);                    \
-                            for (int xc = v * g.sw + bq - g.pw; xc < g.w; xc += g.sw, ++v) dr[xc] = wr[v]; \
+                            if (g.w % 2) dr[g.w - 1] = even[pairs];                               \
+                        } else {                                                                  \
+                            for (int bq = 0; bq < g.sw; ++bq) {                                   \
+                                const T* restrict ph = wr + (ptrdiff_t)bq * l.pq;                 \
+                                const int x0 = ((bq - g.pw) % g.sw + g.sw) % g.sw;                \
+                                for (int xc = x0, v = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++v) \
+                                    dr[xc] = ph[v];                                               \
+                            }                                                                     \
                         }                                                                         \
                     }                                                                             \
                 }                                                                                 \
+            }                                                                                     \
         }                                                                                         \
         for (int t = 0; t < taps; ++t) dw[(ptrdiff_t)ch * taps + t] = (T)sums[t];                 \
         if (db) db[ch] = (T)bsum;                                                                 \
