@@ -1228,7 +1228,10 @@ int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const 
                 for (int oy = 0; oy < g.oh; ++oy) {                                               \
                     T* restrict o = out + ((ptrdiff_t)(b0 + k) * c + ch) * outs + (ptrdiff_t)oy * g.ow; \
                     const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + oy) * l.s;             \
-                    for (int q = 0; q < g.ow; ++q) o[q] = wr[q] + bc;                             \
+                    if (bias) /* else memcpy: its overlapping vector moves beat a loop's scalar tail on short rows */ \
+                        for (int q = 0; q < g.ow; ++q) o[q] = wr[q] + bc;                         \
+                    else                                                                          \
+                        memcpy(o, wr, sizeof(T) * g.ow);                                          \
                 }                                                                                 \
         }                                                                                         \
     }                                                                                             \
