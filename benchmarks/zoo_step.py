@@ -7,7 +7,8 @@ its depthwise convolutions take.
 
 The step itself is train_step.py's (`single`), each framework in its own process; the share comes
 from timing every kernel of a separate netdsl step, as profile_ops.py does, with the convs split
-into depthwise (groups = channels, dense.py's `depthwise` variant) and the others.
+into depthwise (groups = channels: dense.py's `depthwise_native` variant, or `depthwise` without C) and
+the others.
 """
 from __future__ import annotations
 

@@ -1073,3 +1073,287 @@ DEFINE_SGD(float, f32)
 DEFINE_SGD(double, f64)
 DEFINE_AVGPOOL(float, f32)
 DEFINE_AVGPOOL(double, f64)
+
+/* Depthwise convolution (groups = channels = filters: one kh x kw filter per channel), a channel
+ * at a time. im2col would build C*kh*kw columns to multiply each by one weight; numpy needed a
+ * pass over the whole map per tap. Here a channel's planes, a group of images at a time, are laid
+ * out in a buffer that stays in L2, each split into its sh*sw polyphase sub-planes (padded position
+ * (u*sh + a, v*sw + b) at sub-plane a*sw + b, row u, column v), the group's images one under the
+ * other in each sub-plane (`rows` rows apiece), every row `s` long. On the "wide grid" of outputs
+ * (image k's row oy at row k*rows + oy; the columns from ow on and the rows from oh on computed and
+ * dropped) tap (i, j) is then one contiguous run, from sub-plane (i % sh, j % sw) shifted by
+ * (i / sh, j / sw), whatever the stride: one loop per tap over the whole group, where one per map
+ * row made MobileNet's 14x14 and 7x7 maps cost their loop overheads. The positions outside the
+ * input are zeroed once per call: every group writes the same positions. The output gradient is
+ * laid out the same way with zeros around it, so that the input gradient, sub-plane by sub-plane,
+ * gathers its taps the same way. The geometry's oh and ow are those of the input as extended by
+ * padend (ops.end_extension): what lies past the input reads as zeros. The buffers come from
+ * calloc per call (one core's share); the functions return 0, or -1 if they could not be had. */
+#define DW_GROUP 3                /* taps summed per pass: the sum loaded and stored once per three */
+#define DW_BLOCK_BYTES (192 << 10) /* the input's buffer for a group of images: with the output     \
+                                     gradient's and the sums', within a 1 MiB L2 */
+
+typedef struct {
+    int sub;         /* sub-planes: sh * sw */
+    int rows, s;     /* an image's rows in a sub-plane, and the row stride of every buffer */
+    int mh, mw;      /* the output gradient's margins: taps reach (kh-1)/sh rows, (kw-1)/sw columns back */
+    int group;       /* images a buffer holds */
+    ptrdiff_t pq;    /* a sub-plane: group * rows * s */
+    ptrdiff_t front; /* the output gradient's buffer: zeros before its first value */
+} dw_layout;
+
+static int dw_ceil(int a, int b) { return (a + b - 1) / b; }
+
+static dw_layout dw_layout_of(geometry g, int n, size_t item) {
+    dw_layout l;
+    const int hp = (g.oh - 1) * g.sh + g.kh, wp = (g.ow - 1) * g.sw + g.kw; /* what windows read */
+    int rows = dw_ceil(hp, g.sh), cols = dw_ceil(wp, g.sw);
+    if (dw_ceil(g.ph + g.h, g.sh) > rows) rows = dw_ceil(g.ph + g.h, g.sh); /* the whole input too */
+    if (dw_ceil(g.pw + g.w, g.sw) > cols) cols = dw_ceil(g.pw + g.w, g.sw);
+    l.sub = g.sh * g.sw;
+    l.mh = (g.kh - 1) / g.sh;
+    l.mw = (g.kw - 1) / g.sw;
+    /* rows >= oh + mh (rows >= oh - 1 + ceil(kh/sh)): a gather reading back mh rows from an image's
+     * first row lands in the previous image's zero rows; likewise s >= ow + mw for columns */
+    l.rows = rows;
+    l.s = cols > g.ow + l.mw ? cols : g.ow + l.mw;
+    const ptrdiff_t image = (ptrdiff_t)l.sub * rows * l.s;
+    l.group = (int)(DW_BLOCK_BYTES / item / image);
+    if (l.group < 1) l.group = 1;
+    if (l.group > n) l.group = n;
+    l.pq = (ptrdiff_t)l.group * rows * l.s;
+    l.front = (ptrdiff_t)l.mh * l.s + l.mw;
+    return l;
+}
+
+/* where tap (i, j) of wide-grid output 0 sits in the input's buffer */
+static ptrdiff_t dw_tap_offset(geometry g, dw_layout l, int i, int j) {
+    return (ptrdiff_t)((i % g.sh) * g.sw + j % g.sw) * l.pq + (ptrdiff_t)(i / g.sh) * l.s + j / g.sw;
+}
+
+#define DEFINE_DEPTHWISE(T, V, SUFFIX)                                                            \
+/* o[k] (+)= sum over taps t of wt[t] * src[t][k], k < n; `init` writes instead of adding. */    \
+static void dw_taps_##SUFFIX(T* restrict o, const T* const* src, const T* wt, int taps,          \
+                             ptrdiff_t n, int init) {                                             \
+    int t = 0;                                                                                    \
+    if (init && taps == 0) memset(o, 0, sizeof(T) * n);                                           \
+    for (; t + DW_GROUP <= taps; t += DW_GROUP, init = 0) {                                       \
+        const T* restrict a = src[t];                                                             \
+        const T* restrict b = src[t + 1];                                                         \
+        const T* restrict c = src[t + 2];                                                         \
+        const T wa = wt[t], wb = wt[t + 1], wc = wt[t + 2];                                       \
+        if (init)                                                                                 \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] = wa * a[k] + wb * b[k] + wc * c[k];           \
+        else                                                                                      \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] += wa * a[k] + wb * b[k] + wc * c[k];          \
+    }                                                                                             \
+    for (; t < taps; ++t, init = 0) {                                                             \
+        const T* restrict a = src[t];                                                             \
+        const T wa = wt[t];                                                                       \
+        if (init)                                                                                 \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] = wa * a[k];                                   \
+        else                                                                                      \
+            for (ptrdiff_t k = 0; k < n; ++k) o[k] += wa * a[k];                                  \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* sums[t] += the dot product of d and src[t] over n values, three taps a pass sharing d's      \
+ * loads, in vector lanes (a single running sum would be a chain of dependent additions). */    \
+static void dw_dots_##SUFFIX(const T* restrict d, const T* const* src, int taps, ptrdiff_t n,     \
+                             double* sums) {                                                      \
+    enum { L = sizeof(V) / sizeof(T) };                                                           \
+    for (int t = 0; t < taps; t += DW_GROUP) {                                                    \
+        const int m = taps - t < DW_GROUP ? taps - t : DW_GROUP;                                  \
+        const T* a[DW_GROUP];                                                                     \
+        for (int u = 0; u < DW_GROUP; ++u) a[u] = src[t + (u < m ? u : 0)];                      \
+        V acc0 = {0}, acc1 = {0}, acc2 = {0}, dv, xv;                                             \
+        ptrdiff_t k = 0;                                                                          \
+        for (; k + L <= n; k += L) {                                                              \
+            memcpy(&dv, d + k, sizeof(V));                                                        \
+            memcpy(&xv, a[0] + k, sizeof(V));                                                     \
+            acc0 += dv * xv;                                                                      \
+            memcpy(&xv, a[1] + k, sizeof(V));                                                     \
+            acc1 += dv * xv;                                                                      \
+            memcpy(&xv, a[2] + k, sizeof(V));                                                     \
+            acc2 += dv * xv;                                                                      \
+        }                                                                                         \
+        double s[DW_GROUP] = {0, 0, 0};                                                           \
+        for (; k < n; ++k)                                                                        \
+            for (int u = 0; u < DW_GROUP; ++u) s[u] += (double)d[k] * a[u][k];                    \
+        T lanes[L];                                                                               \
+        memcpy(lanes, &acc0, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[0] += lanes[q];                                             \
+        memcpy(lanes, &acc1, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[1] += lanes[q];                                             \
+        memcpy(lanes, &acc2, sizeof(V));                                                          \
+        for (int q = 0; q < L; ++q) s[2] += lanes[q];                                             \
+        for (int u = 0; u < m; ++u) sums[t + u] += s[u];                                          \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* The plane x (h x w) into its sub-planes at buf (its image's first row); the padding's places  \
+ * are left as they are (zeros: no plane writes them). */                                        \
+static void dw_split_##SUFFIX(const T* restrict x, T* restrict buf, geometry g, dw_layout l) {   \
+    int a = g.ph % g.sh, u = g.ph / g.sh; /* padded row y + ph: sub-plane row a, its row u */   \
+    for (int y = 0; y < g.h; ++y, a = a + 1 < g.sh ? a + 1 : 0, u += a == 0) {                    \
+        const T* restrict xr = x + (ptrdiff_t)y * g.w;                                            \
+        T* restrict row = buf + (ptrdiff_t)a * g.sw * l.pq + (ptrdiff_t)u * l.s;                  \
+        if (g.sw == 1) {                                                                          \
+            memcpy(row + g.pw, xr, sizeof(T) * g.w);                                              \
+        } else if (g.sw == 2) { /* pairs of columns to the two phases, a loop that vectorises */ \
+            T* restrict even = row + (ptrdiff_t)(g.pw % 2) * l.pq + g.pw / 2;                     \
+            T* restrict odd = row + (ptrdiff_t)((g.pw + 1) % 2) * l.pq + (g.pw + 1) / 2;          \
+            const int pairs = g.w / 2;                                                            \
+            for (int m = 0; m < pairs; ++m) {                                                     \
+                even[m] = xr[2 * m];                                                              \
+                odd[m] = xr[2 * m + 1];                                                           \
+            }                                                                                     \
+            if (g.w % 2) even[pairs] = xr[g.w - 1];                                               \
+        } else {                                                                                  \
+            for (int b = 0; b < g.sw; ++b) { /* phase b: columns xc with xc + pw = k*sw + b */    \
+                T* restrict ph = row + (ptrdiff_t)b * l.pq;                                       \
+                const int x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;                                 \
+                for (int xc = x0, k = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++k) ph[k] = xr[xc]; \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* Forward of channels [c0, c1) of all n images: out = the depthwise convolution + bias (NULL:   \
+ * none). wt: (C, kh*kw). */                                                                     \
+int depthwise_forward_##SUFFIX(const T* restrict x, const T* restrict wt, const T* restrict bias, \
+                               T* restrict out, int n, int c, int c0, int c1, geometry g) {       \
+    const dw_layout l = dw_layout_of(g, n, sizeof(T));                                            \
+    const int taps = g.kh * g.kw;                                                                 \
+    const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
+    T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
+    T* wide = malloc(sizeof(T) * (l.pq + 1));                                                     \
+    const T** src = malloc(sizeof(T*) * taps);                                                    \
+    if (!buf || !wide || !src) {                                                                  \
+        free(buf); free(wide); free(src);                                                         \
+        return -1;                                                                                \
+    }                                                                                             \
+    for (int i = 0; i < g.kh; ++i)                                                                \
+        for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j);       \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        const T bc = bias ? bias[ch] : (T)0;                                                      \
+        for (int b0 = 0; b0 < n; b0 += l.group) {                                                 \
+            const int m = n - b0 < l.group ? n - b0 : l.group;                                    \
+            for (int k = 0; k < m; ++k)                                                           \
+                dw_split_##SUFFIX(x + ((ptrdiff_t)(b0 + k) * c + ch) * plane,                     \
+                                  buf + (ptrdiff_t)k * l.rows * l.s, g, l);                        \
+            const ptrdiff_t span = ((ptrdiff_t)(m - 1) * l.rows + g.oh - 1) * l.s + g.ow;         \
+            dw_taps_##SUFFIX(wide, src, wt + (ptrdiff_t)ch * taps, taps, span, 1);                \
+            for (int k = 0; k < m; ++k)                                                           \
+                for (int oy = 0; oy < g.oh; ++oy) {                                               \
+                    T* restrict o = out + ((ptrdiff_t)(b0 + k) * c + ch) * outs + (ptrdiff_t)oy * g.ow; \
+                    const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + oy) * l.s;             \
+                    if (bias) /* else memcpy: its overlapping vector moves beat a loop's scalar tail on short rows */ \
+                        for (int q = 0; q < g.ow; ++q) o[q] = wr[q] + bc;                         \
+                    else                                                                          \
+                        memcpy(o, wr, sizeof(T) * g.ow);                                          \
+                }                                                                                 \
+        }                                                                                         \
+    }                                                                                             \
+    free(buf); free(wide); free(src);                                                             \
+    return 0;                                                                                     \
+}                                                                                                 \
+                                                                                                  \
+/* Backward over channels [c0, c1) of all n images (a channel's weight gradient is its own: no  \
+ * races between the cores): dw (C, kh*kw) = sum over images and positions of dout times the     \
+ * tap's input (written, not added); db (NULL: none) = dout's sum per channel; dx (NULL: not     \
+ * needed) = the input gradient, each input position gathering the taps that read it. x: the      \
+ * forward's input, dout: the gradient of its output (past any fused activation). */              \
+int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, const T* restrict wt, \
+                                T* restrict dw, T* restrict db, T* restrict dx, int n, int c,     \
+                                int c0, int c1, geometry g) {                                     \
+    const dw_layout l = dw_layout_of(g, n, sizeof(T));                                            \
+    const int taps = g.kh * g.kw;                                                                 \
+    const ptrdiff_t plane = (ptrdiff_t)g.h * g.w, outs = (ptrdiff_t)g.oh * g.ow;                  \
+    T* buf = calloc(l.sub * l.pq + 2 * l.s, sizeof(T));                                           \
+    T* dbuf = calloc(l.front + l.pq + l.s, sizeof(T));                                            \
+    T* wide = malloc(sizeof(T) * (g.sw * l.pq + 1)); /* a wide grid per column phase */          \
+    const T** src = malloc(sizeof(T*) * taps);                                                    \
+    const T** gather = malloc(sizeof(T*) * taps);                                                 \
+    T* ws = malloc(sizeof(T) * taps);                                                             \
+    double* sums = malloc(sizeof(double) * taps);                                                 \
+    if (!buf || !dbuf || !wide || !src || !gather || !ws || !sums) {                              \
+        free(buf); free(dbuf); free(wide); free(src); free(gather); free(ws); free(sums);         \
+        return -1;                                                                                \
+    }                                                                                             \
+    T* restrict dy = dbuf + l.front; /* image k's output (oy, ox) at dy[(k*rows + oy)*s + ox] */  \
+    for (int i = 0; i < g.kh; ++i)                                                                \
+        for (int j = 0; j < g.kw; ++j) src[i * g.kw + j] = buf + dw_tap_offset(g, l, i, j);       \
+    for (int ch = c0; ch < c1; ++ch) {                                                            \
+        const T* restrict w = wt + (ptrdiff_t)ch * taps;                                          \
+        double bsum = 0;                                                                          \
+        for (int t = 0; t < taps; ++t) sums[t] = 0;                                               \
+        for (int b0 = 0; b0 < n; b0 += l.group) {                                                 \
+            const int m = n - b0 < l.group ? n - b0 : l.group;                                    \
+            for (int k = 0; k < m; ++k) {                                                         \
+                const ptrdiff_t p = (ptrdiff_t)(b0 + k) * c + ch;                                 \
+                const T* restrict d = dout + p * outs;                                            \
+                for (int oy = 0; oy < g.oh; ++oy)                                                 \
+                    memcpy(dy + ((ptrdiff_t)k * l.rows + oy) * l.s, d + (ptrdiff_t)oy * g.ow,     \
+                           sizeof(T) * g.ow);                                                     \
+                if (db) LANE_SUM(bsum, outs, (double)d[i]);                                       \
+                dw_split_##SUFFIX(x + p * plane, buf + (ptrdiff_t)k * l.rows * l.s, g, l);        \
+            }                                                                                     \
+            /* the weight gradient: per tap, dout (zeros in the dropped places) times its run */ \
+            const ptrdiff_t span = ((ptrdiff_t)(m - 1) * l.rows + g.oh - 1) * l.s + g.ow;         \
+            dw_dots_##SUFFIX(dy, src, taps, span, sums);                                          \
+            if (!dx) continue;                                                                    \
+            /* the input gradient, a row phase a at a time, each column phase bq into its own    \
+             * wide grid: padded position (u*sh + a, v*sw + bq) gathers the taps (a + e*sh,      \
+             * bq + f*sw) from dout (u - e, v - f); then the phases interleaved into dx's rows */  \
+            for (int a = 0; a < g.sh; ++a) {                                                      \
+                const int u0 = a >= g.ph ? 0 : dw_ceil(g.ph - a, g.sh); /* rows in the input */   \
+                const int u1 = g.ph + g.h - 1 - a < 0 ? 0 : (g.ph + g.h - 1 - a) / g.sh + 1;      \
+                if (u1 <= u0) continue;                                                           \
+                const ptrdiff_t n_wide = ((ptrdiff_t)(m - 1) * l.rows + u1 - u0) * l.s;           \
+                for (int bq = 0; bq < g.sw; ++bq) {                                               \
+                    int count = 0;                                                                \
+                    for (int i = a, e = 0; i < g.kh; i += g.sh, ++e)                              \
+                        for (int j = bq, f = 0; j < g.kw; j += g.sw, ++f) {                       \
+                            gather[count] = dy + (ptrdiff_t)(u0 - e) * l.s - f;                   \
+                            ws[count++] = w[i * g.kw + j];                                        \
+                        }                                                                         \
+                    dw_taps_##SUFFIX(wide + bq * l.pq, gather, ws, count, n_wide, 1);             \
+                }                                                                                 \
+                for (int k = 0; k < m; ++k) {                                                     \
+                    T* restrict dxp = dx + ((ptrdiff_t)(b0 + k) * c + ch) * plane;                \
+                    for (int u = u0; u < u1; ++u) {                                               \
+                        const T* restrict wr = wide + ((ptrdiff_t)k * l.rows + u - u0) * l.s;     \
+                        T* restrict dr = dxp + (ptrdiff_t)(u * g.sh + a - g.ph) * g.w;            \
+                        if (g.sw == 1) {                                                          \
+                            memcpy(dr, wr + g.pw, sizeof(T) * g.w);                               \
+                        } else if (g.sw == 2) { /* column pairs, as dw_split takes them apart */  \
+                            const T* restrict even = wr + (ptrdiff_t)(g.pw % 2) * l.pq + g.pw / 2; \
+                            const T* restrict odd = wr + (ptrdiff_t)((g.pw + 1) % 2) * l.pq + (g.pw + 1) / 2; \
+                            const int pairs = g.w / 2;                                            \
+                            for (int q = 0; q < pairs; ++q) {                                     \
+                                dr[2 * q] = even[q];                                              \
+                                dr[2 * q + 1] = odd[q];                                           \
+                            }                                                                     \
+                            if (g.w % 2) dr[g.w - 1] = even[pairs];                               \
+                        } else {                                                                  \
+                            for (int bq = 0; bq < g.sw; ++bq) {                                   \
+                                const T* restrict ph = wr + (ptrdiff_t)bq * l.pq;                 \
+                                const int x0 = ((bq - g.pw) % g.sw + g.sw) % g.sw;                \
+                                for (int xc = x0, v = (x0 + g.pw) / g.sw; xc < g.w; xc += g.sw, ++v) \
+                                    dr[xc] = ph[v];                                               \
+                            }                                                                     \
+                        }                                                                         \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int t = 0; t < taps; ++t) dw[(ptrdiff_t)ch * taps + t] = (T)sums[t];                 \
+        if (db) db[ch] = (T)bsum;                                                                 \
+    }                                                                                             \
+    free(buf); free(dbuf); free(wide); free(src); free(gather); free(ws); free(sums);             \
+    return 0;                                                                                     \
+}
+
+DEFINE_DEPTHWISE(float, vfloat, f32)
+DEFINE_DEPTHWISE(double, vdouble, f64)

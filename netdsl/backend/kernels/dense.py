@@ -9,6 +9,7 @@ from typing import Any
 from ...ops import end_extension, window_geometry
 from .. import im2col
 from ..conv import Conv
+from ..cpu import native
 from ..cpu.threads import over_batch
 from ..device import on_gpu
 from .activation_rules import ACTIVATIONS
@@ -77,7 +78,9 @@ def conv_backward(node, saved: ConvSaved, dout, need_dx):
 
 # depthwise convolution ------------------------------------------------------------------------------
 # One kxk filter per channel: im2col would build C*k*k columns per position to multiply each by one
-# weight through C tiny GEMMs. Here each of the k*k taps is one multiply-add over the whole
+# weight through C tiny GEMMs. On the CPU native.c's loops take a channel at a time, its padded
+# planes laid out once in cache, for all three products (forward, input and weight gradients);
+# elsewhere (the GPU, or no C compiler) each of the k*k taps is one multiply-add over the whole
 # (strided) map: k*k passes over memory, each vectorised across batch, channels and positions.
 
 
@@ -165,7 +168,43 @@ def depthwise_backward(node, saved: DepthwiseSaved, dout, need_dx):
     return [dx]
 
 
+@dataclass
+class DepthwiseNativeSaved:
+    x: Any  # the input itself (contiguous): native.c pads each plane as it reads it
+    geo: Any  # native.Geometry: the input's own h, w; oh, ow those of the input extended by padend
+
+
+def depthwise_native_applies(node, inputs) -> bool:
+    return is_depthwise(node) and native.available(node.xp, inputs[0].dtype)
+
+
+def depthwise_forward_native(node, inputs):
+    xp = node.xp
+    x = xp.ascontiguousarray(inputs[0])
+    (kh, kw), (sh, sw), (ph, pw) = window_geometry([x.shape[1:]], node.attrs)
+    eh, ew = end_extension([x.shape[1:]], node.attrs)
+    h, w = x.shape[2:]
+    oh, ow = (h + 2 * ph + eh - kh) // sh + 1, (w + 2 * pw + ew - kw) // sw + 1
+    geo = native.Geometry(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    out = native.depthwise_forward(xp, x, node.params["weight"], node.params.get("bias"), geo)
+    if node.epilogue:
+        out = ACTIVATIONS[node.epilogue].apply(xp, out)
+    return out, DepthwiseNativeSaved(x, geo)
+
+
+def depthwise_backward_native(node, saved: DepthwiseNativeSaved, dout, need_dx):
+    dout = through_epilogue(node, dout)  # this variant applies its fused activation itself
+    dx, dw, db = native.depthwise_backward(node.xp, saved.x, dout, node.params["weight"], saved.geo,
+                                           need_dx, "bias" in node.params)
+    node.grads["weight"] = dw
+    if "bias" in node.params:
+        node.grads["bias"] = db
+    return [dx]
+
+
 CONV = kernel(Variant("reference", always, conv_forward, conv_backward, epilogue=True),
+              Variant("depthwise_native", depthwise_native_applies, depthwise_forward_native,
+                      depthwise_backward_native, epilogue=True),
               Variant("depthwise", is_depthwise, depthwise_forward, depthwise_backward, epilogue=True),
               Variant("gpu_chain", gpu, conv_forward_gpu, conv_backward, epilogue=True))
 
