@@ -140,6 +140,7 @@ def library() -> ctypes.CDLL | None:
             for prefix in WINOGRAD_VARIANTS:
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
                 getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
+    _bind_blocked(lib)
     return lib
 
 
@@ -291,3 +292,13 @@ def avgpool_tiled(xp, src, geo, forward: bool):
     over_batch(xp, n, src.size + dst.size, lambda lo, hi: kernel(
         _at(src, lo * c * per_in), _at(dst, lo * c * per_out), (hi - lo) * c, geo.h, geo.w, *geo.kernel, scale))
     return dst
+
+
+# the blocked direct convolution for inference (native.c's last section, backend/cpu/blocked.py) ------
+
+
+def _bind_blocked(lib) -> None:
+    p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t
+    lib.cb_pack_f32.argtypes = [p, p, i, i, i, i]
+    lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 13
+    lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
