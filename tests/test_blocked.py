@@ -55,6 +55,11 @@ def test_blocked_equals_the_definition(c, h, w, o, k, s, p):
     in_place = residual.copy()
     layer(x, in_place, in_place, relu=True)
     assert np.all(np.abs(in_place - fused) <= bound)
+    # on two threads, the units (a group's block of rows) claimed one at a time: the same sums
+    layer.threads, layer.rows = 2, 1
+    again = np.empty_like(out)
+    layer(x, again, residual, relu=True)
+    np.testing.assert_array_equal(again, out)
     # every register tile native.c instantiates gives the same
     for tile in blocked.TILES:
         other = blocked.Layer.__new__(blocked.Layer)
@@ -73,3 +78,24 @@ def test_a_batch_runs_image_by_image():
     for i in range(3):
         bound = 4 * np.finfo(np.float32).eps * np.sqrt(54) * reference(np.abs(x[i]), np.abs(wt), None, 1, 1)
         assert np.all(np.abs(got[i] - reference(x[i], wt, None, 1, 1)) <= bound)
+
+
+@pytest.mark.parametrize("h,w,k,s,p", [(112, 112, 3, 2, 1), (9, 7, 3, 2, 1), (10, 11, 2, 2, 0), (8, 8, 3, 1, 1),
+                                       (13, 6, 5, 3, 2)])
+def test_inference_max_pooling_equals_the_definition(h, w, k, s, p):
+    """native.c's cb_maxpool (the inference path's, float32): each window's maximum over the
+    input padded with -inf, written from the definition; a NaN in a window makes its maximum NaN."""
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((5, h, w)).astype(np.float32)
+    x[1, h // 2, w // 2] = np.nan
+    padded = np.full((5, h + 2 * p, w + 2 * p), -np.inf, dtype=np.float32)
+    padded[:, p:p + h, p:p + w] = x
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    want = np.empty((5, oh, ow), dtype=np.float32)
+    for y in range(oh):
+        for z in range(ow):
+            window = padded[:, y * s:y * s + k, z * s:z * s + k].reshape(5, -1)
+            want[:, y, z] = [np.nan if np.isnan(win).any() else win.max() for win in window]
+    got = np.empty_like(want)
+    assert native.library().cb_maxpool_f32(native._at(x), native._at(got), 5, h, w, k, k, s, s, p, p, oh, ow) == 0
+    np.testing.assert_array_equal(got, want)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import native
-from .threads import MIN_ELEMENTS, WORKERS, over_batch
+from .threads import WORKERS
 
 LANES = 16  # native.c's VBYTES / sizeof(float): output channels a vector
 # the register tiles native.c instantiates: (vectors of output channels, positions of a row)
 TILES = ((1, 14), (2, 14), (1, 7), (2, 7), (4, 7), (4, 6), (2, 12), (3, 8))
 CHUNK_BYTES = 32 << 10  # an input-channel chunk's packed weights: about an L1
 MIN_SPLIT_MACS = 1 << 22  # below this a hand-off to the second core costs more than it saves
+UNITS_PER_THREAD = 4  # a thread that gets no core for a while leaves its share to the others
 
 
 def applies(geo, groups: int, dtype, xp=np) -> bool:
@@ -66,26 +67,24 @@ class Layer:
         self.xpad = np.zeros((c, hp, wp), dtype=np.float32)  # only the interior is written: the rest stays 0
         self.interior = self.xpad[:, ph:ph + geo.h, pw:pw + geo.w]
         self.acc = np.empty(self.groups * geo.oh * tiles * self.tt * g, dtype=np.float32)
-        self.kernel = native.library().cb_forward_f32
+        self.kernel = native.library().cb_forward_f32  # on the cores by its own helpers: see native.c
         self.args = (native._at(self.xpad), native._at(self.packed),
                      None if self.bias is None else native._at(self.bias))
         self.dims = (native._at(self.acc), c, o, hp * wp, wp, kh, kw, sh, sw, geo.oh, geo.ow, self.b, self.tt,
                      self.cb)
         macs = o * c * taps * geo.oh * geo.ow
-        self.split = MIN_ELEMENTS if macs >= MIN_SPLIT_MACS else 0
+        self.threads = WORKERS if macs >= MIN_SPLIT_MACS else 1
+        # units of work claimed one at a time by the threads: about UNITS_PER_THREAD a thread
+        self.rows = max(1, min(geo.oh, -(-geo.oh * self.groups // (UNITS_PER_THREAD * self.threads))))
 
     def __call__(self, x: np.ndarray, out: np.ndarray, residual: np.ndarray | None = None,
                  relu: bool = False) -> None:
         """out (O, OH, OW) = conv(x (C, H, W)) + bias [+ residual (O, OH, OW)] [then ReLU]; out and
         residual contiguous float32 (out may be residual itself, not x)."""
         np.copyto(self.interior, x)
-        head = (*self.args, None if residual is None else native._at(residual), native._at(out))
-        tail = (*self.dims, int(relu))
-
-        def work(lo, hi):
-            if self.kernel(*head, *tail, lo, hi):
-                raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
-        over_batch(np, self.groups, self.split, work)
+        if self.kernel(*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
+                       int(relu), self.groups, self.rows, self.threads):
+            raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
 
 
 def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo, layer: Layer | None = None) -> np.ndarray:

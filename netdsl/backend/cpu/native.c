@@ -1078,13 +1078,14 @@ void cb_pack_f32(const float* restrict w, float* restrict packed, int o, int c, 
             }
 }
 
-/* KW: the kernel's width fixed at compile time (its taps unrolled), 0: any (kw). */                 \
-#define DEFINE_CB_TILE(B, TT, KW)                                                                 \
-static void cb_tile_##B##_##TT##_##KW(const float* restrict x, const float* restrict w,         \
-                                      float* restrict acc, int cb, int kh, int kw_, int sw,      \
+/* KW, SW: the kernel's width and stride fixed at compile time (taps unrolled, offsets constant), \
+ * 0: any (kw_, sw_). */                                                                          \
+#define DEFINE_CB_TILE(B, TT, KW, SW)                                                             \
+static void cb_tile_##B##_##TT##_##KW##_##SW(const float* restrict x, const float* restrict w,  \
+                                      float* restrict acc, int cb, int kh, int kw_, int sw_,     \
                                       ptrdiff_t plane, int wp, int first) {                       \
     enum { L = VBYTES / sizeof(float), G = B * L };                                               \
-    const int kw = KW ? KW : kw_;                                                                 \
+    const int kw = KW ? KW : kw_, sw = SW ? SW : sw_;                                             \
     vfloat a[B][TT]; /* the chunk's own sums, added to acc at its end: two-level summation keeps \
                       * the rounding near a blocked GEMM's (one running sum over 512 channels x 9 \
                       * taps had 3x im2col's error) */                                           \
@@ -1110,75 +1111,262 @@ static void cb_tile_##B##_##TT##_##KW(const float* restrict x, const float* rest
             *dst = first ? a[b][t] : *dst + a[b][t];                                              \
         }                                                                                         \
 }
-DEFINE_CB_TILE(1, 14, 0)
-DEFINE_CB_TILE(1, 14, 3)
-DEFINE_CB_TILE(2, 14, 0)
-DEFINE_CB_TILE(2, 14, 3)
-DEFINE_CB_TILE(1, 7, 0)
-DEFINE_CB_TILE(1, 7, 3)
-DEFINE_CB_TILE(2, 7, 0)
-DEFINE_CB_TILE(2, 7, 3)
-DEFINE_CB_TILE(4, 7, 0)
-DEFINE_CB_TILE(4, 7, 3)
-DEFINE_CB_TILE(4, 6, 0)
-DEFINE_CB_TILE(4, 6, 3)
-DEFINE_CB_TILE(2, 12, 0)
-DEFINE_CB_TILE(2, 12, 3)
-DEFINE_CB_TILE(3, 8, 0)
-DEFINE_CB_TILE(3, 8, 3)
+DEFINE_CB_TILE(1, 14, 0, 0)
+DEFINE_CB_TILE(1, 14, 3, 1)
+DEFINE_CB_TILE(1, 14, 3, 2)
+DEFINE_CB_TILE(1, 14, 1, 1)
+DEFINE_CB_TILE(1, 14, 1, 2)
+DEFINE_CB_TILE(2, 14, 0, 0)
+DEFINE_CB_TILE(2, 14, 3, 1)
+DEFINE_CB_TILE(2, 14, 3, 2)
+DEFINE_CB_TILE(2, 14, 1, 1)
+DEFINE_CB_TILE(2, 14, 1, 2)
+DEFINE_CB_TILE(1, 7, 0, 0)
+DEFINE_CB_TILE(1, 7, 3, 1)
+DEFINE_CB_TILE(1, 7, 3, 2)
+DEFINE_CB_TILE(1, 7, 1, 1)
+DEFINE_CB_TILE(1, 7, 1, 2)
+DEFINE_CB_TILE(2, 7, 0, 0)
+DEFINE_CB_TILE(2, 7, 3, 1)
+DEFINE_CB_TILE(2, 7, 3, 2)
+DEFINE_CB_TILE(2, 7, 1, 1)
+DEFINE_CB_TILE(2, 7, 1, 2)
+DEFINE_CB_TILE(4, 7, 0, 0)
+DEFINE_CB_TILE(4, 7, 3, 1)
+DEFINE_CB_TILE(4, 7, 3, 2)
+DEFINE_CB_TILE(4, 7, 1, 1)
+DEFINE_CB_TILE(4, 7, 1, 2)
+DEFINE_CB_TILE(4, 6, 0, 0)
+DEFINE_CB_TILE(4, 6, 3, 1)
+DEFINE_CB_TILE(4, 6, 3, 2)
+DEFINE_CB_TILE(4, 6, 1, 1)
+DEFINE_CB_TILE(4, 6, 1, 2)
+DEFINE_CB_TILE(2, 12, 0, 0)
+DEFINE_CB_TILE(2, 12, 3, 1)
+DEFINE_CB_TILE(2, 12, 3, 2)
+DEFINE_CB_TILE(2, 12, 1, 1)
+DEFINE_CB_TILE(2, 12, 1, 2)
+DEFINE_CB_TILE(3, 8, 0, 0)
+DEFINE_CB_TILE(3, 8, 3, 1)
+DEFINE_CB_TILE(3, 8, 3, 2)
+DEFINE_CB_TILE(3, 8, 1, 1)
+DEFINE_CB_TILE(3, 8, 1, 2)
 
 typedef void (*cb_tile_fn)(const float*, const float*, float*, int, int, int, int, ptrdiff_t, int, int);
 
-static cb_tile_fn cb_tile_for(int b, int tt, int kw) {
+/* the tile of b x tt for a kernel kw wide at stride sw: a specialised one where there is one */
+#define CB_PICK(F) kw == 3 && sw == 1 ? F##_3_1 : kw == 3 && sw == 2 ? F##_3_2 : kw == 1 && sw == 1 ? F##_1_1 \
+                   : kw == 1 && sw == 2 ? F##_1_2 : F##_0_0
+static cb_tile_fn cb_tile_for(int b, int tt, int kw, int sw) {
     switch (b * 100 + tt) {
-    case 114: return kw == 3 ? cb_tile_1_14_3 : cb_tile_1_14_0;
-    case 214: return kw == 3 ? cb_tile_2_14_3 : cb_tile_2_14_0;
-    case 107: return kw == 3 ? cb_tile_1_7_3 : cb_tile_1_7_0;
-    case 207: return kw == 3 ? cb_tile_2_7_3 : cb_tile_2_7_0;
-    case 407: return kw == 3 ? cb_tile_4_7_3 : cb_tile_4_7_0;
-    case 406: return kw == 3 ? cb_tile_4_6_3 : cb_tile_4_6_0;
-    case 212: return kw == 3 ? cb_tile_2_12_3 : cb_tile_2_12_0;
-    case 308: return kw == 3 ? cb_tile_3_8_3 : cb_tile_3_8_0;
+    case 114: return CB_PICK(cb_tile_1_14);
+    case 214: return CB_PICK(cb_tile_2_14);
+    case 107: return CB_PICK(cb_tile_1_7);
+    case 207: return CB_PICK(cb_tile_2_7);
+    case 407: return CB_PICK(cb_tile_4_7);
+    case 406: return CB_PICK(cb_tile_4_6);
+    case 212: return CB_PICK(cb_tile_2_12);
+    case 308: return CB_PICK(cb_tile_3_8);
     default: return 0;
     }
 }
 
-/* Groups [q0, q1) of the output channels. xpad: c planes of plane = hp*wp values; packed: from
- * cb_pack with g = b*L; acc: per group oh*tiles*tt*g values (the group's at q * that); bias and
+/* The sums of group q, output rows [r0, r1). xpad: c planes of plane = hp*wp values; packed: from
+ * cb_pack with g = b*L; acc: per group oh*tiles*tt*g values (group q's at q times that); bias and
  * res (o x oh x ow) may be NULL. Returns -1 for a tile shape not instantiated above. */
-int cb_forward_f32(const float* restrict xpad, const float* restrict packed, const float* restrict bias,
-                   const float* res, float* out, float* restrict acc, int c, int o, ptrdiff_t plane,
-                   int wp, int kh, int kw, int sh, int sw, int oh, int ow, int b, int tt, int cb,
-                   int relu, int q0, int q1) {
-    const cb_tile_fn tile = cb_tile_for(b, tt, kw);
+typedef struct {
+    const float *xpad, *packed, *bias, *res;
+    float *out, *acc;
+    int c, o;
+    ptrdiff_t plane;
+    int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
+} cb_job;
+
+static int cb_unit(const cb_job* j, int q, int r0, int r1) {
+    const cb_tile_fn tile = cb_tile_for(j->b, j->tt, j->kw, j->sw);
     if (!tile) return -1;
-    const int g = b * (int)(VBYTES / sizeof(float)), taps = kh * kw, tiles = (ow + tt - 1) / tt;
-    const ptrdiff_t per_group = (ptrdiff_t)oh * tiles * tt * g;
-    for (int q = q0; q < q1; ++q) {
-        float* restrict qa = acc + q * per_group;
-        for (int c0 = 0; c0 < c; c0 += cb) {
-            const int n = c - c0 < cb ? c - c0 : cb;
-            const float* restrict wq = packed + (((ptrdiff_t)q * c + c0) * taps) * g;
-            for (int r = 0; r < oh; ++r)
-                for (int k = 0; k < tiles; ++k)
-                    tile(xpad + c0 * plane + (ptrdiff_t)r * sh * wp + k * tt * sw, wq,
-                         qa + ((ptrdiff_t)r * tiles + k) * tt * g, n, kh, kw, sw, plane, wp, c0 == 0);
-        }
-        for (int k = 0; k < g && q * g + k < o; ++k) {
-            const int oc = q * g + k;
-            const float bv = bias ? bias[oc] : 0.0f;
-            float* dst = out + (ptrdiff_t)oc * oh * ow;
-            const float* rs = res ? res + (ptrdiff_t)oc * oh * ow : 0;
-            for (int r = 0; r < oh; ++r) {
-                const float* src = qa + (ptrdiff_t)r * tiles * tt * g + k;
-                for (int col = 0; col < ow; ++col) {
-                    float v = src[(ptrdiff_t)col * g] + bv;
-                    if (rs) v += rs[r * ow + col];
-                    if (relu && !(v > 0)) v = v != v ? v : 0.0f;
-                    dst[r * ow + col] = v;
-                }
+    const int g = j->b * (int)(VBYTES / sizeof(float)), taps = j->kh * j->kw, tiles = (j->ow + j->tt - 1) / j->tt;
+    const int c = j->c, oh = j->oh, ow = j->ow;
+    float* restrict qa = j->acc + (ptrdiff_t)q * oh * tiles * j->tt * g;
+    for (int c0 = 0; c0 < c; c0 += j->cb) {
+        const int n = c - c0 < j->cb ? c - c0 : j->cb;
+        const float* restrict wq = j->packed + (((ptrdiff_t)q * c + c0) * taps) * g;
+        for (int r = r0; r < r1; ++r)
+            for (int k = 0; k < tiles; ++k)
+                tile(j->xpad + c0 * j->plane + (ptrdiff_t)r * j->sh * j->wp + k * j->tt * j->sw, wq,
+                     qa + ((ptrdiff_t)r * tiles + k) * j->tt * g, n, j->kh, j->kw, j->sw, j->plane, j->wp, c0 == 0);
+    }
+    for (int k = 0; k < g && q * g + k < j->o; ++k) { /* + bias (+ residual), ReLU, into NCHW */
+        const int oc = q * g + k;
+        const float bv = j->bias ? j->bias[oc] : 0.0f;
+        float* dst = j->out + (ptrdiff_t)oc * oh * ow;
+        const float* rs = j->res ? j->res + (ptrdiff_t)oc * oh * ow : 0;
+        for (int r = r0; r < r1; ++r) {
+            const float* src = qa + (ptrdiff_t)r * tiles * j->tt * g + k;
+            for (int col = 0; col < ow; ++col) {
+                float v = src[(ptrdiff_t)col * g] + bv;
+                if (rs) v += rs[r * ow + col];
+                if (j->relu && !(v > 0)) v = v != v ? v : 0.0f;
+                dst[r * ow + col] = v;
             }
         }
     }
+    return 0;
+}
+
+/* The units (group, block of `rows` output rows) on the cores, by helper threads of this
+ * section's own. Python's thread pool puts its workers to sleep, and waking one costs a scheduler
+ * slot: with the other core busy with other work that came to a layer's time, and a fixed half
+ * for each thread made a layer slower on two than on one. Here the units are claimed one at a
+ * time from a shared counter (a late or slow helper takes fewer; the caller finishes without
+ * waiting for one that never came), and a helper spins (CB_SPIN pauses, a millisecond or two)
+ * after each job, so the next layer finds it running, then sleeps on a condition variable.
+ * One caller at a time: a second caller while a job runs does its work alone. After a fork the
+ * helpers are started again. */
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+#define CB_MAX_HELPERS 7
+#define CB_SPIN 40000L
+#define CB_YIELD 2000L /* the caller's pauses waiting for a helper's unit before it yields its core */
+#if defined(__x86_64__) || defined(__i386__)
+#define CB_PAUSE() __builtin_ia32_pause()
+#else
+#define CB_PAUSE() ((void)0)
+#endif
+/* the claim word: job number (24 bits) | units (20 bits) | next unit (20 bits) */
+#define CB_EPOCH(v) ((v) >> 40)
+#define CB_UNITS(v) (((v) >> 20) & 0xfffff)
+#define CB_NEXT(v) ((v) & 0xfffff)
+
+static cb_job cb_current;
+static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
+static unsigned long long cb_claim; /* see CB_EPOCH */
+static int cb_done, cb_failed;      /* units finished, and failed, of the current job */
+static int cb_helpers;              /* started in this process */
+static pid_t cb_pid;                /* the process that started them */
+
+/* Claims and runs units of job `epoch` until none is left; how many it ran. */
+static int cb_work(unsigned long long epoch) {
+    int ran = 0;
+    for (;;) {
+        unsigned long long v = __atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE);
+        if (CB_EPOCH(v) != epoch || CB_NEXT(v) >= CB_UNITS(v)) return ran;
+        if (!__atomic_compare_exchange_n(&cb_claim, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        /* claimed while the job was current: it stays so until this unit is done */
+        const int u = (int)CB_NEXT(v), blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
+        const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
+        const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
+        if (cb_unit(&cb_current, q, r0, r1)) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&cb_done, 1, __ATOMIC_ACQ_REL);
+        ++ran;
+    }
+}
+
+static void* cb_helper(void* arg) {
+    unsigned long long seen = *(unsigned long long*)arg;
+    free(arg);
+    for (;;) {
+        unsigned long long e;
+        long spins = 0;
+        while ((e = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE))) == seen && spins < CB_SPIN) {
+            CB_PAUSE();
+            ++spins;
+        }
+        if (e == seen) { /* idle: sleep until the next job */
+            pthread_mutex_lock(&cb_sleep);
+            while ((e = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE))) == seen)
+                pthread_cond_wait(&cb_wake, &cb_sleep);
+            pthread_mutex_unlock(&cb_sleep);
+        }
+        seen = e;
+        cb_work(e);
+    }
+    return 0;
+}
+
+/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
+ * `rows` output rows, on up to `threads` threads (the caller and helpers). */
+int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
+                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
+                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
+                        relu, rows};
+    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0;
+        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
+        return failed;
+    }
+    if (cb_pid != getpid()) { /* first use, or a forked child: its parent's helpers are not here */
+        cb_pid = getpid();
+        cb_helpers = 0;
+    }
+    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
+    while (cb_helpers < threads - 1) {
+        pthread_t thread;
+        unsigned long long* start = malloc(sizeof *start);
+        if (!start) break;
+        *start = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE));
+        if (pthread_create(&thread, 0, cb_helper, start) != 0) {
+            free(start);
+            break;
+        }
+        pthread_detach(thread);
+        ++cb_helpers;
+    }
+    cb_current = job;
+    cb_done = cb_failed = 0;
+    pthread_mutex_lock(&cb_sleep); /* published under the lock: a helper going to sleep sees it */
+    __atomic_store_n(&cb_claim, (epoch << 40) | ((unsigned long long)units << 20), __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&cb_wake);
+    pthread_mutex_unlock(&cb_sleep);
+    cb_work(epoch);
+    for (long spins = 0; __atomic_load_n(&cb_done, __ATOMIC_ACQUIRE) < units; ++spins) {
+        CB_PAUSE(); /* a helper finishing its last unit; if it waits for a core, maybe for this one */
+        if (spins > CB_YIELD) sched_yield();
+    }
+    const int failed = __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&cb_caller);
+    return failed ? -1 : 0;
+}
+
+/* Max pooling for inference: no winners' positions kept (maxpool_forward records them for the
+ * backward pass, one compare-and-select per tap and output). Per output row, the window's rows'
+ * maximum over the padded row (one vectorisable pass a row), then each window's maximum along
+ * it; -inf padding, NaN propagates (numpy's max). -1: no memory for the row. */
+int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t planes, int h, int w, int kh,
+                   int kw, int sh, int sw, int ph, int pw, int oh, int ow) {
+    const int wide = (ow - 1) * sw + kw; /* the padded row's columns any window reads */
+    float* restrict row = malloc(sizeof(float) * (size_t)wide);
+    if (!row) return -1;
+    for (ptrdiff_t p = 0; p < planes; ++p) {
+        const float* restrict xp = x + p * h * w;
+        for (int r = 0; r < oh; ++r) {
+            for (int k = 0; k < wide; ++k) row[k] = -INFINITY;
+            for (int i = 0; i < kh; ++i) {
+                const int y = r * sh - ph + i;
+                if (y < 0 || y >= h) continue;
+                const float* restrict src = xp + (ptrdiff_t)y * w;
+                const int lo = pw, hi = w + pw < wide ? w + pw : wide; /* row[k] holds x column k - pw */
+                for (int k = lo; k < hi; ++k) {
+                    const float v = src[k - pw], m = row[k];
+                    row[k] = (v > m || v != v) ? v : m;
+                }
+            }
+            float* restrict dst = out + (p * oh + r) * ow;
+            for (int col = 0; col < ow; ++col) dst[col] = row[col * sw];
+            for (int j = 1; j < kw; ++j) /* tap by tap over the whole output row: vectorisable */
+                for (int col = 0; col < ow; ++col) {
+                    const float v = row[col * sw + j], m = dst[col];
+                    dst[col] = (v > m || v != v) ? v : m;
+                }
+        }
+    }
+    free(row);
     return 0;
 }

@@ -300,5 +300,7 @@ def avgpool_tiled(xp, src, geo, forward: bool):
 def _bind_blocked(lib) -> None:
     p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t
     lib.cb_pack_f32.argtypes = [p, p, i, i, i, i]
-    lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 13
+    lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 14
     lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
+    lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
+    lib.cb_maxpool_f32.restype = i  # -1: no memory for its row
