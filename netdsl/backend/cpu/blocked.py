@@ -20,9 +20,16 @@ from . import native
 from .threads import WORKERS
 
 LANES = 16  # native.c's VBYTES / sizeof(float): output channels a vector
-# the register tiles native.c instantiates: (vectors of output channels, positions of a row)
-TILES = ((1, 14), (2, 14), (1, 7), (2, 7), (4, 7), (4, 6), (2, 12), (3, 8))
-CHUNK_BYTES = 32 << 10  # an input-channel chunk's packed weights: about an L1
+# the register tiles native.c instantiates, (vectors of output channels, positions of a row), with
+# their measured cost per useful FMA (AMD EPYC, one thread, ResNet-18's 3x3 layers: 1 x 14, its 14
+# input values broadcast inside the FMAs, and 4 x 7 ran 5-15% faster than the others)
+TILES = {(1, 14): 1.0, (4, 7): 1.0, (2, 14): 1.1, (1, 7): 1.15, (2, 7): 1.15, (4, 6): 1.15, (2, 12): 1.15,
+         (3, 8): 1.3}
+# A chunk of input channels: its packed weights stay in cache over the whole map, and each output's
+# sum is the sum of the chunks' own sums (a blocked GEMM's two levels). Up to this many products a
+# chunk (28 channels of a 3x3): float32 error 0.6-0.9x im2col's (benchmarks/conv_error.py); 64
+# channels of a 3x3 ran 1-2% faster with 1.1-1.4x, 64 of a 5x5 1.7x.
+CHUNK_TERMS = 256
 MIN_SPLIT_MACS = 1 << 22  # below this a hand-off to the second core costs more than it saves
 UNITS_PER_THREAD = 4  # a thread that gets no core for a while leaves its share to the others
 
@@ -34,14 +41,14 @@ def applies(geo, groups: int, dtype, xp=np) -> bool:
 
 
 def choose_tile(o: int, ow: int, workers: int = WORKERS) -> tuple[int, int]:
-    """The register tile with the least work per useful FMA: positions and channels computed and
-    dropped, loads per FMA ((b + tt) / (b * tt)), and groups too few to keep every core busy."""
+    """The register tile with the least work per useful FMA: its measured cost, positions and
+    channels computed and dropped, and groups too few to keep every core busy."""
     def cost(tile):
         b, tt = tile
         g = b * LANES
         groups = -(-o // g)
         waste = (-(-ow // tt) * tt / ow) * (groups * g / o)
-        return waste * (b + tt) / (b * tt) * workers / min(workers, groups)
+        return TILES[tile] * waste * workers / min(workers, groups)
     return min(TILES, key=cost)
 
 
@@ -55,7 +62,7 @@ class Layer:
         g = self.b * LANES
         self.groups = -(-o // g)
         taps = kh * kw
-        self.cb = max(1, min(c, CHUNK_BYTES // (taps * g * 4)))
+        self.cb = max(1, min(c, CHUNK_TERMS // taps))
         w = np.ascontiguousarray(weight, dtype=np.float32)
         self.packed = np.empty(self.groups * c * taps * g, dtype=np.float32)
         native.library().cb_pack_f32(native._at(w), native._at(self.packed), o, c, taps, g)
