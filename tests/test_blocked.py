@@ -29,7 +29,8 @@ def reference(x, w, bias, stride, pad):
 # (C, H, W, O, kernel, stride, pad): ResNet's 3x3 /1 and /2 and 1x1 /2, odd maps, channel counts
 # off the 16-lane blocks, a 7x7 /2 stem, maps narrower than a register tile
 LAYERS = [(16, 12, 12, 32, 3, 1, 1), (5, 11, 9, 19, 3, 2, 1), (20, 13, 15, 24, 1, 2, 0), (3, 23, 21, 10, 7, 2, 3),
-          (33, 7, 7, 70, 3, 1, 1), (9, 5, 3, 17, 3, 1, 1), (40, 15, 15, 36, 3, 2, 1)]
+          (33, 7, 7, 70, 3, 1, 1), (9, 5, 3, 17, 3, 1, 1), (40, 15, 15, 36, 3, 2, 1),
+          (6, 9, 37, 20, 3, 1, 1)]  # rows of 37: two 16-wide blocks transposed in registers and a tail
 
 
 @pytest.mark.parametrize("c,h,w,o,k,s,p", LAYERS)

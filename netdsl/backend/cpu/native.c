@@ -1191,6 +1191,44 @@ typedef struct {
     int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
 } cb_job;
 
+/* 16 output positions x 16 channels from the sums (a position's channels contiguous, `g` apart)
+ * into NCHW: transposed in registers (four rounds of butterflies: rows i and i+d swap their off-
+ * diagonal d-blocks), + bias, + residual, ReLU, 16 contiguous stores a channel. The channels
+ * from oc on that exist (o may end inside the block). */
+typedef int cb_vi __attribute__((vector_size(VBYTES)));
+static void cb_block_out(const cb_job* j, const float* restrict src, int g, int oc, int r, int col) {
+#if VBYTES == 64
+    vfloat v[16];
+    for (int p = 0; p < 16; ++p) v[p] = *(const cb_vu*)(src + (ptrdiff_t)p * g);
+#define CB_ROUND(D)                                                                                \
+    for (int i = 0; i < 16; ++i) {                                                                  \
+        if (i & D) continue;                                                                        \
+        const vfloat a = v[i], b = v[i + D];                                                        \
+        v[i] = __builtin_shuffle(a, b, CB_LO_##D);                                                  \
+        v[i + D] = __builtin_shuffle(a, b, CB_HI_##D);                                              \
+    }
+    const cb_vi CB_LO_1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+    const cb_vi CB_HI_1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+    const cb_vi CB_LO_2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    const cb_vi CB_HI_2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    const cb_vi CB_LO_4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+    const cb_vi CB_HI_4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+    const cb_vi CB_LO_8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const cb_vi CB_HI_8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    CB_ROUND(1) CB_ROUND(2) CB_ROUND(4) CB_ROUND(8)
+#undef CB_ROUND
+    const int ohw = j->oh * j->ow, at = r * j->ow + col;
+    for (int k = 0; k < 16 && oc + k < j->o; ++k) {
+        vfloat t = v[k] + (j->bias ? j->bias[oc + k] : 0.0f);
+        if (j->res) t += *(const cb_vu*)(j->res + (ptrdiff_t)(oc + k) * ohw + at);
+        if (j->relu) t = (vfloat)((cb_vi)t & ((t > 0) | (t != t))); /* NaN stays, as numpy's maximum */
+        *(cb_vu*)(j->out + (ptrdiff_t)(oc + k) * ohw + at) = t;
+    }
+#else
+    (void)j; (void)src; (void)g; (void)oc; (void)r; (void)col;
+#endif
+}
+
 static int cb_unit(const cb_job* j, int q, int r0, int r1) {
     const cb_tile_fn tile = cb_tile_for(j->b, j->tt, j->kw, j->sw);
     if (!tile) return -1;
@@ -1205,14 +1243,20 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
                 tile(j->xpad + c0 * j->plane + (ptrdiff_t)r * j->sh * j->wp + k * j->tt * j->sw, wq,
                      qa + ((ptrdiff_t)r * tiles + k) * j->tt * g, n, j->kh, j->kw, j->sw, j->plane, j->wp, c0 == 0);
     }
-    for (int k = 0; k < g && q * g + k < j->o; ++k) { /* + bias (+ residual), ReLU, into NCHW */
+    const int L = (int)(VBYTES / sizeof(float));
+    for (int k0 = 0; k0 < g && q * g + k0 < j->o; k0 += L) /* whole 16 x 16 blocks, transposed in registers */
+        for (int r = r0; r < r1; ++r)
+            for (int col = 0; col + L <= ow; col += L)
+                cb_block_out(j, qa + ((ptrdiff_t)r * tiles * j->tt + col) * g + k0, g, q * g + k0, r, col);
+    const int done = L == 16 ? ow - ow % L : 0; /* the columns the blocks wrote */
+    for (int k = 0; k < g && q * g + k < j->o; ++k) { /* the rest: + bias (+ residual), ReLU, into NCHW */
         const int oc = q * g + k;
         const float bv = j->bias ? j->bias[oc] : 0.0f;
         float* dst = j->out + (ptrdiff_t)oc * oh * ow;
         const float* rs = j->res ? j->res + (ptrdiff_t)oc * oh * ow : 0;
         for (int r = r0; r < r1; ++r) {
             const float* src = qa + (ptrdiff_t)r * tiles * j->tt * g + k;
-            for (int col = 0; col < ow; ++col) {
+            for (int col = done; col < ow; ++col) {
                 float v = src[(ptrdiff_t)col * g] + bv;
                 if (rs) v += rs[r * ow + col];
                 if (j->relu && !(v > 0)) v = v != v ? v : 0.0f;
