@@ -122,7 +122,7 @@ class Conv:
                 saved = {**saved, "v": None, "u": None, "x": x}  # made again in backward
             return out, {"path": "winograd", **saved}
         if algorithm == "direct":
-            out, saved = direct.forward(self.xp, x, w, b, geo)
+            out, saved = direct.forward(self.xp, x, w, b, geo, self.prepare(algorithm, w, b, geo))
             if not self.keeps(saved["flat"].nbytes, w.shape[0]):  # its padded copy of x: made again
                 saved = {**saved, "flat": None, "x": x}
             return out, {"path": "direct", **saved}
@@ -138,13 +138,14 @@ class Conv:
         """What `algorithm` computes from the weights alone, made once into `prepared` where the
         caller keeps one (the tuner calls this before timing a candidate: the inference path pays
         it once, not per call); None for the algorithms that prepare nothing here."""
-        if algorithm != "blocked":
+        make = PREPARES.get(algorithm)
+        if make is None or (algorithm == "direct" and self.prepared is None):  # direct makes its own
             return None
-        key = ("blocked", w.ctypes.data, w.shape, geo.h, geo.w, geo.stride, geo.pad)
         if self.prepared is None:
-            return blocked.Layer(w, b, geo)
+            return make(self.xp, w, b, geo)
+        key = (algorithm, w.ctypes.data, w.shape, w.dtype.str, geo.h, geo.w, geo.stride, geo.pad)
         if key not in self.prepared:
-            self.prepared[key] = blocked.Layer(w, b, geo)
+            self.prepared[key] = make(self.xp, w, b, geo)
         return self.prepared[key]
 
     def columns_fit(self, x, geo: Geometry, groups: int) -> bool:
@@ -323,6 +324,12 @@ class Conv:
         dw = unfold_weight(xp, dws, s, w.shape)
         dx = unfold_input(xp, dxs, geo, saved["inner_geo"]) if need_dx else None
         return dx, dw, db
+
+
+# what an algorithm makes from the weights alone (Conv.prepare): the blocked kernel's packed layer,
+# the direct kernel's tap-major weights
+PREPARES = {"blocked": lambda xp, w, b, geo: blocked.Layer(w, b, geo),
+            "direct": lambda xp, w, b, geo: direct.tap_major(xp, w, w.dtype)}
 
 
 def weight_grad(xp, dout_t, cols):

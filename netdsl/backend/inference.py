@@ -376,10 +376,8 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
         own_relu = node.epilogue == "relu"
         out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
-    def conv():
-        for i in range(x.shape[0]):
-            layer(x[i], out[i], None if other is None else other[i], relu)
-    return _then(conv, tail)
+    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in range(x.shape[0])]
+    return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
 
 
 CONV_PATHS = {"blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}

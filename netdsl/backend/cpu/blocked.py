@@ -88,10 +88,20 @@ class Layer:
                  relu: bool = False) -> None:
         """out (O, OH, OW) = conv(x (C, H, W)) + bias [+ residual (O, OH, OW)] [then ReLU]; out and
         residual contiguous float32 (out may be residual itself, not x)."""
-        np.copyto(self.interior, x)
-        if self.kernel(*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
-                       int(relu), self.groups, self.rows, self.threads):
-            raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
+        self.bind(x, out, residual, relu)()
+
+    def bind(self, x: np.ndarray, out: np.ndarray, residual: np.ndarray | None = None,
+             relu: bool = False):
+        """The call above on these arrays, its arguments converted once (a prepared step's)."""
+        interior, kernel = self.interior, self.kernel
+        args = (*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
+                int(relu), self.groups, self.rows, self.threads)
+
+        def run():
+            np.copyto(interior, x)
+            if kernel(*args):
+                raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
+        return run
 
 
 def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo, layer: Layer | None = None) -> np.ndarray:
