@@ -15,6 +15,8 @@ What the training executor does per call, this does once per batch size (`prepar
   layer's shape (asked once, by running it), with what depends only on the weights computed
   once (Winograd's transformed filters, the direct kernel's tap-major weights), writing into
   the layer's planned buffer; the bias and the activation follow in place.
+- a residual add (and its ReLU) right after a conv whose path can take it (the blocked kernel,
+  backend/cpu/blocked.py) runs in that conv's output loop: the add's step is gone.
 - nothing of autodiff: no saved state, no gradients, no epilogue outputs kept.
 - one closure per layer with its arrays, geometry and kernel pointers bound: a call is a loop
   over closures.
