@@ -126,6 +126,12 @@ def test_inference_path_with_the_blocked_kernel_and_fused_adds(name, blocked_on_
     _check_inference_path(name, batch=1)
 
 
+def _compiled() -> bool:
+    from netdsl.backend.cpu import native
+    return native.library() is not None
+
+
+@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
 def test_blocked_kernel_takes_in_resnets_adds_at_batch_1_only(blocked_on_the_inference_path):
     """At batch 1 each residual add runs inside a conv (the plan gives the add the conv's input's
     buffer, which the kernel has copied before writing); at batch 3 the next image's input would be

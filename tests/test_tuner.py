@@ -158,7 +158,9 @@ def test_every_candidate_agrees_with_im2col_within_its_budget(c, h, o, k, s, p):
     plain = _relative_error(conv().run("batch_major", x32, w32, None, geo, 1)[0], ref)
     names = tuner.candidates(conv(), x32, geo, 1, o)
     assert len(names) >= 2
-    assert "blocked" in names  # inference's (conv() runs no backward): float32, compiled kernels
+    from netdsl.backend.cpu import native
+    if native.library() is not None:  # inference's (conv() runs no backward): float32, compiled kernels
+        assert "blocked" in names
     assert "blocked" not in tuner.candidates(replace(conv(), training=True), x32, geo, 1, o)  # no backward
     for name in names:
         got = _relative_error(conv().run(name, x32, w32, None, geo, 1)[0], ref)
