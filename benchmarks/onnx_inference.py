@@ -78,10 +78,14 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=list(CASES))
     p.add_argument("--no-export", action="store_true", help="skip the export timing")
     p.add_argument("--no-graph", action="store_true", help="skip the graph column (VGG16 b8 takes seconds a call)")
+    p.add_argument("--ort-no-spin", action="store_true",
+                   help="onnxruntime's idle workers sleep (session.intra_op.allow_spinning=0) instead of spinning "
+                        "after each run, where they take a core from the engine timed next")
     args = p.parse_args()
     import onnxruntime as ort
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
-          f"numpy {np.__version__}; medians of {args.repeat}")
+          f"numpy {np.__version__}; medians of {args.repeat}"
+          + ("; onnxruntime's idle workers sleep (--ort-no-spin)" if args.ort_no_spin else ""))
     if not args.no_export:
         print(f"export of resnet152.net with weights from a checkpoint: {export_time(args.repeat):.0f} ms")
     try:
@@ -99,6 +103,8 @@ def main() -> None:
         fast = netdsl.Model(netdsl.optimise(net, "inference"), device="cpu", params_from=model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
+        if args.ort_no_spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(netdsl.export_onnx(net, None, state).SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         for batch in (1, 8):

@@ -105,3 +105,44 @@ def test_inference_keeps_the_models_precision(precision, algorithm, monkeypatch)
     assert model._inference.plan(1).algorithms == {"c": algorithm}
     np.testing.assert_allclose(got, model(x),
                                atol=1e-5 * float(np.abs(got).max()))
+
+
+@pytest.fixture
+def blocked_on_the_inference_path(monkeypatch):
+    """The inference path's convs run the blocked kernel wherever it applies (the tuner's choice,
+    forced: the training graph, the reference, keeps its own); its fused adds with them."""
+    from netdsl.backend import tuner
+    real = tuner.choose
+
+    def choose(conv, x, w, b, geo, groups, o=None):
+        if conv.prepared is not None and "blocked" in tuner.candidates(conv, x, geo, groups, w.shape[0]):
+            return tuner.Choice("blocked", "measured")
+        return real(conv, x, w, b, geo, groups, o)
+    monkeypatch.setattr(tuner, "choose", choose)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "lenet5", "vgg16", "googlenet"])
+def test_inference_path_with_the_blocked_kernel_and_fused_adds(name, blocked_on_the_inference_path):
+    _check_inference_path(name, batch=1)
+
+
+def _compiled() -> bool:
+    from netdsl.backend.cpu import native
+    return native.library() is not None
+
+
+@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
+def test_blocked_kernel_takes_in_resnets_adds_at_batch_1_only(blocked_on_the_inference_path):
+    """At batch 1 each residual add runs inside a conv (the plan gives the add the conv's input's
+    buffer, which the kernel has copied before writing); at batch 3 the next image's input would be
+    overwritten first, so the adds stay steps of their own (and the logits still agree)."""
+    net = _network("resnet18")
+    model = Model(net, device="cpu", seed=0)
+    x = np.random.default_rng(2).standard_normal((3, *net.input_shape)).astype(np.float32)
+    adds = {n.name for n in model._inference_engine().model.nodes if n.op == "add"}
+    model.predict(x[:1])
+    assert model._inference.plan(1).algorithms["conv2_x/basic1/b1/conv2"] == "blocked"
+    assert not adds & set(model._inference.plan(1).names)
+    model.predict(x)
+    assert adds <= set(model._inference.plan(3).names)
+    _check_inference_path("resnet18", batch=3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,9 @@ def _relative_error(y, ref) -> float:
 
 
 # (input C, H, O, kernel, stride, pad): 3x3 (all three Winograd-able ones), 5x5 pad 2, strided 7x7
-CANDIDATE_LAYERS = [(16, 12, 16, 3, 1, 1), (8, 11, 12, 5, 1, 2), (3, 17, 8, 7, 2, 3), (12, 9, 8, 3, 1, 0)]
+# and a 1x1 stride-2 projection (ResNet's shortcuts)
+CANDIDATE_LAYERS = [(16, 12, 16, 3, 1, 1), (8, 11, 12, 5, 1, 2), (3, 17, 8, 7, 2, 3), (12, 9, 8, 3, 1, 0),
+                    (20, 13, 24, 1, 2, 0)]
 
 
 class _Workspace:
@@ -155,6 +158,10 @@ def test_every_candidate_agrees_with_im2col_within_its_budget(c, h, o, k, s, p):
     plain = _relative_error(conv().run("batch_major", x32, w32, None, geo, 1)[0], ref)
     names = tuner.candidates(conv(), x32, geo, 1, o)
     assert len(names) >= 2
+    from netdsl.backend.cpu import native
+    if native.library() is not None:  # inference's (conv() runs no backward): float32, compiled kernels
+        assert "blocked" in names
+    assert "blocked" not in tuner.candidates(replace(conv(), training=True), x32, geo, 1, o)  # no backward
     for name in names:
         got = _relative_error(conv().run(name, x32, w32, None, geo, 1)[0], ref)
         assert got <= 2 * tuner.ERROR_GROWTH[name] * plain + 1e-7, name
@@ -243,10 +250,13 @@ def test_a_challenger_must_beat_the_thresholds_choice_by_the_margin():
 
 class _TimedConv:
     """A stand-in convolution whose algorithms take the given seconds forward and backward; it
-    records what ran (the tuner asks only run, backward, need_dx, key and workspace of a Conv)."""
+    records what ran (the tuner asks only prepare, run, backward, need_dx, key and workspace of a Conv)."""
 
     def __init__(self, seconds: dict[str, tuple[float, float]]):
         self.seconds, self.ran, self.key, self.workspace, self.need_dx = seconds, [], "layer", None, True
+
+    def prepare(self, algorithm, w, b, geo):
+        return None
 
     def run(self, algorithm, x, w, b, geo, groups):
         import time

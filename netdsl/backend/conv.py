@@ -9,7 +9,9 @@
 - batch-major: the whole batch as one GEMM each way, wherever its columns fit the budget; on
               the CPU, stride-1 input gradients summed on a wide grid (im2col.col2im_wide);
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
-              exceed the memory budget; grouped convs.
+              exceed the memory budget; grouped convs;
+- blocked:    inference only (no backward), float32 on the CPU: a direct convolution over blocks
+              of output channels in registers (backend/cpu/blocked.py), as onnxruntime's MLAS.
 
 On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu/cuda.py):
 batch-major wherever the columns fit its budget, per-image (batched GEMMs) otherwise.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import im2col, tuner, winograd
-from .cpu import direct, native
+from .cpu import blocked, direct, native
 from .device import on_gpu
 from .im2col import Geometry
 from .cpu.threads import contiguous
@@ -75,6 +77,9 @@ class Conv:
     precision: str = "default"  # the error budget the algorithm must keep (tuner.PRECISIONS)
     training: bool = False  # a backward pass follows: the tuner times both ways
     need_dx: bool = True  # that backward wants the input's gradient (not a first layer's)
+    # weight transforms kept between calls, where the caller's weights stay as they are (the
+    # inference path's); None: made each call
+    prepared: dict | None = None
 
     @property
     def cpu(self) -> bool:
@@ -117,7 +122,7 @@ class Conv:
                 saved = {**saved, "v": None, "u": None, "x": x}  # made again in backward
             return out, {"path": "winograd", **saved}
         if algorithm == "direct":
-            out, saved = direct.forward(self.xp, x, w, b, geo)
+            out, saved = direct.forward(self.xp, x, w, b, geo, self.prepare(algorithm, w, b, geo))
             if not self.keeps(saved["flat"].nbytes, w.shape[0]):  # its padded copy of x: made again
                 saved = {**saved, "flat": None, "x": x}
             return out, {"path": "direct", **saved}
@@ -125,7 +130,23 @@ class Conv:
             return self._s2d_forward(x, w, b, geo)
         if algorithm == "batch_major":
             return self._batch_major_forward(x, w, b, geo)
+        if algorithm == "blocked":  # inference only (tuner's rule): nothing saved for a backward
+            return blocked.forward(x, w, b, geo, self.prepare(algorithm, w, b, geo)), {"path": "blocked"}
         return self._per_image_forward(x, w, b, geo, groups)
+
+    def prepare(self, algorithm: str, w, b, geo: Geometry):
+        """What `algorithm` computes from the weights alone, made once into `prepared` where the
+        caller keeps one (the tuner calls this before timing a candidate: the inference path pays
+        it once, not per call); None for the algorithms that prepare nothing here."""
+        make = PREPARES.get(algorithm)
+        if make is None or (algorithm == "direct" and self.prepared is None):  # direct makes its own
+            return None
+        if self.prepared is None:
+            return make(self.xp, w, b, geo)
+        key = (algorithm, w.ctypes.data, w.shape, w.dtype.str, geo.h, geo.w, geo.stride, geo.pad)
+        if key not in self.prepared:
+            self.prepared[key] = make(self.xp, w, b, geo)
+        return self.prepared[key]
 
     def columns_fit(self, x, geo: Geometry, groups: int) -> bool:
         """Whether the whole batch's columns fit the budget (batch-major applies), else per-image."""
@@ -303,6 +324,12 @@ class Conv:
         dw = unfold_weight(xp, dws, s, w.shape)
         dx = unfold_input(xp, dxs, geo, saved["inner_geo"]) if need_dx else None
         return dx, dw, db
+
+
+# what an algorithm makes from the weights alone (Conv.prepare): the blocked kernel's packed layer,
+# the direct kernel's tap-major weights
+PREPARES = {"blocked": lambda xp, w, b, geo: blocked.Layer(w, b, geo),
+            "direct": lambda xp, w, b, geo: direct.tap_major(xp, w, w.dtype)}
 
 
 def weight_grad(xp, dout_t, cols):

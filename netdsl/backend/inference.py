@@ -15,6 +15,8 @@ What the training executor does per call, this does once per batch size (`prepar
   layer's shape (asked once, by running it), with what depends only on the weights computed
   once (Winograd's transformed filters, the direct kernel's tap-major weights), writing into
   the layer's planned buffer; the bias and the activation follow in place.
+- a residual add (and its ReLU) right after a conv whose path can take it (the blocked kernel,
+  backend/cpu/blocked.py) runs in that conv's output loop: the add's step is gone.
 - nothing of autodiff: no saved state, no gradients, no epilogue outputs kept.
 - one closure per layer with its arrays, geometry and kernel pointers bound: a call is a loop
   over closures.
@@ -38,7 +40,7 @@ from ..errors import NetError
 from ..ops import end_extension, window_geometry
 from . import im2col, winograd
 from .conv import Conv
-from .cpu import direct, native
+from .cpu import blocked, direct, native
 from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
 from .cpu.threads import MIN_ELEMENTS, over_batch
 from .kernels import ACTIVATIONS
@@ -72,6 +74,16 @@ class Scratch:
 
 
 @dataclass
+class Residual:
+    """An add that a conv before it takes into its output loop (out = act(conv(x) + other)): the
+    add's other input (computed before the conv runs), its planned output, its activation."""
+    add: int  # the add's node index: its own step is then none
+    other: np.ndarray
+    out: np.ndarray
+    relu: bool
+
+
+@dataclass
 class Context:
     """What a step builder sees: the node (executor.NodeState: attrs, params, epilogue), its
     inputs' and its output's planned views, the plan's scratch, and the engine's weight cache."""
@@ -81,6 +93,8 @@ class Context:
     scratch: Scratch
     prepared_weights: dict
     xp: Any = np
+    residual: Residual | None = None  # an add this conv may fuse (if its path can)
+    fused: set = field(default_factory=set)  # the adds fused into a conv so far (their steps: none)
 
     @property
     def n(self) -> int:
@@ -164,7 +178,8 @@ def _chosen_path(ctx: Context, geo) -> dict:
     zeros: whatever decides it, thresholds or measurement, decides here too)."""
     node, m = ctx.node, ctx.node.model
     conv = Conv(ctx.xp, m.workspace, m.col_budget, node.name, keep_cols=False, use_winograd=m.winograd,
-                precision=m.precision)  # the model's error budget: --precision holds here too
+                precision=m.precision,  # the model's error budget: --precision holds here too
+                prepared=ctx.prepared_weights)  # the weights stay: what they give is made once
     _, saved = conv.forward(np.zeros(ctx.ins[0].shape, ctx.ins[0].dtype), node.params["weight"],
                             node.params.get("bias"), geo, node.attrs["groups"])
     m.workspace.buffers.clear()  # the probe's columns: not needed again
@@ -349,7 +364,25 @@ def _s2d_step(ctx: Context, geo, saved) -> Step | None:
     return _then(fold, inner)
 
 
-CONV_PATHS = {"winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
+def _blocked_step(ctx: Context, geo, saved) -> Step:
+    """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, image by
+    image; it adds the bias, and a following add's other input (ctx.residual: writing the add's
+    output, the add's step gone) and a ReLU in its output loop."""
+    node, x = ctx.node, ctx.ins[0]
+    conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
+    layer, res = conv.prepare("blocked", node.params["weight"], node.params.get("bias"), geo), ctx.residual
+    if res is not None:
+        ctx.fused.add(res.add)
+        out, other, relu, tail = res.out, res.other, res.relu, None
+    else:
+        own_relu = node.epilogue == "relu"
+        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+
+    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in range(x.shape[0])]
+    return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
+
+
+CONV_PATHS = {"blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
 
 
 # the other ops -------------------------------------------------------------------------------------
@@ -385,20 +418,28 @@ def fc_step(ctx: Context) -> Step:
 
 
 def _max_pool_step(ctx: Context) -> Step:
-    """native.c's max pooling into the planned buffer (the winners' positions into scratch)."""
+    """native.c's max pooling into the planned buffer: float32's without positions (cb_maxpool),
+    else the training kernel's (the winners' positions into scratch)."""
     node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
     if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
         return kernel_step(ctx)
     geo = _geometry(ctx)
     n, c = x.shape[:2]
+    if x.dtype == np.float32:
+        kernel, size, outs = native.library().cb_maxpool_f32, geo.h * geo.w, geo.oh * geo.ow
+        dims = (geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow)
+
+        def pool(lo, hi):
+            if kernel(native._at(x, lo * size), native._at(out, lo * outs), hi - lo, *dims):
+                raise MemoryError("max pooling: no memory for its row buffer")
+        return _then(lambda: over_batch(xp, n * c, x.size, pool), _finish(ctx, None))
     arg_buffer = np.empty(out.shape, dtype=np.int32)
     kernel, g, size, outs = (native._kernel("maxpool_forward", x.dtype), native.Geometry.of(geo), geo.h * geo.w,
                              geo.oh * geo.ow)
 
-    def work(lo, hi):
-        kernel(native._at(x, lo * c * size), native._at(out, lo * c * outs), native._at(arg_buffer, lo * c * outs),
-               (hi - lo) * c, g)
-    return _then(lambda: over_batch(xp, n, x.size, work), _finish(ctx, None))
+    def work(lo, hi):  # planes (image x channel) [lo, hi): one image's channels split too
+        kernel(native._at(x, lo * size), native._at(out, lo * outs), native._at(arg_buffer, lo * outs), hi - lo, g)
+    return _then(lambda: over_batch(xp, n * c, x.size, work), _finish(ctx, None))
 
 
 def _avg_pool_step(ctx: Context) -> Step:
@@ -450,8 +491,10 @@ def view_step(ctx: Context) -> Step | None:
     return lambda: np.copyto(out, x.reshape(out.shape))
 
 
-def add_step(ctx: Context) -> Step:
+def add_step(ctx: Context) -> Step | None:
     ins, out, xp = ctx.ins, ctx.out, ctx.xp
+    if ctx.residual is not None and ctx.residual.add in ctx.fused:  # done by the conv before it
+        return None
 
     def step():
         xp.add(ins[0], ins[1], out=out)
@@ -541,9 +584,10 @@ class Inference:
         steps: list[Step] = []
         names: list[str] = []
         algorithms: dict[str, str] = {}
+        residuals, fused = self._residuals(values), set()
         for i, node in enumerate(model.nodes):
             ins = [values[j] for j in node.inputs]
-            ctx = Context(node, ins, values[i], scratch, self.prepared_weights, model.xp)
+            ctx = Context(node, ins, values[i], scratch, self.prepared_weights, model.xp, residuals.get(i), fused)
             step = STEPS.get(node.op, kernel_step)(ctx)
             if step is not None:
                 steps.append(step)
@@ -551,6 +595,36 @@ class Inference:
             if getattr(node, "algorithm", None):
                 algorithms[node.name] = node.algorithm
         return Plan(n, arena, values, steps, scratch, names, algorithms)
+
+    def _residuals(self, values: list[np.ndarray]) -> dict[int, Residual]:
+        """{conv's index: the add it may take in} -- and {add's index: the same}, so the add's step
+        knows -- for each two-input add (its activation none or ReLU) of a conv without an
+        activation of its own, read by that add alone, whose other input is ready before it. The
+        plan often gives the add the conv's input's buffer (dead after the conv): the blocked
+        kernel copies an image's input into its padded planes before writing, so at batch 1 that
+        is safe; a batch's next image would be overwritten before it is read."""
+        nodes = self.model.nodes
+        readers = [0] * len(nodes)
+        for node in nodes:
+            for j in node.inputs:
+                readers[j] += 1
+        for _, i in self.model.outputs:
+            readers[i] += 1
+        found: dict[int, Residual] = {}
+        for a, add in enumerate(nodes):
+            if add.op != "add" or len(add.inputs) != 2 or add.epilogue not in (None, "relu"):
+                continue
+            out = values[a]
+            for j, k in sorted(zip(add.inputs, reversed(add.inputs)), reverse=True):  # the later conv first
+                conv = nodes[j]
+                other = values[k]
+                if (conv.op == "conv" and not conv.epilogue and readers[j] == 1 and k < j
+                        and values[j].shape == out.shape == other.shape
+                        and (out.shape[0] == 1 or not np.shares_memory(out, values[conv.inputs[0]]))
+                        and (not np.shares_memory(out, other) or out.ctypes.data == other.ctypes.data)):
+                    found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu")
+                    break
+        return found
 
     def __call__(self, x) -> dict[str, np.ndarray]:
         model = self.model

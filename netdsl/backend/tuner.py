@@ -41,14 +41,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import NetValueError
-from .cpu import native
+from .cpu import blocked, native
 from .cpu.machine import cpu_model
 from .im2col import Geometry
 
 MODES = ("cache", "fresh", "off")
 ENV = "NETDSL_TUNE"
 FORMAT = 1  # the cache file's layout
-TUNER_VERSION = "1"  # bumped when what is measured, or how, changes: old caches are then foreign
+TUNER_VERSION = "2"  # bumped when what is measured, or how, changes: old caches are then foreign
 
 # A layer's measuring stops once it has taken this many times its best candidate's time (a few
 # repetitions of the real layer), or BUDGET_FLOOR seconds where that is more.
@@ -63,12 +63,17 @@ CLOSE = 1.1  # candidates within this factor of the best run again (a close call
 # the best (2 x forward > best).
 BACKWARD_SHARE = 3.0
 PRUNE = 1.5
+# Inference (forward only) runs each candidate this many times, the fastest kept: one forward is a
+# few milliseconds, and on a shared machine one sample of each made ResNet-18's choice a coin toss
+# (the same 3x3 layer's im2col read 1.9 ms in one run and 26 in another)
+FORWARD_RUNS = 3
 
 # float32 error against a float64 convolution, over plain float32 im2col's on the same layer
 # (benchmarks/conv_error.py; the figures in benchmarks/NOTES.md, "float32 error budget")
 # (AMD EPYC: F(2x2, 3x3) 1.07-1.72 from 64 to 512 channels, the direct kernels' long sums 1.0-1.68,
 # F(2x2, 5x5) 4.0-7.4, F(4x4, 3x3) 6.5-9.6); s2d is its inner algorithm's, chosen under the same cap
-ERROR_GROWTH = {"batch_major": 1.0, "per_image": 1.0, "s2d": 1.0, "direct": 1.7,
+# (the blocked inference kernel, summing chunk by chunk as a blocked GEMM does: 0.63-1.0)
+ERROR_GROWTH = {"batch_major": 1.0, "per_image": 1.0, "s2d": 1.0, "direct": 1.7, "blocked": 1.0,
                 "winograd_f2": 1.7, "winograd_f2_5x5": 7.5, "winograd_f4": 10.0}
 # --precision: the growth a layer may take. `default`: 2x, so that the output of a deep network,
 # whose layers' errors add up much as plain float32 convolutions' do, stays within 2x of theirs.
@@ -109,6 +114,11 @@ def _direct(conv, x, geo: Geometry, groups: int, o: int) -> bool:
             and o * inner <= DIRECT_MAX_WEIGHTS)
 
 
+def _blocked(conv, x, geo: Geometry, groups: int, o: int) -> bool:
+    # forward only: it saves nothing for a backward pass
+    return not conv.training and conv.cpu and blocked.applies(geo, groups, x.dtype, conv.xp)
+
+
 def _s2d(conv, x, geo: Geometry, groups: int, o: int) -> bool:
     s = geo.stride[0]
     return groups == 1 and s >= 2 and geo.stride[1] == s and geo.kernel[0] >= s and geo.kernel[1] >= s
@@ -119,6 +129,7 @@ ALGORITHMS: dict[str, Callable[..., bool]] = {
     "winograd_f4": _winograd(3, 1, needs_native=True),
     "winograd_f2_5x5": _winograd(5, 2, needs_native=True),
     "direct": _direct,
+    "blocked": _blocked,  # before s2d: measured first where the layer's time budget runs short
     "s2d": _s2d,
     # im2col: the whole batch's columns where they fit the memory budget, else image by image
     "batch_major": lambda conv, x, geo, groups, o: conv.columns_fit(x, geo, groups),
@@ -325,6 +336,7 @@ def _run_once(conv, algorithm: str, x, w, b, geo, groups, ways, beaten_at: float
     """One run of an algorithm every way the layer goes, {direction: seconds}; the backward
     directions in the one call a training step makes. A candidate whose forward alone says it
     will take over `beaten_at` in all is not run backward: {} (it lost)."""
+    conv.prepare(algorithm, w, b, geo)  # the weights' part, once (kept where the caller keeps it)
     t0 = time.perf_counter()
     out, saved = conv.run(algorithm, x, w, b, geo, groups)
     times = {ways[0]: time.perf_counter() - t0}
@@ -348,16 +360,23 @@ def measure(conv, x, w, b, geo: Geometry, groups: int, algorithms: list[str], wa
     scratch = replace(conv, workspace=_Scratch(), key=f"{conv.key} (tuning)")
     found: dict[str, dict] = {}
     started = time.perf_counter()
+    runs = FORWARD_RUNS if len(ways) == 1 else 1
     for algorithm in algorithms:
         best = min((cost(t) for t in found.values()), default=None)
-        if best is not None and time.perf_counter() - started > max(BUDGET_FLOOR, BUDGET_REPEATS * best):
+        if best is not None and time.perf_counter() - started > max(BUDGET_FLOOR, runs * BUDGET_REPEATS * best):
             found[algorithm] = {}  # unmeasured, out of time: NETDSL_TUNE=fresh tries again
             continue
         beaten_at = float("inf") if best is None else PRUNE * best
-        before = _measurements[0]
+        before, t0 = _measurements[0], time.perf_counter()
         found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways, beaten_at)
         if _measurements[0] != before:  # its time included measuring its inner conv: again, without
+            started += time.perf_counter() - t0  # nor does that measuring spend this layer's budget
             found[algorithm] = _run_once(scratch, algorithm, x, w, b, geo, groups, ways, beaten_at)
+        for _ in range(runs - 1):
+            if best is not None and cost(found[algorithm]) > PRUNE * best:
+                break  # clearly losing: no more samples of it (s2d's took 28 ms against 0.8)
+            again = _run_once(scratch, algorithm, x, w, b, geo, groups, ways)
+            found[algorithm] = again if cost(again) < cost(found[algorithm]) else found[algorithm]
     best = min(cost(t) for t in found.values())
     close = [a for a, times in found.items() if times and cost(times) <= CLOSE * best]
     for algorithm in close if len(close) > 1 else []:  # a close call: a second run, each its faster

@@ -72,15 +72,22 @@ def _tile_outputs(o: int) -> int:
     return min(reversed(TILE_OUTPUTS), key=lambda ob: _round_up(o, ob))
 
 
-def _conv(xp, x, w, b, pad):
+def tap_major(xp, w, dtype):
+    """The forward kernel's weights: (C, taps, O rounded up to its tile), the outputs innermost."""
+    o, c, kh, kw = w.shape
+    wt = xp.zeros((c, kh * kw, _round_up(o, _tile_outputs(o))), dtype=dtype)
+    wt[:, :, :o] = w.reshape(o, c, kh * kw).transpose(1, 2, 0)
+    return wt
+
+
+def _conv(xp, x, w, b, pad, wt=None):
     """out = conv(x, w) + b at stride 1, and the flat planes it read."""
     n, c = x.shape[:2]
     o, _, kh, kw = w.shape
     flat, wp, oh, ow = flat_planes(xp, x, pad, (kh, kw))
     ob = _tile_outputs(o)
     opad = _round_up(o, ob)
-    wt = xp.zeros((c, kh * kw, opad), dtype=x.dtype)  # tap-major, the outputs innermost
-    wt[:, :, :o] = w.reshape(o, c, kh * kw).transpose(1, 2, 0)
+    wt = tap_major(xp, w, x.dtype) if wt is None else wt
     bias = None if b is None else xp.ascontiguousarray(b, dtype=x.dtype)
     out = xp.empty((n, o, oh, ow), dtype=x.dtype)
     kernel = native._kernel("direct_forward", x.dtype)
@@ -95,8 +102,9 @@ def _split_measure(macs: int) -> int:
     return macs * threads.MIN_ELEMENTS // MIN_SPLIT_MACS
 
 
-def forward(xp, x, w, b, geo):
-    out, flat = _conv(xp, x, w, b, geo.pad)
+def forward(xp, x, w, b, geo, wt=None):
+    """wt: tap_major(w) made before (the tuner's and the inference path's: once a layer), or None."""
+    out, flat = _conv(xp, x, w, b, geo.pad, wt)
     return out, {"flat": flat, "geo": geo}
 
 

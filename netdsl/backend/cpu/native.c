@@ -1357,3 +1357,373 @@ int depthwise_backward_##SUFFIX(const T* restrict x, const T* restrict dout, con
 
 DEFINE_DEPTHWISE(float, vfloat, f32)
 DEFINE_DEPTHWISE(double, vdouble, f64)
+
+/* ==== Blocked direct convolution for inference (issue 28; cb_ = "channel-blocked") ==========
+ * For one image, float32: weights packed once (cb_pack) into groups of G = B*L output channels
+ * (B vectors of L lanes) as [group][c][tap][G]; the input is a zero-padded copy of the planes
+ * (hp x wp, wide enough for the last tile's reads). A register tile is TT output positions of one
+ * row x B vectors of output channels: per input channel and tap, B weight vectors and TT input
+ * values broadcast, B*TT FMAs (a plain dot product in each lane: im2col's rounding). Input
+ * channels run in chunks of `cb` so a chunk's weights stay in cache over the whole map; the
+ * tiles' sums live in `acc` ([position][G] per group) between chunks, and the last pass adds
+ * the bias, the residual (a fused add) and the ReLU on its way into the NCHW output. */
+typedef float cb_vu __attribute__((vector_size(VBYTES), aligned(4))); /* unaligned loads/stores */
+
+void cb_pack_f32(const float* restrict w, float* restrict packed, int o, int c, int taps, int g) {
+    const int groups = (o + g - 1) / g;
+    for (int q = 0; q < groups; ++q)
+        for (int ci = 0; ci < c; ++ci)
+            for (int t = 0; t < taps; ++t) {
+                float* restrict dst = packed + (((ptrdiff_t)q * c + ci) * taps + t) * g;
+                for (int k = 0; k < g; ++k) {
+                    const int oc = q * g + k;
+                    dst[k] = oc < o ? w[((ptrdiff_t)oc * c + ci) * taps + t] : 0.0f;
+                }
+            }
+}
+
+/* KW, SW: the kernel's width and stride fixed at compile time (taps unrolled, offsets constant), \
+ * 0: any (kw_, sw_). */                                                                          \
+#define DEFINE_CB_TILE(B, TT, KW, SW)                                                             \
+static void cb_tile_##B##_##TT##_##KW##_##SW(const float* restrict x, const float* restrict w,  \
+                                      float* restrict acc, int cb, int kh, int kw_, int sw_,     \
+                                      ptrdiff_t plane, int wp, int first) {                       \
+    enum { L = VBYTES / sizeof(float), G = B * L };                                               \
+    const int kw = KW ? KW : kw_, sw = SW ? SW : sw_;                                             \
+    vfloat a[B][TT]; /* the chunk's own sums, added to acc at its end: two-level summation keeps \
+                      * the rounding near a blocked GEMM's (one running sum over 512 channels x 9 \
+                      * taps had 3x im2col's error) */                                           \
+    for (int b = 0; b < B; ++b)                                                                   \
+        for (int t = 0; t < TT; ++t) a[b][t] = (vfloat){0};                                       \
+    for (int c = 0; c < cb; ++c)                                                                  \
+        for (int i = 0; i < kh; ++i) {                                                            \
+            const float* restrict xr = x + c * plane + (ptrdiff_t)i * wp;                         \
+            const float* restrict wr = w + ((ptrdiff_t)(c * kh + i) * kw) * G;                    \
+            for (int j = 0; j < kw; ++j) {                                                        \
+                vfloat wv[B];                                                                     \
+                for (int b = 0; b < B; ++b) wv[b] = *(const cb_vu*)(wr + j * G + b * L);        \
+                _Pragma("GCC unroll 32")                                                          \
+                for (int t = 0; t < TT; ++t) {                                                    \
+                    const float s = xr[j + t * sw];                                               \
+                    for (int b = 0; b < B; ++b) a[b][t] += wv[b] * s;                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    for (int t = 0; t < TT; ++t)                                                                  \
+        for (int b = 0; b < B; ++b) {                                                             \
+            cb_vu* dst = (cb_vu*)(acc + t * G + b * L);                                           \
+            *dst = first ? a[b][t] : *dst + a[b][t];                                              \
+        }                                                                                         \
+}
+DEFINE_CB_TILE(1, 14, 0, 0)
+DEFINE_CB_TILE(1, 14, 3, 1)
+DEFINE_CB_TILE(1, 14, 3, 2)
+DEFINE_CB_TILE(1, 14, 1, 1)
+DEFINE_CB_TILE(1, 14, 1, 2)
+DEFINE_CB_TILE(1, 14, 7, 2)
+DEFINE_CB_TILE(2, 14, 0, 0)
+DEFINE_CB_TILE(2, 14, 3, 1)
+DEFINE_CB_TILE(2, 14, 3, 2)
+DEFINE_CB_TILE(2, 14, 1, 1)
+DEFINE_CB_TILE(2, 14, 1, 2)
+DEFINE_CB_TILE(2, 14, 7, 2)
+DEFINE_CB_TILE(1, 7, 0, 0)
+DEFINE_CB_TILE(1, 7, 3, 1)
+DEFINE_CB_TILE(1, 7, 3, 2)
+DEFINE_CB_TILE(1, 7, 1, 1)
+DEFINE_CB_TILE(1, 7, 1, 2)
+DEFINE_CB_TILE(1, 7, 7, 2)
+DEFINE_CB_TILE(2, 7, 0, 0)
+DEFINE_CB_TILE(2, 7, 3, 1)
+DEFINE_CB_TILE(2, 7, 3, 2)
+DEFINE_CB_TILE(2, 7, 1, 1)
+DEFINE_CB_TILE(2, 7, 1, 2)
+DEFINE_CB_TILE(2, 7, 7, 2)
+DEFINE_CB_TILE(4, 7, 0, 0)
+DEFINE_CB_TILE(4, 7, 3, 1)
+DEFINE_CB_TILE(4, 7, 3, 2)
+DEFINE_CB_TILE(4, 7, 1, 1)
+DEFINE_CB_TILE(4, 7, 1, 2)
+DEFINE_CB_TILE(4, 7, 7, 2)
+DEFINE_CB_TILE(4, 6, 0, 0)
+DEFINE_CB_TILE(4, 6, 3, 1)
+DEFINE_CB_TILE(4, 6, 3, 2)
+DEFINE_CB_TILE(4, 6, 1, 1)
+DEFINE_CB_TILE(4, 6, 1, 2)
+DEFINE_CB_TILE(4, 6, 7, 2)
+DEFINE_CB_TILE(2, 12, 0, 0)
+DEFINE_CB_TILE(2, 12, 3, 1)
+DEFINE_CB_TILE(2, 12, 3, 2)
+DEFINE_CB_TILE(2, 12, 1, 1)
+DEFINE_CB_TILE(2, 12, 1, 2)
+DEFINE_CB_TILE(2, 12, 7, 2)
+DEFINE_CB_TILE(3, 8, 0, 0)
+DEFINE_CB_TILE(3, 8, 3, 1)
+DEFINE_CB_TILE(3, 8, 3, 2)
+DEFINE_CB_TILE(3, 8, 1, 1)
+DEFINE_CB_TILE(3, 8, 1, 2)
+DEFINE_CB_TILE(3, 8, 7, 2)
+
+typedef void (*cb_tile_fn)(const float*, const float*, float*, int, int, int, int, ptrdiff_t, int, int);
+
+/* the tile of b x tt for a kernel kw wide at stride sw: a specialised one where there is one
+ * (ResNet's 3x3 /1 and /2, 1x1 /1 and /2, 7x7 /2 stem) */
+#define CB_PICK(F) kw == 3 && sw == 1 ? F##_3_1 : kw == 3 && sw == 2 ? F##_3_2 : kw == 1 && sw == 1 ? F##_1_1 \
+                   : kw == 1 && sw == 2 ? F##_1_2 : kw == 7 && sw == 2 ? F##_7_2 : F##_0_0
+static cb_tile_fn cb_tile_for(int b, int tt, int kw, int sw) {
+    switch (b * 100 + tt) {
+    case 114: return CB_PICK(cb_tile_1_14);
+    case 214: return CB_PICK(cb_tile_2_14);
+    case 107: return CB_PICK(cb_tile_1_7);
+    case 207: return CB_PICK(cb_tile_2_7);
+    case 407: return CB_PICK(cb_tile_4_7);
+    case 406: return CB_PICK(cb_tile_4_6);
+    case 212: return CB_PICK(cb_tile_2_12);
+    case 308: return CB_PICK(cb_tile_3_8);
+    default: return 0;
+    }
+}
+
+/* The sums of group q, output rows [r0, r1). xpad: c planes of plane = hp*wp values; packed: from
+ * cb_pack with g = b*L; acc: per group oh*tiles*tt*g values (group q's at q times that); bias and
+ * res (o x oh x ow) may be NULL. Returns -1 for a tile shape not instantiated above. */
+typedef struct {
+    const float *xpad, *packed, *bias, *res;
+    float *out, *acc;
+    int c, o;
+    ptrdiff_t plane;
+    int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
+} cb_job;
+
+/* 16 output positions x 16 channels from the sums (a position's channels contiguous, `g` apart)
+ * into NCHW: transposed in registers (four rounds of butterflies: rows i and i+d swap their off-
+ * diagonal d-blocks), + bias, + residual, ReLU, 16 contiguous stores a channel. The channels
+ * from oc on that exist (o may end inside the block). */
+typedef int cb_vi __attribute__((vector_size(VBYTES)));
+static void cb_block_out(const cb_job* j, const float* restrict src, int g, int oc, int r, int col) {
+#if VBYTES == 64
+    vfloat v[16];
+    for (int p = 0; p < 16; ++p) v[p] = *(const cb_vu*)(src + (ptrdiff_t)p * g);
+#define CB_ROUND(D)                                                                                \
+    for (int i = 0; i < 16; ++i) {                                                                  \
+        if (i & D) continue;                                                                        \
+        const vfloat a = v[i], b = v[i + D];                                                        \
+        v[i] = __builtin_shuffle(a, b, CB_LO_##D);                                                  \
+        v[i + D] = __builtin_shuffle(a, b, CB_HI_##D);                                              \
+    }
+    const cb_vi CB_LO_1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+    const cb_vi CB_HI_1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+    const cb_vi CB_LO_2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    const cb_vi CB_HI_2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    const cb_vi CB_LO_4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+    const cb_vi CB_HI_4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+    const cb_vi CB_LO_8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const cb_vi CB_HI_8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    CB_ROUND(1) CB_ROUND(2) CB_ROUND(4) CB_ROUND(8)
+#undef CB_ROUND
+    const int ohw = j->oh * j->ow, at = r * j->ow + col;
+    for (int k = 0; k < 16 && oc + k < j->o; ++k) {
+        vfloat t = v[k] + (j->bias ? j->bias[oc + k] : 0.0f);
+        if (j->res) t += *(const cb_vu*)(j->res + (ptrdiff_t)(oc + k) * ohw + at);
+        if (j->relu) t = (vfloat)((cb_vi)t & ((t > 0) | (t != t))); /* NaN stays, as numpy's maximum */
+        *(cb_vu*)(j->out + (ptrdiff_t)(oc + k) * ohw + at) = t;
+    }
+#else
+    (void)j; (void)src; (void)g; (void)oc; (void)r; (void)col;
+#endif
+}
+
+static int cb_unit(const cb_job* j, int q, int r0, int r1) {
+    const cb_tile_fn tile = cb_tile_for(j->b, j->tt, j->kw, j->sw);
+    if (!tile) return -1;
+    const int g = j->b * (int)(VBYTES / sizeof(float)), taps = j->kh * j->kw, tiles = (j->ow + j->tt - 1) / j->tt;
+    const int c = j->c, oh = j->oh, ow = j->ow;
+    float* restrict qa = j->acc + (ptrdiff_t)q * oh * tiles * j->tt * g;
+    for (int c0 = 0; c0 < c; c0 += j->cb) {
+        const int n = c - c0 < j->cb ? c - c0 : j->cb;
+        const float* restrict wq = j->packed + (((ptrdiff_t)q * c + c0) * taps) * g;
+        for (int r = r0; r < r1; ++r)
+            for (int k = 0; k < tiles; ++k)
+                tile(j->xpad + c0 * j->plane + (ptrdiff_t)r * j->sh * j->wp + k * j->tt * j->sw, wq,
+                     qa + ((ptrdiff_t)r * tiles + k) * j->tt * g, n, j->kh, j->kw, j->sw, j->plane, j->wp, c0 == 0);
+    }
+    const int L = (int)(VBYTES / sizeof(float));
+    for (int k0 = 0; k0 < g && q * g + k0 < j->o; k0 += L) /* whole 16 x 16 blocks, transposed in registers */
+        for (int r = r0; r < r1; ++r)
+            for (int col = 0; col + L <= ow; col += L)
+                cb_block_out(j, qa + ((ptrdiff_t)r * tiles * j->tt + col) * g + k0, g, q * g + k0, r, col);
+    const int done = L == 16 ? ow - ow % L : 0; /* the columns the blocks wrote */
+    for (int k = 0; k < g && q * g + k < j->o; ++k) { /* the rest: + bias (+ residual), ReLU, into NCHW */
+        const int oc = q * g + k;
+        const float bv = j->bias ? j->bias[oc] : 0.0f;
+        float* dst = j->out + (ptrdiff_t)oc * oh * ow;
+        const float* rs = j->res ? j->res + (ptrdiff_t)oc * oh * ow : 0;
+        for (int r = r0; r < r1; ++r) {
+            const float* src = qa + (ptrdiff_t)r * tiles * j->tt * g + k;
+            for (int col = done; col < ow; ++col) {
+                float v = src[(ptrdiff_t)col * g] + bv;
+                if (rs) v += rs[r * ow + col];
+                if (j->relu && !(v > 0)) v = v != v ? v : 0.0f;
+                dst[r * ow + col] = v;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The units (group, block of `rows` output rows) on the cores, by helper threads of this
+ * section's own. Python's thread pool puts its workers to sleep, and waking one costs a scheduler
+ * slot: with the other core busy with other work that came to a layer's time, and a fixed half
+ * for each thread made a layer slower on two than on one. Here the units are claimed one at a
+ * time from a shared counter (a late or slow helper takes fewer; the caller finishes without
+ * waiting for one that never came), and a helper spins (CB_SPIN pauses, a millisecond or two)
+ * after each job, so the next layer finds it running, then sleeps on a condition variable.
+ * One caller at a time: a second caller while a job runs does its work alone. After a fork the
+ * helpers are started again. */
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+#define CB_MAX_HELPERS 7
+#define CB_SPIN 40000L
+#define CB_YIELD 2000L /* the caller's pauses waiting for a helper's unit before it yields its core */
+#if defined(__x86_64__) || defined(__i386__)
+#define CB_PAUSE() __builtin_ia32_pause()
+#else
+#define CB_PAUSE() ((void)0)
+#endif
+/* the claim word: job number (24 bits) | units (20 bits) | next unit (20 bits) */
+#define CB_EPOCH(v) ((v) >> 40)
+#define CB_UNITS(v) (((v) >> 20) & 0xfffff)
+#define CB_NEXT(v) ((v) & 0xfffff)
+
+static cb_job cb_current;
+static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
+static unsigned long long cb_claim; /* see CB_EPOCH */
+static int cb_done, cb_failed;      /* units finished, and failed, of the current job */
+static int cb_helpers;              /* started in this process */
+static pid_t cb_pid;                /* the process that started them */
+
+/* Claims and runs units of job `epoch` until none is left; how many it ran. */
+static int cb_work(unsigned long long epoch) {
+    int ran = 0;
+    for (;;) {
+        unsigned long long v = __atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE);
+        if (CB_EPOCH(v) != epoch || CB_NEXT(v) >= CB_UNITS(v)) return ran;
+        if (!__atomic_compare_exchange_n(&cb_claim, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        /* claimed while the job was current: it stays so until this unit is done */
+        const int u = (int)CB_NEXT(v), blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
+        const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
+        const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
+        if (cb_unit(&cb_current, q, r0, r1)) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&cb_done, 1, __ATOMIC_ACQ_REL);
+        ++ran;
+    }
+}
+
+static void* cb_helper(void* arg) {
+    unsigned long long seen = *(unsigned long long*)arg;
+    free(arg);
+    for (;;) {
+        unsigned long long e;
+        long spins = 0;
+        while ((e = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE))) == seen && spins < CB_SPIN) {
+            CB_PAUSE();
+            ++spins;
+        }
+        if (e == seen) { /* idle: sleep until the next job */
+            pthread_mutex_lock(&cb_sleep);
+            while ((e = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE))) == seen)
+                pthread_cond_wait(&cb_wake, &cb_sleep);
+            pthread_mutex_unlock(&cb_sleep);
+        }
+        seen = e;
+        cb_work(e);
+    }
+    return 0;
+}
+
+/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
+ * `rows` output rows, on up to `threads` threads (the caller and helpers). */
+int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
+                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
+                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
+                        relu, rows};
+    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0;
+        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
+        return failed;
+    }
+    if (cb_pid != getpid()) { /* first use, or a forked child: its parent's helpers are not here */
+        cb_pid = getpid();
+        cb_helpers = 0;
+    }
+    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
+    while (cb_helpers < threads - 1) {
+        pthread_t thread;
+        unsigned long long* start = malloc(sizeof *start);
+        if (!start) break;
+        *start = CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE));
+        if (pthread_create(&thread, 0, cb_helper, start) != 0) {
+            free(start);
+            break;
+        }
+        pthread_detach(thread);
+        ++cb_helpers;
+    }
+    cb_current = job;
+    cb_done = cb_failed = 0;
+    pthread_mutex_lock(&cb_sleep); /* published under the lock: a helper going to sleep sees it */
+    __atomic_store_n(&cb_claim, (epoch << 40) | ((unsigned long long)units << 20), __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&cb_wake);
+    pthread_mutex_unlock(&cb_sleep);
+    cb_work(epoch);
+    for (long spins = 0; __atomic_load_n(&cb_done, __ATOMIC_ACQUIRE) < units; ++spins) {
+        CB_PAUSE(); /* a helper finishing its last unit; if it waits for a core, maybe for this one */
+        if (spins > CB_YIELD) sched_yield();
+    }
+    const int failed = __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&cb_caller);
+    return failed ? -1 : 0;
+}
+
+/* Max pooling for inference: no winners' positions kept (maxpool_forward records them for the
+ * backward pass, one compare-and-select per tap and output). Per output row, the window's rows'
+ * maximum over the padded row (one vectorisable pass a row), then each window's maximum along
+ * it; -inf padding, NaN propagates (numpy's max). -1: no memory for the row. */
+int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t planes, int h, int w, int kh,
+                   int kw, int sh, int sw, int ph, int pw, int oh, int ow) {
+    const int wide = (ow - 1) * sw + kw; /* the padded row's columns any window reads */
+    float* restrict row = malloc(sizeof(float) * (size_t)wide);
+    if (!row) return -1;
+    for (ptrdiff_t p = 0; p < planes; ++p) {
+        const float* restrict xp = x + p * h * w;
+        for (int r = 0; r < oh; ++r) {
+            for (int k = 0; k < wide; ++k) row[k] = -INFINITY;
+            for (int i = 0; i < kh; ++i) {
+                const int y = r * sh - ph + i;
+                if (y < 0 || y >= h) continue;
+                const float* restrict src = xp + (ptrdiff_t)y * w;
+                const int lo = pw, hi = w + pw < wide ? w + pw : wide; /* row[k] holds x column k - pw */
+                for (int k = lo; k < hi; ++k) {
+                    const float v = src[k - pw], m = row[k];
+                    row[k] = (v > m || v != v) ? v : m;
+                }
+            }
+            float* restrict dst = out + (p * oh + r) * ow;
+            for (int col = 0; col < ow; ++col) dst[col] = row[col * sw];
+            for (int j = 1; j < kw; ++j) /* tap by tap over the whole output row: vectorisable */
+                for (int col = 0; col < ow; ++col) {
+                    const float v = row[col * sw + j], m = dst[col];
+                    dst[col] = (v > m || v != v) ? v : m;
+                }
+        }
+    }
+    free(row);
+    return 0;
+}

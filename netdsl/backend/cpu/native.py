@@ -152,6 +152,7 @@ def library() -> ctypes.CDLL | None:
             for prefix in WINOGRAD_VARIANTS:
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
                 getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
+    _bind_blocked(lib)
     return lib
 
 
@@ -351,3 +352,15 @@ def depthwise_backward(xp, x, dout, weight, geo: Geometry, need_dx: bool, need_d
     over_batch(xp, c, 2 * x.size + dout.size * geo.kh * geo.kw,
                lambda lo, hi: _checked("backward", kernel(*args, lo, hi, geo)))
     return dx, dw, db
+
+
+# the blocked direct convolution for inference (native.c's last section, backend/cpu/blocked.py) ------
+
+
+def _bind_blocked(lib) -> None:
+    p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t
+    lib.cb_pack_f32.argtypes = [p, p, i, i, i, i]
+    lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 14
+    lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
+    lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
+    lib.cb_maxpool_f32.restype = i  # -1: no memory for its row

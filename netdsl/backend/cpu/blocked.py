@@ -1,0 +1,114 @@
+"""Blocked direct convolution for inference on the CPU (native.c's cb_ section), float32.
+
+onnxruntime's MLAS runs ResNet's 3x3 layers at batch 1 as direct convolutions over blocks of
+output channels; an im2col GEMM over a 14x14 or 7x7 map (OpenBLAS on 196 or 49 columns) or
+Winograd F(2x2, 3x3) (four passes over memory) runs them 1.5-3x slower. This kernel keeps a
+register tile of `tt` output positions of one row x `b` vectors of output channels; per input
+channel and tap it loads b weight vectors and broadcasts tt input values: b*tt FMAs. Each
+output is a plain dot product over (channel, tap) in float32, im2col's rounding class.
+
+    layer = Layer(weight, bias, geo)           # the weights packed once, the padded input kept
+    layer(x[i], out[i], residual=r[i], relu=True)   # out = relu(conv(x) + bias + r), one image
+
+The groups of output channels run on the cores. Inference only: there is no backward.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import native
+from .threads import WORKERS
+
+LANES = 16  # native.c's VBYTES / sizeof(float): output channels a vector
+# the register tiles native.c instantiates, (vectors of output channels, positions of a row), with
+# their measured cost per useful FMA (AMD EPYC, one thread, ResNet-18's 3x3 layers: 1 x 14, its 14
+# input values broadcast inside the FMAs, and 4 x 7 ran 5-15% faster than the others)
+TILES = {(1, 14): 1.0, (4, 7): 1.0, (2, 14): 1.1, (1, 7): 1.15, (2, 7): 1.15, (4, 6): 1.15, (2, 12): 1.15,
+         (3, 8): 1.3}
+# A chunk of input channels: its packed weights stay in cache over the whole map, and each output's
+# sum is the sum of the chunks' own sums (a blocked GEMM's two levels). Up to this many products a
+# chunk (28 channels of a 3x3): float32 error 0.6-0.9x im2col's (benchmarks/conv_error.py); 64
+# channels of a 3x3 ran 1-2% faster with 1.1-1.4x, 64 of a 5x5 1.7x.
+CHUNK_TERMS = 256
+MIN_SPLIT_MACS = 1 << 22  # below this a hand-off to the second core costs more than it saves
+UNITS_PER_THREAD = 4  # a thread that gets no core for a while leaves its share to the others
+
+
+def applies(geo, groups: int, dtype, xp=np) -> bool:
+    """Float32 on the CPU with native.c, ungrouped, windows inside the padded input."""
+    return (groups == 1 and np.dtype(dtype) == np.float32 and native.available(xp, dtype)
+            and geo.pad[0] < geo.kernel[0] and geo.pad[1] < geo.kernel[1])
+
+
+def choose_tile(o: int, ow: int, workers: int = WORKERS) -> tuple[int, int]:
+    """The register tile with the least work per useful FMA: its measured cost, positions and
+    channels computed and dropped, and groups too few to keep every core busy."""
+    def cost(tile):
+        b, tt = tile
+        g = b * LANES
+        groups = -(-o // g)
+        waste = (-(-ow // tt) * tt / ow) * (groups * g / o)
+        return TILES[tile] * waste * workers / min(workers, groups)
+    return min(TILES, key=cost)
+
+
+class Layer:
+    """One conv layer's prepared blocked kernel for one image at a time (see the module's docstring)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, geo, tile: tuple[int, int] | None = None):
+        o, c, kh, kw = weight.shape
+        self.o, self.c, self.geo = o, c, geo
+        self.b, self.tt = tile or choose_tile(o, geo.ow)  # tile: one of TILES (the tests try each)
+        g = self.b * LANES
+        self.groups = -(-o // g)
+        taps = kh * kw
+        self.cb = max(1, min(c, CHUNK_TERMS // taps))
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        self.packed = np.empty(self.groups * c * taps * g, dtype=np.float32)
+        native.library().cb_pack_f32(native._at(w), native._at(self.packed), o, c, taps, g)
+        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        (sh, sw), (ph, pw) = geo.stride, geo.pad
+        tiles = -(-geo.ow // self.tt)
+        hp = max(geo.h + 2 * ph, (geo.oh - 1) * sh + kh)
+        wp = max(geo.w + 2 * pw, (tiles * self.tt - 1) * sw + kw)
+        self.xpad = np.zeros((c, hp, wp), dtype=np.float32)  # only the interior is written: the rest stays 0
+        self.interior = self.xpad[:, ph:ph + geo.h, pw:pw + geo.w]
+        self.acc = np.empty(self.groups * geo.oh * tiles * self.tt * g, dtype=np.float32)
+        self.kernel = native.library().cb_forward_f32  # on the cores by its own helpers: see native.c
+        self.args = (native._at(self.xpad), native._at(self.packed),
+                     None if self.bias is None else native._at(self.bias))
+        self.dims = (native._at(self.acc), c, o, hp * wp, wp, kh, kw, sh, sw, geo.oh, geo.ow, self.b, self.tt,
+                     self.cb)
+        macs = o * c * taps * geo.oh * geo.ow
+        self.threads = WORKERS if macs >= MIN_SPLIT_MACS else 1
+        # units of work claimed one at a time by the threads: about UNITS_PER_THREAD a thread
+        self.rows = max(1, min(geo.oh, -(-geo.oh * self.groups // (UNITS_PER_THREAD * self.threads))))
+
+    def __call__(self, x: np.ndarray, out: np.ndarray, residual: np.ndarray | None = None,
+                 relu: bool = False) -> None:
+        """out (O, OH, OW) = conv(x (C, H, W)) + bias [+ residual (O, OH, OW)] [then ReLU]; out and
+        residual contiguous float32 (out may be residual itself, not x)."""
+        self.bind(x, out, residual, relu)()
+
+    def bind(self, x: np.ndarray, out: np.ndarray, residual: np.ndarray | None = None,
+             relu: bool = False):
+        """The call above on these arrays, its arguments converted once (a prepared step's)."""
+        interior, kernel = self.interior, self.kernel
+        args = (*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
+                int(relu), self.groups, self.rows, self.threads)
+
+        def run():
+            np.copyto(interior, x)
+            if kernel(*args):
+                raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
+        return run
+
+
+def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo, layer: Layer | None = None) -> np.ndarray:
+    """The (n, O, OH, OW) convolution of a float32 batch, image by image (conv.py's `blocked`),
+    through `layer` if prepared already."""
+    layer = layer or Layer(weight, bias, geo)
+    out = np.empty((x.shape[0], weight.shape[0], geo.oh, geo.ow), dtype=np.float32)
+    for i in range(x.shape[0]):
+        layer(x[i], out[i])
+    return out
