@@ -78,14 +78,20 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=list(CASES))
     p.add_argument("--no-export", action="store_true", help="skip the export timing")
     p.add_argument("--no-graph", action="store_true", help="skip the graph column (VGG16 b8 takes seconds a call)")
-    p.add_argument("--ort-no-spin", action="store_true",
-                   help="onnxruntime's idle workers sleep (session.intra_op.allow_spinning=0) instead of spinning "
-                        "after each run, where they take a core from the engine timed next")
+    # The engines' calls alternate round by round (so that the machine's load falls on both alike);
+    # onnxruntime's idle workers spin for a while after each run and would take a core from the
+    # netdsl call timed next, which a program running one engine never sees. So by default they
+    # sleep between runs; onnxruntime's own times are the same either way (17-19 ms for ResNet-18
+    # at batch 1 on the 2-core EPYC, results/cpu-2026-12-06-infer2).
+    p.add_argument("--ort-spin", action="store_true",
+                   help="leave onnxruntime's idle workers spinning after each run (its default), where they take "
+                        "a core from the netdsl call timed next")
     args = p.parse_args()
     import onnxruntime as ort
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
           f"numpy {np.__version__}; medians of {args.repeat}"
-          + ("; onnxruntime's idle workers sleep (--ort-no-spin)" if args.ort_no_spin else ""))
+          + ("; onnxruntime's idle workers spin (--ort-spin)" if args.ort_spin
+             else "; onnxruntime's idle workers sleep between runs (session.intra_op.allow_spinning=0)"))
     if not args.no_export:
         print(f"export of resnet152.net with weights from a checkpoint: {export_time(args.repeat):.0f} ms")
     try:
@@ -103,7 +109,7 @@ def main() -> None:
         fast = netdsl.Model(netdsl.optimise(net, "inference"), device="cpu", params_from=model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
-        if args.ort_no_spin:
+        if not args.ort_spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(netdsl.export_onnx(net, None, state).SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
