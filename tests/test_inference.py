@@ -132,17 +132,69 @@ def _compiled() -> bool:
 
 
 @pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
-def test_blocked_kernel_takes_in_resnets_adds_at_batch_1_only(blocked_on_the_inference_path):
-    """At batch 1 each residual add runs inside a conv (the plan gives the add the conv's input's
-    buffer, which the kernel has copied before writing); at batch 3 the next image's input would be
-    overwritten first, so the adds stay steps of their own (and the logits still agree)."""
+def test_blocked_kernel_takes_in_resnets_adds_at_every_batch(blocked_on_the_inference_path):
+    """Each residual add of ResNet-18 runs inside the conv before it, at batch 1 and at batch 3:
+    the plan gives the add the conv's input's buffer, of the same size an image (or larger, the
+    downsampling shortcut's), so image i's output lands on image i's input, already copied into
+    the kernel's padded planes, never on a later image's (and the logits still agree)."""
     net = _network("resnet18")
     model = Model(net, device="cpu", seed=0)
     x = np.random.default_rng(2).standard_normal((3, *net.input_shape)).astype(np.float32)
-    adds = {n.name for n in model._inference_engine().model.nodes if n.op == "add"}
-    model.predict(x[:1])
-    assert model._inference.plan(1).algorithms["conv2_x/basic1/b1/conv2"] == "blocked"
-    assert not adds & set(model._inference.plan(1).names)
-    model.predict(x)
-    assert adds <= set(model._inference.plan(3).names)
+    for batch in (1, 3):
+        model.predict(x[:batch])
+        nodes = model._inference.model.nodes
+        adds = [i for i, n in enumerate(nodes) if n.op == "add"]
+        plan = model._inference.plan(batch)
+        assert plan.algorithms["conv2_x/basic1/b1/conv2"] == "blocked"
+        assert not {nodes[a].name for a in adds} & set(plan.names)
+    # the aliasing the rule allows is there: fused adds that write over their conv's input
+    values = plan.values
+    assert any(np.shares_memory(values[a], values[nodes[max(nodes[a].inputs)].inputs[0]]) for a in adds)
     _check_inference_path("resnet18", batch=3)
+
+
+# An add whose later conv widens 4 channels to 8: the plan gives the add the input's buffer, the
+# conv's own input, whose images are half as large. Written image by image, the conv's output for
+# image 0 would overwrite image 1's input before it is read: this add must stay a step of its own.
+WIDENING = """network widen
+input 4x6x6
+add {
+  { conv 2 1x1 nobias; relu; conv 8 3x3 pad 1 }
+  { conv 8 1x1 }
+}
+relu
+"""
+
+
+@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
+def test_an_add_whose_output_would_overwrite_a_later_image_stays_apart(blocked_on_the_inference_path):
+    net = netdsl.compile_source(WIDENING, "widen.net")
+    model = Model(net, device="cpu", seed=0)
+    x = np.random.default_rng(4).standard_normal((3, *net.input_shape)).astype(np.float32)
+    want = model(x)
+    got = model.predict(x)
+    plan = model._inference.plan(3)
+    nodes = model._inference.model.nodes
+    add = next(i for i, n in enumerate(nodes) if n.op == "add")
+    conv = max(nodes[add].inputs)
+    assert plan.algorithms[nodes[conv].name] == "blocked"
+    assert np.shares_memory(plan.values[add], plan.values[nodes[conv].inputs[0]])  # the trap is set
+    assert nodes[add].name in plan.names  # and avoided
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    model.predict(x[:1])  # one image: nothing later to overwrite, the add runs in the conv
+    assert nodes[add].name not in model._inference.plan(1).names
+
+
+def test_images_in_order_rule():
+    """inference._images_in_order on views of one buffer, worked by hand: 3 images of 4 values
+    read (x) and written (out)."""
+    from netdsl.backend.inference import _images_in_order
+    buf = np.zeros(64, dtype=np.float32)
+    x = buf[:12].reshape(3, 4)
+    other = buf[32:44].reshape(3, 4)
+    assert _images_in_order(buf[:12].reshape(3, 4), x, other)  # image i over image i of x: read first
+    assert not _images_in_order(buf[:24].reshape(3, 8), x, other)  # image 0's 8 values reach x's image 1
+    assert _images_in_order(buf[:6].reshape(3, 2), x, other)  # smaller images: behind the reads
+    assert _images_in_order(other, x, other)  # in place on the other input
+    assert not _images_in_order(buf[34:46].reshape(3, 4), x, other)  # half an image off the other input
+    assert _images_in_order(buf[48:60].reshape(3, 4), x, other)  # apart from both

@@ -544,6 +544,37 @@ STEPS: dict[str, Callable[[Context], Step | None]] = {
 }
 
 
+def _image_spans(a: np.ndarray) -> list[tuple[int, int]] | None:
+    """Each image's bytes [start, end) of a C-contiguous batch; None for any other layout."""
+    if not a.flags.c_contiguous:
+        return None
+    start, per = a.ctypes.data, a[0].nbytes if a.shape[0] else 0
+    return [(start + i * per, start + (i + 1) * per) for i in range(a.shape[0])]
+
+
+def _images_in_order(out: np.ndarray, x: np.ndarray, other: np.ndarray) -> bool:
+    """Whether a fused conv + add may write `out` image by image: the blocked kernel copies image
+    i of `x` into its padded planes, then reads image i of `other` and writes image i of `out`
+    element by element. The plan may give `out` the buffer of `x` (dead after the conv) or of
+    `other` (an in-place add): safe where out's image i lies on no later image of x or of other,
+    and on other's image i either exactly (each value read before its own write) or not at all.
+    A batch whose out images are larger than x's, on the same buffer, fails this: image 0's
+    output would overwrite image 1's input before it is read."""
+    spans = [_image_spans(a) for a in (out, x, other)]
+    if any(s is None for s in spans):
+        return not (np.shares_memory(out, x) or np.shares_memory(out, other))
+    outs, xs, others = spans
+
+    def overlap(p, q):
+        return p[0] < q[1] and q[0] < p[1]
+    for i, span in enumerate(outs):
+        if overlap(span, others[i]) and span != others[i]:
+            return False
+        if any(overlap(span, later) for later in xs[i + 1:] + others[i + 1:]):
+            return False
+    return True
+
+
 class Inference:
     """The prepared inference of one Model of an inference-optimised network (see the module's
     docstring). Calling it with an (N, ...) batch returns {output name: array}, fresh arrays."""
@@ -599,10 +630,9 @@ class Inference:
     def _residuals(self, values: list[np.ndarray]) -> dict[int, Residual]:
         """{conv's index: the add it may take in} -- and {add's index: the same}, so the add's step
         knows -- for each two-input add (its activation none or ReLU) of a conv without an
-        activation of its own, read by that add alone, whose other input is ready before it. The
-        plan often gives the add the conv's input's buffer (dead after the conv): the blocked
-        kernel copies an image's input into its padded planes before writing, so at batch 1 that
-        is safe; a batch's next image would be overwritten before it is read."""
+        activation of its own, read by that add alone, whose other input is ready before it, where
+        writing the add's output image by image is safe (_images_in_order) and no step between
+        the conv and the add touches the add's buffer (the plan frees it only at the add)."""
         nodes = self.model.nodes
         readers = [0] * len(nodes)
         for node in nodes:
@@ -620,8 +650,10 @@ class Inference:
                 other = values[k]
                 if (conv.op == "conv" and not conv.epilogue and readers[j] == 1 and k < j
                         and values[j].shape == out.shape == other.shape
-                        and (out.shape[0] == 1 or not np.shares_memory(out, values[conv.inputs[0]]))
-                        and (not np.shares_memory(out, other) or out.ctypes.data == other.ctypes.data)):
+                        and _images_in_order(out, values[conv.inputs[0]], other)
+                        and not any(np.may_share_memory(out, values[m]) or
+                                    any(np.may_share_memory(out, values[r]) for r in nodes[m].inputs)
+                                    for m in range(j + 1, a))):
                     found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu")
                     break
         return found

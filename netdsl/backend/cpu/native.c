@@ -1421,55 +1421,65 @@ DEFINE_CB_TILE(1, 14, 3, 2)
 DEFINE_CB_TILE(1, 14, 1, 1)
 DEFINE_CB_TILE(1, 14, 1, 2)
 DEFINE_CB_TILE(1, 14, 7, 2)
+DEFINE_CB_TILE(1, 14, 5, 1)
 DEFINE_CB_TILE(2, 14, 0, 0)
 DEFINE_CB_TILE(2, 14, 3, 1)
 DEFINE_CB_TILE(2, 14, 3, 2)
 DEFINE_CB_TILE(2, 14, 1, 1)
 DEFINE_CB_TILE(2, 14, 1, 2)
 DEFINE_CB_TILE(2, 14, 7, 2)
+DEFINE_CB_TILE(2, 14, 5, 1)
 DEFINE_CB_TILE(1, 7, 0, 0)
 DEFINE_CB_TILE(1, 7, 3, 1)
 DEFINE_CB_TILE(1, 7, 3, 2)
 DEFINE_CB_TILE(1, 7, 1, 1)
 DEFINE_CB_TILE(1, 7, 1, 2)
 DEFINE_CB_TILE(1, 7, 7, 2)
+DEFINE_CB_TILE(1, 7, 5, 1)
 DEFINE_CB_TILE(2, 7, 0, 0)
 DEFINE_CB_TILE(2, 7, 3, 1)
 DEFINE_CB_TILE(2, 7, 3, 2)
 DEFINE_CB_TILE(2, 7, 1, 1)
 DEFINE_CB_TILE(2, 7, 1, 2)
 DEFINE_CB_TILE(2, 7, 7, 2)
+DEFINE_CB_TILE(2, 7, 5, 1)
 DEFINE_CB_TILE(4, 7, 0, 0)
 DEFINE_CB_TILE(4, 7, 3, 1)
 DEFINE_CB_TILE(4, 7, 3, 2)
 DEFINE_CB_TILE(4, 7, 1, 1)
 DEFINE_CB_TILE(4, 7, 1, 2)
 DEFINE_CB_TILE(4, 7, 7, 2)
+DEFINE_CB_TILE(4, 7, 5, 1)
 DEFINE_CB_TILE(4, 6, 0, 0)
 DEFINE_CB_TILE(4, 6, 3, 1)
 DEFINE_CB_TILE(4, 6, 3, 2)
 DEFINE_CB_TILE(4, 6, 1, 1)
 DEFINE_CB_TILE(4, 6, 1, 2)
 DEFINE_CB_TILE(4, 6, 7, 2)
+DEFINE_CB_TILE(4, 6, 5, 1)
 DEFINE_CB_TILE(2, 12, 0, 0)
 DEFINE_CB_TILE(2, 12, 3, 1)
 DEFINE_CB_TILE(2, 12, 3, 2)
 DEFINE_CB_TILE(2, 12, 1, 1)
 DEFINE_CB_TILE(2, 12, 1, 2)
 DEFINE_CB_TILE(2, 12, 7, 2)
+DEFINE_CB_TILE(2, 12, 5, 1)
 DEFINE_CB_TILE(3, 8, 0, 0)
 DEFINE_CB_TILE(3, 8, 3, 1)
 DEFINE_CB_TILE(3, 8, 3, 2)
 DEFINE_CB_TILE(3, 8, 1, 1)
 DEFINE_CB_TILE(3, 8, 1, 2)
 DEFINE_CB_TILE(3, 8, 7, 2)
+DEFINE_CB_TILE(3, 8, 5, 1)
 
 typedef void (*cb_tile_fn)(const float*, const float*, float*, int, int, int, int, ptrdiff_t, int, int);
 
 /* the tile of b x tt for a kernel kw wide at stride sw: a specialised one where there is one
- * (ResNet's 3x3 /1 and /2, 1x1 /1 and /2, 7x7 /2 stem) */
+ * (ResNet's 3x3 /1 and /2, 1x1 /1 and /2, 7x7 /2 stem; AlexNet's 5x5 /1; its 11x11 /4 runs
+ * folded by space-to-depth into a 3x3 /1) */
 #define CB_PICK(F) kw == 3 && sw == 1 ? F##_3_1 : kw == 3 && sw == 2 ? F##_3_2 : kw == 1 && sw == 1 ? F##_1_1 \
-                   : kw == 1 && sw == 2 ? F##_1_2 : kw == 7 && sw == 2 ? F##_7_2 : F##_0_0
+                   : kw == 1 && sw == 2 ? F##_1_2 : kw == 7 && sw == 2 ? F##_7_2 : kw == 5 && sw == 1 ? F##_5_1 \
+                   : F##_0_0
 static cb_tile_fn cb_tile_for(int b, int tt, int kw, int sw) {
     switch (b * 100 + tt) {
     case 114: return CB_PICK(cb_tile_1_14);
