@@ -33,7 +33,8 @@ LAYERS = [(16, 12, 12, 32, 3, 1, 1), (5, 11, 9, 19, 3, 2, 1), (20, 13, 15, 24, 1
           (6, 9, 37, 20, 3, 1, 1),  # rows of 37: two 16-wide blocks transposed in registers and a tail
           (7, 13, 27, 40, 5, 1, 2), (3, 9, 11, 33, 5, 1, 0),  # AlexNet's 5x5 /1 (its own tiles), odd sizes
           (12, 8, 19, 17, 5, 1, 2),  # 12 channels of 25 taps: a chunk of 10 and one of 2
-          (3, 31, 35, 9, 11, 4, 0)]  # an 11x11 /4 (AlexNet's conv1 unfolded: the generic tile)
+          (3, 31, 35, 9, 11, 4, 0),
+          (16, 28, 28, 24, 1, 2, 0)]  # a 1x1 /2 whose reads stay inside the map: x read as it lies  # an 11x11 /4 (AlexNet's conv1 unfolded: the generic tile)
 
 
 @pytest.mark.parametrize("c,h,w,o,k,s,p", LAYERS)
@@ -46,7 +47,9 @@ def test_blocked_equals_the_definition(c, h, w, o, k, s, p):
     want = reference(x, wt, bias, s, p)
     layer = blocked.Layer(wt, bias, geo)
     out = np.full((o, geo.oh, geo.ow), np.nan, dtype=np.float32)
+    x_before = x.copy()
     layer(x, out)
+    np.testing.assert_array_equal(x, x_before)
     # a float32 sum of n = c*k*k products: within ~sqrt(n) roundings of the sum of their sizes
     # (a wrong tap or channel is off by a whole product, ~1)
     bound = 4 * np.finfo(np.float32).eps * np.sqrt(c * k * k) * reference(np.abs(x), np.abs(wt), None, s, p)

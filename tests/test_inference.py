@@ -121,9 +121,11 @@ def blocked_on_the_inference_path(monkeypatch):
     monkeypatch.setattr(tuner, "choose", choose)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "lenet5", "vgg16", "googlenet"])
-def test_inference_path_with_the_blocked_kernel_and_fused_adds(name, blocked_on_the_inference_path):
-    _check_inference_path(name, batch=1)
+@pytest.mark.parametrize("name, batch", [("resnet18", 1), ("resnet50", 1), ("lenet5", 1), ("vgg16", 1),
+                                         ("googlenet", 1),
+                                         ("resnet50", 2)])  # bottlenecks: 1x1 convs widening into an add
+def test_inference_path_with_the_blocked_kernel_and_fused_adds(name, batch, blocked_on_the_inference_path):
+    _check_inference_path(name, batch=batch)
 
 
 def _compiled() -> bool:

@@ -101,11 +101,17 @@ class Layer:
              relu: bool = False):
         """The call above on these arrays, its arguments converted once (a prepared step's)."""
         interior, kernel = self.interior, self.kernel
-        args = (*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
+        # unpadded, with no read past the map (a 1x1 /2 shortcut's rows): read x as it lies, where
+        # the output does not overwrite it (a fused add may give out x's own buffer)
+        as_it_lies = (self.xpad.shape == x.shape and x.dtype == np.float32 and x.flags.c_contiguous
+                      and not np.may_share_memory(x, out))
+        args = (native._at(x) if as_it_lies else self.args[0], *self.args[1:],
+                None if residual is None else native._at(residual), native._at(out), *self.dims,
                 int(relu), self.groups, self.rows, self.threads)
 
         def run():
-            np.copyto(interior, x)
+            if not as_it_lies:
+                np.copyto(interior, x)
             if kernel(*args):
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
         return run

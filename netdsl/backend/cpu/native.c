@@ -1422,6 +1422,7 @@ DEFINE_CB_TILE(1, 14, 1, 1)
 DEFINE_CB_TILE(1, 14, 1, 2)
 DEFINE_CB_TILE(1, 14, 7, 2)
 DEFINE_CB_TILE(1, 14, 5, 1)
+DEFINE_CB_TILE(1, 14, 11, 4)
 DEFINE_CB_TILE(2, 14, 0, 0)
 DEFINE_CB_TILE(2, 14, 3, 1)
 DEFINE_CB_TILE(2, 14, 3, 2)
@@ -1429,6 +1430,7 @@ DEFINE_CB_TILE(2, 14, 1, 1)
 DEFINE_CB_TILE(2, 14, 1, 2)
 DEFINE_CB_TILE(2, 14, 7, 2)
 DEFINE_CB_TILE(2, 14, 5, 1)
+DEFINE_CB_TILE(2, 14, 11, 4)
 DEFINE_CB_TILE(1, 7, 0, 0)
 DEFINE_CB_TILE(1, 7, 3, 1)
 DEFINE_CB_TILE(1, 7, 3, 2)
@@ -1436,6 +1438,7 @@ DEFINE_CB_TILE(1, 7, 1, 1)
 DEFINE_CB_TILE(1, 7, 1, 2)
 DEFINE_CB_TILE(1, 7, 7, 2)
 DEFINE_CB_TILE(1, 7, 5, 1)
+DEFINE_CB_TILE(1, 7, 11, 4)
 DEFINE_CB_TILE(2, 7, 0, 0)
 DEFINE_CB_TILE(2, 7, 3, 1)
 DEFINE_CB_TILE(2, 7, 3, 2)
@@ -1443,6 +1446,7 @@ DEFINE_CB_TILE(2, 7, 1, 1)
 DEFINE_CB_TILE(2, 7, 1, 2)
 DEFINE_CB_TILE(2, 7, 7, 2)
 DEFINE_CB_TILE(2, 7, 5, 1)
+DEFINE_CB_TILE(2, 7, 11, 4)
 DEFINE_CB_TILE(4, 7, 0, 0)
 DEFINE_CB_TILE(4, 7, 3, 1)
 DEFINE_CB_TILE(4, 7, 3, 2)
@@ -1450,6 +1454,7 @@ DEFINE_CB_TILE(4, 7, 1, 1)
 DEFINE_CB_TILE(4, 7, 1, 2)
 DEFINE_CB_TILE(4, 7, 7, 2)
 DEFINE_CB_TILE(4, 7, 5, 1)
+DEFINE_CB_TILE(4, 7, 11, 4)
 DEFINE_CB_TILE(4, 6, 0, 0)
 DEFINE_CB_TILE(4, 6, 3, 1)
 DEFINE_CB_TILE(4, 6, 3, 2)
@@ -1457,6 +1462,7 @@ DEFINE_CB_TILE(4, 6, 1, 1)
 DEFINE_CB_TILE(4, 6, 1, 2)
 DEFINE_CB_TILE(4, 6, 7, 2)
 DEFINE_CB_TILE(4, 6, 5, 1)
+DEFINE_CB_TILE(4, 6, 11, 4)
 DEFINE_CB_TILE(2, 12, 0, 0)
 DEFINE_CB_TILE(2, 12, 3, 1)
 DEFINE_CB_TILE(2, 12, 3, 2)
@@ -1464,6 +1470,7 @@ DEFINE_CB_TILE(2, 12, 1, 1)
 DEFINE_CB_TILE(2, 12, 1, 2)
 DEFINE_CB_TILE(2, 12, 7, 2)
 DEFINE_CB_TILE(2, 12, 5, 1)
+DEFINE_CB_TILE(2, 12, 11, 4)
 DEFINE_CB_TILE(3, 8, 0, 0)
 DEFINE_CB_TILE(3, 8, 3, 1)
 DEFINE_CB_TILE(3, 8, 3, 2)
@@ -1471,15 +1478,16 @@ DEFINE_CB_TILE(3, 8, 1, 1)
 DEFINE_CB_TILE(3, 8, 1, 2)
 DEFINE_CB_TILE(3, 8, 7, 2)
 DEFINE_CB_TILE(3, 8, 5, 1)
+DEFINE_CB_TILE(3, 8, 11, 4)
 
 typedef void (*cb_tile_fn)(const float*, const float*, float*, int, int, int, int, ptrdiff_t, int, int);
 
 /* the tile of b x tt for a kernel kw wide at stride sw: a specialised one where there is one
- * (ResNet's 3x3 /1 and /2, 1x1 /1 and /2, 7x7 /2 stem; AlexNet's 5x5 /1; its 11x11 /4 runs
- * folded by space-to-depth into a 3x3 /1) */
+ * (ResNet's 3x3 /1 and /2, 1x1 /1 and /2, 7x7 /2 stem; AlexNet's 5x5 /1 and 11x11 /4 stem, which
+ * the tuner also times folded by space-to-depth into a 3x3 /1) */
 #define CB_PICK(F) kw == 3 && sw == 1 ? F##_3_1 : kw == 3 && sw == 2 ? F##_3_2 : kw == 1 && sw == 1 ? F##_1_1 \
                    : kw == 1 && sw == 2 ? F##_1_2 : kw == 7 && sw == 2 ? F##_7_2 : kw == 5 && sw == 1 ? F##_5_1 \
-                   : F##_0_0
+                   : kw == 11 && sw == 4 ? F##_11_4 : F##_0_0
 static cb_tile_fn cb_tile_for(int b, int tt, int kw, int sw) {
     switch (b * 100 + tt) {
     case 114: return CB_PICK(cb_tile_1_14);
