@@ -156,8 +156,9 @@ def test_blocked_kernel_takes_in_resnets_adds_at_every_batch(blocked_on_the_infe
 
 
 # An add whose later conv widens 4 channels to 8: the plan gives the add the input's buffer, the
-# conv's own input, whose images are half as large. Written image by image, the conv's output for
-# image 0 would overwrite image 1's input before it is read: this add must stay a step of its own.
+# conv's own input, whose images are half as large. Written first to last, the conv's output for
+# image 0 would overwrite image 1's input before it is read; last to first, each output image lies
+# past every input image still to be read.
 WIDENING = """network widen
 input 4x6x6
 add {
@@ -169,34 +170,39 @@ relu
 
 
 @pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
-def test_an_add_whose_output_would_overwrite_a_later_image_stays_apart(blocked_on_the_inference_path):
+def test_a_widening_conv_writes_its_fused_add_last_image_first(blocked_on_the_inference_path):
     net = netdsl.compile_source(WIDENING, "widen.net")
     model = Model(net, device="cpu", seed=0)
     x = np.random.default_rng(4).standard_normal((3, *net.input_shape)).astype(np.float32)
     want = model(x)
     got = model.predict(x)
-    plan = model._inference.plan(3)
-    nodes = model._inference.model.nodes
+    engine = model._inference
+    plan = engine.plan(3)
+    nodes = engine.model.nodes
     add = next(i for i, n in enumerate(nodes) if n.op == "add")
     conv = max(nodes[add].inputs)
     assert plan.algorithms[nodes[conv].name] == "blocked"
     assert np.shares_memory(plan.values[add], plan.values[nodes[conv].inputs[0]])  # the trap is set
-    assert nodes[add].name in plan.names  # and avoided
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    model.predict(x[:1])  # one image: nothing later to overwrite, the add runs in the conv
-    assert nodes[add].name not in model._inference.plan(1).names
+    assert nodes[add].name not in plan.names  # fused
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)  # first to last would fail here
+    assert engine._residuals(plan.values)[add].backwards
 
 
-def test_images_in_order_rule():
-    """inference._images_in_order on views of one buffer, worked by hand: 3 images of 4 values
-    read (x) and written (out)."""
-    from netdsl.backend.inference import _images_in_order
+def test_image_order_rule():
+    """inference._image_order on views of one buffer, worked by hand: 3 images of 4 values read
+    (x, other) and written (out)."""
+    from netdsl.backend.inference import _image_order
     buf = np.zeros(64, dtype=np.float32)
     x = buf[:12].reshape(3, 4)
     other = buf[32:44].reshape(3, 4)
-    assert _images_in_order(buf[:12].reshape(3, 4), x, other)  # image i over image i of x: read first
-    assert not _images_in_order(buf[:24].reshape(3, 8), x, other)  # image 0's 8 values reach x's image 1
-    assert _images_in_order(buf[:6].reshape(3, 2), x, other)  # smaller images: behind the reads
-    assert _images_in_order(other, x, other)  # in place on the other input
-    assert not _images_in_order(buf[34:46].reshape(3, 4), x, other)  # half an image off the other input
-    assert _images_in_order(buf[48:60].reshape(3, 4), x, other)  # apart from both
+    assert _image_order(buf[:12].reshape(3, 4), x, other) == "forwards"  # image i over x's image i: read first
+    assert _image_order(buf[:6].reshape(3, 2), x, other) == "forwards"  # smaller images: behind the reads
+    # image 0's 8 values reach x's image 1 (forwards wrong); image 2's [16, 24) lies past x's images
+    # 0 and 1, image 1's [8, 16) past image 0: last to first
+    assert _image_order(buf[:24].reshape(3, 8), x, other) == "backwards"
+    assert _image_order(other, x, other) == "forwards"  # in place on the other input
+    assert _image_order(buf[34:46].reshape(3, 4), x, other) is None  # half an image off the other input
+    assert _image_order(buf[48:60].reshape(3, 4), x, other) == "forwards"  # apart from both
+    assert _image_order(buf[2:14].reshape(3, 4), x, other) == "backwards"  # image i on x's i and i + 1
+    # forwards image 0 reaches x's image 1; backwards image 2, [16, 24), reaches other's images 0 and 1
+    assert _image_order(buf[:24].reshape(3, 8), x, buf[16:28].reshape(3, 4)) is None

@@ -81,6 +81,7 @@ class Residual:
     other: np.ndarray
     out: np.ndarray
     relu: bool
+    backwards: bool = False  # the images last to first (_image_order)
 
 
 @dataclass
@@ -378,7 +379,8 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
         own_relu = node.epilogue == "relu"
         out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
-    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in range(x.shape[0])]
+    order = range(x.shape[0] - 1, -1, -1) if res is not None and res.backwards else range(x.shape[0])
+    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in order]
     return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
 
 
@@ -552,27 +554,29 @@ def _image_spans(a: np.ndarray) -> list[tuple[int, int]] | None:
     return [(start + i * per, start + (i + 1) * per) for i in range(a.shape[0])]
 
 
-def _images_in_order(out: np.ndarray, x: np.ndarray, other: np.ndarray) -> bool:
-    """Whether a fused conv + add may write `out` image by image: the blocked kernel copies image
-    i of `x` into its padded planes, then reads image i of `other` and writes image i of `out`
-    element by element. The plan may give `out` the buffer of `x` (dead after the conv) or of
-    `other` (an in-place add): safe where out's image i lies on no later image of x or of other,
-    and on other's image i either exactly (each value read before its own write) or not at all.
-    A batch whose out images are larger than x's, on the same buffer, fails this: image 0's
-    output would overwrite image 1's input before it is read."""
+def _image_order(out: np.ndarray, x: np.ndarray, other: np.ndarray) -> str | None:
+    """In which order a fused conv + add may write `out` image by image, "forwards" or
+    "backwards", or None where neither is safe. The blocked kernel copies image i of `x` into its
+    padded planes, then reads image i of `other` and writes image i of `out` element by element.
+    The plan may give `out` the buffer of `x` (dead after the conv) or of `other` (an in-place
+    add): safe where out's image i lies on no image of x or of other still to be read (the later
+    ones forwards, the earlier ones backwards), and on other's image i either exactly (each value
+    read before its own write) or not at all. On one buffer, output images no larger than the
+    input's go forwards (image i's output over image i's input, already copied); larger ones (a
+    widening conv: image 0's output would reach image 1's input) go backwards."""
     spans = [_image_spans(a) for a in (out, x, other)]
     if any(s is None for s in spans):
-        return not (np.shares_memory(out, x) or np.shares_memory(out, other))
+        return None if np.may_share_memory(out, x) or np.may_share_memory(out, other) else "forwards"
     outs, xs, others = spans
 
     def overlap(p, q):
         return p[0] < q[1] and q[0] < p[1]
-    for i, span in enumerate(outs):
-        if overlap(span, others[i]) and span != others[i]:
-            return False
-        if any(overlap(span, later) for later in xs[i + 1:] + others[i + 1:]):
-            return False
-    return True
+    if any(overlap(span, others[i]) and span != others[i] for i, span in enumerate(outs)):
+        return None
+    for order, pending in (("forwards", lambda i: slice(i + 1, None)), ("backwards", lambda i: slice(0, i))):
+        if not any(overlap(span, read) for i, span in enumerate(outs) for read in xs[pending(i)] + others[pending(i)]):
+            return order
+    return None
 
 
 class Inference:
@@ -631,7 +635,7 @@ class Inference:
         """{conv's index: the add it may take in} -- and {add's index: the same}, so the add's step
         knows -- for each two-input add (its activation none or ReLU) of a conv without an
         activation of its own, read by that add alone, whose other input is ready before it, where
-        writing the add's output image by image is safe (_images_in_order) and no step between
+        writing the add's output image by image is safe in some order (_image_order) and no step between
         the conv and the add touches the add's buffer (the plan frees it only at the add)."""
         nodes = self.model.nodes
         readers = [0] * len(nodes)
@@ -650,11 +654,11 @@ class Inference:
                 other = values[k]
                 if (conv.op == "conv" and not conv.epilogue and readers[j] == 1 and k < j
                         and values[j].shape == out.shape == other.shape
-                        and _images_in_order(out, values[conv.inputs[0]], other)
+                        and (order := _image_order(out, values[conv.inputs[0]], other)) is not None
                         and not any(np.may_share_memory(out, values[m]) or
                                     any(np.may_share_memory(out, values[r]) for r in nodes[m].inputs)
                                     for m in range(j + 1, a))):
-                    found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu")
+                    found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu", order == "backwards")
                     break
         return found
 
