@@ -28,6 +28,7 @@ Not thread-safe: the buffers are shared by every call of one batch size.
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from math import prod
@@ -38,7 +39,7 @@ import numpy as np
 
 from ..errors import NetError
 from ..ops import end_extension, window_geometry
-from . import im2col, winograd
+from . import im2col, tuner, winograd
 from .conv import Conv
 from .cpu import blocked, direct, native
 from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
@@ -200,9 +201,43 @@ def conv_step(ctx: Context) -> Step:
         return _gemm_step(ctx, x.reshape(x.shape[0], -1), node.params["weight"].reshape(ctx.out.shape[1], -1),
                           ctx.out.reshape(x.shape[0], -1))
     saved = _chosen_path(ctx, geo)
+    if _fusing_pays(ctx, geo, saved):
+        saved = {"path": "blocked", "algorithm": "blocked", "source": "measured, with the add"}
     node.algorithm = _algorithm_name(saved)
     step = _path_step(ctx, geo, saved)
     return kernel_step(ctx) if step is None else step
+
+
+def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
+    """Whether the blocked kernel should run instead of the tuner's winner because it takes the
+    residual add after the conv into its output loop: where its measured time (the tuner's, this
+    layer and batch) is within the add's own step (timed here) of the winner's. The tuner times
+    the conv alone; at batch 8 ResNet-18's 56x56 layers ran blocked and Winograd F(2x2) within its
+    10% margin of each other, and the add step took about a tenth of either."""
+    res = ctx.residual
+    if res is None or saved["path"] == "blocked" or saved.get("source") not in ("measured", "cache"):
+        return False
+    node = ctx.node
+    key = tuner.layer_key(geo, node.attrs["groups"], node.params["weight"].shape[0], ctx.ins[0].dtype, ("forward",))
+    entry = tuner.cache().entries.get(key, {})
+    mine, winner = entry.get("blocked"), entry.get(saved["algorithm"].split("+")[0])
+    if not mine or not winner:
+        return False
+    return tuner.cost(mine) <= tuner.cost(winner) + _add_time(res, ctx.xp)
+
+
+def _add_time(res: Residual, xp) -> float:
+    """The add step's time (its ReLU too), the fastest of three, on the buffers it would use
+    (nothing is in them yet while a plan is prepared)."""
+    res.out.fill(0)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        xp.add(res.out, res.out, out=res.out)
+        if res.relu:
+            xp.maximum(res.out, 0, out=res.out)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _algorithm_name(saved: dict) -> str:
