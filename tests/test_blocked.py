@@ -27,10 +27,14 @@ def reference(x, w, bias, stride, pad):
 
 
 # (C, H, W, O, kernel, stride, pad): ResNet's 3x3 /1 and /2 and 1x1 /2, odd maps, channel counts
-# off the 16-lane blocks, a 7x7 /2 stem, maps narrower than a register tile
+# off the 16-lane blocks, a 7x7 /2 stem, maps narrower than a register tile, 5x5 /1 and 11x11 /4
 LAYERS = [(16, 12, 12, 32, 3, 1, 1), (5, 11, 9, 19, 3, 2, 1), (20, 13, 15, 24, 1, 2, 0), (3, 23, 21, 10, 7, 2, 3),
           (33, 7, 7, 70, 3, 1, 1), (9, 5, 3, 17, 3, 1, 1), (40, 15, 15, 36, 3, 2, 1),
-          (6, 9, 37, 20, 3, 1, 1)]  # rows of 37: two 16-wide blocks transposed in registers and a tail
+          (6, 9, 37, 20, 3, 1, 1),  # rows of 37: two 16-wide blocks transposed in registers and a tail
+          (7, 13, 27, 40, 5, 1, 2), (3, 9, 11, 33, 5, 1, 0),  # AlexNet's 5x5 /1 (its own tiles), odd sizes
+          (12, 8, 19, 17, 5, 1, 2),  # 12 channels of 25 taps: a chunk of 10 and one of 2
+          (3, 31, 35, 9, 11, 4, 0),
+          (16, 28, 28, 24, 1, 2, 0)]  # a 1x1 /2 whose reads stay inside the map: x read as it lies  # an 11x11 /4 (AlexNet's conv1 unfolded: the generic tile)
 
 
 @pytest.mark.parametrize("c,h,w,o,k,s,p", LAYERS)
@@ -43,7 +47,9 @@ def test_blocked_equals_the_definition(c, h, w, o, k, s, p):
     want = reference(x, wt, bias, s, p)
     layer = blocked.Layer(wt, bias, geo)
     out = np.full((o, geo.oh, geo.ow), np.nan, dtype=np.float32)
+    x_before = x.copy()
     layer(x, out)
+    np.testing.assert_array_equal(x, x_before)
     # a float32 sum of n = c*k*k products: within ~sqrt(n) roundings of the sum of their sizes
     # (a wrong tap or channel is off by a whole product, ~1)
     bound = 4 * np.finfo(np.float32).eps * np.sqrt(c * k * k) * reference(np.abs(x), np.abs(wt), None, s, p)
@@ -100,3 +106,10 @@ def test_inference_max_pooling_equals_the_definition(h, w, k, s, p):
     got = np.empty_like(want)
     assert native.library().cb_maxpool_f32(native._at(x), native._at(got), 5, h, w, k, k, s, s, p, p, oh, ow) == 0
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_5x5_layer_takes_a_tile_measured_for_5x5():
+    """choose_tile ranks tiles by the 5x5 measurements for a 5x5 kernel (AlexNet's conv2: 256
+    channels, rows of 27), by the 3x3 ones otherwise."""
+    assert blocked.choose_tile(256, 27, kw=5) == min(blocked.TILES_BY_KERNEL[5], key=blocked.TILES_BY_KERNEL[5].get)
+    assert blocked.choose_tile(64, 56, kw=3) in blocked.TILES

@@ -28,6 +28,7 @@ Not thread-safe: the buffers are shared by every call of one batch size.
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from math import prod
@@ -38,7 +39,7 @@ import numpy as np
 
 from ..errors import NetError
 from ..ops import end_extension, window_geometry
-from . import im2col, winograd
+from . import im2col, tuner, winograd
 from .conv import Conv
 from .cpu import blocked, direct, native
 from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
@@ -81,6 +82,7 @@ class Residual:
     other: np.ndarray
     out: np.ndarray
     relu: bool
+    backwards: bool = False  # the images last to first (_image_order)
 
 
 @dataclass
@@ -199,9 +201,43 @@ def conv_step(ctx: Context) -> Step:
         return _gemm_step(ctx, x.reshape(x.shape[0], -1), node.params["weight"].reshape(ctx.out.shape[1], -1),
                           ctx.out.reshape(x.shape[0], -1))
     saved = _chosen_path(ctx, geo)
+    if _fusing_pays(ctx, geo, saved):
+        saved = {"path": "blocked", "algorithm": "blocked", "source": "measured, with the add"}
     node.algorithm = _algorithm_name(saved)
     step = _path_step(ctx, geo, saved)
     return kernel_step(ctx) if step is None else step
+
+
+def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
+    """Whether the blocked kernel should run instead of the tuner's winner because it takes the
+    residual add after the conv into its output loop: where its measured time (the tuner's, this
+    layer and batch) is within the add's own step (timed here) of the winner's. The tuner times
+    the conv alone; at batch 8 ResNet-18's 56x56 layers ran blocked and Winograd F(2x2) within its
+    10% margin of each other, and the add step took about a tenth of either."""
+    res = ctx.residual
+    if res is None or saved["path"] == "blocked" or saved.get("source") not in ("measured", "cache"):
+        return False
+    node = ctx.node
+    key = tuner.layer_key(geo, node.attrs["groups"], node.params["weight"].shape[0], ctx.ins[0].dtype, ("forward",))
+    entry = tuner.cache().entries.get(key, {})
+    mine, winner = entry.get("blocked"), entry.get(saved["algorithm"].split("+")[0])
+    if not mine or not winner:
+        return False
+    return tuner.cost(mine) <= tuner.cost(winner) + _add_time(res, ctx.xp)
+
+
+def _add_time(res: Residual, xp) -> float:
+    """The add step's time (its ReLU too), the fastest of three, on the buffers it would use
+    (nothing is in them yet while a plan is prepared)."""
+    res.out.fill(0)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        xp.add(res.out, res.out, out=res.out)
+        if res.relu:
+            xp.maximum(res.out, 0, out=res.out)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _algorithm_name(saved: dict) -> str:
@@ -378,7 +414,8 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
         own_relu = node.epilogue == "relu"
         out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
-    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in range(x.shape[0])]
+    order = range(x.shape[0] - 1, -1, -1) if res is not None and res.backwards else range(x.shape[0])
+    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in order]
     return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
 
 
@@ -544,6 +581,39 @@ STEPS: dict[str, Callable[[Context], Step | None]] = {
 }
 
 
+def _image_spans(a: np.ndarray) -> list[tuple[int, int]] | None:
+    """Each image's bytes [start, end) of a C-contiguous batch; None for any other layout."""
+    if not a.flags.c_contiguous:
+        return None
+    start, per = a.ctypes.data, a[0].nbytes if a.shape[0] else 0
+    return [(start + i * per, start + (i + 1) * per) for i in range(a.shape[0])]
+
+
+def _image_order(out: np.ndarray, x: np.ndarray, other: np.ndarray) -> str | None:
+    """In which order a fused conv + add may write `out` image by image, "forwards" or
+    "backwards", or None where neither is safe. The blocked kernel copies image i of `x` into its
+    padded planes, then reads image i of `other` and writes image i of `out` element by element.
+    The plan may give `out` the buffer of `x` (dead after the conv) or of `other` (an in-place
+    add): safe where out's image i lies on no image of x or of other still to be read (the later
+    ones forwards, the earlier ones backwards), and on other's image i either exactly (each value
+    read before its own write) or not at all. On one buffer, output images no larger than the
+    input's go forwards (image i's output over image i's input, already copied); larger ones (a
+    widening conv: image 0's output would reach image 1's input) go backwards."""
+    spans = [_image_spans(a) for a in (out, x, other)]
+    if any(s is None for s in spans):
+        return None if np.may_share_memory(out, x) or np.may_share_memory(out, other) else "forwards"
+    outs, xs, others = spans
+
+    def overlap(p, q):
+        return p[0] < q[1] and q[0] < p[1]
+    if any(overlap(span, others[i]) and span != others[i] for i, span in enumerate(outs)):
+        return None
+    for order, pending in (("forwards", lambda i: slice(i + 1, None)), ("backwards", lambda i: slice(0, i))):
+        if not any(overlap(span, read) for i, span in enumerate(outs) for read in xs[pending(i)] + others[pending(i)]):
+            return order
+    return None
+
+
 class Inference:
     """The prepared inference of one Model of an inference-optimised network (see the module's
     docstring). Calling it with an (N, ...) batch returns {output name: array}, fresh arrays."""
@@ -599,10 +669,9 @@ class Inference:
     def _residuals(self, values: list[np.ndarray]) -> dict[int, Residual]:
         """{conv's index: the add it may take in} -- and {add's index: the same}, so the add's step
         knows -- for each two-input add (its activation none or ReLU) of a conv without an
-        activation of its own, read by that add alone, whose other input is ready before it. The
-        plan often gives the add the conv's input's buffer (dead after the conv): the blocked
-        kernel copies an image's input into its padded planes before writing, so at batch 1 that
-        is safe; a batch's next image would be overwritten before it is read."""
+        activation of its own, read by that add alone, whose other input is ready before it, where
+        writing the add's output image by image is safe in some order (_image_order) and no step between
+        the conv and the add touches the add's buffer (the plan frees it only at the add)."""
         nodes = self.model.nodes
         readers = [0] * len(nodes)
         for node in nodes:
@@ -620,9 +689,11 @@ class Inference:
                 other = values[k]
                 if (conv.op == "conv" and not conv.epilogue and readers[j] == 1 and k < j
                         and values[j].shape == out.shape == other.shape
-                        and (out.shape[0] == 1 or not np.shares_memory(out, values[conv.inputs[0]]))
-                        and (not np.shares_memory(out, other) or out.ctypes.data == other.ctypes.data)):
-                    found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu")
+                        and (order := _image_order(out, values[conv.inputs[0]], other)) is not None
+                        and not any(np.may_share_memory(out, values[m]) or
+                                    any(np.may_share_memory(out, values[r]) for r in nodes[m].inputs)
+                                    for m in range(j + 1, a))):
+                    found[j] = found[a] = Residual(a, other, out, add.epilogue == "relu", order == "backwards")
                     break
         return found
 

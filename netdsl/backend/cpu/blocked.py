@@ -25,6 +25,10 @@ LANES = 16  # native.c's VBYTES / sizeof(float): output channels a vector
 # input values broadcast inside the FMAs, and 4 x 7 ran 5-15% faster than the others)
 TILES = {(1, 14): 1.0, (4, 7): 1.0, (2, 14): 1.1, (1, 7): 1.15, (2, 7): 1.15, (4, 6): 1.15, (2, 12): 1.15,
          (3, 8): 1.3}
+# where a kernel's width changes the ranking (a row's input values reused over more taps): AlexNet's
+# 5x5 96->256 on 27x27, one thread each, best of 6 interleaved runs (AMD EPYC)
+TILES_BY_KERNEL = {5: {(2, 7): 1.0, (1, 7): 1.03, (4, 6): 1.06, (4, 7): 1.07, (2, 14): 1.19, (1, 14): 1.26,
+                       (3, 8): 1.38, (2, 12): 1.44}}
 # A chunk of input channels: its packed weights stay in cache over the whole map, and each output's
 # sum is the sum of the chunks' own sums (a blocked GEMM's two levels). Up to this many products a
 # chunk (28 channels of a 3x3): float32 error 0.6-0.9x im2col's (benchmarks/conv_error.py); 64
@@ -40,15 +44,18 @@ def applies(geo, groups: int, dtype, xp=np) -> bool:
             and geo.pad[0] < geo.kernel[0] and geo.pad[1] < geo.kernel[1])
 
 
-def choose_tile(o: int, ow: int, workers: int = WORKERS) -> tuple[int, int]:
-    """The register tile with the least work per useful FMA: its measured cost, positions and
-    channels computed and dropped, and groups too few to keep every core busy."""
+def choose_tile(o: int, ow: int, workers: int = WORKERS, kw: int = 3) -> tuple[int, int]:
+    """The register tile with the least work per useful FMA: its measured cost (for a kernel
+    `kw` wide), positions and channels computed and dropped, and groups too few to keep every
+    core busy."""
+    measured = TILES_BY_KERNEL.get(kw, TILES)
+
     def cost(tile):
         b, tt = tile
         g = b * LANES
         groups = -(-o // g)
         waste = (-(-ow // tt) * tt / ow) * (groups * g / o)
-        return TILES[tile] * waste * workers / min(workers, groups)
+        return measured[tile] * waste * workers / min(workers, groups)
     return min(TILES, key=cost)
 
 
@@ -58,7 +65,7 @@ class Layer:
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None, geo, tile: tuple[int, int] | None = None):
         o, c, kh, kw = weight.shape
         self.o, self.c, self.geo = o, c, geo
-        self.b, self.tt = tile or choose_tile(o, geo.ow)  # tile: one of TILES (the tests try each)
+        self.b, self.tt = tile or choose_tile(o, geo.ow, kw=kw)  # tile: one of TILES (the tests try each)
         g = self.b * LANES
         self.groups = -(-o // g)
         taps = kh * kw
@@ -94,11 +101,17 @@ class Layer:
              relu: bool = False):
         """The call above on these arrays, its arguments converted once (a prepared step's)."""
         interior, kernel = self.interior, self.kernel
-        args = (*self.args, None if residual is None else native._at(residual), native._at(out), *self.dims,
+        # unpadded, with no read past the map (a 1x1 /2 shortcut's rows): read x as it lies, where
+        # the output does not overwrite it (a fused add may give out x's own buffer)
+        as_it_lies = (self.xpad.shape == x.shape and x.dtype == np.float32 and x.flags.c_contiguous
+                      and not np.may_share_memory(x, out))
+        args = (native._at(x) if as_it_lies else self.args[0], *self.args[1:],
+                None if residual is None else native._at(residual), native._at(out), *self.dims,
                 int(relu), self.groups, self.rows, self.threads)
 
         def run():
-            np.copyto(interior, x)
+            if not as_it_lies:
+                np.copyto(interior, x)
             if kernel(*args):
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
         return run
