@@ -415,21 +415,22 @@ def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
     return _then(gemm, _finish(ctx, None))
 
 
-# Up to this many rows (images) an fc layer runs native.c's skinny kernel (sk_fc): the weight read
-# once, in place, every row against it while it is in L1; OpenBLAS's GEMM packs the weight first, a
-# second pass over it. Measured on the AMD EPYC (2 cores), AlexNet's fc6 (4096 x 9216): 5.6 against
-# 10 ms at 2 rows, 7 against 12 at 8, 18 against 20 at 32; from there on the GEMM's blocking wins
-# (benchmarks/results/cpu-2026-12-06-fc8).
-SKINNY_MAX_ROWS = 32
+# From 2 to 32 rows (images) an fc layer runs native.c's skinny kernel (sk_fc): the weight read once,
+# in place, every row against it while it is in L1; OpenBLAS's GEMM packs the weight first, a second
+# pass over it. Measured on the AMD EPYC (2 cores), AlexNet's fc6 (4096 x 9216): 5.6 against 10 ms
+# at 2 rows, 7 against 12 at 8, 18 against 20 at 32; from there on the GEMM's blocking wins. At one
+# row OpenBLAS runs a GEMV, which packs nothing either and was as fast or faster (fc7 at batch 1:
+# 2.0 against 2.3-2.9 ms; benchmarks/results/cpu-2026-12-06-fc8).
+SKINNY_ROWS = range(2, 33)
 
 
 def _skinny_step(ctx: Context, x2, weight, bias, out2) -> Step | None:
     """out2 = act(x2 @ weight.T + bias) by the skinny kernel, its rows of the weight split over the
     cores, the bias and a clamp activation (relu, relu6, hsigmoid) in its output loop; None where it
-    does not apply (more rows, no compiler, arrays not contiguous or of another dtype)."""
+    does not apply (rows outside SKINNY_ROWS, no compiler, arrays not contiguous or of another dtype)."""
     xp, n = ctx.xp, x2.shape[0]
     arrays = (x2, weight, out2) + (() if bias is None else (bias,))
-    if (n > SKINNY_MAX_ROWS or not native.available(xp, x2.dtype)
+    if (n not in SKINNY_ROWS or not native.available(xp, x2.dtype)
             or any(not a.flags.c_contiguous or a.dtype != x2.dtype for a in arrays)):
         return None
     epilogue = ctx.node.epilogue
