@@ -415,13 +415,15 @@ def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
     return _then(gemm, _finish(ctx, None))
 
 
-# From 2 to 32 rows (images) an fc layer runs native.c's skinny kernel (sk_fc): the weight read once,
+# From 2 to 16 rows (images) an fc layer runs native.c's skinny kernel (sk_fc): the weight read once,
 # in place, every row against it while it is in L1; OpenBLAS's GEMM packs the weight first, a second
-# pass over it. Measured on the AMD EPYC (2 cores), AlexNet's fc6 (4096 x 9216): 5.6 against 10 ms
-# at 2 rows, 7 against 12 at 8, 18 against 20 at 32; from there on the GEMM's blocking wins. At one
-# row OpenBLAS runs a GEMV, which packs nothing either and was as fast or faster (fc7 at batch 1:
-# 2.0 against 2.3-2.9 ms; benchmarks/results/cpu-2026-12-06-fc8).
-SKINNY_ROWS = range(2, 33)
+# pass over it. Measured on the AMD EPYC (2 cores, shared), AlexNet's fc6 (4096 x 9216), skinny
+# against split_matmul: 5.6 against 10 ms at 2 rows, 7 against 12 at 8, 10 against 13.5 at 16; at 24
+# and 32 rows the gain was within the machine's noise (18 against 20 ms at 32), so the GEMM keeps
+# those, where its blocking and more cores win sooner. At one row OpenBLAS runs a GEMV, which packs
+# nothing either and was as fast (fc7 at batch 1: 2.0 against 2.3-2.9 ms).
+# (benchmarks/fc_skinny.py; benchmarks/results/cpu-2026-12-06-fc8)
+SKINNY_ROWS = range(2, 17)
 
 
 def _skinny_step(ctx: Context, x2, weight, bias, out2) -> Step | None:
