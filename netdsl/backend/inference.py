@@ -439,7 +439,9 @@ def _skinny_step(ctx: Context, x2, weight, bias, out2) -> Step | None:
     fused = epilogue if epilogue in native.BN_EPILOGUES else None
     rows = native.skinny_fc_call(x2, weight, bias, out2, fused)
     o, size = weight.shape[0], weight.size
-    step = lambda: over_batch(xp, o, size, rows)  # noqa: E731
+
+    def step():  # the weight's rows over the cores (from MIN_ELEMENTS weights: LeNet's stay on one)
+        over_batch(xp, o, size, rows)
     return step if fused == epilogue else _then(step, _finish(ctx, None))
 
 
