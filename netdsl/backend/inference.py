@@ -433,6 +433,9 @@ def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
     n, o = out2.shape
     bias = ctx.node.params.get("bias")
     xp = ctx.xp
+    skinny = _skinny_step(ctx, x2, weight, bias, out2)
+    if skinny is not None:
+        return skinny
     x2t = x2.T
     if n == 1:  # (O, 1) and (1, O) are the same memory: no transposed copy
         column = out2.reshape(o, 1)
@@ -447,6 +450,36 @@ def _gemm_step(ctx: Context, x2, weight, out2) -> Step:
         else:
             xp.add(m.T, bias, out=out2)
     return _then(gemm, _finish(ctx, None))
+
+
+# From 2 to 16 rows (images) an fc layer runs native.c's skinny kernel (sk_fc): the weight read once,
+# in place, every row against it while it is in L1; OpenBLAS's GEMM packs the weight first, a second
+# pass over it. Measured on the AMD EPYC (2 cores, shared), AlexNet's fc6 (4096 x 9216), skinny
+# against split_matmul: 5.6 against 10 ms at 2 rows, 7 against 12 at 8, 10 against 13.5 at 16; at 24
+# and 32 rows the gain was within the machine's noise (18 against 20 ms at 32), so the GEMM keeps
+# those, where its blocking and more cores win sooner. At one row OpenBLAS runs a GEMV, which packs
+# nothing either and was as fast (fc7 at batch 1: 2.0 against 2.3-2.9 ms).
+# (benchmarks/fc_skinny.py; benchmarks/results/cpu-2026-12-06-fc8)
+SKINNY_ROWS = range(2, 17)
+
+
+def _skinny_step(ctx: Context, x2, weight, bias, out2) -> Step | None:
+    """out2 = act(x2 @ weight.T + bias) by the skinny kernel, its rows of the weight split over the
+    cores, the bias and a clamp activation (relu, relu6, hsigmoid) in its output loop; None where it
+    does not apply (rows outside SKINNY_ROWS, no compiler, arrays not contiguous or of another dtype)."""
+    xp, n = ctx.xp, x2.shape[0]
+    arrays = (x2, weight, out2) + (() if bias is None else (bias,))
+    if (n not in SKINNY_ROWS or not native.available(xp, x2.dtype)
+            or any(not a.flags.c_contiguous or a.dtype != x2.dtype for a in arrays)):
+        return None
+    epilogue = ctx.node.epilogue
+    fused = epilogue if epilogue in native.BN_EPILOGUES else None
+    rows = native.skinny_fc_call(x2, weight, bias, out2, fused)
+    o, size = weight.shape[0], weight.size
+
+    def step():  # the weight's rows over the cores (from MIN_ELEMENTS weights: LeNet's stay on one)
+        over_batch(xp, o, size, rows)
+    return step if fused == epilogue else _then(step, _finish(ctx, None))
 
 
 def fc_step(ctx: Context) -> Step:

@@ -1745,3 +1745,95 @@ int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t plane
     free(row);
     return 0;
 }
+
+/* ==== Skinny fc for inference at small batch (issue 28; sk_ = "skinny") =====================
+ * out (n, o) = x (n, k) @ w (o, k)^T + bias, through a clamp (relu, relu6, hsigmoid: BN_EPILOGUES'
+ * scale, shift, lo, hi), for a few rows of x against a large weight (AlexNet's fc6: 4096 x 9216,
+ * 151 MB): memory-bound, so the weight is read once, in place (a GEMM with few columns packs its
+ * panels first, a second pass over it). Rows of w in blocks of SK_R; k in chunks of SK_KC values,
+ * so that the block's chunk (SK_R x SK_KC) and the inputs' (n x SK_KC) stay in L1 while every
+ * input meets the chunk, in tiles of up to SK_NB inputs: SK_R x SK_NB vector accumulators, a plain
+ * dot product in each lane, their lanes summed at the chunk's end into double totals (two-level
+ * summation: the rounding of a blocked GEMM's dot product). Rows [o0, o1): the caller splits them
+ * over the cores. */
+#if defined(__AVX512F__)
+#define SK_VBYTES 64
+#else
+#define SK_VBYTES 32 /* 16 vector registers: 64-byte vectors would spill the 4 x 4 accumulators */
+#endif
+#define SK_R 4 /* rows of w a block: the tiles below are instantiated for 4 and 1 */
+#define SK_NB 4
+#define SK_KC 1024
+typedef float sk_vf __attribute__((vector_size(SK_VBYTES), aligned(4)));  /* unaligned loads */
+typedef double sk_vd __attribute__((vector_size(SK_VBYTES), aligned(8)));
+
+#define DEFINE_SK_TILE(T, V, SUFFIX, R, NB)                                                       \
+/* tot[r][i] += sum over [k0, k1) of w[r][k] x[i][k], for R rows of w and NB rows of x */        \
+static void sk_tile_##SUFFIX##_##R##_##NB(const T* restrict w, const T* restrict x, ptrdiff_t k,  \
+                                          int k0, int k1, double* restrict tot, int ldt) {        \
+    enum { L = SK_VBYTES / sizeof(T) };                                                           \
+    V a[R][NB];                                                                                   \
+    for (int r = 0; r < R; ++r)                                                                   \
+        for (int i = 0; i < NB; ++i) a[r][i] = (V){0};                                            \
+    int j = k0;                                                                                   \
+    for (; j + L <= k1; j += L) {                                                                 \
+        V wv[R], xv[NB];                                                                          \
+        for (int r = 0; r < R; ++r) wv[r] = *(const V*)(w + r * k + j);                           \
+        for (int i = 0; i < NB; ++i) xv[i] = *(const V*)(x + i * k + j);                          \
+        for (int r = 0; r < R; ++r)                                                               \
+            for (int i = 0; i < NB; ++i) a[r][i] += wv[r] * xv[i];                                \
+    }                                                                                             \
+    for (int r = 0; r < R; ++r)                                                                   \
+        for (int i = 0; i < NB; ++i) {                                                            \
+            T lanes[L];                                                                           \
+            memcpy(lanes, &a[r][i], sizeof lanes);                                                \
+            T s = 0;                                                                              \
+            for (int l = 0; l < L; ++l) s += lanes[l];                                            \
+            for (int q = j; q < k1; ++q) s += w[r * k + q] * x[i * k + q]; /* the tail: < L */   \
+            tot[r * ldt + i] += s;                                                                \
+        }                                                                                         \
+}
+
+#define DEFINE_SK(T, V, SUFFIX)                                                                   \
+DEFINE_SK_TILE(T, V, SUFFIX, 4, 1)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 4, 2)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 4, 3)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 4, 4)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 1, 1)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 1, 2)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 1, 3)                                                                \
+DEFINE_SK_TILE(T, V, SUFFIX, 1, 4)                                                                \
+typedef void (*sk_tile_##SUFFIX##_fn)(const T*, const T*, ptrdiff_t, int, int, double*, int);    \
+static const sk_tile_##SUFFIX##_fn sk_tiles_##SUFFIX[2][SK_NB] = {                               \
+    {sk_tile_##SUFFIX##_1_1, sk_tile_##SUFFIX##_1_2, sk_tile_##SUFFIX##_1_3, sk_tile_##SUFFIX##_1_4}, \
+    {sk_tile_##SUFFIX##_4_1, sk_tile_##SUFFIX##_4_2, sk_tile_##SUFFIX##_4_3, sk_tile_##SUFFIX##_4_4}}; \
+void sk_fc_##SUFFIX(const T* restrict x, const T* restrict w, const T* restrict bias,              \
+                    T* restrict out, int n, int k, int o, int o0, int o1, const double* clamp) {  \
+    double tot[SK_R * n]; /* the block's totals, row-major (r, input) */                         \
+    for (int r0 = o0; r0 < o1;) {                                                                 \
+        const int rows = o1 - r0 >= SK_R ? SK_R : 1;                                              \
+        const sk_tile_##SUFFIX##_fn* tiles = sk_tiles_##SUFFIX[rows == SK_R];                     \
+        const T* restrict wb = w + (ptrdiff_t)r0 * k;                                             \
+        for (int q = 0; q < rows * n; ++q) tot[q] = 0;                                            \
+        for (int k0 = 0; k0 < k; k0 += SK_KC) { /* the chunk stays in L1 for every input */       \
+            const int k1 = k - k0 < SK_KC ? k : k0 + SK_KC;                                       \
+            for (int i0 = 0; i0 < n; i0 += SK_NB) {                                               \
+                const int nb = n - i0 < SK_NB ? n - i0 : SK_NB;                                   \
+                tiles[nb - 1](wb, x + (ptrdiff_t)i0 * k, k, k0, k1, tot + i0, n);                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < rows; ++r)                                                            \
+            for (int i = 0; i < n; ++i) {                                                         \
+                T v = (T)tot[r * n + i] + (bias ? bias[r0 + r] : 0);                              \
+                if (clamp) { /* NaN stays NaN */                                                  \
+                    v = (T)clamp[0] * v + (T)clamp[1];                                            \
+                    v = v < (T)clamp[2] ? (T)clamp[2] : v > (T)clamp[3] ? (T)clamp[3] : v;        \
+                }                                                                                 \
+                out[(ptrdiff_t)i * o + r0 + r] = v;                                               \
+            }                                                                                     \
+        r0 += rows;                                                                               \
+    }                                                                                             \
+}
+
+DEFINE_SK(float, sk_vf, f32)
+DEFINE_SK(double, sk_vd, f64)

@@ -153,6 +153,7 @@ def library() -> ctypes.CDLL | None:
                 getattr(lib, f"{prefix}_{name}_{suffix}").argtypes = [p, p] + [i] * (ints + 2)
                 getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
     _bind_blocked(lib)
+    _bind_skinny(lib)
     return lib
 
 
@@ -364,3 +365,43 @@ def _bind_blocked(lib) -> None:
     lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
     lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
     lib.cb_maxpool_f32.restype = i  # -1: no memory for its row
+
+
+# the skinny fc for inference at small batch (native.c's sk_ section, backend/inference.py's fc step) --
+
+
+def _bind_skinny(lib) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    for suffix in SUFFIX.values():
+        getattr(lib, f"sk_fc_{suffix}").argtypes = [p] * 4 + [i] * 5 + [p]
+
+
+def skinny_fc_call(x, weight, bias, out, activation: str | None = None):
+    """A function of (lo, hi) computing out[:, lo:hi] = act(x @ weight[lo:hi].T + bias[lo:hi]):
+    x (n, K), weight (O, K), out (n, O) all C-contiguous of one dtype, bias (O,) or None;
+    `activation` one of BN_EPILOGUES or None (the others: the caller's). The arrays' addresses are
+    bound once (the inference path calls it every run); keep them alive while it is used."""
+    n, k = x.shape
+    o = weight.shape[0]
+    for a in (x, weight, out) + (() if bias is None else (bias,)):
+        if not a.flags.c_contiguous or a.dtype != x.dtype:
+            raise ValueError("skinny fc: its arrays must be C-contiguous and of one dtype")
+    if weight.shape[1] != k or out.shape != (n, o) or (bias is not None and bias.shape != (o,)):
+        raise ValueError(f"skinny fc: shapes x {x.shape}, weight {weight.shape}, out {out.shape} do not agree")
+    kernel, clamp = _kernel("sk_fc", x.dtype), _clamp(activation)
+    args = (_at(x), _at(weight), None if bias is None else _at(bias), _at(out), n, k, o)
+
+    def rows(lo: int, hi: int) -> None:
+        kernel(*args, lo, hi, clamp)
+    rows.clamp = clamp  # held: the kernel reads it on every call
+    return rows
+
+
+def skinny_fc(xp, x, weight, bias=None, activation: str | None = None):
+    """act(x @ weight.T + bias) for a few rows of x (the inference path's fc at small batch), the
+    weight read once, its rows split over the cores."""
+    x, weight = xp.ascontiguousarray(x), xp.ascontiguousarray(weight)
+    bias = None if bias is None else xp.ascontiguousarray(bias)
+    out = xp.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    over_batch(xp, weight.shape[0], weight.size, skinny_fc_call(x, weight, bias, out, activation))
+    return out
