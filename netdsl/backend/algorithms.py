@@ -14,6 +14,7 @@ from ..ir import schedule
 from ..ops import end_extension, window_geometry
 from .conv import Conv
 from .im2col import Geometry
+from .kernels.dense import DEPTHWISE, depthwise_shape
 from .tuner import choose
 
 
@@ -44,6 +45,9 @@ def plan(net: Network, batch: int, training: bool, precision: str = "default",
     from .executor import DEFAULT_COL_BUDGET
     found = []
     for name, geo, groups, o, first in conv_layers(net, batch):
+        if depthwise_shape(groups, geo.c, o):  # its own kernel: nothing of conv.py's to choose
+            found.append(LayerChoice(name, DEPTHWISE, "its own kernel"))
+            continue
         conv = Conv(np, None, col_budget or DEFAULT_COL_BUDGET, name, precision=precision, training=training,
                     need_dx=not first)
         x = SimpleNamespace(shape=(geo.n, geo.c, geo.h, geo.w), dtype=np.dtype(dtype))

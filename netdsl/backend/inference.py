@@ -45,6 +45,8 @@ from .cpu import blocked, direct, native
 from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
 from .cpu.threads import MIN_ELEMENTS, over_batch
 from .kernels import ACTIVATIONS
+from .kernels.dense import DEPTHWISE
+from .kernels.variants import special_variant
 from .kernels.pooling import _tiled as tiled_uniform_windows
 
 Step = Callable[[], None]
@@ -190,6 +192,9 @@ def _chosen_path(ctx: Context, geo) -> dict:
 
 def conv_step(ctx: Context) -> Step:
     node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
+    if special_variant(node.kernel, node, ctx.ins) is not None:
+        node.algorithm = DEPTHWISE  # a depthwise conv: its own kernel, no algorithm of conv.py's to choose
+        return kernel_step(ctx)
     if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
         ctx.node.algorithm = "kernel"
         return kernel_step(ctx)

@@ -12,6 +12,7 @@ import numpy as np
 from ..compiler import Network
 from ..backend.device import Device
 from ..backend.executor import Model
+from ..backend.kernels.dense import DEPTHWISE
 from .budget import plan_step
 
 CPU_BATCH_BUDGET = 2 * 2**30  # bytes the planned step of a default batch may use
@@ -77,9 +78,7 @@ def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3,
         pool = model.xp.get_default_memory_pool()
         step()
         peak = pool.total_bytes()
-    algorithms = [{"layer": node.name, "algorithm": node.saved.conv.get("algorithm", node.saved.conv["path"]),
-                   "source": node.saved.conv.get("source", "device")}
-                  for node in model.nodes if node.op == "conv" and node.saved is not None]
+    algorithms = [_algorithm(node) for node in model.nodes if node.op == "conv" and node.saved is not None]
     times = [step() for _ in range(repeat)]
     fwd = statistics.median(t[0] for t in times)
     bwd = statistics.median(t[1] for t in times)
@@ -89,3 +88,12 @@ def run(net: Network, device: Device, batch: int | None = None, repeat: int = 3,
     return RunReport(net.name, device.description, batch, repeat, fwd * 1000, bwd * 1000, batch / (fwd + bwd),
                      flops / (fwd + bwd) / 1e9, int(peak), net.totals().params, macs, int(planned), optimise,
                      algorithms)
+
+
+def _algorithm(node) -> dict:
+    """What a conv layer ran in the step: conv.py's path and where its choice came from, or the
+    variant of its own algorithm (the depthwise kernels), which no tuner chooses."""
+    if node.variant.own_algorithm:
+        return {"layer": node.name, "algorithm": DEPTHWISE, "source": "its own kernel"}
+    conv = node.saved.conv
+    return {"layer": node.name, "algorithm": conv.get("algorithm", conv["path"]), "source": conv.get("source", "device")}

@@ -93,10 +93,17 @@ class DepthwiseSaved:
     geo: tuple  # kh, kw, sh, sw, ph, pw and the input's h, w
 
 
-def is_depthwise(node, inputs=None) -> bool:
+DEPTHWISE = "depthwise"  # the algorithm's name where runs and summaries list each conv's
+
+
+def depthwise_shape(groups: int, channels: int, filters: int) -> bool:
     """One filter per channel, each seeing its own channel: groups = channels = filters."""
+    return groups == channels == filters > 1
+
+
+def is_depthwise(node, inputs=None) -> bool:
     w = node.params["weight"]
-    return node.attrs["groups"] == w.shape[0] and w.shape[1] == 1 and w.shape[0] > 1
+    return depthwise_shape(node.attrs["groups"], w.shape[1] * node.attrs["groups"], w.shape[0])
 
 
 def _tap(xpad, i: int, j: int, oh: int, ow: int, sh: int, sw: int):
@@ -204,8 +211,9 @@ def depthwise_backward_native(node, saved: DepthwiseNativeSaved, dout, need_dx):
 
 CONV = kernel(Variant("reference", always, conv_forward, conv_backward, epilogue=True),
               Variant("depthwise_native", depthwise_native_applies, depthwise_forward_native,
-                      depthwise_backward_native, epilogue=True),
-              Variant("depthwise", is_depthwise, depthwise_forward, depthwise_backward, epilogue=True),
+                      depthwise_backward_native, epilogue=True, own_algorithm=True),
+              Variant("depthwise", is_depthwise, depthwise_forward, depthwise_backward, epilogue=True,
+                      own_algorithm=True),
               Variant("gpu_chain", gpu, conv_forward_gpu, conv_backward, epilogue=True))
 
 

@@ -29,6 +29,9 @@ class Variant:
     forward: Callable[[Any, list], tuple[Any, Any]]  # (node, inputs) -> (output, saved state)
     backward: Callable[[Any, Any, Any, bool], list]  # (node, saved, dout, need_dx) -> input gradients
     epilogue: bool = False  # applies the node's fused activation itself, both ways
+    # computes the layer by an algorithm of its own (the depthwise kernels): conv.py's algorithms,
+    # and the tuner's choice among them, do not apply where it does
+    own_algorithm: bool = False
 
 
 def always(node, inputs) -> bool:
@@ -66,6 +69,11 @@ def kernel(*variants: Variant, loss: Callable | None = None) -> Kernel:
         chosen = next((v for v in faster if v.applies(node, inputs)), reference)
         return _run_forward(node, chosen, inputs)
     return Kernel(forward, _run_backward, loss, variants)
+
+
+def special_variant(kernel_: Kernel, node, inputs) -> Variant | None:
+    """The variant of its own algorithm (`own_algorithm`) that would serve these inputs, if any."""
+    return next((v for v in kernel_.variants[1:] if v.own_algorithm and v.applies(node, inputs)), None)
 
 
 def kernel_by(attr: str, table: dict[Any, tuple[Variant, ...]]) -> Kernel:
