@@ -38,14 +38,19 @@ def check_gradients(source: str, batch: int = 2, training: bool = True, samples:
         flat_idx = rng.choice(arr.size, size=min(samples, arr.size), replace=False)
         for fi in flat_idx:
             idx = np.unravel_index(fi, arr.shape)
-            old = arr[idx]
-            arr[idx] = old + eps
-            plus = loss()
-            arr[idx] = old - eps
-            minus = loss()
-            arr[idx] = old
-            numeric = (plus - minus) / (2 * eps)
+            numeric = central_difference(loss, arr, idx, eps)
             err = abs(numeric - grad[idx]) / max(1e-3, abs(numeric) + abs(grad[idx]))
             assert err < tol, f"{name}{list(idx)}: analytic {grad[idx]:.10g} vs numeric {numeric:.10g} (rel {err:.2e})"
         checked.append(name)
     return checked
+
+
+def central_difference(loss, arr, idx, eps: float) -> float:
+    """d loss / d arr[idx] by central differences, arr changed in place and restored."""
+    old = arr[idx]
+    arr[idx] = old + eps
+    plus = loss()
+    arr[idx] = old - eps
+    minus = loss()
+    arr[idx] = old
+    return (plus - minus) / (2 * eps)
