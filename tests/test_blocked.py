@@ -88,13 +88,15 @@ def test_a_batch_runs_image_by_image():
 
 
 @pytest.mark.parametrize("h,w,k,s,p", [(112, 112, 3, 2, 1), (9, 7, 3, 2, 1), (10, 11, 2, 2, 0), (8, 8, 3, 1, 1),
-                                       (13, 6, 5, 3, 2)])
+                                       (13, 6, 5, 3, 2), (33, 33, 3, 2, 1), (6, 32, 3, 2, 1), (7, 35, 3, 2, 0),
+                                       (11, 21, 5, 2, 2), (4, 47, 3, 2, 1)])
 def test_inference_max_pooling_equals_the_definition(h, w, k, s, p):
     """native.c's cb_maxpool (the inference path's, float32): each window's maximum over the
     input padded with -inf, written from the definition; a NaN in a window makes its maximum NaN."""
     rng = np.random.default_rng(h * w)
     x = rng.standard_normal((5, h, w)).astype(np.float32)
     x[1, h // 2, w // 2] = np.nan
+    x[3, h - 1, w - 1] = x[4, 0, 0] = np.nan  # the last column's tail and the first window
     padded = np.full((5, h + 2 * p, w + 2 * p), -np.inf, dtype=np.float32)
     padded[:, p:p + h, p:p + w] = x
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1

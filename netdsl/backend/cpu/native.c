@@ -1712,34 +1712,97 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
 
 /* Max pooling for inference: no winners' positions kept (maxpool_forward records them for the
  * backward pass, one compare-and-select per tap and output). Per output row, the window's rows'
- * maximum over the padded row (one vectorisable pass a row), then each window's maximum along
- * it; -inf padding, NaN propagates (numpy's max). -1: no memory for the row. */
+ * maximum over the padded row (a copy of the first row in the image, then one vectorisable pass a
+ * further row), then each window's maximum along it. With stride 2 (ResNet's 3x3/2) the row is
+ * split into its even and odd columns first, so that every tap reads contiguous values and the
+ * taps' passes vectorise like stride 1's (a strided read does not). -inf padding, NaN propagates
+ * (numpy's max): cb_max's select is branch-free, so the loops vectorise. -1: no memory. */
+static inline float cb_max(float m, float v) {
+    return (v > m) | (v != v) ? v : m;
+}
+
+typedef float cb_pool_v __attribute__((vector_size(64), aligned(4))); /* unaligned loads/stores */
+typedef int cb_pool_i __attribute__((vector_size(64)));
+static inline cb_pool_v cb_vmax(cb_pool_v m, cb_pool_v v) {
+    const cb_pool_i take = (v > m) | (v != v);
+    return (cb_pool_v)(((cb_pool_i)v & take) | ((cb_pool_i)m & ~take));
+}
+
+/* dst[i] = max(row[2i], row[2i + 1], row[2i + 2]) for i < 16: a 3-wide window at stride 2 */
+static inline void cb_pool3s2(const float* restrict row, float* restrict dst) {
+    const cb_pool_i EVEN = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const cb_pool_v a = *(const cb_pool_v*)row, b = *(const cb_pool_v*)(row + 16);
+    const cb_pool_v c = *(const cb_pool_v*)(row + 2), d = *(const cb_pool_v*)(row + 18);
+    const cb_pool_v left = __builtin_shuffle(a, b, EVEN), mid = __builtin_shuffle(a, b, EVEN + 1);
+    const cb_pool_v right = __builtin_shuffle(c, d, EVEN);
+    *(cb_pool_v*)dst = cb_vmax(cb_vmax(left, mid), right);
+}
+
 int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t planes, int h, int w, int kh,
                    int kw, int sh, int sw, int ph, int pw, int oh, int ow) {
-    const int wide = (ow - 1) * sw + kw; /* the padded row's columns any window reads */
-    float* restrict row = malloc(sizeof(float) * (size_t)wide);
+    const int wide = (ow - 1) * sw + kw;   /* the padded row's columns any window reads */
+    const int half = (wide + 1) / 2;       /* stride 2: the even (and odd) columns' count */
+    const int padded = 2 * ((ow + 15) / 16 * 16) + 16; /* cb_pool3s2 reads the last block's 34 columns */
+    float* restrict row = malloc(sizeof(float) * (size_t)((padded > wide ? padded : wide) + 2 * half));
     if (!row) return -1;
+    float* restrict even = row + (padded > wide ? padded : wide);
+    float* restrict odd = even + half;
+    const int lo = pw < wide ? pw : wide, hi = w + pw < wide ? w + pw : wide; /* row[k]: x column k - pw */
     for (ptrdiff_t p = 0; p < planes; ++p) {
         const float* restrict xp = x + p * h * w;
         for (int r = 0; r < oh; ++r) {
-            for (int k = 0; k < wide; ++k) row[k] = -INFINITY;
-            for (int i = 0; i < kh; ++i) {
+            int first = 1;
+            const int fast = kh == 3 && sw == 2 && kw == 3 && r * sh - ph >= 0 && r * sh - ph + 2 < h;
+            if (fast) { /* the window's 3 rows all in the image: one vector pass */
+                const float* restrict s0 = xp + (ptrdiff_t)(r * sh - ph) * w - pw;
+                const float* restrict s1 = s0 + w, * restrict s2 = s1 + w;
+                int k = lo;
+                for (; k + 16 <= hi; k += 16)
+                    *(cb_pool_v*)(row + k) = cb_vmax(cb_vmax(*(const cb_pool_v*)(s0 + k), *(const cb_pool_v*)(s1 + k)),
+                                                     *(const cb_pool_v*)(s2 + k));
+                for (; k < hi; ++k) row[k] = cb_max(cb_max(s0[k], s1[k]), s2[k]);
+                first = 0;
+            }
+            for (int i = 0; i < kh && !fast; ++i) {
                 const int y = r * sh - ph + i;
                 if (y < 0 || y >= h) continue;
-                const float* restrict src = xp + (ptrdiff_t)y * w;
-                const int lo = pw, hi = w + pw < wide ? w + pw : wide; /* row[k] holds x column k - pw */
-                for (int k = lo; k < hi; ++k) {
-                    const float v = src[k - pw], m = row[k];
-                    row[k] = (v > m || v != v) ? v : m;
-                }
+                const float* restrict src = xp + (ptrdiff_t)y * w - pw;
+                if (first)
+                    memcpy(row + lo, src + lo, sizeof(float) * (size_t)(hi > lo ? hi - lo : 0));
+                else
+                    for (int k = lo; k < hi; ++k) row[k] = cb_max(row[k], src[k]);
+                first = 0;
             }
+            for (int k = 0; k < lo; ++k) row[k] = -INFINITY;
+            for (int k = first ? lo : hi; k < wide; ++k) row[k] = -INFINITY; /* no row in the image: all */
             float* restrict dst = out + (p * oh + r) * ow;
-            for (int col = 0; col < ow; ++col) dst[col] = row[col * sw];
-            for (int j = 1; j < kw; ++j) /* tap by tap over the whole output row: vectorisable */
-                for (int col = 0; col < ow; ++col) {
-                    const float v = row[col * sw + j], m = dst[col];
-                    dst[col] = (v > m || v != v) ? v : m;
+            if (sw == 2 && kw == 3) { /* ResNet's: 16 outputs from two unaligned vector loads a tap pair */
+                for (int k = wide; k < padded; ++k) row[k] = -INFINITY;
+                int col = 0;
+                for (; col + 16 <= ow; col += 16) cb_pool3s2(row + 2 * col, dst + col);
+                if (col < ow) { /* the last outputs through a full block of the scratch */
+                    float last[16];
+                    cb_pool3s2(row + 2 * col, last);
+                    memcpy(dst + col, last, sizeof(float) * (size_t)(ow - col));
                 }
+                continue;
+            }
+            if (sw == 2) {
+                for (int k = 0; k < wide / 2; ++k) {
+                    even[k] = row[2 * k];
+                    odd[k] = row[2 * k + 1];
+                }
+                if (wide % 2) even[wide / 2] = row[wide - 1];
+                for (int col = 0; col < ow; ++col) dst[col] = even[col];
+                for (int j = 1; j < kw; ++j) { /* tap j reads column 2 col + j: even's or odd's col + j / 2 */
+                    const float* restrict tap = (j % 2 ? odd : even) + j / 2;
+                    for (int col = 0; col < ow; ++col) dst[col] = cb_max(dst[col], tap[col]);
+                }
+                continue;
+            }
+            for (int col = 0; col < ow; ++col) dst[col] = row[col * sw];
+            for (int j = 1; j < kw; ++j) /* tap by tap over the whole output row: vectorisable at stride 1 */
+                for (int col = 0; col < ow; ++col) dst[col] = cb_max(dst[col], row[col * sw + j]);
         }
     }
     free(row);
