@@ -251,3 +251,27 @@ def test_blocked_runs_where_its_fused_add_makes_up_the_difference(blocked_extra,
     assert (add.name not in plan.names) == fused
     np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
     tuner.forget()
+
+
+POOLS = """network pools
+input 3x13x7
+pool max 3x3 /2 pad 1
+pool avg global
+"""
+
+
+@pytest.mark.skipif(not _compiled(), reason="the inference path's pooling kernels are native.c's")
+def test_max_then_global_average_pooling_equal_the_definition():
+    """ResNet's pooling pair on an odd map (13x7): the 3x3 /2 pad 1 maximum over -inf padding, then
+    one window's mean over the whole 7x4 map (native.c's tiled kernel with one output), against
+    both written in float64 from the definition."""
+    net = netdsl.compile_source(POOLS, "pools.net")
+    model = Model(net, device="cpu", seed=0)
+    x = np.random.default_rng(5).standard_normal((2, 3, 13, 7)).astype(np.float32)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    peaks = np.max([padded[:, :, i:i + 13:2, j:j + 7:2] for i in range(3) for j in range(3)], axis=0)
+    assert peaks.shape == (2, 3, 7, 4)
+    got = model.predict(x)
+    np.testing.assert_allclose(got.reshape(2, 3), peaks.mean(axis=(2, 3)), rtol=1e-6, atol=1e-6)
+    plan = model._inference.plan(2)
+    assert "kernel_step" not in plan.steps[-1].__qualname__  # the native step, not the table's numpy
