@@ -115,3 +115,22 @@ def test_a_5x5_layer_takes_a_tile_measured_for_5x5():
     channels, rows of 27), by the 3x3 ones otherwise."""
     assert blocked.choose_tile(256, 27, kw=5) == min(blocked.TILES_BY_KERNEL[5], key=blocked.TILES_BY_KERNEL[5].get)
     assert blocked.choose_tile(64, 56, kw=3) in blocked.TILES
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_an_image_copied_into_the_padded_planes_either_way(contiguous):
+    """A layer's input copied into its padded planes (native.c's row copy for a contiguous
+    float32 image, numpy's for a strided view) gives the definition's convolution: odd sizes,
+    pad 2, the planes' border left zero by the copy."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 9, 7)).astype(np.float32)
+    image = x if contiguous else np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    assert image.flags.c_contiguous == contiguous
+    wt = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    geo = Geometry.of((1, *x.shape), (3, 3), (1, 1), (2, 2))
+    layer = blocked.Layer(wt, None, geo)
+    out = np.empty((7, geo.oh, geo.ow), dtype=np.float32)
+    for _ in range(2):  # the second call on planes the first one filled
+        layer(image, out)
+    bound = 4 * np.finfo(np.float32).eps * np.sqrt(45) * reference(np.abs(x), np.abs(wt), None, 1, 2)
+    assert np.all(np.abs(out - reference(x, wt, None, 1, 2)) <= bound)

@@ -1710,6 +1710,15 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
     return failed ? -1 : 0;
 }
 
+/* A conv's input image (c, h, w) into the interior of its zero-padded planes (plane values apart,
+ * rows wp apart, `dst` at the first interior value): numpy's copy into the strided view ran at a
+ * third of a flat copy's speed for 14-wide rows (28 us against 5 for 256 x 14 x 14). */
+void cb_pad_copy_f32(const float* restrict x, float* restrict dst, int c, int h, int w, ptrdiff_t plane, int wp) {
+    for (int ch = 0; ch < c; ++ch)
+        for (int r = 0; r < h; ++r)
+            memcpy(dst + ch * plane + (ptrdiff_t)r * wp, x + ((ptrdiff_t)ch * h + r) * w, sizeof(float) * (size_t)w);
+}
+
 /* Max pooling for inference: no winners' positions kept (maxpool_forward records them for the
  * backward pass, one compare-and-select per tap and output). Per output row, the window's rows'
  * maximum over the padded row (a copy of the first row in the image, then one vectorisable pass a

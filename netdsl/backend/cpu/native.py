@@ -363,6 +363,8 @@ def _bind_blocked(lib) -> None:
     lib.cb_pack_f32.argtypes = [p, p, i, i, i, i]
     lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 14
     lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
+    lib.cb_pad_copy_f32.argtypes = [p, p, i, i, i, size, i]
+    lib.cb_pad_copy_f32.restype = None
     lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
     lib.cb_maxpool_f32.restype = i  # -1: no memory for its row
 
