@@ -133,7 +133,12 @@ def _compiled() -> bool:
     return native.library() is not None
 
 
-@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
+# the blocked kernel and the inference path's pooling kernels are compiled C (native.c)
+needs_compiled_kernels = pytest.mark.skipif(not _compiled(), reason="the compiled kernels (native.c) are not available "
+                                            "here: no C compiler, or NETDSL_NATIVE=0")
+
+
+@needs_compiled_kernels
 def test_blocked_kernel_takes_in_resnets_adds_at_every_batch(blocked_on_the_inference_path):
     """Each residual add of ResNet-18 runs inside the conv before it, at batch 1 and at batch 3:
     the plan gives the add the conv's input's buffer, of the same size an image (or larger, the
@@ -169,7 +174,7 @@ relu
 """
 
 
-@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
+@needs_compiled_kernels
 def test_a_widening_conv_writes_its_fused_add_last_image_first(blocked_on_the_inference_path):
     net = netdsl.compile_source(WIDENING, "widen.net")
     model = Model(net, device="cpu", seed=0)
@@ -218,7 +223,7 @@ relu
 """
 
 
-@pytest.mark.skipif(not _compiled(), reason="the blocked kernel is native.c's")
+@needs_compiled_kernels
 @pytest.mark.parametrize("blocked_extra, fused", [(1e-9, True), (1.0, False)])
 def test_blocked_runs_where_its_fused_add_makes_up_the_difference(blocked_extra, fused, tmp_path, monkeypatch):
     """The tuner times a conv alone; the inference path runs the blocked kernel instead of the
@@ -260,7 +265,7 @@ pool avg global
 """
 
 
-@pytest.mark.skipif(not _compiled(), reason="the inference path's pooling kernels are native.c's")
+@needs_compiled_kernels
 def test_max_then_global_average_pooling_equal_the_definition():
     """ResNet's pooling pair on an odd map (13x7): the 3x3 /2 pad 1 maximum over -inf padding, then
     one window's mean over the whole 7x4 map (native.c's tiled kernel with one output), against

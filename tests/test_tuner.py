@@ -15,6 +15,7 @@ import pytest
 
 import netdsl
 from netdsl.backend import tuner
+from netdsl.backend.cpu import native
 from netdsl.backend.algorithms import plan
 from netdsl.backend.conv import Conv
 from netdsl.backend.im2col import Geometry
@@ -53,7 +54,7 @@ def _run(source: str, batch: int = 2, training: bool = True, precision: str = "d
 
 # the candidates and the recorded choices are those of the compiled kernels (native.c): without a C
 # compiler (or with NETDSL_NATIVE=0) fewer algorithms apply and these tests have nothing to compare
-needs_native = pytest.mark.skipif(not __import__("netdsl.backend.cpu.native", fromlist=["x"]).library(),
+needs_native = pytest.mark.skipif(not native.library(),
                                   reason="the compiled kernels are not available (no C compiler, or NETDSL_NATIVE=0)")
 
 LAYER = "input 32x16x16\nconv 32 3x3 pad 1\nrelu\nconv 16 3x3 pad 1\nflatten"

@@ -14,6 +14,7 @@ The same file is the same by its resolved path (symbolic links followed) or by o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -51,11 +52,9 @@ def role(action: argparse.Action) -> str | None:
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name one file, existing or still to be written."""
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    try:
+    with contextlib.suppress(OSError, ValueError):  # one may not exist yet: then where the paths lead
         if os.path.samefile(pa, pb):
             return True
-    except (OSError, ValueError):
-        pass  # one does not exist (yet): compare where the paths lead
     try:
         return pa.resolve() == pb.resolve()
     except (OSError, RuntimeError):  # a loop of links: no file either could be
