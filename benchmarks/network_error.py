@@ -18,13 +18,7 @@ sys.path.insert(0, str(ROOT))
 import netdsl  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
-
-def logits(model, x):
-    """The scores before the softmax head (its probabilities at initialisation are all ~1/1000)."""
-    from netdsl.ir import inputs
-    model.forward(x, keep=True)
-    (scores,) = inputs(model.net.graph, model.net.outputs[0][1])
-    return model.value(scores)
+from netdsl.backend.accuracy import float32_error  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,16 +29,7 @@ def main(argv=None) -> int:
     print(f"{'network':10s} {'im2col f32':>11s} {'exact':>9s} {'default':>9s} {'fast':>9s}   (relative error; x im2col)")
     for path in args.nets:
         net = netdsl.load(path)
-        x = np.random.default_rng(0).standard_normal((1, *net.input_shape))
-        ref_model = netdsl.Model(net, device="cpu", dtype="float64")
-        ref = logits(ref_model, x)
-        state = {k: v.astype(np.float32) for k, v in ref_model.state_dict().items()}
-
-        def error(**options):
-            model = netdsl.Model(net, device="cpu", **options)
-            model.load_state_dict(state)
-            y = logits(model, x.astype(np.float32)).astype(np.float64)
-            return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+        error = float32_error(net, np.random.default_rng(0).standard_normal((1, *net.input_shape)))
         plain = error(winograd=False, precision="exact")
         cells = [f"{e:.2e} {e / plain:4.2f}x" for e in (error(precision=p) for p in ("exact", "default", "fast"))]
         print(f"{net.name:10s} {plain:11.2e} " + " ".join(f"{c:>9s}" for c in cells), flush=True)

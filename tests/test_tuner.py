@@ -15,6 +15,7 @@ import pytest
 
 import netdsl
 from netdsl.backend import tuner
+from netdsl.backend.accuracy import float32_error
 from netdsl.backend.cpu import native
 from netdsl.backend.algorithms import plan
 from netdsl.backend.conv import Conv
@@ -217,14 +218,6 @@ def test_default_precision_trades_f4_for_f2_under_off():
     assert {c.layer: c.algorithm for c in plan(alexnet, 8, True, "default")}["conv2"] == "batch_major"
 
 
-def logits(model, x):
-    """The scores before the softmax head (its probabilities at initialisation are all ~1/1000)."""
-    from netdsl.ir import inputs
-    model.forward(x, keep=True)
-    (scores,) = inputs(model.net.graph, model.net.outputs[0][1])
-    return model.value(scores)
-
-
 RESNET50_SMALL = (NETS / "resnet50.net").read_text().replace("input 3x224x224", "input 3x64x64")
 
 
@@ -234,15 +227,7 @@ def test_resnet50_forward_error_within_twice_plain_float32():
     plain im2col (the GEMMs PyTorch's CPU convolutions also are)."""
     assert "input 3x64x64" in RESNET50_SMALL
     net = netdsl.compile_source(RESNET50_SMALL)
-    x = np.random.default_rng(0).standard_normal((1, *net.input_shape))
-    ref_model = netdsl.Model(net, device="cpu", dtype="float64")
-    ref = logits(ref_model, x)
-    state = {k: v.astype(np.float32) for k, v in ref_model.state_dict().items()}
-
-    def error(**options):
-        model = netdsl.Model(net, device="cpu", **options)
-        model.load_state_dict(state)
-        return _relative_error(logits(model, x.astype(np.float32)).astype(np.float64), ref)
+    error = float32_error(net, np.random.default_rng(0).standard_normal((1, *net.input_shape)))
 
     plain = error(winograd=False, precision="exact")
     assert error() <= 2 * plain
