@@ -28,7 +28,7 @@ from timing import cpu_model  # noqa: E402
 LAYERS = [("resnet 64x56x56 3x3", 2, 64, 56, 64, 3, 1), ("resnet 128x28x28 3x3", 2, 128, 28, 128, 3, 1),
           ("resnet 256x14x14 3x3", 4, 256, 14, 256, 3, 1), ("vgg 512x14x14 3x3", 2, 512, 14, 512, 3, 1),
           ("alexnet 96x27x27 5x5", 2, 96, 27, 256, 5, 2), ("thin 16x28x28 5x5", 2, 16, 28, 32, 5, 2)]
-ALGORITHMS = ["batch_major", "direct", "blocked", "winograd_f2", "winograd_f4", "winograd_f2_5x5"]
+ALGORITHMS = ["batch_major", "direct", "blocked", "winograd_f2", "winograd_fused", "winograd_f4", "winograd_f2_5x5"]
 
 
 class Workspace:

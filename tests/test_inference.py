@@ -128,6 +128,30 @@ def test_inference_path_with_the_blocked_kernel_and_fused_adds(name, batch, bloc
     _check_inference_path(name, batch=batch)
 
 
+@pytest.fixture
+def fused_winograd_on_the_inference_path(monkeypatch):
+    """The inference path's 3x3 /1 convs run fused Winograd (backend/cpu/winograd_fused.py)
+    wherever it applies, the others the blocked kernel (the tuner's choice, forced as above)."""
+    from netdsl.backend import tuner
+    real = tuner.choose
+
+    def choose(conv, x, w, b, geo, groups, o=None):
+        offered = tuner.candidates(conv, x, geo, groups, w.shape[0]) if conv.prepared is not None else []
+        for name in ("winograd_fused", "blocked"):
+            if name in offered:
+                return tuner.Choice(name, "measured")
+        return real(conv, x, w, b, geo, groups, o)
+    monkeypatch.setattr(tuner, "choose", choose)
+
+
+@pytest.mark.parametrize("name, batch", [("resnet18", 1), ("resnet18", 3), ("vgg16", 2), ("googlenet", 1),
+                                         ("resnet50", 1)])
+def test_inference_path_with_fused_winograd(name, batch, fused_winograd_on_the_inference_path):
+    """Its bias, ReLU and the residual adds taken into its output transform (ResNets), the
+    inception branches' 3x3s (GoogLeNet), a batch whose units run across images."""
+    _check_inference_path(name, batch=batch)
+
+
 def _compiled() -> bool:
     from netdsl.backend.cpu import native
     return native.library() is not None
@@ -158,6 +182,22 @@ def test_blocked_kernel_takes_in_resnets_adds_at_every_batch(blocked_on_the_infe
     values = plan.values
     assert any(np.shares_memory(values[a], values[nodes[max(nodes[a].inputs)].inputs[0]]) for a in adds)
     _check_inference_path("resnet18", batch=3)
+
+
+@needs_compiled_kernels
+def test_fused_winograd_takes_in_resnets_adds(fused_winograd_on_the_inference_path):
+    """ResNet-18's second 3x3 of each basic block runs fused Winograd with the add and its ReLU
+    in its output transform: no add step is left."""
+    net = _network("resnet18")
+    model = Model(net, device="cpu", seed=0)
+    x = np.random.default_rng(3).standard_normal((2, *net.input_shape)).astype(np.float32)
+    model.predict(x)
+    nodes = model._inference.model.nodes
+    plan = model._inference.plan(2)
+    assert plan.algorithms["conv2_x/basic1/b1/conv2"] == "winograd F(2x2) fused"
+    assert not {n.name for n in nodes if n.op == "add"} & set(plan.names)
+    # the plan gives a fused add its conv's input's buffer: that input is copied aside first
+    assert "fused input" in plan.scratch.buffers
 
 
 # An add whose later conv widens 4 channels to 8: the plan gives the add the input's buffer, the

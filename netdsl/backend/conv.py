@@ -11,7 +11,9 @@
 - per-image:  im2col columns and one GEMM per image, the batch split when the columns would
               exceed the memory budget; grouped convs;
 - blocked:    inference only (no backward), float32 on the CPU: a direct convolution over blocks
-              of output channels in registers (backend/cpu/blocked.py), as onnxruntime's MLAS.
+              of output channels in registers (backend/cpu/blocked.py), as onnxruntime's MLAS;
+- winograd_fused: inference only, float32 on the CPU: F(2x2, 3x3) with its transforms and GEMMs
+              in one pass over cache-sized units of tiles (backend/cpu/winograd_fused.py).
 
 On the GPU (CuPy) only the last two run, with CUDA im2col/col2im kernels (gpu/cuda.py):
 batch-major wherever the columns fit its budget, per-image (batched GEMMs) otherwise.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import im2col, tuner, winograd
-from .cpu import blocked, direct, native
+from .cpu import blocked, direct, native, winograd_fused
 from .device import on_gpu
 from .im2col import Geometry
 from .cpu.threads import contiguous
@@ -132,6 +134,8 @@ class Conv:
             return self._batch_major_forward(x, w, b, geo)
         if algorithm == "blocked":  # inference only (tuner's rule): nothing saved for a backward
             return blocked.forward(x, w, b, geo, self.prepare(algorithm, w, b, geo)), {"path": "blocked"}
+        if algorithm == "winograd_fused":  # inference only, as blocked
+            return winograd_fused.forward(x, self.prepare(algorithm, w, b, geo)), {"path": "winograd_fused"}
         return self._per_image_forward(x, w, b, geo, groups)
 
     def prepare(self, algorithm: str, w, b, geo: Geometry):
@@ -329,6 +333,7 @@ class Conv:
 # what an algorithm makes from the weights alone (Conv.prepare): the blocked kernel's packed layer,
 # the direct kernel's tap-major weights
 PREPARES = {"blocked": lambda xp, w, b, geo: blocked.Layer(w, b, geo),
+            "winograd_fused": lambda xp, w, b, geo: winograd_fused.Layer(winograd.fused_filters(w), b),
             "direct": lambda xp, w, b, geo: direct.tap_major(xp, w, w.dtype)}
 
 

@@ -16,7 +16,8 @@ What the training executor does per call, this does once per batch size (`prepar
   once (Winograd's transformed filters, the direct kernel's tap-major weights), writing into
   the layer's planned buffer; the bias and the activation follow in place.
 - a residual add (and its ReLU) right after a conv whose path can take it (the blocked kernel,
-  backend/cpu/blocked.py) runs in that conv's output loop: the add's step is gone.
+  backend/cpu/blocked.py; Winograd F(2x2, 3x3)'s output transform in float32) runs in that
+  conv's output loop: the add's step is gone.
 - nothing of autodiff: no saved state, no gradients, no epilogue outputs kept.
 - one closure per layer with its arrays, geometry and kernel pointers bound: a call is a loop
   over closures.
@@ -41,7 +42,7 @@ from ..errors import NetError
 from ..ops import end_extension, window_geometry
 from . import im2col, tuner, winograd
 from .conv import Conv
-from .cpu import blocked, direct, native
+from .cpu import blocked, direct, native, winograd_fused
 from .cpu.blas_threads import single_threaded, split_matmul, stacked_matmul
 from .cpu.threads import MIN_ELEMENTS, over_batch
 from .kernels import ACTIVATIONS
@@ -222,6 +223,8 @@ def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
     res = ctx.residual
     if res is None or saved["path"] == "blocked" or saved.get("source") not in ("measured", "cache"):
         return False
+    if saved["path"] == "winograd_fused" or _winograd_takes_add(ctx, saved):  # the winner takes the add itself
+        return False
     node = ctx.node
     key = tuner.layer_key(geo, node.attrs["groups"], node.params["weight"].shape[0], ctx.ins[0].dtype, ("forward",))
     entry = tuner.cache().entries.get(key, {})
@@ -229,6 +232,15 @@ def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
     if not mine or not winner:
         return False
     return tuner.cost(mine) <= tuner.cost(winner) + _add_time(res, ctx.xp)
+
+
+def _winograd_takes_add(ctx: Context, saved: dict) -> bool:
+    """Whether the chosen path is Winograd F(2x2, 3x3) whose output transform takes this residual
+    add (_winograd_fused_output)."""
+    res, x = ctx.residual, ctx.ins[0]
+    return (saved["path"] == "winograd" and saved.get("native") and saved.get("tile") == 2
+            and ctx.node.params["weight"].shape[2] == 3 and x.dtype == np.float32 and x.flags.c_contiguous
+            and res is not None and _elementwise_safe(res.out, res.other))
 
 
 def _add_time(res: Residual, xp) -> float:
@@ -249,6 +261,8 @@ def _algorithm_name(saved: dict) -> str:
     path = saved["path"]
     if path == "winograd":
         return f"winograd F({saved['tile']}x{saved['tile']})"
+    if path == "winograd_fused":
+        return "winograd F(2x2) fused"
     if path == "s2d":
         return f"s2d+{_algorithm_name(saved['inner'])}"
     return path
@@ -278,12 +292,50 @@ def _winograd_step(ctx: Context, geo, saved) -> Step:
     v_of = ctx.scratch.reserve("tiles", (positions, c, n * th * tw))
     m_of = ctx.scratch.reserve("products", (positions, o, n * th * tw))
 
+    bias = node.params.get("bias")
+    if variant == "wino" and x.dtype == np.float32 and x.flags.c_contiguous:
+        return _winograd_fused_output(ctx, u, v_of, m_of, (n, c, o, th, tw, h, w))
+
     def conv():
         v, m = v_of(), m_of()
         native.winograd(xp, "input", x, v, n, c, th, tw, h, w, variant=variant)
         stacked_matmul(xp, u, v, out=m)
         native.winograd(xp, "output", m, out, n, o, th, tw, h, w, variant=variant)
-    return _then(conv, _finish(ctx, node.params.get("bias")))
+    return _then(conv, _finish(ctx, bias))
+
+
+def _winograd_fused_output(ctx: Context, u, v_of, m_of, dims) -> Step:
+    """F(2x2, 3x3) in float32 with the bias, the ReLU and a following residual add (ctx.residual)
+    in its output transform (native.c's wf_output): no pass of its own for any of them. The input
+    is all transformed before any output is written, so the output may take the input's buffer;
+    the add's other input is read value by value just before that value's write, so it may be
+    the output's buffer itself, but no other overlap (the planes run on the cores in any order)."""
+    node, x, xp = ctx.node, ctx.ins[0], ctx.xp
+    n, c, o, th, tw, h, w = dims
+    bias = node.params.get("bias")
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    res = ctx.residual
+    if res is not None and _elementwise_safe(res.out, res.other):
+        ctx.fused.add(res.add)
+        out, other, relu, tail = res.out, res.other, res.relu, None
+    else:
+        own_relu = node.epilogue == "relu"
+        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+
+    def conv():
+        v, m = v_of(), m_of()
+        native.winograd_input_f32(xp, x, v, n, c, th, tw, h, w)
+        stacked_matmul(xp, u, v, out=m)
+        native.winograd_output_f32(xp, m, out, n, o, th, tw, h, w, bias, other, relu)
+    return _then(conv, tail)
+
+
+def _elementwise_safe(out: np.ndarray, other: np.ndarray) -> bool:
+    """Whether out may be written value by value while other is read, in any order: the same
+    values (an in-place add) or none in common; both C-contiguous float32."""
+    both = all(a.flags.c_contiguous and a.dtype == np.float32 for a in (out, other))
+    same = out.ctypes.data == other.ctypes.data and out.shape == other.shape
+    return both and (same or not np.may_share_memory(out, other))
 
 
 def _direct_step(ctx: Context, geo, saved) -> Step:
@@ -424,7 +476,31 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
     return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
 
 
-CONV_PATHS = {"blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
+def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
+    """backend/cpu/winograd_fused.py's one-pass F(2x2, 3x3), its filters transformed and packed
+    once; it adds the bias, and a following add's other input (where that is the output's own
+    buffer or apart from it) and a ReLU in its output loop. An output planned over its own input
+    (the units of later images read the input after earlier ones wrote) gets the input copied to
+    scratch first."""
+    node, x = ctx.node, ctx.ins[0]
+    conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
+    layer, res = conv.prepare("winograd_fused", node.params["weight"], node.params.get("bias"), geo), ctx.residual
+    if res is not None and _elementwise_safe(res.out, res.other):
+        ctx.fused.add(res.add)
+        out, other, relu, tail = res.out, res.other, res.relu, None
+    else:
+        own_relu = node.epilogue == "relu"
+        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+    source, copy = x, None
+    if np.may_share_memory(x, out) or not x.flags.c_contiguous:
+        staged = ctx.scratch.reserve("fused input", x.shape)
+        source = staged()  # held by the copy below: a later, larger reservation of the role cannot free it
+        copy = lambda: np.copyto(source, x)  # noqa: E731
+    run = layer.bind(source, out, other, relu)
+    return _then(copy, run, tail)
+
+
+CONV_PATHS = {"winograd_fused": _winograd_fused_step, "blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
 
 
 # the other ops -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import NetValueError
-from .cpu import blocked, native
+from .cpu import blocked, native, winograd_fused
 from .cpu.machine import cpu_model
 from .im2col import Geometry
 
@@ -73,9 +73,10 @@ FORWARD_RUNS = 3
 # (AMD EPYC: F(2x2, 3x3) 1.07-1.72 from 64 to 512 channels, the direct kernels' long sums 1.0-1.68,
 # F(2x2, 5x5) 4.0-7.4, F(4x4, 3x3) 6.5-9.6); s2d is its inner algorithm's, chosen under the same cap
 # (the blocked inference kernel, summing chunk by chunk as a blocked GEMM does: 0.63-1.0; its 5x5 /1
-# tiles on AlexNet's conv2 0.80, its 11x11 /4 on AlexNet's conv1 0.76)
+# tiles on AlexNet's conv2 0.80, its 11x11 /4 on AlexNet's conv1 0.76; F(2x2, 3x3) fused for
+# inference, its sums in chunks of 256 channels: 1.04-1.71, as the unfused one's)
 ERROR_GROWTH = {"batch_major": 1.0, "per_image": 1.0, "s2d": 1.0, "direct": 1.7, "blocked": 1.0,
-                "winograd_f2": 1.7, "winograd_f2_5x5": 7.5, "winograd_f4": 10.0}
+                "winograd_f2": 1.7, "winograd_fused": 1.7, "winograd_f2_5x5": 7.5, "winograd_f4": 10.0}
 # --precision: the growth a layer may take. `default`: 2x, so that the output of a deep network,
 # whose layers' errors add up much as plain float32 convolutions' do, stays within 2x of theirs.
 PRECISIONS = {"exact": 1.0, "default": 2.0, "fast": float("inf")}
@@ -120,6 +121,12 @@ def _blocked(conv, x, geo: Geometry, groups: int, o: int) -> bool:
     return not conv.training and conv.cpu and blocked.applies(geo, groups, x.dtype, conv.xp)
 
 
+def _winograd_fused(conv, x, geo: Geometry, groups: int, o: int) -> bool:
+    # forward only, as blocked; F(2x2, 3x3)'s, so only where Winograd is allowed at all
+    return (not conv.training and conv.cpu and conv.use_winograd
+            and winograd_fused.applies(geo, groups, x.dtype, conv.xp))
+
+
 def _s2d(conv, x, geo: Geometry, groups: int, o: int) -> bool:
     s = geo.stride[0]
     return groups == 1 and s >= 2 and geo.stride[1] == s and geo.kernel[0] >= s and geo.kernel[1] >= s
@@ -129,6 +136,7 @@ ALGORITHMS: dict[str, Callable[..., bool]] = {
     "winograd_f2": _winograd(3, 1, needs_native=False),
     "winograd_f4": _winograd(3, 1, needs_native=True),
     "winograd_f2_5x5": _winograd(5, 2, needs_native=True),
+    "winograd_fused": _winograd_fused,
     "direct": _direct,
     "blocked": _blocked,  # before s2d: measured first where the layer's time budget runs short
     "s2d": _s2d,

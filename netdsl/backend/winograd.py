@@ -19,6 +19,8 @@ and 1e-5 for F(4x4, 3x3) (tests compare with im2col in float64).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .cpu import native
 from .cpu.blas_threads import stacked_matmul
 from .cpu.threads import over_batch
@@ -111,6 +113,14 @@ def _filter_transform(xp, w, tile: int = 2):
         native.winograd_filters(xp, xp.ascontiguousarray(w), k, u, o * c, adjoint=False)
         return u.reshape(alpha, alpha, o, c)
     return (k @ xp.ascontiguousarray(w).reshape(o * c, r * r).T).reshape(alpha, alpha, o, c)
+
+
+def fused_filters(w) -> np.ndarray:
+    """F(2x2, 3x3)'s U = G g G^T of (O, C, 3, 3) weights as the fused inference kernel takes it
+    (backend/cpu/winograd_fused.py): (16, O, C), computed in float64, float32."""
+    o, c = w.shape[:2]
+    u = _filter_transform(np, np.asarray(w, dtype=np.float64), 2)
+    return np.ascontiguousarray(u.reshape(16, o, c), dtype=np.float32)
 
 
 def _filter_adjoint(xp, du, tile: int = 2, r: int = 3):

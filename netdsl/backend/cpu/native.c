@@ -1909,3 +1909,379 @@ void sk_fc_##SUFFIX(const T* restrict x, const T* restrict w, const T* restrict 
 
 DEFINE_SK(float, sk_vf, f32)
 DEFINE_SK(double, sk_vd, f64)
+
+/* ==== Winograd F(2x2, 3x3) transforms for float32, 16 tiles a vector (issue 28; wf_) =========
+ * wf_input_f32: wino_input_f32's V = B^T d B, in its layout ((16, C, n, th*tw): plane (b, ch)'s
+ * tiles at (ch*n + b)*tiles of each of the 16 arrays), the column step on 16 tiles at a time: a
+ * tile's four columns start at 2*tx, so a row's even and odd columns, split by two shuffles, give
+ * d0..d3 of 16 tiles as four vectors (wino_input's own column step reads them tile by tile, four
+ * strided loads and four stores each). wf_output_f32: wino_output_f32's Y = A^T M A with the
+ * bias, a residual (res: the output's shape, may be `out` itself) and ReLU in the same pass, for
+ * inference (the epilogue's pass over the output gone). Both take planes [lo, hi) of b*C + ch,
+ * so one image's channels split over the cores too (batch 1). -1: no memory for a buffer. */
+typedef float wf_v __attribute__((vector_size(64), aligned(4))); /* unaligned loads and stores */
+typedef int wf_i __attribute__((vector_size(64)));
+#define WF_L 16
+
+int wf_input_f32(const float* restrict x, float* restrict v, int n, int c, int th, int tw, int h, int w,
+                 int lo, int hi) {
+    const int wp = 2 * tw + 2, tiles = th * tw;
+    const int wt = 2 * ((tw + WF_L - 1) / WF_L * WF_L) + 2 * WF_L; /* whole vectors of tiles read */
+    const ptrdiff_t stride = (ptrdiff_t)n * c * tiles;
+    const wf_i EVEN = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const wf_i ODD = EVEN + 1;
+    float* restrict xp = calloc((size_t)(2 * th + 2) * wp, sizeof(float));
+    float* restrict t = calloc((size_t)4 * wt + 4 * WF_L, sizeof(float));
+    if (!xp || !t) {
+        free(xp);
+        free(t);
+        return -1;
+    }
+    float* restrict last = t + 4 * wt; /* a partial vector's four results, stored lane by lane */
+    for (int plane = lo; plane < hi; ++plane) {
+        const int b = plane / c, ch = plane % c;
+        PAD_PLANE_BY(xp, x + (ptrdiff_t)plane * h * w, h, w, wp, 1);
+        float* restrict vp = v + ((ptrdiff_t)ch * n + b) * tiles;
+        for (int ty = 0; ty < th; ++ty) {
+            const float *r0 = xp + (ptrdiff_t)(2 * ty) * wp, *r1 = r0 + wp, *r2 = r1 + wp, *r3 = r2 + wp;
+            for (int k = 0; k < wp; ++k) { /* B^T along the rows: contiguous, vectorised */
+                t[k] = r0[k] - r2[k];
+                t[wt + k] = r1[k] + r2[k];
+                t[2 * wt + k] = r2[k] - r1[k];
+                t[3 * wt + k] = r1[k] - r3[k];
+            }
+            for (int a = 0; a < 4; ++a) {
+                const float* ta = t + a * wt;
+                float* restrict o0 = vp + (ptrdiff_t)(4 * a) * stride + ty * tw;
+                float* restrict o1 = o0 + stride;
+                float* restrict o2 = o1 + stride;
+                float* restrict o3 = o2 + stride;
+                for (int tx = 0; tx < tw; tx += WF_L) {
+                    const wf_v p = *(const wf_v*)(ta + 2 * tx), q = *(const wf_v*)(ta + 2 * tx + WF_L);
+                    const wf_v r = *(const wf_v*)(ta + 2 * tx + 2), s = *(const wf_v*)(ta + 2 * tx + WF_L + 2);
+                    const wf_v d0 = __builtin_shuffle(p, q, EVEN), d1 = __builtin_shuffle(p, q, ODD);
+                    const wf_v d2 = __builtin_shuffle(r, s, EVEN), d3 = __builtin_shuffle(r, s, ODD);
+                    const wf_v e0 = d0 - d2, e1 = d1 + d2, e2 = d2 - d1, e3 = d1 - d3;
+                    if (tx + WF_L <= tw) {
+                        *(wf_v*)(o0 + tx) = e0;
+                        *(wf_v*)(o1 + tx) = e1;
+                        *(wf_v*)(o2 + tx) = e2;
+                        *(wf_v*)(o3 + tx) = e3;
+                    } else { /* the row's last tiles: no store past them (the next row, or a plane
+                              * another core writes) */
+                        *(wf_v*)last = e0;
+                        *(wf_v*)(last + WF_L) = e1;
+                        *(wf_v*)(last + 2 * WF_L) = e2;
+                        *(wf_v*)(last + 3 * WF_L) = e3;
+                        for (int l = 0; l < tw - tx; ++l) {
+                            o0[tx + l] = last[l];
+                            o1[tx + l] = last[WF_L + l];
+                            o2[tx + l] = last[2 * WF_L + l];
+                            o3[tx + l] = last[3 * WF_L + l];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(xp);
+    free(t);
+    return 0;
+}
+
+int wf_output_f32(const float* restrict m, float* out, const float* bias, const float* res, int relu,
+                  int n, int o, int th, int tw, int h, int w, int lo, int hi) {
+    const int tiles = th * tw;
+    const ptrdiff_t stride = (ptrdiff_t)n * o * tiles;
+    const wf_i LO = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const wf_i HI = LO + 8;
+    for (int plane = lo; plane < hi; ++plane) {
+        const int b = plane / o, ch = plane % o;
+        const float* restrict mp = m + ((ptrdiff_t)ch * n + b) * tiles;
+        const float bv = bias ? bias[ch] : 0.0f;
+        if (2 * tw <= WF_L) { /* a narrow map (ResNet's 14x14 and 7x7): 16 tiles of any rows a vector, */
+            for (int t0 = 0; t0 < tiles; t0 += WF_L) { /* each tile's 2x2 outputs stored one by one */
+                const float* restrict mr = mp + t0;
+                wf_v mv[16];
+                if ((mr - m) + WF_L <= stride)
+                    for (int k = 0; k < 16; ++k) mv[k] = *(const wf_v*)(mr + k * stride);
+                else
+                    for (int k = 0; k < 16; ++k)
+                        for (int l = 0; l < WF_L; ++l) mv[k][l] = t0 + l < tiles ? mr[k * stride + l] : 0.0f;
+                for (int i = 0; i < 2; ++i) {
+                    wf_v sj[4];
+                    for (int j = 0; j < 4; ++j)
+                        sj[j] = i == 0 ? mv[j] + mv[4 + j] + mv[8 + j] : mv[4 + j] - mv[8 + j] - mv[12 + j];
+                    const wf_v pair[2] = {sj[0] + sj[1] + sj[2] + bv, sj[1] - sj[2] - sj[3] + bv};
+                    ptrdiff_t at[2][WF_L]; /* each lane's output position, -1: outside the map */
+                    for (int l = 0; l < WF_L; ++l) {
+                        const int y = 2 * ((t0 + l) / tw) + i, x0 = 2 * ((t0 + l) % tw);
+                        for (int jx = 0; jx < 2; ++jx)
+                            at[jx][l] = t0 + l < tiles && y < h && x0 + jx < w ? ((ptrdiff_t)plane * h + y) * w + x0 + jx : -1;
+                    }
+                    for (int jx = 0; jx < 2; ++jx) {
+                        wf_v r = {0};
+                        if (res)
+                            for (int l = 0; l < WF_L; ++l) r[l] = at[jx][l] >= 0 ? res[at[jx][l]] : 0.0f;
+                        wf_v y = pair[jx] + r;
+                        if (relu) y = (wf_v)((wf_i)y & ((y > 0) | (y != y))); /* NaN stays, as numpy's maximum */
+                        for (int l = 0; l < WF_L; ++l)
+                            if (at[jx][l] >= 0) out[at[jx][l]] = y[l];
+                    }
+                }
+            }
+            continue;
+        }
+        for (int ty = 0; ty < th; ++ty) {
+            const float* restrict mr = mp + (ptrdiff_t)ty * tw;
+            for (int tx = 0; tx < tw; tx += WF_L) {
+                /* the 16 arrays' values of 16 tiles; past the row's last tile, lanes never stored,
+                 * read where the last array has them (elsewhere one by one: no read past m) */
+                wf_v mv[16];
+                if ((mr - m) + tx + WF_L <= stride)
+                    for (int k = 0; k < 16; ++k) mv[k] = *(const wf_v*)(mr + k * stride + tx);
+                else
+                    for (int k = 0; k < 16; ++k)
+                        for (int l = 0; l < WF_L; ++l) mv[k][l] = tx + l < tw ? mr[k * stride + tx + l] : 0.0f;
+                for (int i = 0; i < 2 && 2 * ty + i < h; ++i) {
+                    wf_v sj[4]; /* A^T along the tile's rows: row i of its 2x2 outputs, column j */
+                    for (int j = 0; j < 4; ++j)
+                        sj[j] = i == 0 ? mv[j] + mv[4 + j] + mv[8 + j] : mv[4 + j] - mv[8 + j] - mv[12 + j];
+                    const wf_v left = sj[0] + sj[1] + sj[2], right = sj[1] - sj[2] - sj[3];
+                    const wf_v halves[2] = {__builtin_shuffle(left, right, LO), __builtin_shuffle(left, right, HI)};
+                    const ptrdiff_t at = ((ptrdiff_t)plane * h + 2 * ty + i) * w;
+                    for (int half = 0; half < 2; ++half) { /* interleaved: 32 columns of the row */
+                        const int col = 2 * tx + half * WF_L, count = w - col < WF_L ? w - col : WF_L;
+                        if (count <= 0) break;
+                        float* dst = out + at + col;
+                        const float* rr = res ? res + at + col : 0;
+                        wf_v y = halves[half] + bv, r = {0};
+                        /* each value read before its own write (res may be out); none past the row */
+                        if (rr && count == WF_L) r = *(const wf_v*)rr;
+                        else if (rr) for (int l = 0; l < count; ++l) r[l] = rr[l];
+                        y += r;
+                        if (relu) y = (wf_v)((wf_i)y & ((y > 0) | (y != y))); /* NaN stays, as numpy's maximum */
+                        if (count == WF_L) *(wf_v*)dst = y;
+                        else for (int l = 0; l < count; ++l) dst[l] = y[l];
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* ==== Winograd F(2x2, 3x3) fused for inference, float32 (issue 28; wfc_) ======================
+ * The unfused path writes V (16, C, n*tiles), 4x the input, and M (16, O, n*tiles), 4x the output,
+ * to memory and reads them back (ResNet-18's 64x56x56 layers at batch 8: 25 MB each way, more
+ * time than the GEMMs' arithmetic saved by Winograd). Here a unit of T tiles (consecutive in
+ * (image, tile row, tile column) order, across rows and images) is transformed into a thread's own
+ * V (16, C, T) in cache, 16 GEMMs (O x C) by (C x T) run by a register tile of WFC_OB output
+ * channels (U broadcast) x TV vectors of 16 tiles (V loaded), WFC_OB channels' products at a time
+ * into M (16, WFC_OB, T), and those channels' output transform (+ bias, + residual, ReLU) goes
+ * straight into NCHW. U packed once as [channel block][position][c][WFC_OB]. The sums over the
+ * input channels run in chunks of WFC_CHUNK (a blocked GEMM's two levels of summation). */
+#define WFC_OB 8
+#define WFC_CHUNK 256
+
+void wfc_pack_f32(const float* restrict u, float* restrict packed, int o, int c) {
+    const int blocks = (o + WFC_OB - 1) / WFC_OB;
+    for (int ob = 0; ob < blocks; ++ob)
+        for (int p = 0; p < 16; ++p)
+            for (int ci = 0; ci < c; ++ci)
+                for (int r = 0; r < WFC_OB; ++r) {
+                    const int oc = ob * WFC_OB + r;
+                    packed[(((ptrdiff_t)ob * 16 + p) * c + ci) * WFC_OB + r] =
+                        oc < o ? u[((ptrdiff_t)p * o + oc) * c + ci] : 0.0f;
+                }
+}
+
+#define DEFINE_WFC_GEMM(TV)                                                                       \
+/* M[p][r][t] (+)= sum over c in [c0, c1) of U[p][c][r] V[p][c][t], t over TV vectors from t0 */  \
+static void wfc_gemm_##TV(const float* restrict u, const float* restrict v, float* restrict m,   \
+                          int c0, int c1, ptrdiff_t vrow, int mrow, int first) {                  \
+    wf_v acc[WFC_OB][TV];                                                                         \
+    for (int r = 0; r < WFC_OB; ++r)                                                              \
+        for (int k = 0; k < TV; ++k) acc[r][k] = (wf_v){0};                                       \
+    for (int ci = c0; ci < c1; ++ci) {                                                            \
+        const float* restrict vr = v + ci * vrow;                                                 \
+        const float* restrict ur = u + ci * WFC_OB;                                               \
+        wf_v vv[TV];                                                                              \
+        for (int k = 0; k < TV; ++k) vv[k] = *(const wf_v*)(vr + k * WF_L);                       \
+        for (int r = 0; r < WFC_OB; ++r) {                                                        \
+            const float s = ur[r];                                                                \
+            for (int k = 0; k < TV; ++k) acc[r][k] += s * vv[k];                                  \
+        }                                                                                         \
+    }                                                                                             \
+    for (int r = 0; r < WFC_OB; ++r)                                                              \
+        for (int k = 0; k < TV; ++k) {                                                            \
+            wf_v* dst = (wf_v*)(m + r * mrow + k * WF_L);                                         \
+            *dst = first ? acc[r][k] : *dst + acc[r][k];                                          \
+        }                                                                                         \
+}
+DEFINE_WFC_GEMM(2)
+DEFINE_WFC_GEMM(3)
+DEFINE_WFC_GEMM(4)
+typedef void (*wfc_gemm_fn)(const float*, const float*, float*, int, int, ptrdiff_t, int, int);
+
+/* A thread's scratch, kept between calls (the pool's threads live on): V, M, the row buffer,
+ * the tiles' output offsets. */
+static __thread float* wfc_scratch;
+static __thread size_t wfc_capacity;
+
+/* Units [lo, hi) of T tiles each (the last may be shorter) of the n images' tiles. x (n, C, h, w),
+ * out and res (n, O, h, w), res may be out (each value read before its own write) but no other
+ * overlap; out may not overlap x. tv: vectors of 16 tiles a register tile (2, 3 or 4), T a multiple
+ * of 16 * tv. -1: no memory, -2: tv not instantiated. */
+int wfc_forward_f32(const float* restrict x, const float* restrict packed, const float* bias, const float* res,
+                    float* out, int relu, int n, int c, int o, int h, int w, int tvecs, int T, int lo, int hi) {
+    const wfc_gemm_fn gemm = tvecs == 2 ? wfc_gemm_2 : tvecs == 3 ? wfc_gemm_3 : tvecs == 4 ? wfc_gemm_4 : 0;
+    if (!gemm) return -2;
+    const int th = (h + 1) / 2, tw = (w + 1) / 2, tiles = th * tw, blocks = (o + WFC_OB - 1) / WFC_OB;
+    const ptrdiff_t total = (ptrdiff_t)n * tiles, hw = (ptrdiff_t)h * w;
+    const int vrow = T + WF_L; /* a V row's slack: a segment's last vector stored whole */
+    const int wpv = 2 * ((tw + WF_L - 1) / WF_L * WF_L) + 4 * WF_L; /* + whole vectors' reads */
+    /* the 16 positions' arrays of V and of M a little more than a multiple of 4 KiB apart: at
+     * exact multiples (ResNet's 64 x 80 floats) their 16 streams shared one set of the L1 cache */
+    const ptrdiff_t vpos = (ptrdiff_t)c * vrow + 2 * WF_L, mpos = (ptrdiff_t)WFC_OB * T + 2 * WF_L;
+    const size_t need = (size_t)(16 * vpos + 16 * mpos) + (size_t)8 * wpv + 4 * (size_t)T;
+    if (need > wfc_capacity) {
+        free(wfc_scratch);
+        wfc_scratch = malloc(need * sizeof(float));
+        wfc_capacity = wfc_scratch ? need : 0;
+        if (!wfc_scratch) return -1;
+    }
+    float* restrict V = wfc_scratch;
+    float* restrict M = V + 16 * vpos;
+    float* restrict rows = M + 16 * mpos; /* 4 padded input rows, then t[4] */
+    float* restrict tr = rows + 4 * wpv;
+    ptrdiff_t* restrict off = (ptrdiff_t*)(tr + 4 * wpv); /* T offsets: 2 floats' room each */
+    int* restrict oy = (int*)(off + T); /* each tile's top-left output row and column */
+    int* restrict ox = oy + T;
+    const wf_i EVEN = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const wf_i ODD = EVEN + 1;
+    const wf_i LO = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const wf_i HI = LO + 8;
+    memset(rows, 0, sizeof(float) * 8 * (size_t)wpv);
+    for (int unit = lo; unit < hi; ++unit) {
+        const ptrdiff_t g0 = (ptrdiff_t)unit * T;
+        const int count = total - g0 < T ? (int)(total - g0) : T;
+        const int tp = (count + 16 * tvecs - 1) / (16 * tvecs) * (16 * tvecs); /* tiles computed */
+        /* input transform, segment by segment (a tile row's run of the unit's tiles) */
+        for (int pos = 0; pos < count;) {
+            const ptrdiff_t g = g0 + pos;
+            const int b = (int)(g / tiles), t = (int)(g % tiles), ty = t / tw, tx0 = t % tw;
+            const int len = tw - tx0 < count - pos ? tw - tx0 : count - pos;
+            for (int ci = 0; ci < c; ++ci) {
+                const float* plane = x + ((ptrdiff_t)b * c + ci) * hw;
+                for (int r = 0; r < 4; ++r) { /* padded row r of the tile row: input row 2ty-1+r */
+                    const int y = 2 * ty - 1 + r;
+                    float* restrict dst = rows + r * wpv + 1; /* inline: a call a row cost a third */
+                    const float* src = plane + (ptrdiff_t)y * w;
+                    const int inside = y >= 0 && y < h;
+                    int k = 0;
+                    for (; k + WF_L <= w; k += WF_L) *(wf_v*)(dst + k) = inside ? *(const wf_v*)(src + k) : (wf_v){0};
+                    for (; k < w; ++k) dst[k] = inside ? src[k] : 0.0f;
+                }
+                const float *r0 = rows, *r1 = r0 + wpv, *r2 = r1 + wpv, *r3 = r2 + wpv;
+                /* the columns the segment's whole vectors read: up to 2*tx + 33 of its last */
+                const int k0 = 2 * tx0, k1 = 2 * (tx0 + (len + WF_L - 1) / WF_L * WF_L) + 2;
+                for (int k = k0; k < k1; k += WF_L) { /* B^T along the rows, 16 columns at a time */
+                    const wf_v a0 = *(const wf_v*)(r0 + k), a1 = *(const wf_v*)(r1 + k);
+                    const wf_v a2 = *(const wf_v*)(r2 + k), a3 = *(const wf_v*)(r3 + k);
+                    *(wf_v*)(tr + k) = a0 - a2;
+                    *(wf_v*)(tr + wpv + k) = a1 + a2;
+                    *(wf_v*)(tr + 2 * wpv + k) = a2 - a1;
+                    *(wf_v*)(tr + 3 * wpv + k) = a1 - a3;
+                }
+                for (int a = 0; a < 4; ++a) {
+                    const float* ta = tr + a * wpv;
+                    float* restrict v0 = V + 4 * a * vpos + (ptrdiff_t)ci * vrow + pos - tx0;
+                    const ptrdiff_t ps = vpos; /* the next position's array */
+                    for (int tx = tx0; tx < tx0 + len; tx += WF_L) {
+                        const wf_v p = *(const wf_v*)(ta + 2 * tx), q = *(const wf_v*)(ta + 2 * tx + WF_L);
+                        const wf_v rr = *(const wf_v*)(ta + 2 * tx + 2), s = *(const wf_v*)(ta + 2 * tx + WF_L + 2);
+                        const wf_v d0 = __builtin_shuffle(p, q, EVEN), d1 = __builtin_shuffle(p, q, ODD);
+                        const wf_v d2 = __builtin_shuffle(rr, s, EVEN), d3 = __builtin_shuffle(rr, s, ODD);
+                        /* whole vectors: the lanes past the segment are written over by the next
+                         * segment, or lie in the row's slack */
+                        *(wf_v*)(v0 + tx) = d0 - d2;
+                        *(wf_v*)(v0 + ps + tx) = d1 + d2;
+                        *(wf_v*)(v0 + 2 * ps + tx) = d2 - d1;
+                        *(wf_v*)(v0 + 3 * ps + tx) = d1 - d3;
+                    }
+                }
+            }
+            for (int l = 0; l < len; ++l) { /* each tile's top-left output, less the channel's plane */
+                off[pos + l] = (ptrdiff_t)b * o * hw + (ptrdiff_t)(2 * ty) * w + 2 * (tx0 + l);
+                oy[pos + l] = 2 * ty;
+                ox[pos + l] = 2 * (tx0 + l);
+            }
+            pos += len;
+        }
+        for (int pos = count; pos < tp; ++pos) /* the last unit's lanes past the tiles: zeros */
+            for (int p = 0; p < 16; ++p)
+                for (int ci = 0; ci < c; ++ci) V[p * vpos + (ptrdiff_t)ci * vrow + pos] = 0.0f;
+        for (int ob = 0; ob < blocks; ++ob) {
+            for (int p = 0; p < 16; ++p) {
+                const float* up = packed + ((ptrdiff_t)ob * 16 + p) * c * WFC_OB;
+                const float* vp = V + p * vpos;
+                float* mp = M + p * mpos;
+                for (int t0 = 0; t0 < tp; t0 += 16 * tvecs)
+                    for (int c0 = 0; c0 < c; c0 += WFC_CHUNK)
+                        gemm(up, vp + t0, mp + t0, c0, c - c0 < WFC_CHUNK ? c : c0 + WFC_CHUNK, vrow, T, c0 == 0);
+            }
+            /* output transform of this block's channels */
+            for (int r = 0; r < WFC_OB && ob * WFC_OB + r < o; ++r) {
+                const int oc = ob * WFC_OB + r;
+                const float bv = bias ? bias[oc] : 0.0f;
+                for (int t0 = 0; t0 < count; t0 += WF_L) {
+                    wf_v mv[16];
+                    for (int p = 0; p < 16; ++p) mv[p] = *(const wf_v*)(M + p * mpos + (ptrdiff_t)r * T + t0);
+                    const int lanes = count - t0 < WF_L ? count - t0 : WF_L;
+                    /* one run along a row, both output rows and columns inside: contiguous stores */
+                    const ptrdiff_t first = off[t0];
+                    const int run = lanes == WF_L && off[t0 + WF_L - 1] == first + 2 * (WF_L - 1)
+                                    && oy[t0] + 1 < h && ox[t0] + 2 * WF_L <= w;
+                    for (int i = 0; i < 2; ++i) {
+                        wf_v sj[4];
+                        for (int j = 0; j < 4; ++j)
+                            sj[j] = i == 0 ? mv[j] + mv[4 + j] + mv[8 + j] : mv[4 + j] - mv[8 + j] - mv[12 + j];
+                        const wf_v left = sj[0] + sj[1] + sj[2] + bv, right = sj[1] - sj[2] - sj[3] + bv;
+                        if (run) {
+                            float* dst = out + first + (ptrdiff_t)oc * hw + (ptrdiff_t)i * w;
+                            const float* rr = res ? res + (dst - out) : 0;
+                            wf_v y0 = __builtin_shuffle(left, right, LO), y1 = __builtin_shuffle(left, right, HI);
+                            if (rr) {
+                                y0 += *(const wf_v*)rr;
+                                y1 += *(const wf_v*)(rr + WF_L);
+                            }
+                            if (relu) {
+                                y0 = (wf_v)((wf_i)y0 & ((y0 > 0) | (y0 != y0)));
+                                y1 = (wf_v)((wf_i)y1 & ((y1 > 0) | (y1 != y1)));
+                            }
+                            *(wf_v*)dst = y0;
+                            *(wf_v*)(dst + WF_L) = y1;
+                            continue;
+                        }
+                        for (int jx = 0; jx < 2; ++jx) {
+                            const wf_v val = jx ? right : left;
+                            wf_v rv = {0};
+                            ptrdiff_t at[WF_L];
+                            const ptrdiff_t shift = (ptrdiff_t)oc * hw + (ptrdiff_t)i * w + jx;
+                            for (int l = 0; l < WF_L; ++l)
+                                at[l] = l < lanes && oy[t0 + l] + i < h && ox[t0 + l] + jx < w ? off[t0 + l] + shift : -1;
+                            if (res)
+                                for (int l = 0; l < WF_L; ++l) rv[l] = at[l] >= 0 ? res[at[l]] : 0.0f;
+                            wf_v y = val + rv;
+                            if (relu) y = (wf_v)((wf_i)y & ((y > 0) | (y != y)));
+                            for (int l = 0; l < WF_L; ++l)
+                                if (at[l] >= 0) out[at[l]] = y[l];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}

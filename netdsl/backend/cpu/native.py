@@ -24,6 +24,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from ...ops import EPILOGUES
 from .threads import over_batch
 
@@ -154,6 +156,8 @@ def library() -> ctypes.CDLL | None:
                 getattr(lib, f"{prefix}_{name}_{suffix}").restype = i  # -1: no memory for its buffers
     _bind_blocked(lib)
     _bind_skinny(lib)
+    _bind_wf(lib)
+    _bind_wfc(lib)
     return lib
 
 
@@ -263,6 +267,12 @@ def winograd(xp, name: str, src, dst, n: int, *dims: int, variant: str = "wino")
     """One of native.c's Winograd transforms (`variant`: wino for F(2x2, 3x3), wino4 for F(4x4, 3x3),
     wino25 for F(2x2, 5x5); `name`: input, output, grad_tiles, input_adjoint) from src into dst,
     both contiguous, the images split over the cores."""
+    if variant == "wino" and name in WF_TRANSFORMS and src.dtype == np.float32:
+        if name == "input":
+            winograd_input_f32(xp, src, dst, n, *dims)
+        else:
+            winograd_output_f32(xp, src, dst, n, *dims)
+        return
     kernel = _kernel(f"{variant}_{name}", src.dtype)
 
     def work(lo, hi):  # -1: no memory for its plane or staging buffer
@@ -407,3 +417,45 @@ def skinny_fc(xp, x, weight, bias=None, activation: str | None = None):
     out = xp.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
     over_batch(xp, weight.shape[0], weight.size, skinny_fc_call(x, weight, bias, out, activation))
     return out
+
+
+# Winograd F(2x2, 3x3)'s float32 transforms 16 tiles a vector (native.c's wf_ section) -------------
+
+WF_TRANSFORMS = ("input", "output")  # winograd() takes these from the wf_ section for float32
+
+
+def _bind_wf(lib) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.wf_input_f32.argtypes = [p, p] + [i] * 8
+    lib.wf_output_f32.argtypes = [p, p, p, p] + [i] * 9
+
+
+def _planes(xp, planes: int, elements: int, kernel, args, what: str) -> None:
+    """kernel(*args, lo, hi) over planes [0, planes) (image x channel: one image's channels split
+    too) on the cores."""
+    def work(lo, hi):
+        if kernel(*args, lo, hi):
+            raise MemoryError(f"Winograd's {what} transform: no memory for its buffers")
+    over_batch(xp, planes, elements, work)
+
+
+def winograd_input_f32(xp, x, v, n: int, c: int, th: int, tw: int, h: int, w: int) -> None:
+    """V = B^T d B of every 4x4 tile of the contiguous float32 (n, C, h, w) x into v (16, C, n,
+    th*tw), as wino_input's (same layout), 16 tiles a vector."""
+    _planes(xp, n * c, v.size, library().wf_input_f32, (_at(x), _at(v), n, c, th, tw, h, w), "input")
+
+
+def winograd_output_f32(xp, m, out, n: int, o: int, th: int, tw: int, h: int, w: int, bias=None,
+                        residual=None, relu: bool = False) -> None:
+    """out (n, O, h, w) = A^T M A of every tile of m (16, O, n, th*tw) (+ bias (O,), + residual
+    (out's shape, may be out itself), then ReLU), float32, contiguous."""
+    args = (_at(m), _at(out), None if bias is None else _at(bias), None if residual is None else _at(residual),
+            int(relu), n, o, th, tw, h, w)
+    _planes(xp, n * o, m.size, library().wf_output_f32, args, "output")
+
+
+def _bind_wfc(lib) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.wfc_pack_f32.argtypes = [p, p, i, i]
+    lib.wfc_pack_f32.restype = None
+    lib.wfc_forward_f32.argtypes = [p] * 5 + [i] * 10
