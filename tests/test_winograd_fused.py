@@ -35,9 +35,10 @@ def layer_of(w, bias):
 
 # (n, C, H, W, O): odd maps (a last tile row and column half outside), maps narrower than a vector
 # of 16 tiles (units across rows and images), rows of 28 tiles (vectors both along one row and
-# across two), output channels off the blocks of 8, one pixel, more tiles than one unit
+# across two), output channels off the blocks of 8, one pixel, more tiles than one unit; few tiles
+# and many blocks of channels (a 7x7 map at batch 1: the blocks split over the cores too)
 SHAPES = [(1, 3, 5, 7, 5), (2, 4, 6, 6, 8), (3, 5, 7, 7, 9), (1, 16, 33, 40, 16), (2, 8, 14, 14, 12),
-          (1, 2, 1, 1, 3), (2, 3, 56, 56, 17), (1, 6, 2, 3, 8), (4, 9, 9, 13, 11)]
+          (1, 2, 1, 1, 3), (2, 3, 56, 56, 17), (1, 6, 2, 3, 8), (4, 9, 9, 13, 11), (1, 8, 7, 7, 40)]
 
 
 @pytest.fixture(params=[1, 2], ids=["one thread", "units on two"])

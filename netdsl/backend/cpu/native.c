@@ -2129,12 +2129,15 @@ typedef void (*wfc_gemm_fn)(const float*, const float*, float*, int, int, ptrdif
 static __thread float* wfc_scratch;
 static __thread size_t wfc_capacity;
 
-/* Units [lo, hi) of T tiles each (the last may be shorter) of the n images' tiles. x (n, C, h, w),
+/* Units [lo, hi): unit u is tiles [(u / parts) * T, + T) (the last may be fewer) of the n images'
+ * tiles, for the part u % parts of the blocks of WFC_OB output channels (parts > 1 where the tiles
+ * make too few units for the cores: a 7x7 map at batch 1 is 16 tiles). x (n, C, h, w),
  * out and res (n, O, h, w), res may be out (each value read before its own write) but no other
  * overlap; out may not overlap x. tv: vectors of 16 tiles a register tile (2, 3 or 4), T a multiple
  * of 16 * tv. -1: no memory, -2: tv not instantiated. */
 int wfc_forward_f32(const float* restrict x, const float* restrict packed, const float* bias, const float* res,
-                    float* out, int relu, int n, int c, int o, int h, int w, int tvecs, int T, int lo, int hi) {
+                    float* out, int relu, int n, int c, int o, int h, int w, int tvecs, int T, int parts,
+                    int lo, int hi) {
     const wfc_gemm_fn gemm = tvecs == 2 ? wfc_gemm_2 : tvecs == 3 ? wfc_gemm_3 : tvecs == 4 ? wfc_gemm_4 : 0;
     if (!gemm) return -2;
     const int th = (h + 1) / 2, tw = (w + 1) / 2, tiles = th * tw, blocks = (o + WFC_OB - 1) / WFC_OB;
@@ -2164,7 +2167,8 @@ int wfc_forward_f32(const float* restrict x, const float* restrict packed, const
     const wf_i HI = LO + 8;
     memset(rows, 0, sizeof(float) * 8 * (size_t)wpv);
     for (int unit = lo; unit < hi; ++unit) {
-        const ptrdiff_t g0 = (ptrdiff_t)unit * T;
+        const ptrdiff_t g0 = (ptrdiff_t)(unit / parts) * T;
+        const int part = unit % parts, ob0 = blocks * part / parts, ob1 = blocks * (part + 1) / parts;
         const int count = total - g0 < T ? (int)(total - g0) : T;
         const int tp = (count + 16 * tvecs - 1) / (16 * tvecs) * (16 * tvecs); /* tiles computed */
         /* input transform, segment by segment (a tile row's run of the unit's tiles) */
@@ -2222,7 +2226,7 @@ int wfc_forward_f32(const float* restrict x, const float* restrict packed, const
         for (int pos = count; pos < tp; ++pos) /* the last unit's lanes past the tiles: zeros */
             for (int p = 0; p < 16; ++p)
                 for (int ci = 0; ci < c; ++ci) V[p * vpos + (ptrdiff_t)ci * vrow + pos] = 0.0f;
-        for (int ob = 0; ob < blocks; ++ob) {
+        for (int ob = ob0; ob < ob1; ++ob) {
             for (int p = 0; p < 16; ++p) {
                 const float* up = packed + ((ptrdiff_t)ob * 16 + p) * c * WFC_OB;
                 const float* vp = V + p * vpos;

@@ -458,4 +458,4 @@ def _bind_wfc(lib) -> None:
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.wfc_pack_f32.argtypes = [p, p, i, i]
     lib.wfc_pack_f32.restype = None
-    lib.wfc_forward_f32.argtypes = [p] * 5 + [i] * 10
+    lib.wfc_forward_f32.argtypes = [p] * 5 + [i] * 11

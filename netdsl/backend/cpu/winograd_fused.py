@@ -21,11 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import native
+from . import threads
 from .threads import over_batch
 
 BLOCK = 8  # native.c's WFC_OB: output channels a register tile
 TILE_VECTORS = 2  # vectors of 16 tiles a register tile (2, 3, 4 instantiated; 2 ran fastest, AMD EPYC)
 UNIT_TILES = 64  # a unit's V: 16 x C x 80 floats (327 KB at 64 channels), in L2 with M and U's rows
+UNITS_PER_CORE = 2  # at least this many units a core (or every block of channels its own)
 
 
 def applies(geo, groups: int, dtype, xp=np) -> bool:
@@ -62,11 +64,15 @@ class Layer:
         if np.may_share_memory(x, out):
             raise ValueError("fused Winograd: the output may not overlap the input")
         tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
-        units = -(-tiles // UNIT_TILES)
+        tile_units = -(-tiles // UNIT_TILES)
+        # too few units of tiles for the cores (ResNet's 7x7 maps at batch 1: one): the output
+        # channels' blocks split too, each part transforming the unit's input again (cheap there)
+        parts = max(1, min(-(-self.o // BLOCK), -(-UNITS_PER_CORE * threads.WORKERS // tile_units)))
+        units = tile_units * parts
         kernel = native.library().wfc_forward_f32
         args = (native._at(x), native._at(self.packed), None if self.bias is None else native._at(self.bias),
                 None if residual is None else native._at(residual), native._at(out), int(relu), n, c, self.o, h, w,
-                TILE_VECTORS, UNIT_TILES)
+                TILE_VECTORS, UNIT_TILES, parts)
         work_size = 16 * tiles * (c + self.o)  # what the unfused path's transforms would move
 
         held = (self, x, out, residual)  # the addresses in args stay valid while the call lives
