@@ -118,6 +118,46 @@ class Layer:
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
         return run
 
+    def bind_batch(self, x: np.ndarray, out: np.ndarray, residual: np.ndarray | None = None, relu: bool = False,
+                   backwards: bool = False, threads: int | None = None):
+        """The call for a batch, x (n, C, H, W) into out (n, O, OH, OW) (+ residual, ReLU): its images
+        at once on the cores, each whole on one thread in its own padded planes (native.c's
+        cb_forward_batch; the images past a multiple of the threads split by rows as one image's
+        are), where no image's output can overwrite another image's input or residual. Else image
+        by image through `bind`, last to first where `backwards` (inference.py's _image_order)."""
+        n = x.shape[0]
+        xs, outs, res = _image_spans(x), _image_spans(out), None if residual is None else _image_spans(residual)
+        if xs is None or outs is None or (residual is not None and res is None) or not _independent(outs, xs, res):
+            order = range(n - 1, -1, -1) if backwards else range(n)
+            images = [self.bind(x[i], out[i], None if residual is None else residual[i], relu) for i in order]
+            return lambda: [image() for image in images]
+        macs = self.o * self.c * self.geo.kernel[0] * self.geo.kernel[1] * self.geo.oh * self.geo.ow
+        threads = threads or (WORKERS if n * macs >= MIN_SPLIT_MACS else 1)
+        planes, acc = self._slots(threads)
+        as_is = self.xpad.shape == x.shape[1:] and not np.may_share_memory(x, out)
+        (ph, pw), (c, hp, wp) = self.geo.pad, self.xpad.shape
+        step = lambda a: a.strides[0] // a.itemsize if a.shape[0] > 1 else 0  # noqa: E731
+        args = (native._at(x), step(x), None if residual is None else native._at(residual),
+                0 if residual is None else step(residual), native._at(out), step(out),
+                native._at(planes), planes[0].size, native._at(acc), acc[0].size,
+                int(as_is), n, self.geo.h, self.geo.w, ph, pw, *self.args[1:], c, self.o, hp * wp, wp,
+                *self.dims[5:], int(relu), self.groups, self.rows if self.threads > 1 else 0, threads)
+        kernel = native.library().cb_forward_batch_f32
+
+        def run():
+            if kernel(*args):
+                raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
+        return run
+
+    def _slots(self, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """`threads` padded-plane buffers (their borders zero: only interiors are written) and
+        sums buffers, one each a thread of cb_forward_batch, made once and kept."""
+        have = getattr(self, "slots", None)
+        if have is None or have[0].shape[0] < threads:
+            self.slots = (np.zeros((threads, *self.xpad.shape), dtype=np.float32),
+                          np.empty((threads, self.acc.size), dtype=np.float32))
+        return self.slots
+
 
     def _copy_into_planes(self, x: np.ndarray):
         """x into the padded planes' interior: native.c's row copy where x is contiguous float32
@@ -131,11 +171,34 @@ class Layer:
         return lambda: copy(*args)
 
 
+def _image_spans(a: np.ndarray) -> list[tuple[int, int]] | None:
+    """Each image's bytes [start, end) of a float32 batch whose images are each C-contiguous, at
+    one positive stride; None for any other layout (or dtype)."""
+    n = a.shape[0]
+    if a.dtype != np.float32 or n == 0 or not a[0].flags.c_contiguous or (n > 1 and a.strides[0] < a[0].nbytes):
+        return None
+    start, step, size = a.ctypes.data, a.strides[0], a[0].nbytes
+    return [(start + i * step, start + i * step + size) for i in range(n)]
+
+
+def _independent(outs, xs, res) -> bool:
+    """Whether the images may run in any order at once: output image i overlaps no other image's
+    input, and of the residual either image i exactly (each value read before its own write) or
+    none. (Output i over input i is fine: the thread copies it into its planes first.)"""
+    def overlap(p, q):
+        return p[0] < q[1] and q[0] < p[1]
+    for i, span in enumerate(outs):
+        if any(overlap(span, s) for j, s in enumerate(xs) if j != i):
+            return False
+        if res is not None and any(overlap(span, s) and (j != i or s != span) for j, s in enumerate(res)):
+            return False
+    return True
+
+
 def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo, layer: Layer | None = None) -> np.ndarray:
-    """The (n, O, OH, OW) convolution of a float32 batch, image by image (conv.py's `blocked`),
-    through `layer` if prepared already."""
+    """The (n, O, OH, OW) convolution of a float32 batch (conv.py's `blocked`, as the tuner times it),
+    through `layer` if prepared already: its images on the cores at once (Layer.bind_batch)."""
     layer = layer or Layer(weight, bias, geo)
     out = np.empty((x.shape[0], weight.shape[0], geo.oh, geo.ow), dtype=np.float32)
-    for i in range(x.shape[0]):
-        layer(x[i], out[i])
+    layer.bind_batch(np.ascontiguousarray(x, dtype=np.float32), out)()
     return out

@@ -1511,6 +1511,7 @@ typedef struct {
     int c, o;
     ptrdiff_t plane;
     int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
+    ptrdiff_t acc_q; /* group q's sums at acc + q * acc_q (0: one region for all, groups run in turn) */
 } cb_job;
 
 /* 16 output positions x 16 channels from the sums (a position's channels contiguous, `g` apart)
@@ -1556,7 +1557,7 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
     if (!tile) return -1;
     const int g = j->b * (int)(VBYTES / sizeof(float)), taps = j->kh * j->kw, tiles = (j->ow + j->tt - 1) / j->tt;
     const int c = j->c, oh = j->oh, ow = j->ow;
-    float* restrict qa = j->acc + (ptrdiff_t)q * oh * tiles * j->tt * g;
+    float* restrict qa = j->acc + (ptrdiff_t)q * j->acc_q;
     for (int c0 = 0; c0 < c; c0 += j->cb) {
         const int n = c - c0 < j->cb ? c - c0 : j->cb;
         const float* restrict wq = j->packed + (((ptrdiff_t)q * c + c0) * taps) * g;
@@ -1614,27 +1615,83 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
 #define CB_UNITS(v) (((v) >> 20) & 0xfffff)
 #define CB_NEXT(v) ((v) & 0xfffff)
 
+/* A batch's whole images as one job's units (cb_forward_batch): each thread runs an image alone,
+ * start to end, in its own slot's padded planes and sums; nothing of one image is shared. */
+typedef struct {
+    const float *x, *res;
+    float *out, *xpad, *acc;
+    ptrdiff_t x_image, res_image, out_image; /* values from one image to the next */
+    ptrdiff_t xpad_slot, acc_slot;           /* values from one slot's planes (sums) to the next's */
+    int h, w, ph, pw, groups, as_is;         /* as_is: x read where it lies (no padding to add) */
+} cb_images;
+
 static cb_job cb_current;
+static cb_images cb_batch; /* the current job's images, where it is a job of images */
 static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
 static unsigned long long cb_claim; /* see CB_EPOCH */
+/* the slots of a job of images: job number (24 bits) << 32 | slots (16) << 16 | next free (16).
+ * Slots 0: a job of one image's units. The caller is slot 0; a helper takes the next free one
+ * before it claims any unit, or none and leaves the job (more helpers than slots). */
+static unsigned long long cb_slots;
+#define CB_SLOT_EPOCH(v) ((v) >> 32)
+#define CB_SLOTS(v) (((v) >> 16) & 0xffff)
+#define CB_SLOT_NEXT(v) ((v) & 0xffff)
 static int cb_done, cb_failed;      /* units finished, and failed, of the current job */
 static int cb_helpers;              /* started in this process */
 static pid_t cb_pid;                /* the process that started them */
 
-/* Claims and runs units of job `epoch` until none is left; how many it ran. */
-static int cb_work(unsigned long long epoch) {
+void cb_pad_copy_f32(const float* restrict x, float* restrict dst, int c, int h, int w, ptrdiff_t plane, int wp);
+
+/* Image i of `im` whole, group after group (their sums in one region of the slot's), in slot's buffers. */
+static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
+    cb_job j = *base;
+    j.acc = im->acc + slot * im->acc_slot;
+    j.acc_q = 0;
+    if (im->as_is) {
+        j.xpad = im->x + i * im->x_image;
+    } else {
+        float* planes = im->xpad + slot * im->xpad_slot;
+        cb_pad_copy_f32(im->x + i * im->x_image, planes + (ptrdiff_t)im->ph * j.wp + im->pw, j.c, im->h, im->w,
+                        j.plane, j.wp);
+        j.xpad = planes;
+    }
+    j.res = im->res ? im->res + i * im->res_image : 0;
+    j.out = im->out + i * im->out_image;
+    int failed = 0;
+    for (int q = 0; q < im->groups; ++q) failed |= cb_unit(&j, q, 0, j.oh);
+    return failed;
+}
+
+/* Claims and runs units of job `epoch` until none is left; how many it ran. slot: the caller's
+ * (0), or -1 for a helper, which takes one if the job is one of images. */
+static int cb_work(unsigned long long epoch, int slot) {
     int ran = 0;
+    unsigned long long s = __atomic_load_n(&cb_slots, __ATOMIC_ACQUIRE);
+    if (CB_SLOT_EPOCH(s) != epoch) return 0; /* a later job already: this one is done */
+    const int images = CB_SLOTS(s) > 0;
+    while (images && slot < 0) {
+        if (CB_SLOT_EPOCH(s) != epoch || CB_SLOT_NEXT(s) >= CB_SLOTS(s)) return 0;
+        if (__atomic_compare_exchange_n(&cb_slots, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            slot = (int)CB_SLOT_NEXT(s);
+    }
     for (;;) {
         unsigned long long v = __atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE);
         if (CB_EPOCH(v) != epoch || CB_NEXT(v) >= CB_UNITS(v)) return ran;
         if (!__atomic_compare_exchange_n(&cb_claim, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
         /* claimed while the job was current: it stays so until this unit is done */
-        const int u = (int)CB_NEXT(v), blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
-        const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
-        const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
-        if (cb_unit(&cb_current, q, r0, r1)) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
+        const int u = (int)CB_NEXT(v);
+        int failed;
+        if (images) {
+            failed = cb_image(&cb_current, &cb_batch, u, slot);
+        } else {
+            const int blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
+            const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
+            const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
+            failed = cb_unit(&cb_current, q, r0, r1);
+        }
+        if (failed) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&cb_done, 1, __ATOMIC_ACQ_REL);
         ++ran;
     }
@@ -1657,31 +1714,17 @@ static void* cb_helper(void* arg) {
             pthread_mutex_unlock(&cb_sleep);
         }
         seen = e;
-        cb_work(e);
+        cb_work(e, -1);
     }
     return 0;
 }
 
-/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
- * `rows` output rows, on up to `threads` threads (the caller and helpers). */
-int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
-                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
-                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
-    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
-                        relu, rows};
-    if (!cb_tile_for(b, tt, kw, sw)) return -1;
-    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
-    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
-    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
-        int failed = 0;
-        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
-        return failed;
-    }
+/* Up to threads - 1 helpers running (fewer where the system gives none). The caller holds cb_caller. */
+static void cb_start_helpers(int threads) {
     if (cb_pid != getpid()) { /* first use, or a forked child: its parent's helpers are not here */
         cb_pid = getpid();
         cb_helpers = 0;
     }
-    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
     while (cb_helpers < threads - 1) {
         pthread_t thread;
         unsigned long long* start = malloc(sizeof *start);
@@ -1694,18 +1737,102 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
         pthread_detach(thread);
         ++cb_helpers;
     }
-    cb_current = job;
+}
+
+/* cb_current (and cb_batch, where slots > 0: a job of images) as the next job of `units` units, on
+ * the helpers and the caller (slot 0); returns when every unit is done. The caller holds cb_caller. */
+static int cb_run(int units, int slots) {
+    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
     cb_done = cb_failed = 0;
+    /* before the claim word: a helper that sees the new job sees its slots */
+    __atomic_store_n(&cb_slots, (epoch << 32) | ((unsigned long long)slots << 16) | 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&cb_sleep); /* published under the lock: a helper going to sleep sees it */
     __atomic_store_n(&cb_claim, (epoch << 40) | ((unsigned long long)units << 20), __ATOMIC_RELEASE);
     pthread_cond_broadcast(&cb_wake);
     pthread_mutex_unlock(&cb_sleep);
-    cb_work(epoch);
+    cb_work(epoch, 0);
     for (long spins = 0; __atomic_load_n(&cb_done, __ATOMIC_ACQUIRE) < units; ++spins) {
         CB_PAUSE(); /* a helper finishing its last unit; if it waits for a core, maybe for this one */
         if (spins > CB_YIELD) sched_yield();
     }
-    const int failed = __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE) ? -1 : 0;
+}
+
+/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
+ * `rows` output rows, on up to `threads` threads (the caller and helpers). */
+int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
+                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
+                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+    const int g = b * (int)(VBYTES / sizeof(float));
+    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
+                        relu, rows, (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
+    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0;
+        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
+        return failed;
+    }
+    cb_start_helpers(threads);
+    cb_current = job;
+    const int failed = cb_run(units, 0);
+    pthread_mutex_unlock(&cb_caller);
+    return failed;
+}
+
+/* A batch of n images (x: c x h x w each, x_image values apart; res and out: o x oh x ow each,
+ * res_image and out_image apart; res may be NULL, or out itself) through the layer: whole images
+ * on the threads, each thread in its own slot (xpad: `threads` zero-bordered padded-plane buffers,
+ * xpad_slot values apart, unused where as_is; acc: `threads` sums buffers of groups x oh x tiles x
+ * tt x g values, acc_slot apart). The images past the last multiple of `threads` (all of them
+ * where n < threads) are split into units of (group, `rows` rows) as cb_forward's (rows 0: not
+ * split, run by the caller). The images
+ * run in any order at once: out must not overlap another image's x or res (the caller checks). */
+int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, ptrdiff_t res_image, float* out,
+                         ptrdiff_t out_image, float* xpad, ptrdiff_t xpad_slot, float* acc, ptrdiff_t acc_slot,
+                         int as_is, int n, int h, int w, int ph, int pw, const float* packed, const float* bias,
+                         int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh, int ow,
+                         int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+    const int g = b * (int)(VBYTES / sizeof(float));
+    const cb_job job = {0, packed, bias, 0, 0, 0, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows,
+                        (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
+    const cb_images images = {x, res, out, xpad, acc, x_image, res_image, out_image, xpad_slot, acc_slot, h, w, ph, pw,
+                              groups, as_is};
+    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || n > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0;
+        for (int i = 0; i < n; ++i) failed |= cb_image(&job, &images, i, 0);
+        return failed;
+    }
+    cb_start_helpers(threads);
+    const int whole = n >= threads ? n - n % threads : 0;
+    int failed = 0;
+    if (whole) {
+        cb_current = job;
+        cb_batch = images;
+        failed |= cb_run(whole, threads);
+    }
+    const int units = rows > 0 ? groups * ((oh + rows - 1) / rows) : 0; /* rows 0: an image too small to split */
+    for (int i = whole; i < n; ++i) { /* the rest one at a time, split by rows in slot 0's buffers */
+        if (units < 2 || units > 0xfffff) {
+            failed |= cb_image(&job, &images, i, 0);
+            continue;
+        }
+        cb_job split = job;
+        split.acc = acc;
+        if (as_is) {
+            split.xpad = x + i * x_image;
+        } else {
+            cb_pad_copy_f32(x + i * x_image, xpad + (ptrdiff_t)ph * wp + pw, c, h, w, plane, wp);
+            split.xpad = xpad;
+        }
+        split.res = res ? res + i * res_image : 0;
+        split.out = out + i * out_image;
+        cb_current = split;
+        failed |= cb_run(units, 0);
+    }
     pthread_mutex_unlock(&cb_caller);
     return failed ? -1 : 0;
 }
