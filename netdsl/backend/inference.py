@@ -406,8 +406,8 @@ def _s2d_step(ctx: Context, geo, saved) -> Step | None:
 
 
 def _blocked_step(ctx: Context, geo, saved) -> Step:
-    """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, image by
-    image; it adds the bias, and a following add's other input (ctx.residual: writing the add's
+    """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, a batch's
+    images on the cores at once (Layer.bind_batch); it adds the bias, and a following add's other input (ctx.residual: writing the add's
     output, the add's step gone) and a ReLU in its output loop."""
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
@@ -419,9 +419,11 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
         own_relu = node.epilogue == "relu"
         out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
-    order = range(x.shape[0] - 1, -1, -1) if res is not None and res.backwards else range(x.shape[0])
-    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in order]
-    return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
+    if x.shape[0] == 1:
+        return _then(layer.bind(x[0], out[0], None if other is None else other[0], relu), tail)
+    # the images on the cores at once, each whole on one thread; image by image (last to first where
+    # res.backwards) where the plan's buffers let an output image reach another image's input
+    return _then(layer.bind_batch(x, out, other, relu, backwards=res is not None and res.backwards), tail)
 
 
 CONV_PATHS = {"blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}

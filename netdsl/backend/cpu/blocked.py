@@ -21,14 +21,28 @@ from .threads import WORKERS
 
 LANES = 16  # native.c's VBYTES / sizeof(float): output channels a vector
 # the register tiles native.c instantiates, (vectors of output channels, positions of a row), with
-# their measured cost per useful FMA (AMD EPYC, one thread, ResNet-18's 3x3 layers: 1 x 14, its 14
-# input values broadcast inside the FMAs, and 4 x 7 ran 5-15% faster than the others)
-TILES = {(1, 14): 1.0, (4, 7): 1.0, (2, 14): 1.1, (1, 7): 1.15, (2, 7): 1.15, (4, 6): 1.15, (2, 12): 1.15,
-         (3, 8): 1.3}
-# where a kernel's width changes the ranking (a row's input values reused over more taps): AlexNet's
-# 5x5 96->256 on 27x27, one thread each, best of 6 interleaved runs (AMD EPYC)
-TILES_BY_KERNEL = {5: {(2, 7): 1.0, (1, 7): 1.03, (4, 6): 1.06, (4, 7): 1.07, (2, 14): 1.19, (1, 14): 1.26,
-                       (3, 8): 1.38, (2, 12): 1.44}}
+# their measured time per useful FMA, the waste (positions and channels computed and dropped) taken
+# out: one image on one thread, as each image runs at batch > 1 (AMD EPYC, Zen 4; the layers of
+# ResNet-18 and AlexNet, benchmarks/blocked_tiles.py, results/cpu-2026-12-06-r19/tiles-1thread-*).
+# For 3x3 kernels (and 11x11 /4) 2 x 7 ran fastest or within 2% on every layer; 1 x 14, 4 x 7, 4 x 6,
+# 3 x 8 within 1-4% of it; 1 x 7 4-8% slower; 2 x 14 20% (its 28 sums and 2 weights spill).
+TILES = {(2, 7): 1.0, (1, 14): 1.01, (4, 7): 1.02, (4, 6): 1.02, (3, 8): 1.02, (2, 12): 1.03, (1, 7): 1.05,
+         (2, 14): 1.2}
+# where a kernel's size changes the ranking: 5x5 /1 (AlexNet's conv2, 96 -> 256 on 27x27: 4 x 6's
+# sums the cheapest, but its 6-wide tiles waste 11% of a 27-wide row), the 7x7 /2 stem (3 -> 64 on
+# 224x224: 1 x 7 ran 3-4% ahead of 2 x 7 and 20% ahead of 1 x 14), 1x1 /2 shortcuts (1 x 14 1-6%
+# ahead on 28-wide rows, 2 x 7 on 14- and 7-wide ones)
+TILES_BY_KERNEL = {5: {(2, 7): 1.0, (1, 7): 1.05, (4, 7): 1.07, (4, 6): 1.0, (3, 8): 1.06, (2, 12): 1.09,
+                       (2, 14): 1.17, (1, 14): 1.2},
+                   7: {(1, 7): 1.0, (2, 7): 1.03, (4, 7): 1.22, (4, 6): 1.2, (3, 8): 1.2, (1, 14): 1.23,
+                       (2, 12): 1.3, (2, 14): 1.36},
+                   1: {(1, 14): 1.0, (2, 14): 1.02, (2, 7): 1.02, (1, 7): 1.03, (4, 7): 1.05, (3, 8): 1.1,
+                       (4, 6): 1.2, (2, 12): 1.3}}
+# rows of at most 7 outputs, one tile wide (ResNet's 512-channel 7x7 maps, 3x3 /1 and /2, 1x1 /2):
+# 4 x 7 ran 0-6% ahead of 2 x 7 on one thread, up to 15% on two
+TILES_NARROW = {(4, 7): 1.0, (2, 7): 1.02, (3, 8): 1.01, (4, 6): 1.0, (2, 12): 1.0, (1, 14): 1.0, (1, 7): 1.07,
+                (2, 14): 1.15}
+NARROW = 7
 # A chunk of input channels: its packed weights stay in cache over the whole map, and each output's
 # sum is the sum of the chunks' own sums (a blocked GEMM's two levels). Up to this many products a
 # chunk (28 channels of a 3x3): float32 error 0.6-0.9x im2col's (benchmarks/conv_error.py); 64
@@ -44,18 +58,18 @@ def applies(geo, groups: int, dtype, xp=np) -> bool:
             and geo.pad[0] < geo.kernel[0] and geo.pad[1] < geo.kernel[1])
 
 
-def choose_tile(o: int, ow: int, workers: int = WORKERS, kw: int = 3) -> tuple[int, int]:
-    """The register tile with the least work per useful FMA: its measured cost (for a kernel
-    `kw` wide), positions and channels computed and dropped, and groups too few to keep every
-    core busy."""
-    measured = TILES_BY_KERNEL.get(kw, TILES)
+def choose_tile(o: int, ow: int, kw: int = 3) -> tuple[int, int]:
+    """The register tile with the least time a useful FMA: its measured cost (for a kernel `kw`
+    wide) times the positions and channels it computes and drops. One thread's: at batch > 1 each
+    image runs on one; at batch 1 the units split rows as well as groups, so a tile of few groups
+    keeps the cores busy too (the 2-thread figures ranked the tiles alike, within their noise)."""
+    measured = TILES_NARROW if ow <= NARROW else TILES_BY_KERNEL.get(kw, TILES)
 
     def cost(tile):
         b, tt = tile
         g = b * LANES
-        groups = -(-o // g)
-        waste = (-(-ow // tt) * tt / ow) * (groups * g / o)
-        return measured[tile] * waste * workers / min(workers, groups)
+        waste = (-(-ow // tt) * tt / ow) * (-(-o // g) * g / o)
+        return measured[tile] * waste
     return min(TILES, key=cost)
 
 
