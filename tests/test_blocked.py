@@ -108,6 +108,15 @@ def test_inference_max_pooling_equals_the_definition(h, w, k, s, p):
     got = np.empty_like(want)
     assert native.library().cb_maxpool_f32(native._at(x), native._at(got), 5, h, w, k, k, s, s, p, p, oh, ow) == 0
     np.testing.assert_array_equal(got, want)
+    # a batch of them (3 images of 5 planes, the second and third the first shifted) in runs of
+    # planes on 1, 2 and 3 threads (8 runs of 15 planes over 2: runs of 1 and 2 planes)
+    batch = np.stack([x, np.roll(x, 1, axis=0), np.roll(x, 2, axis=0)])
+    geo = Geometry.of(batch.shape, (k, k), (s, s), (p, p))
+    for threads in (1, 2, 3):
+        pooled = np.full((3, 5, oh, ow), -1.0, dtype=np.float32)
+        blocked.bind_max_pool(batch, pooled, geo, threads=threads)()
+        for i in range(3):
+            np.testing.assert_array_equal(pooled[i], np.roll(want, i, axis=0))
 
 
 # One image on one thread (as each runs at batch > 1), ms a tile, AMD EPYC (Zen 4): the fastest of 15

@@ -495,21 +495,16 @@ def fc_step(ctx: Context) -> Step:
 
 
 def _max_pool_step(ctx: Context) -> Step:
-    """native.c's max pooling into the planned buffer: float32's without positions (cb_maxpool),
-    else the training kernel's (the winners' positions into scratch)."""
+    """native.c's max pooling into the planned buffer: float32's without positions (cb_maxpool, on
+    the blocked conv's helper threads: blocked.bind_max_pool), else the training kernel's (the
+    winners' positions into scratch)."""
     node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
     if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
         return kernel_step(ctx)
     geo = _geometry(ctx)
     n, c = x.shape[:2]
-    if x.dtype == np.float32:
-        kernel, size, outs = native.library().cb_maxpool_f32, geo.h * geo.w, geo.oh * geo.ow
-        dims = (geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow)
-
-        def pool(lo, hi):
-            if kernel(native._at(x, lo * size), native._at(out, lo * outs), hi - lo, *dims):
-                raise MemoryError("max pooling: no memory for its row buffer")
-        return _then(lambda: over_batch(xp, n * c, x.size, pool), _finish(ctx, None))
+    if x.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous:
+        return _then(blocked.bind_max_pool(x, out, geo), _finish(ctx, None))
     arg_buffer = np.empty(out.shape, dtype=np.int32)
     kernel, g, size, outs = (native._kernel("maxpool_forward", x.dtype), native.Geometry.of(geo), geo.h * geo.w,
                              geo.oh * geo.ow)

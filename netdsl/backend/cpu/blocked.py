@@ -50,6 +50,7 @@ NARROW = 7
 CHUNK_TERMS = 256
 MIN_SPLIT_MACS = 1 << 22  # below this a hand-off to the second core costs more than it saves
 UNITS_PER_THREAD = 4  # a thread that gets no core for a while leaves its share to the others
+MIN_POOL_SPLIT = 1 << 20  # input values from which max pooling splits its planes (threads.MIN_ELEMENTS's)
 
 
 def applies(geo, groups: int, dtype, xp=np) -> bool:
@@ -207,6 +208,22 @@ def _independent(outs, xs, res) -> bool:
         if res is not None and any(overlap(span, s) and (j != i or s != span) for j, s in enumerate(res)):
             return False
     return True
+
+
+def bind_max_pool(x: np.ndarray, out: np.ndarray, geo, threads: int | None = None):
+    """Max pooling for inference, x (n, C, H, W) into out (n, C, OH, OW), both contiguous float32:
+    native.c's cb_maxpool over runs of whole planes on the conv's own helper threads (a conv before
+    it leaves them spinning; Python's pool woken beside them gained nothing on ResNet-18's pool1)."""
+    planes = x.shape[0] * x.shape[1]
+    threads = threads or (WORKERS if x.size >= MIN_POOL_SPLIT else 1)
+    kernel = native.library().cb_maxpool_batch_f32
+    args = (native._at(x), native._at(out), planes, geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow,
+            UNITS_PER_THREAD * threads, threads)
+
+    def run():
+        if kernel(*args):
+            raise MemoryError("max pooling: no memory for its row buffer")
+    return run
 
 
 def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo, layer: Layer | None = None) -> np.ndarray:

@@ -1625,8 +1625,19 @@ typedef struct {
     int h, w, ph, pw, groups, as_is;         /* as_is: x read where it lies (no padding to add) */
 } cb_images;
 
+/* Max pooling's planes (cb_maxpool_batch): unit u is the u-th of `parts` runs of whole planes. */
+typedef struct {
+    const float* x;
+    float* out;
+    ptrdiff_t planes;
+    int h, w, kh, kw, sh, sw, ph, pw, oh, ow, parts;
+} cb_pool_job;
+
+enum { CB_UNITS, CB_IMAGES, CB_POOL }; /* what a job's units are: one image's (group, rows), images, planes */
+static int cb_mode;
 static cb_job cb_current;
-static cb_images cb_batch; /* the current job's images, where it is a job of images */
+static cb_images cb_batch;    /* the current job's images, where it is a job of images */
+static cb_pool_job cb_pooling; /* the current job's planes, where it is a pooling's */
 static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
@@ -1643,6 +1654,15 @@ static int cb_helpers;              /* started in this process */
 static pid_t cb_pid;                /* the process that started them */
 
 void cb_pad_copy_f32(const float* restrict x, float* restrict dst, int c, int h, int w, ptrdiff_t plane, int wp);
+int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t planes, int h, int w, int kh, int kw,
+                   int sh, int sw, int ph, int pw, int oh, int ow);
+
+/* The u-th of the pooling's runs of planes. */
+static int cb_pool_unit(const cb_pool_job* p, int u) {
+    const ptrdiff_t lo = p->planes * u / p->parts, hi = p->planes * (u + 1) / p->parts;
+    return cb_maxpool_f32(p->x + lo * p->h * p->w, p->out + lo * p->oh * p->ow, hi - lo, p->h, p->w, p->kh, p->kw,
+                          p->sh, p->sw, p->ph, p->pw, p->oh, p->ow);
+}
 
 /* Image i of `im` whole, group after group (their sums in one region of the slot's), in slot's buffers. */
 static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
@@ -1685,6 +1705,8 @@ static int cb_work(unsigned long long epoch, int slot) {
         int failed;
         if (images) {
             failed = cb_image(&cb_current, &cb_batch, u, slot);
+        } else if (cb_mode == CB_POOL) {
+            failed = cb_pool_unit(&cb_pooling, u);
         } else {
             const int blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
             const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
@@ -1739,10 +1761,12 @@ static void cb_start_helpers(int threads) {
     }
 }
 
-/* cb_current (and cb_batch, where slots > 0: a job of images) as the next job of `units` units, on
- * the helpers and the caller (slot 0); returns when every unit is done. The caller holds cb_caller. */
-static int cb_run(int units, int slots) {
+/* The job of `mode` (cb_current; cb_batch too for images, with `slots` slots; cb_pooling for a
+ * pooling) as the next job of `units` units, on the helpers and the caller (slot 0); returns when
+ * every unit is done. The caller holds cb_caller. */
+static int cb_run(int mode, int units, int slots) {
     const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
+    cb_mode = mode;
     cb_done = cb_failed = 0;
     /* before the claim word: a helper that sees the new job sees its slots */
     __atomic_store_n(&cb_slots, (epoch << 32) | ((unsigned long long)slots << 16) | 1, __ATOMIC_RELEASE);
@@ -1776,7 +1800,7 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
     }
     cb_start_helpers(threads);
     cb_current = job;
-    const int failed = cb_run(units, 0);
+    const int failed = cb_run(CB_UNITS, units, 0);
     pthread_mutex_unlock(&cb_caller);
     return failed;
 }
@@ -1812,7 +1836,7 @@ int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, pt
     if (whole) {
         cb_current = job;
         cb_batch = images;
-        failed |= cb_run(whole, threads);
+        failed |= cb_run(CB_IMAGES, whole, threads);
     }
     const int units = rows > 0 ? groups * ((oh + rows - 1) / rows) : 0; /* rows 0: an image too small to split */
     for (int i = whole; i < n; ++i) { /* the rest one at a time, split by rows in slot 0's buffers */
@@ -1831,7 +1855,7 @@ int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, pt
         split.res = res ? res + i * res_image : 0;
         split.out = out + i * out_image;
         cb_current = split;
-        failed |= cb_run(units, 0);
+        failed |= cb_run(CB_UNITS, units, 0);
     }
     pthread_mutex_unlock(&cb_caller);
     return failed ? -1 : 0;
@@ -1943,6 +1967,23 @@ int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t plane
     }
     free(row);
     return 0;
+}
+
+/* cb_maxpool over `planes` planes in `parts` runs of whole planes, on up to `threads` threads: the
+ * helpers above, which a conv before it has left spinning (Python's pool of workers, woken beside
+ * a spinning helper, ran ResNet-18's pool1 at batch 8 no faster than one thread). -1: no memory. */
+int cb_maxpool_batch_f32(const float* x, float* out, ptrdiff_t planes, int h, int w, int kh, int kw, int sh, int sw,
+                         int ph, int pw, int oh, int ow, int parts, int threads) {
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (parts > planes) parts = (int)planes;
+    if (threads < 2 || parts < 2 || parts > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0)
+        return cb_maxpool_f32(x, out, planes, h, w, kh, kw, sh, sw, ph, pw, oh, ow);
+    cb_start_helpers(threads);
+    const cb_pool_job job = {x, out, planes, h, w, kh, kw, sh, sw, ph, pw, oh, ow, parts};
+    cb_pooling = job;
+    const int failed = cb_run(CB_POOL, parts, 0);
+    pthread_mutex_unlock(&cb_caller);
+    return failed;
 }
 
 /* ==== Skinny fc for inference at small batch (issue 28; sk_ = "skinny") =====================

@@ -371,6 +371,8 @@ def _bind_blocked(lib) -> None:
     lib.cb_pad_copy_f32.restype = None
     lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
     lib.cb_maxpool_f32.restype = i  # -1: no memory for its row
+    lib.cb_maxpool_batch_f32.argtypes = [p, p, size] + [i] * 12  # ..., parts, threads
+    lib.cb_maxpool_batch_f32.restype = i
 
 
 # the skinny fc for inference at small batch (native.c's sk_ section, backend/inference.py's fc step) --
