@@ -231,9 +231,11 @@ def test_a_batch_of_strided_layers_read_as_it_lies(threads):
 def test_a_batch_whose_output_lies_on_its_input():
     """Output images over the input's buffer, as a plan gives a conv the buffer of its dead input:
     image i's output over image i's input alone runs on the cores (each thread copies its image
-    into its planes first, also a 1x1 /1 that could read it where it lies); half-size outputs (a 1x1 /2 widening 4 -> 8 channels: image 2's output
-    lies on image 1's input) and double-size ones (backwards) run image by image in the safe
-    order. All give the definition's sums of the input as it was."""
+    into its planes first, also a 1x1 /1 that could read it where it lies); half-size outputs (a
+    1x1 /2 widening 4 -> 8 channels: image 2's output lies on image 1's input) on the cores too,
+    an image's output waiting for the earlier input under it to be copied; double-size ones
+    (backwards) image by image in the safe order. All give the definition's sums of the input as
+    it was."""
     rng = np.random.default_rng(5)
     n = 4
     for c, h, o, k, s, p, backwards in [(6, 7, 6, 3, 1, 1, False), (40, 14, 40, 1, 1, 0, False),
@@ -246,8 +248,10 @@ def test_a_batch_whose_output_lies_on_its_input():
         out = buffer[:n * per_out].reshape(n, o, geo.oh, geo.ow)
         wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
         want, bound = batch_reference(x, wt, None, s, p), batch_bound(x, wt, s, p)
-        spans = [blocked._image_spans(a) for a in (out, x)]
-        assert blocked._independent(*spans, None) == (per_in == per_out)
+        waits = blocked._batch_waits(blocked._image_spans(out), blocked._image_spans(x), None)
+        # on the cores: same size each image alone; half size waiting for earlier inputs (image i's
+        # output lies inside input image i // 2); double size image by image
+        assert waits == ([-1] * n if per_in == per_out else [-1, 0, 1, 1] if per_out < per_in else None)
         blocked.Layer(wt, None, geo).bind_batch(x, out, backwards=backwards, threads=2)()
         assert np.all(np.abs(out - want) <= bound)
 

@@ -138,28 +138,35 @@ class Layer:
         """The call for a batch, x (n, C, H, W) into out (n, O, OH, OW) (+ residual, ReLU): its images
         at once on the cores, each whole on one thread in its own padded planes (native.c's
         cb_forward_batch; the images past a multiple of the threads split by rows as one image's
-        are), where no image's output can overwrite another image's input or residual. Else image
-        by image through `bind`, last to first where `backwards` (inference.py's _image_order)."""
+        are), where no image's output can overwrite another image's residual, or the input of an
+        image not yet begun (_batch_waits). Else image by image through `bind`, last to first where
+        `backwards` (inference.py's _image_order)."""
         n = x.shape[0]
         xs, outs, res = _image_spans(x), _image_spans(out), None if residual is None else _image_spans(residual)
-        if xs is None or outs is None or (residual is not None and res is None) or not _independent(outs, xs, res):
+        waits = None if xs is None or outs is None or (residual is not None and res is None) else \
+            _batch_waits(outs, xs, res)
+        if waits is None:
             order = range(n - 1, -1, -1) if backwards else range(n)
             images = [self.bind(x[i], out[i], None if residual is None else residual[i], relu) for i in order]
             return lambda: [image() for image in images]
         macs = self.o * self.c * self.geo.kernel[0] * self.geo.kernel[1] * self.geo.oh * self.geo.ow
         threads = threads or (WORKERS if n * macs >= MIN_SPLIT_MACS else 1)
         planes, acc = self._slots(threads)
+        after = None if max(waits) < 0 else np.array(waits, dtype=np.intc)
         as_is = self.xpad.shape == x.shape[1:] and not np.may_share_memory(x, out)
         (ph, pw), (c, hp, wp) = self.geo.pad, self.xpad.shape
         step = lambda a: a.strides[0] // a.itemsize if a.shape[0] > 1 else 0  # noqa: E731
         args = (native._at(x), step(x), None if residual is None else native._at(residual),
                 0 if residual is None else step(residual), native._at(out), step(out),
                 native._at(planes), planes[0].size, native._at(acc), acc[0].size,
-                int(as_is), n, self.geo.h, self.geo.w, ph, pw, *self.args[1:], c, self.o, hp * wp, wp,
-                *self.dims[5:], int(relu), self.groups, self.rows if self.threads > 1 else 0, threads)
+                None if after is None else native._at(after), int(as_is), n, self.geo.h, self.geo.w, ph, pw,
+                *self.args[1:], c, self.o, hp * wp, wp, *self.dims[5:], int(relu), self.groups,
+                self.rows if self.threads > 1 else 0, threads)
         kernel = native.library().cb_forward_batch_f32
+        keep = (planes, acc, after)  # the buffers args points into, alive while this step is
 
         def run():
+            assert keep
             if kernel(*args):
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
         return run
@@ -196,18 +203,24 @@ def _image_spans(a: np.ndarray) -> list[tuple[int, int]] | None:
     return [(start + i * step, start + i * step + size) for i in range(n)]
 
 
-def _independent(outs, xs, res) -> bool:
-    """Whether the images may run in any order at once: output image i overlaps no other image's
-    input, and of the residual either image i exactly (each value read before its own write) or
-    none. (Output i over input i is fine: the thread copies it into its planes first.)"""
+def _batch_waits(outs, xs, res) -> list[int] | None:
+    """Whether the images may run at once on the cores, and what each waits for: None where output
+    image i overlaps a later image's input, or of the residual anything but image i exactly (each
+    value read before its own write); else per image the last earlier image whose input its output
+    overlaps (-1: none): its output waits until that input is in its thread's planes (a plan that
+    gives a 1x1 /2 shortcut its dead input's buffer: output image 2 lies on input image 1). Output i
+    over input i is fine: the thread copies it into its planes first."""
     def overlap(p, q):
         return p[0] < q[1] and q[0] < p[1]
+    waits = []
     for i, span in enumerate(outs):
-        if any(overlap(span, s) for j, s in enumerate(xs) if j != i):
-            return False
+        under = [j for j, s in enumerate(xs) if j != i and overlap(span, s)]
+        if any(j > i for j in under):
+            return None
         if res is not None and any(overlap(span, s) and (j != i or s != span) for j, s in enumerate(res)):
-            return False
-    return True
+            return None
+        waits.append(max(under, default=-1))
+    return waits
 
 
 def bind_max_pool(x: np.ndarray, out: np.ndarray, geo, threads: int | None = None):

@@ -1512,7 +1512,18 @@ typedef struct {
     ptrdiff_t plane;
     int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
     ptrdiff_t acc_q; /* group q's sums at acc + q * acc_q (0: one region for all, groups run in turn) */
+    const int* copied; /* in a batch on the cores: the images whose input is in its thread's planes */
+    int wait;          /* ... of which [0, wait) must be, before this one's output is written */
 } cb_job;
+
+/* Until images [0, j->wait) of the batch have been copied into their threads' planes: their input
+ * may lie under this image's output. Each was claimed before this one, and its thread copies it
+ * first thing: a short wait, if any. */
+static void cb_wait_copied(const cb_job* j) {
+    for (int k = 0; k < j->wait; ++k)
+        for (long spins = 0; !__atomic_load_n(j->copied + k, __ATOMIC_ACQUIRE); ++spins)
+            if (spins > 2000) sched_yield();
+}
 
 /* 16 output positions x 16 channels from the sums (a position's channels contiguous, `g` apart)
  * into NCHW: transposed in registers (four rounds of butterflies: rows i and i+d swap their off-
@@ -1567,6 +1578,7 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
                      qa + ((ptrdiff_t)r * tiles + k) * j->tt * g, n, j->kh, j->kw, j->sw, j->plane, j->wp, c0 == 0);
     }
     const int L = (int)(VBYTES / sizeof(float));
+    if (j->wait) cb_wait_copied(j);
     for (int k0 = 0; k0 < g && q * g + k0 < j->o; k0 += L) /* whole 16 x 16 blocks, transposed in registers */
         for (int r = r0; r < r1; ++r)
             for (int col = 0; col + L <= ow; col += L)
@@ -1623,6 +1635,8 @@ typedef struct {
     ptrdiff_t x_image, res_image, out_image; /* values from one image to the next */
     ptrdiff_t xpad_slot, acc_slot;           /* values from one slot's planes (sums) to the next's */
     int h, w, ph, pw, groups, as_is;         /* as_is: x read where it lies (no padding to add) */
+    const int* after; /* NULL, or per image the last earlier image whose input its output overlaps (-1: none) */
+    int* copied;      /* per image: 1 once its input is in its thread's planes (where `after`) */
 } cb_images;
 
 /* Max pooling's planes (cb_maxpool_batch): unit u is the u-th of `parts` runs of whole planes. */
@@ -1676,6 +1690,11 @@ static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
         cb_pad_copy_f32(im->x + i * im->x_image, planes + (ptrdiff_t)im->ph * j.wp + im->pw, j.c, im->h, im->w,
                         j.plane, j.wp);
         j.xpad = planes;
+    }
+    if (im->after) {
+        __atomic_store_n(im->copied + i, 1, __ATOMIC_RELEASE);
+        j.copied = im->copied;
+        j.wait = im->after[i] + 1;
     }
     j.res = im->res ? im->res + i * im->res_image : 0;
     j.out = im->out + i * im->out_image;
@@ -1812,22 +1831,32 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
  * tt x g values, acc_slot apart). The images past the last multiple of `threads` (all of them
  * where n < threads) are split into units of (group, `rows` rows) as cb_forward's (rows 0: not
  * split, run by the caller). The images
- * run in any order at once: out must not overlap another image's x or res (the caller checks). */
+ * run at once: out must not overlap another image's res, nor the x of a later one (the caller
+ * checks); where it overlaps an earlier one's x, `after` says which, and the image's output waits
+ * for that input's copy into its thread's planes (the images claimed in order, each copied first
+ * thing by its thread: no wait on an image not yet claimed). */
 int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, ptrdiff_t res_image, float* out,
                          ptrdiff_t out_image, float* xpad, ptrdiff_t xpad_slot, float* acc, ptrdiff_t acc_slot,
-                         int as_is, int n, int h, int w, int ph, int pw, const float* packed, const float* bias,
-                         int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh, int ow,
-                         int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+                         const int* after, int as_is, int n, int h, int w, int ph, int pw, const float* packed,
+                         const float* bias, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw,
+                         int oh, int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
     const int g = b * (int)(VBYTES / sizeof(float));
     const cb_job job = {0, packed, bias, 0, 0, 0, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows,
                         (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
+    int* copied = after ? calloc((size_t)n, sizeof(int)) : 0;
     const cb_images images = {x, res, out, xpad, acc, x_image, res_image, out_image, xpad_slot, acc_slot, h, w, ph, pw,
-                              groups, as_is};
-    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+                              groups, as_is, after, copied};
+    if (!cb_tile_for(b, tt, kw, sw)) {
+        free(copied);
+        return -1;
+    }
     if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
-    if (threads < 2 || n > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
-        int failed = 0;
-        for (int i = 0; i < n; ++i) failed |= cb_image(&job, &images, i, 0);
+    if (threads < 2 || n > 0xfffff || (after && !copied) || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0; /* in order, one image after the other: each image's input read before any later output */
+        cb_images alone = images;
+        alone.after = 0;
+        for (int i = 0; i < n; ++i) failed |= cb_image(&job, &alone, i, 0);
+        free(copied);
         return failed;
     }
     cb_start_helpers(threads);
@@ -1858,6 +1887,7 @@ int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, pt
         failed |= cb_run(CB_UNITS, units, 0);
     }
     pthread_mutex_unlock(&cb_caller);
+    free(copied);
     return failed ? -1 : 0;
 }
 
