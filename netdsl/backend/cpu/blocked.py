@@ -151,19 +151,18 @@ class Layer:
             return lambda: [image() for image in images]
         macs = self.o * self.c * self.geo.kernel[0] * self.geo.kernel[1] * self.geo.oh * self.geo.ow
         threads = threads or (WORKERS if n * macs >= MIN_SPLIT_MACS else 1)
-        planes, acc = self._slots(threads)
+        xpads, accs, buffers = self._slots(threads)
         after = None if max(waits) < 0 else np.array(waits, dtype=np.intc)
         as_is = self.xpad.shape == x.shape[1:] and not np.may_share_memory(x, out)
         (ph, pw), (c, hp, wp) = self.geo.pad, self.xpad.shape
         step = lambda a: a.strides[0] // a.itemsize if a.shape[0] > 1 else 0  # noqa: E731
         args = (native._at(x), step(x), None if residual is None else native._at(residual),
                 0 if residual is None else step(residual), native._at(out), step(out),
-                native._at(planes), planes[0].size, native._at(acc), acc[0].size,
-                None if after is None else native._at(after), int(as_is), n, self.geo.h, self.geo.w, ph, pw,
+                native._at(xpads), native._at(accs), None if after is None else native._at(after), int(as_is), n, self.geo.h, self.geo.w, ph, pw,
                 *self.args[1:], c, self.o, hp * wp, wp, *self.dims[5:], int(relu), self.groups,
                 self.rows if self.threads > 1 else 0, threads)
         kernel = native.library().cb_forward_batch_f32
-        keep = (planes, acc, after)  # the buffers args points into, alive while this step is
+        keep = (xpads, accs, buffers, after)  # what args points into, alive while this step is
 
         def run():
             assert keep
@@ -171,13 +170,17 @@ class Layer:
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
         return run
 
-    def _slots(self, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        """`threads` padded-plane buffers (their borders zero: only interiors are written) and
-        sums buffers, one each a thread of cb_forward_batch, made once and kept."""
+    def _slots(self, threads: int):
+        """Each thread of cb_forward_batch's padded planes (borders zero: only interiors are
+        written) and sums (one group's: a thread runs an image's groups in turn), as two arrays of
+        pointers, and the buffers they point into: slot 0's the layer's own (the one-image calls'
+        and the split images': every group's sums), made once and kept."""
         have = getattr(self, "slots", None)
-        if have is None or have[0].shape[0] < threads:
-            self.slots = (np.zeros((threads, *self.xpad.shape), dtype=np.float32),
-                          np.empty((threads, self.acc.size), dtype=np.float32))
+        if have is None or have[0].size < threads:
+            planes = [self.xpad] + [np.zeros_like(self.xpad) for _ in range(threads - 1)]
+            sums = [self.acc] + [np.empty(self.acc.size // self.groups, dtype=np.float32) for _ in range(threads - 1)]
+            self.slots = (np.array([a.ctypes.data for a in planes], dtype=np.uintp),
+                          np.array([a.ctypes.data for a in sums], dtype=np.uintp), (planes, sums))
         return self.slots
 
 

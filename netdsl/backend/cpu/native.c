@@ -1631,9 +1631,10 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
  * start to end, in its own slot's padded planes and sums; nothing of one image is shared. */
 typedef struct {
     const float *x, *res;
-    float *out, *xpad, *acc;
+    float *out;
+    float* const* xpads; /* per slot: its padded planes (unused where as_is) */
+    float* const* accs;  /* per slot: its sums, one group's (slot 0's: every group's, for the split images) */
     ptrdiff_t x_image, res_image, out_image; /* values from one image to the next */
-    ptrdiff_t xpad_slot, acc_slot;           /* values from one slot's planes (sums) to the next's */
     int h, w, ph, pw, groups, as_is;         /* as_is: x read where it lies (no padding to add) */
     const int* after; /* NULL, or per image the last earlier image whose input its output overlaps (-1: none) */
     int* copied;      /* per image: 1 once its input is in its thread's planes (where `after`) */
@@ -1681,12 +1682,12 @@ static int cb_pool_unit(const cb_pool_job* p, int u) {
 /* Image i of `im` whole, group after group (their sums in one region of the slot's), in slot's buffers. */
 static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
     cb_job j = *base;
-    j.acc = im->acc + slot * im->acc_slot;
+    j.acc = im->accs[slot];
     j.acc_q = 0;
     if (im->as_is) {
         j.xpad = im->x + i * im->x_image;
     } else {
-        float* planes = im->xpad + slot * im->xpad_slot;
+        float* planes = im->xpads[slot];
         cb_pad_copy_f32(im->x + i * im->x_image, planes + (ptrdiff_t)im->ph * j.wp + im->pw, j.c, im->h, im->w,
                         j.plane, j.wp);
         j.xpad = planes;
@@ -1826,9 +1827,9 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
 
 /* A batch of n images (x: c x h x w each, x_image values apart; res and out: o x oh x ow each,
  * res_image and out_image apart; res may be NULL, or out itself) through the layer: whole images
- * on the threads, each thread in its own slot (xpad: `threads` zero-bordered padded-plane buffers,
- * xpad_slot values apart, unused where as_is; acc: `threads` sums buffers of groups x oh x tiles x
- * tt x g values, acc_slot apart). The images past the last multiple of `threads` (all of them
+ * on the threads, each thread in its own slot (xpads: `threads` zero-bordered padded-plane
+ * buffers, unused where as_is; accs: `threads` sums buffers of oh x tiles x tt x g values, slot
+ * 0's `groups` times that). The images past the last multiple of `threads` (all of them
  * where n < threads) are split into units of (group, `rows` rows) as cb_forward's (rows 0: not
  * split, run by the caller). The images
  * run at once: out must not overlap another image's res, nor the x of a later one (the caller
@@ -1836,16 +1837,15 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
  * for that input's copy into its thread's planes (the images claimed in order, each copied first
  * thing by its thread: no wait on an image not yet claimed). */
 int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, ptrdiff_t res_image, float* out,
-                         ptrdiff_t out_image, float* xpad, ptrdiff_t xpad_slot, float* acc, ptrdiff_t acc_slot,
-                         const int* after, int as_is, int n, int h, int w, int ph, int pw, const float* packed,
+                         ptrdiff_t out_image, float* const* xpads, float* const* accs, const int* after, int as_is, int n, int h, int w, int ph, int pw, const float* packed,
                          const float* bias, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw,
                          int oh, int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
     const int g = b * (int)(VBYTES / sizeof(float));
     const cb_job job = {0, packed, bias, 0, 0, 0, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows,
                         (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
     int* copied = after ? calloc((size_t)n, sizeof(int)) : 0;
-    const cb_images images = {x, res, out, xpad, acc, x_image, res_image, out_image, xpad_slot, acc_slot, h, w, ph, pw,
-                              groups, as_is, after, copied};
+    const cb_images images = {x, res, out, xpads, accs, x_image, res_image, out_image, h, w, ph, pw, groups, as_is,
+                              after, copied};
     if (!cb_tile_for(b, tt, kw, sw)) {
         free(copied);
         return -1;
@@ -1874,12 +1874,12 @@ int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, pt
             continue;
         }
         cb_job split = job;
-        split.acc = acc;
+        split.acc = accs[0];
         if (as_is) {
             split.xpad = x + i * x_image;
         } else {
-            cb_pad_copy_f32(x + i * x_image, xpad + (ptrdiff_t)ph * wp + pw, c, h, w, plane, wp);
-            split.xpad = xpad;
+            cb_pad_copy_f32(x + i * x_image, xpads[0] + (ptrdiff_t)ph * wp + pw, c, h, w, plane, wp);
+            split.xpad = xpads[0];
         }
         split.res = res ? res + i * res_image : 0;
         split.out = out + i * out_image;
