@@ -407,8 +407,8 @@ def _s2d_step(ctx: Context, geo, saved) -> Step | None:
 
 def _blocked_step(ctx: Context, geo, saved) -> Step:
     """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, a batch's
-    images on the cores at once (Layer.bind_batch); it adds the bias, and a following add's other input (ctx.residual: writing the add's
-    output, the add's step gone) and a ReLU in its output loop."""
+    images on the cores at once (Layer.bind_batch); it adds the bias, and a following add's other
+    input (ctx.residual: writing the add's output, the add's step gone) and a ReLU in its output loop."""
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
     layer, res = conv.prepare("blocked", node.params["weight"], node.params.get("bias"), geo), ctx.residual

@@ -158,16 +158,15 @@ class Layer:
         step = lambda a: a.strides[0] // a.itemsize if a.shape[0] > 1 else 0  # noqa: E731
         args = (native._at(x), step(x), None if residual is None else native._at(residual),
                 0 if residual is None else step(residual), native._at(out), step(out),
-                native._at(xpads), native._at(accs), None if after is None else native._at(after), int(as_is), n, self.geo.h, self.geo.w, ph, pw,
-                *self.args[1:], c, self.o, hp * wp, wp, *self.dims[5:], int(relu), self.groups,
-                self.rows if self.threads > 1 else 0, threads)
+                native._at(xpads), native._at(accs), None if after is None else native._at(after), int(as_is),
+                n, self.geo.h, self.geo.w, ph, pw, *self.args[1:], c, self.o, hp * wp, wp, *self.dims[5:],
+                int(relu), self.groups, self.rows if self.threads > 1 else 0, threads)  # rows 0: one core an image
         kernel = native.library().cb_forward_batch_f32
-        keep = (xpads, accs, buffers, after)  # what args points into, alive while this step is
 
         def run():
-            assert keep
             if kernel(*args):
                 raise RuntimeError(f"native.c has no blocked tile {self.b}x{self.tt}")
+        run.buffers = (xpads, accs, buffers, after)  # what args points into, alive while this step is
         return run
 
     def _slots(self, threads: int):

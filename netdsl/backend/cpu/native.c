@@ -1516,6 +1516,7 @@ typedef struct {
     int wait;          /* ... of which [0, wait) must be, before this one's output is written */
 } cb_job;
 
+#include <sched.h>
 /* Until images [0, j->wait) of the batch have been copied into their threads' planes: their input
  * may lie under this image's output. Each was claimed before this one, and its thread copies it
  * first thing: a short wait, if any. */
@@ -1809,7 +1810,7 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
                    int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
     const int g = b * (int)(VBYTES / sizeof(float));
     const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
-                        relu, rows, (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
+                        relu, rows, (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g, 0, 0};
     if (!cb_tile_for(b, tt, kw, sw)) return -1;
     const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
     if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
@@ -1837,12 +1838,13 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
  * for that input's copy into its thread's planes (the images claimed in order, each copied first
  * thing by its thread: no wait on an image not yet claimed). */
 int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, ptrdiff_t res_image, float* out,
-                         ptrdiff_t out_image, float* const* xpads, float* const* accs, const int* after, int as_is, int n, int h, int w, int ph, int pw, const float* packed,
-                         const float* bias, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw,
-                         int oh, int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+                         ptrdiff_t out_image, float* const* xpads, float* const* accs, const int* after, int as_is,
+                         int n, int h, int w, int ph, int pw, const float* packed, const float* bias, int c, int o,
+                         ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh, int ow, int b, int tt,
+                         int cb, int relu, int groups, int rows, int threads) {
     const int g = b * (int)(VBYTES / sizeof(float));
     const cb_job job = {0, packed, bias, 0, 0, 0, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows,
-                        (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g};
+                        (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g, 0, 0};
     int* copied = after ? calloc((size_t)n, sizeof(int)) : 0;
     const cb_images images = {x, res, out, xpads, accs, x_image, res_image, out_image, h, w, ph, pw, groups, as_is,
                               after, copied};
