@@ -458,9 +458,9 @@ def _s2d_step(ctx: Context, geo, saved) -> Step | None:
 
 
 def _blocked_step(ctx: Context, geo, saved) -> Step:
-    """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, image by
-    image; it adds the bias, and a following add's other input (ctx.residual: writing the add's
-    output, the add's step gone) and a ReLU in its output loop."""
+    """backend/cpu/blocked.py's kernel, its packed weights and padded input prepared once, a batch's
+    images on the cores at once (Layer.bind_batch); it adds the bias, and a following add's other
+    input (ctx.residual: writing the add's output, the add's step gone) and a ReLU in its output loop."""
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
     layer, res = conv.prepare("blocked", node.params["weight"], node.params.get("bias"), geo), ctx.residual
@@ -471,9 +471,11 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
         own_relu = node.epilogue == "relu"
         out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
-    order = range(x.shape[0] - 1, -1, -1) if res is not None and res.backwards else range(x.shape[0])
-    images = [layer.bind(x[i], out[i], None if other is None else other[i], relu) for i in order]
-    return _then(images[0] if len(images) == 1 else lambda: [image() for image in images], tail)
+    if x.shape[0] == 1:
+        return _then(layer.bind(x[0], out[0], None if other is None else other[0], relu), tail)
+    # the images on the cores at once, each whole on one thread; image by image (last to first where
+    # res.backwards) where the plan's buffers let an output image reach another image's input
+    return _then(layer.bind_batch(x, out, other, relu, backwards=res is not None and res.backwards), tail)
 
 
 def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
@@ -569,21 +571,16 @@ def fc_step(ctx: Context) -> Step:
 
 
 def _max_pool_step(ctx: Context) -> Step:
-    """native.c's max pooling into the planned buffer: float32's without positions (cb_maxpool),
-    else the training kernel's (the winners' positions into scratch)."""
+    """native.c's max pooling into the planned buffer: float32's without positions (cb_maxpool, on
+    the blocked conv's helper threads: blocked.bind_max_pool), else the training kernel's (the
+    winners' positions into scratch)."""
     node, x, out, xp = ctx.node, ctx.ins[0], ctx.out, ctx.xp
     if end_extension([x.shape[1:]], node.attrs) != (0, 0) or not native.available(xp, x.dtype):
         return kernel_step(ctx)
     geo = _geometry(ctx)
     n, c = x.shape[:2]
-    if x.dtype == np.float32:
-        kernel, size, outs = native.library().cb_maxpool_f32, geo.h * geo.w, geo.oh * geo.ow
-        dims = (geo.h, geo.w, *geo.kernel, *geo.stride, *geo.pad, geo.oh, geo.ow)
-
-        def pool(lo, hi):
-            if kernel(native._at(x, lo * size), native._at(out, lo * outs), hi - lo, *dims):
-                raise MemoryError("max pooling: no memory for its row buffer")
-        return _then(lambda: over_batch(xp, n * c, x.size, pool), _finish(ctx, None))
+    if x.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous:
+        return _then(blocked.bind_max_pool(x, out, geo), _finish(ctx, None))
     arg_buffer = np.empty(out.shape, dtype=np.int32)
     kernel, g, size, outs = (native._kernel("maxpool_forward", x.dtype), native.Geometry.of(geo), geo.h * geo.w,
                              geo.oh * geo.ow)

@@ -1511,7 +1511,20 @@ typedef struct {
     int c, o;
     ptrdiff_t plane;
     int wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows; /* rows: a unit's output rows */
+    ptrdiff_t acc_q; /* group q's sums at acc + q * acc_q (0: one region for all, groups run in turn) */
+    const int* copied; /* in a batch on the cores: the images whose input is in its thread's planes */
+    int wait;          /* ... of which [0, wait) must be, before this one's output is written */
 } cb_job;
+
+#include <sched.h>
+/* Until images [0, j->wait) of the batch have been copied into their threads' planes: their input
+ * may lie under this image's output. Each was claimed before this one, and its thread copies it
+ * first thing: a short wait, if any. */
+static void cb_wait_copied(const cb_job* j) {
+    for (int k = 0; k < j->wait; ++k)
+        for (long spins = 0; !__atomic_load_n(j->copied + k, __ATOMIC_ACQUIRE); ++spins)
+            if (spins > 2000) sched_yield();
+}
 
 /* 16 output positions x 16 channels from the sums (a position's channels contiguous, `g` apart)
  * into NCHW: transposed in registers (four rounds of butterflies: rows i and i+d swap their off-
@@ -1556,7 +1569,7 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
     if (!tile) return -1;
     const int g = j->b * (int)(VBYTES / sizeof(float)), taps = j->kh * j->kw, tiles = (j->ow + j->tt - 1) / j->tt;
     const int c = j->c, oh = j->oh, ow = j->ow;
-    float* restrict qa = j->acc + (ptrdiff_t)q * oh * tiles * j->tt * g;
+    float* restrict qa = j->acc + (ptrdiff_t)q * j->acc_q;
     for (int c0 = 0; c0 < c; c0 += j->cb) {
         const int n = c - c0 < j->cb ? c - c0 : j->cb;
         const float* restrict wq = j->packed + (((ptrdiff_t)q * c + c0) * taps) * g;
@@ -1566,6 +1579,7 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
                      qa + ((ptrdiff_t)r * tiles + k) * j->tt * g, n, j->kh, j->kw, j->sw, j->plane, j->wp, c0 == 0);
     }
     const int L = (int)(VBYTES / sizeof(float));
+    if (j->wait) cb_wait_copied(j);
     for (int k0 = 0; k0 < g && q * g + k0 < j->o; k0 += L) /* whole 16 x 16 blocks, transposed in registers */
         for (int r = r0; r < r1; ++r)
             for (int col = 0; col + L <= ow; col += L)
@@ -1614,27 +1628,113 @@ static int cb_unit(const cb_job* j, int q, int r0, int r1) {
 #define CB_UNITS(v) (((v) >> 20) & 0xfffff)
 #define CB_NEXT(v) ((v) & 0xfffff)
 
+/* A batch's whole images as one job's units (cb_forward_batch): each thread runs an image alone,
+ * start to end, in its own slot's padded planes and sums; nothing of one image is shared. */
+typedef struct {
+    const float *x, *res;
+    float *out;
+    float* const* xpads; /* per slot: its padded planes (unused where as_is) */
+    float* const* accs;  /* per slot: its sums, one group's (slot 0's: every group's, for the split images) */
+    ptrdiff_t x_image, res_image, out_image; /* values from one image to the next */
+    int h, w, ph, pw, groups, as_is;         /* as_is: x read where it lies (no padding to add) */
+    const int* after; /* NULL, or per image the last earlier image whose input its output overlaps (-1: none) */
+    int* copied;      /* per image: 1 once its input is in its thread's planes (where `after`) */
+} cb_images;
+
+/* Max pooling's planes (cb_maxpool_batch): unit u is the u-th of `parts` runs of whole planes. */
+typedef struct {
+    const float* x;
+    float* out;
+    ptrdiff_t planes;
+    int h, w, kh, kw, sh, sw, ph, pw, oh, ow, parts;
+} cb_pool_job;
+
+enum { CB_UNITS, CB_IMAGES, CB_POOL }; /* what a job's units are: one image's (group, rows), images, planes */
+static int cb_mode;
 static cb_job cb_current;
+static cb_images cb_batch;    /* the current job's images, where it is a job of images */
+static cb_pool_job cb_pooling; /* the current job's planes, where it is a pooling's */
 static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
 static unsigned long long cb_claim; /* see CB_EPOCH */
+/* the slots of a job of images: job number (24 bits) << 32 | slots (16) << 16 | next free (16).
+ * Slots 0: a job of one image's units. The caller is slot 0; a helper takes the next free one
+ * before it claims any unit, or none and leaves the job (more helpers than slots). */
+static unsigned long long cb_slots;
+#define CB_SLOT_EPOCH(v) ((v) >> 32)
+#define CB_SLOTS(v) (((v) >> 16) & 0xffff)
+#define CB_SLOT_NEXT(v) ((v) & 0xffff)
 static int cb_done, cb_failed;      /* units finished, and failed, of the current job */
 static int cb_helpers;              /* started in this process */
 static pid_t cb_pid;                /* the process that started them */
 
-/* Claims and runs units of job `epoch` until none is left; how many it ran. */
-static int cb_work(unsigned long long epoch) {
+void cb_pad_copy_f32(const float* restrict x, float* restrict dst, int c, int h, int w, ptrdiff_t plane, int wp);
+int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t planes, int h, int w, int kh, int kw,
+                   int sh, int sw, int ph, int pw, int oh, int ow);
+
+/* The u-th of the pooling's runs of planes. */
+static int cb_pool_unit(const cb_pool_job* p, int u) {
+    const ptrdiff_t lo = p->planes * u / p->parts, hi = p->planes * (u + 1) / p->parts;
+    return cb_maxpool_f32(p->x + lo * p->h * p->w, p->out + lo * p->oh * p->ow, hi - lo, p->h, p->w, p->kh, p->kw,
+                          p->sh, p->sw, p->ph, p->pw, p->oh, p->ow);
+}
+
+/* Image i of `im` whole, group after group (their sums in one region of the slot's), in slot's buffers. */
+static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
+    cb_job j = *base;
+    j.acc = im->accs[slot];
+    j.acc_q = 0;
+    if (im->as_is) {
+        j.xpad = im->x + i * im->x_image;
+    } else {
+        float* planes = im->xpads[slot];
+        cb_pad_copy_f32(im->x + i * im->x_image, planes + (ptrdiff_t)im->ph * j.wp + im->pw, j.c, im->h, im->w,
+                        j.plane, j.wp);
+        j.xpad = planes;
+    }
+    if (im->after) {
+        __atomic_store_n(im->copied + i, 1, __ATOMIC_RELEASE);
+        j.copied = im->copied;
+        j.wait = im->after[i] + 1;
+    }
+    j.res = im->res ? im->res + i * im->res_image : 0;
+    j.out = im->out + i * im->out_image;
+    int failed = 0;
+    for (int q = 0; q < im->groups; ++q) failed |= cb_unit(&j, q, 0, j.oh);
+    return failed;
+}
+
+/* Claims and runs units of job `epoch` until none is left; how many it ran. slot: the caller's
+ * (0), or -1 for a helper, which takes one if the job is one of images. */
+static int cb_work(unsigned long long epoch, int slot) {
     int ran = 0;
+    unsigned long long s = __atomic_load_n(&cb_slots, __ATOMIC_ACQUIRE);
+    if (CB_SLOT_EPOCH(s) != epoch) return 0; /* a later job already: this one is done */
+    const int images = CB_SLOTS(s) > 0;
+    while (images && slot < 0) {
+        if (CB_SLOT_EPOCH(s) != epoch || CB_SLOT_NEXT(s) >= CB_SLOTS(s)) return 0;
+        if (__atomic_compare_exchange_n(&cb_slots, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            slot = (int)CB_SLOT_NEXT(s);
+    }
     for (;;) {
         unsigned long long v = __atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE);
         if (CB_EPOCH(v) != epoch || CB_NEXT(v) >= CB_UNITS(v)) return ran;
         if (!__atomic_compare_exchange_n(&cb_claim, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
         /* claimed while the job was current: it stays so until this unit is done */
-        const int u = (int)CB_NEXT(v), blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
-        const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
-        const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
-        if (cb_unit(&cb_current, q, r0, r1)) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
+        const int u = (int)CB_NEXT(v);
+        int failed;
+        if (images) {
+            failed = cb_image(&cb_current, &cb_batch, u, slot);
+        } else if (cb_mode == CB_POOL) {
+            failed = cb_pool_unit(&cb_pooling, u);
+        } else {
+            const int blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
+            const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
+            const int r1 = r0 + cb_current.rows < cb_current.oh ? r0 + cb_current.rows : cb_current.oh;
+            failed = cb_unit(&cb_current, q, r0, r1);
+        }
+        if (failed) __atomic_fetch_add(&cb_failed, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&cb_done, 1, __ATOMIC_ACQ_REL);
         ++ran;
     }
@@ -1657,31 +1757,17 @@ static void* cb_helper(void* arg) {
             pthread_mutex_unlock(&cb_sleep);
         }
         seen = e;
-        cb_work(e);
+        cb_work(e, -1);
     }
     return 0;
 }
 
-/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
- * `rows` output rows, on up to `threads` threads (the caller and helpers). */
-int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
-                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
-                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
-    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
-                        relu, rows};
-    if (!cb_tile_for(b, tt, kw, sw)) return -1;
-    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
-    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
-    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
-        int failed = 0;
-        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
-        return failed;
-    }
+/* Up to threads - 1 helpers running (fewer where the system gives none). The caller holds cb_caller. */
+static void cb_start_helpers(int threads) {
     if (cb_pid != getpid()) { /* first use, or a forked child: its parent's helpers are not here */
         cb_pid = getpid();
         cb_helpers = 0;
     }
-    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
     while (cb_helpers < threads - 1) {
         pthread_t thread;
         unsigned long long* start = malloc(sizeof *start);
@@ -1694,19 +1780,116 @@ int cb_forward_f32(const float* xpad, const float* packed, const float* bias, co
         pthread_detach(thread);
         ++cb_helpers;
     }
-    cb_current = job;
+}
+
+/* The job of `mode` (cb_current; cb_batch too for images, with `slots` slots; cb_pooling for a
+ * pooling) as the next job of `units` units, on the helpers and the caller (slot 0); returns when
+ * every unit is done. The caller holds cb_caller. */
+static int cb_run(int mode, int units, int slots) {
+    const unsigned long long epoch = (CB_EPOCH(__atomic_load_n(&cb_claim, __ATOMIC_ACQUIRE)) + 1) & 0xffffff;
+    cb_mode = mode;
     cb_done = cb_failed = 0;
+    /* before the claim word: a helper that sees the new job sees its slots */
+    __atomic_store_n(&cb_slots, (epoch << 32) | ((unsigned long long)slots << 16) | 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&cb_sleep); /* published under the lock: a helper going to sleep sees it */
     __atomic_store_n(&cb_claim, (epoch << 40) | ((unsigned long long)units << 20), __ATOMIC_RELEASE);
     pthread_cond_broadcast(&cb_wake);
     pthread_mutex_unlock(&cb_sleep);
-    cb_work(epoch);
+    cb_work(epoch, 0);
     for (long spins = 0; __atomic_load_n(&cb_done, __ATOMIC_ACQUIRE) < units; ++spins) {
         CB_PAUSE(); /* a helper finishing its last unit; if it waits for a core, maybe for this one */
         if (spins > CB_YIELD) sched_yield();
     }
-    const int failed = __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&cb_failed, __ATOMIC_ACQUIRE) ? -1 : 0;
+}
+
+/* out = conv(xpad) (+ bias, + res, ReLU) over `groups` groups of output channels, in units of
+ * `rows` output rows, on up to `threads` threads (the caller and helpers). */
+int cb_forward_f32(const float* xpad, const float* packed, const float* bias, const float* res, float* out,
+                   float* acc, int c, int o, ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh,
+                   int ow, int b, int tt, int cb, int relu, int groups, int rows, int threads) {
+    const int g = b * (int)(VBYTES / sizeof(float));
+    const cb_job job = {xpad, packed, bias, res, out, acc, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb,
+                        relu, rows, (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g, 0, 0};
+    if (!cb_tile_for(b, tt, kw, sw)) return -1;
+    const int blocks = (oh + rows - 1) / rows, units = groups * blocks;
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0;
+        for (int q = 0; q < groups; ++q) failed |= cb_unit(&job, q, 0, oh);
+        return failed;
+    }
+    cb_start_helpers(threads);
+    cb_current = job;
+    const int failed = cb_run(CB_UNITS, units, 0);
     pthread_mutex_unlock(&cb_caller);
+    return failed;
+}
+
+/* A batch of n images (x: c x h x w each, x_image values apart; res and out: o x oh x ow each,
+ * res_image and out_image apart; res may be NULL, or out itself) through the layer: whole images
+ * on the threads, each thread in its own slot (xpads: `threads` zero-bordered padded-plane
+ * buffers, unused where as_is; accs: `threads` sums buffers of oh x tiles x tt x g values, slot
+ * 0's `groups` times that). The images past the last multiple of `threads` (all of them
+ * where n < threads) are split into units of (group, `rows` rows) as cb_forward's (rows 0: not
+ * split, run by the caller). The images
+ * run at once: out must not overlap another image's res, nor the x of a later one (the caller
+ * checks); where it overlaps an earlier one's x, `after` says which, and the image's output waits
+ * for that input's copy into its thread's planes (the images claimed in order, each copied first
+ * thing by its thread: no wait on an image not yet claimed). */
+int cb_forward_batch_f32(const float* x, ptrdiff_t x_image, const float* res, ptrdiff_t res_image, float* out,
+                         ptrdiff_t out_image, float* const* xpads, float* const* accs, const int* after, int as_is,
+                         int n, int h, int w, int ph, int pw, const float* packed, const float* bias, int c, int o,
+                         ptrdiff_t plane, int wp, int kh, int kw, int sh, int sw, int oh, int ow, int b, int tt,
+                         int cb, int relu, int groups, int rows, int threads) {
+    const int g = b * (int)(VBYTES / sizeof(float));
+    const cb_job job = {0, packed, bias, 0, 0, 0, c, o, plane, wp, kh, kw, sh, sw, oh, ow, b, tt, cb, relu, rows,
+                        (ptrdiff_t)oh * ((ow + tt - 1) / tt) * tt * g, 0, 0};
+    int* copied = after ? calloc((size_t)n, sizeof(int)) : 0;
+    const cb_images images = {x, res, out, xpads, accs, x_image, res_image, out_image, h, w, ph, pw, groups, as_is,
+                              after, copied};
+    if (!cb_tile_for(b, tt, kw, sw)) {
+        free(copied);
+        return -1;
+    }
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || n > 0xfffff || (after && !copied) || pthread_mutex_trylock(&cb_caller) != 0) {
+        int failed = 0; /* in order, one image after the other: each image's input read before any later output */
+        cb_images alone = images;
+        alone.after = 0;
+        for (int i = 0; i < n; ++i) failed |= cb_image(&job, &alone, i, 0);
+        free(copied);
+        return failed;
+    }
+    cb_start_helpers(threads);
+    const int whole = n >= threads ? n - n % threads : 0;
+    int failed = 0;
+    if (whole) {
+        cb_current = job;
+        cb_batch = images;
+        failed |= cb_run(CB_IMAGES, whole, threads);
+    }
+    const int units = rows > 0 ? groups * ((oh + rows - 1) / rows) : 0; /* rows 0: an image too small to split */
+    for (int i = whole; i < n; ++i) { /* the rest one at a time, split by rows in slot 0's buffers */
+        if (units < 2 || units > 0xfffff) {
+            failed |= cb_image(&job, &images, i, 0);
+            continue;
+        }
+        cb_job split = job;
+        split.acc = accs[0];
+        if (as_is) {
+            split.xpad = x + i * x_image;
+        } else {
+            cb_pad_copy_f32(x + i * x_image, xpads[0] + (ptrdiff_t)ph * wp + pw, c, h, w, plane, wp);
+            split.xpad = xpads[0];
+        }
+        split.res = res ? res + i * res_image : 0;
+        split.out = out + i * out_image;
+        cb_current = split;
+        failed |= cb_run(CB_UNITS, units, 0);
+    }
+    pthread_mutex_unlock(&cb_caller);
+    free(copied);
     return failed ? -1 : 0;
 }
 
@@ -1816,6 +1999,23 @@ int cb_maxpool_f32(const float* restrict x, float* restrict out, ptrdiff_t plane
     }
     free(row);
     return 0;
+}
+
+/* cb_maxpool over `planes` planes in `parts` runs of whole planes, on up to `threads` threads: the
+ * helpers above, which a conv before it has left spinning (Python's pool of workers, woken beside
+ * a spinning helper, ran ResNet-18's pool1 at batch 8 no faster than one thread). -1: no memory. */
+int cb_maxpool_batch_f32(const float* x, float* out, ptrdiff_t planes, int h, int w, int kh, int kw, int sh, int sw,
+                         int ph, int pw, int oh, int ow, int parts, int threads) {
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (parts > planes) parts = (int)planes;
+    if (threads < 2 || parts < 2 || parts > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0)
+        return cb_maxpool_f32(x, out, planes, h, w, kh, kw, sh, sw, ph, pw, oh, ow);
+    cb_start_helpers(threads);
+    const cb_pool_job job = {x, out, planes, h, w, kh, kw, sh, sw, ph, pw, oh, ow, parts};
+    cb_pooling = job;
+    const int failed = cb_run(CB_POOL, parts, 0);
+    pthread_mutex_unlock(&cb_caller);
+    return failed;
 }
 
 /* ==== Skinny fc for inference at small batch (issue 28; sk_ = "skinny") =====================

@@ -373,10 +373,16 @@ def _bind_blocked(lib) -> None:
     lib.cb_pack_f32.argtypes = [p, p, i, i, i, i]
     lib.cb_forward_f32.argtypes = [p] * 6 + [i, i, size] + [i] * 14
     lib.cb_forward_f32.restype = i  # -1: a tile shape native.c does not instantiate
+    # (x, x_image, res, res_image, out, out_image), xpads, accs, after, as_is, n, h, w, ph, pw, packed, bias,
+    # c, o, plane, then cb_forward's ints from wp on
+    lib.cb_forward_batch_f32.argtypes = [p, size] * 3 + [p] * 3 + [i] * 6 + [p, p, i, i, size] + [i] * 14
+    lib.cb_forward_batch_f32.restype = i
     lib.cb_pad_copy_f32.argtypes = [p, p, i, i, i, size, i]
     lib.cb_pad_copy_f32.restype = None
     lib.cb_maxpool_f32.argtypes = [p, p, size] + [i] * 10
     lib.cb_maxpool_f32.restype = i  # -1: no memory for its row
+    lib.cb_maxpool_batch_f32.argtypes = [p, p, size] + [i] * 12  # ..., parts, threads
+    lib.cb_maxpool_batch_f32.restype = i
 
 
 # the skinny fc for inference at small batch (native.c's sk_ section, backend/inference.py's fc step) --
