@@ -1649,11 +1649,19 @@ typedef struct {
     int h, w, kh, kw, sh, sw, ph, pw, oh, ow, parts;
 } cb_pool_job;
 
-enum { CB_UNITS, CB_IMAGES, CB_POOL }; /* what a job's units are: one image's (group, rows), images, planes */
+/* Any kernel's units (cb_parallel): fn(ctx, lo, hi) runs units [lo, hi), 0 or failed. */
+typedef struct {
+    int (*fn)(const void* ctx, int lo, int hi);
+    const void* ctx;
+} cb_call_job;
+
+enum { CB_UNITS, CB_IMAGES, CB_POOL, CB_CALL }; /* what a job's units are: one image's (group, rows),
+                                                  * images, planes, a kernel's own */
 static int cb_mode;
 static cb_job cb_current;
 static cb_images cb_batch;    /* the current job's images, where it is a job of images */
 static cb_pool_job cb_pooling; /* the current job's planes, where it is a pooling's */
+static cb_call_job cb_calling; /* the current job's kernel, where it is another kernel's */
 static pthread_mutex_t cb_caller = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cb_sleep = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cb_wake = PTHREAD_COND_INITIALIZER;
@@ -1728,6 +1736,8 @@ static int cb_work(unsigned long long epoch, int slot) {
             failed = cb_image(&cb_current, &cb_batch, u, slot);
         } else if (cb_mode == CB_POOL) {
             failed = cb_pool_unit(&cb_pooling, u);
+        } else if (cb_mode == CB_CALL) {
+            failed = cb_calling.fn(cb_calling.ctx, u, u + 1);
         } else {
             const int blocks = (cb_current.oh + cb_current.rows - 1) / cb_current.rows;
             const int q = u / blocks, r0 = (u % blocks) * cb_current.rows;
@@ -2018,6 +2028,22 @@ int cb_maxpool_batch_f32(const float* x, float* out, ptrdiff_t planes, int h, in
     return failed;
 }
 
+/* fn(ctx, lo, hi) over units [0, units) on up to `threads` threads, the helpers above: every
+ * inference kernel that splits over the cores on the same threads (another pool, woken while a
+ * helper still spins after a conv, found the second core taken). Where another caller holds the
+ * helpers, the caller runs every unit itself. */
+int cb_parallel(int (*fn)(const void*, int, int), const void* ctx, int units, int threads) {
+    if (threads > CB_MAX_HELPERS + 1) threads = CB_MAX_HELPERS + 1;
+    if (threads < 2 || units < 2 || units > 0xfffff || pthread_mutex_trylock(&cb_caller) != 0)
+        return fn(ctx, 0, units);
+    cb_start_helpers(threads);
+    const cb_call_job job = {fn, ctx};
+    cb_calling = job;
+    const int failed = cb_run(CB_CALL, units, 0);
+    pthread_mutex_unlock(&cb_caller);
+    return failed;
+}
+
 /* ==== Skinny fc for inference at small batch (issue 28; sk_ = "skinny") =====================
  * out (n, o) = x (n, k) @ w (o, k)^T + bias, through a clamp (relu, relu6, hsigmoid: BN_EPILOGUES'
  * scale, shift, lo, hi), for a few rows of x against a large weight (AlexNet's fc6: 4096 x 9216,
@@ -2284,6 +2310,11 @@ int wf_output_f32(const float* restrict m, float* out, const float* bias, const 
 #define WFC_OB 8
 #define WFC_CHUNK 256
 
+int cb_parallel(int (*fn)(const void*, int, int), const void* ctx, int units, int threads);
+int wfc_forward_f32(const float* restrict x, const float* restrict packed, const float* bias, const float* res,
+                    float* out, int relu, int n, int c, int o, int h, int w, int tvecs, int T, int parts,
+                    int lo, int hi);
+
 void wfc_pack_f32(const float* restrict u, float* restrict packed, int o, int c) {
     const int blocks = (o + WFC_OB - 1) / WFC_OB;
     for (int ob = 0; ob < blocks; ++ob)
@@ -2488,4 +2519,24 @@ int wfc_forward_f32(const float* restrict x, const float* restrict packed, const
         }
     }
     return 0;
+}
+
+/* wfc_forward over all its units on the blocked conv's helper threads (cb_parallel). */
+typedef struct {
+    const float *x, *packed, *bias, *res;
+    float* out;
+    int relu, n, c, o, h, w, tvecs, T, parts;
+} wfc_call;
+
+static int wfc_units(const void* ctx, int lo, int hi) {
+    const wfc_call* a = ctx;
+    const int status = wfc_forward_f32(a->x, a->packed, a->bias, a->res, a->out, a->relu, a->n, a->c, a->o, a->h,
+                                       a->w, a->tvecs, a->T, a->parts, lo, hi);
+    return status;
+}
+
+int wfc_run_f32(const float* x, const float* packed, const float* bias, const float* res, float* out, int relu,
+                int n, int c, int o, int h, int w, int tvecs, int T, int parts, int units, int threads) {
+    const wfc_call call = {x, packed, bias, res, out, relu, n, c, o, h, w, tvecs, T, parts};
+    return cb_parallel(wfc_units, &call, units, threads);
 }

@@ -465,3 +465,4 @@ def _bind_wfc(lib) -> None:
     lib.wfc_pack_f32.argtypes = [p, p, i, i]
     lib.wfc_pack_f32.restype = None
     lib.wfc_forward_f32.argtypes = [p] * 5 + [i] * 11
+    lib.wfc_run_f32.argtypes = [p] * 5 + [i] * 11

@@ -14,7 +14,8 @@ the NCHW output. Each output is F(2x2, 3x3)'s, its sums over the input channels 
     run = layer.bind(x, out, residual=r, relu=True)   # out = relu(conv(x) + bias + r)
     run()
 
-The units run on the cores. Inference only: there is no backward.
+The units run on the cores, on the blocked kernel's helper threads (native.c's cb_parallel).
+Inference only: there is no backward.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import numpy as np
 
 from . import native
 from . import threads
-from .threads import over_batch
 
 BLOCK = 8  # native.c's WFC_OB: output channels a register tile
 TILE_VECTORS = 2  # vectors of 16 tiles a register tile (2, 3, 4 instantiated; 2 ran fastest, AMD EPYC)
@@ -63,28 +63,26 @@ class Layer:
                 raise ValueError("fused Winograd: its arrays must be C-contiguous float32")
         if np.may_share_memory(x, out):
             raise ValueError("fused Winograd: the output may not overlap the input")
+        if TILE_VECTORS not in (2, 3, 4):
+            raise ValueError(f"native.c has no fused Winograd tile of {TILE_VECTORS} vectors (2, 3 or 4)")
         tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+        work_size = 16 * tiles * (c + self.o)  # what the unfused path's transforms would move
+        cores = threads.WORKERS if work_size >= threads.MIN_ELEMENTS else 1
         tile_units = -(-tiles // UNIT_TILES)
         # too few units of tiles for the cores (ResNet's 7x7 maps at batch 1: one): the output
         # channels' blocks split too, each part transforming the unit's input again (cheap there)
-        parts = max(1, min(-(-self.o // BLOCK), -(-UNITS_PER_CORE * threads.WORKERS // tile_units)))
+        parts = max(1, min(-(-self.o // BLOCK), -(-UNITS_PER_CORE * cores // tile_units)))
         units = tile_units * parts
-        kernel = native.library().wfc_forward_f32
+        kernel = native.library().wfc_run_f32  # on the blocked kernel's helper threads (native.c)
         args = (native._at(x), native._at(self.packed), None if self.bias is None else native._at(self.bias),
                 None if residual is None else native._at(residual), native._at(out), int(relu), n, c, self.o, h, w,
-                TILE_VECTORS, UNIT_TILES, parts)
-        work_size = 16 * tiles * (c + self.o)  # what the unfused path's transforms would move
-
+                TILE_VECTORS, UNIT_TILES, parts, units, cores)
         held = (self, x, out, residual)  # the addresses in args stay valid while the call lives
 
-        def work(lo: int, hi: int) -> None:
-            status = kernel(*args, lo, hi) if held else 0
-            if status == -1:
+        def run() -> None:
+            if held and kernel(*args):
                 raise MemoryError("fused Winograd: no memory for a thread's buffers")
-            if status:
-                raise RuntimeError(f"native.c has no fused Winograd tile of {TILE_VECTORS} vectors")
-
-        return lambda: over_batch(np, units, work_size, work)
+        return run
 
 
 def forward(x: np.ndarray, layer: Layer) -> np.ndarray:
