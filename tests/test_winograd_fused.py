@@ -171,3 +171,13 @@ def test_vectorised_transforms_equal_the_scalar_ones(n, c, h, w, workers):
     in_place = residual.copy()
     native.winograd_output_f32(np, m32, in_place, n, c, th, tw, h, w, bias, in_place, relu=True)
     assert np.abs(in_place - want).max() <= tol
+
+
+@pytest.mark.parametrize("size", [1, 1000, (1 << 16) * 3 + 5])
+def test_the_parallel_copy(size, workers):
+    src = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+    dst = np.full(size, np.nan, dtype=np.float32)
+    native.copy_call(dst, src)()
+    assert np.array_equal(dst, src)
+    with pytest.raises(ValueError):
+        native.copy_call(dst[:-1] if size > 1 else np.empty(2, np.float32), src)

@@ -497,7 +497,10 @@ def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
     if np.may_share_memory(x, out) or not x.flags.c_contiguous:
         staged = ctx.scratch.reserve("fused input", x.shape)
         source = staged()  # held by the copy below: a later, larger reservation of the role cannot free it
-        copy = lambda: np.copyto(source, x)  # noqa: E731
+        if x.flags.c_contiguous and x.dtype == np.float32:
+            copy = native.copy_call(source, x)
+        else:
+            copy = lambda: np.copyto(source, x)  # noqa: E731
     run = layer.bind(source, out, other, relu)
     return _then(copy, run, tail)
 

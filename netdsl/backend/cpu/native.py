@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ops import EPILOGUES
+from . import threads
 from .threads import over_batch
 
 SOURCE = Path(__file__).with_name("native.c")
@@ -466,3 +467,19 @@ def _bind_wfc(lib) -> None:
     lib.wfc_pack_f32.restype = None
     lib.wfc_forward_f32.argtypes = [p] * 5 + [i] * 11
     lib.wfc_run_f32.argtypes = [p] * 5 + [i] * 11
+    lib.cb_copy_f32.argtypes = [p, p, ctypes.c_ssize_t, i, i]
+
+
+COPY_PIECE = 1 << 16  # floats a piece of a parallel copy (256 KB)
+
+
+def copy_call(dst, src):
+    """A function copying contiguous float32 src into dst (same size) on the cores, its arguments
+    bound once; keep both alive while it is used."""
+    if not (dst.flags.c_contiguous and src.flags.c_contiguous and dst.dtype == src.dtype == np.float32
+            and dst.size == src.size):
+        raise ValueError("parallel copy: contiguous float32 arrays of one size")
+    kernel, parts = library().cb_copy_f32, max(1, -(-src.size // COPY_PIECE))
+    workers = threads.WORKERS if src.size >= threads.MIN_ELEMENTS else 1
+    args = (_at(dst), _at(src), src.size, parts, workers)
+    return lambda: kernel(*args)
