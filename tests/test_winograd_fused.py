@@ -38,13 +38,15 @@ def layer_of(w, bias):
 # across two), output channels off the blocks of 8, one pixel, more tiles than one unit; few tiles
 # and many blocks of channels (a 7x7 map at batch 1: the blocks split over the cores too)
 SHAPES = [(1, 3, 5, 7, 5), (2, 4, 6, 6, 8), (3, 5, 7, 7, 9), (1, 16, 33, 40, 16), (2, 8, 14, 14, 12),
-          (1, 2, 1, 1, 3), (2, 3, 56, 56, 17), (1, 6, 2, 3, 8), (4, 9, 9, 13, 11), (1, 8, 7, 7, 40)]
+          (1, 2, 1, 1, 3), (2, 3, 56, 56, 17), (1, 6, 2, 3, 8), (4, 9, 9, 13, 11), (1, 8, 7, 7, 40),
+          (3, 200, 9, 9, 10)]  # channels enough for the smaller unit (its V within V_BYTES)
 
 
 @pytest.fixture(params=[1, 2], ids=["one thread", "units on two"])
 def workers(request, monkeypatch):
     monkeypatch.setattr(threads, "WORKERS", request.param)
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)  # split even the small ones
+    monkeypatch.setattr(winograd_fused, "MIN_SPLIT_MACS", 0)
     return request.param
 
 
@@ -77,7 +79,7 @@ def test_fused_winograd_equals_the_definition(n, c, h, w, o, workers):
 def test_every_register_tile_and_unit_size(vectors, unit, monkeypatch):
     """native.c instantiates 2, 3 and 4 vectors of tiles; units of one or several register tiles."""
     monkeypatch.setattr(winograd_fused, "TILE_VECTORS", vectors)
-    monkeypatch.setattr(winograd_fused, "UNIT_TILES", 16 * vectors * unit)
+    monkeypatch.setattr(winograd_fused, "UNIT_TILES", (16 * vectors * unit,))
     rng = np.random.default_rng(vectors + 10 * unit)
     x = rng.standard_normal((3, 7, 15, 18)).astype(np.float32)
     wt = rng.standard_normal((10, 7, 3, 3)).astype(np.float32)
@@ -85,6 +87,16 @@ def test_every_register_tile_and_unit_size(vectors, unit, monkeypatch):
     layer_of(wt, None).bind(x, out, relu=False)()
     want = reference(x, wt, None)
     assert np.abs(out - want).max() <= 1e-5 * float(np.abs(want).max())
+
+
+def test_units_shrink_as_channels_grow():
+    """A unit's V stays within V_BYTES: fewer tiles a unit for wide layers, whole register tiles."""
+    step = 16 * winograd_fused.TILE_VECTORS
+    for c in (3, 64, 128, 200, 256, 512, 4096):
+        tiles = winograd_fused.unit_tiles(c)
+        assert tiles % step == 0 and tiles >= step
+        assert 16 * c * (tiles + 16) * 4 <= winograd_fused.V_BYTES or tiles == min(winograd_fused.UNIT_TILES)
+    assert winograd_fused.unit_tiles(64) > winograd_fused.unit_tiles(512)
 
 
 def test_bad_arrays_are_refused():

@@ -133,12 +133,15 @@ def _s2d(conv, x, geo: Geometry, groups: int, o: int) -> bool:
 
 
 ALGORITHMS: dict[str, Callable[..., bool]] = {
+    # the inference-only kernels first (after the thresholds' choice): where the layer's time
+    # budget runs short, the ones after go unmeasured (ResNet-18's 512x7x7 at batch 1 left
+    # blocked so, after the unfused Winograd's 11 ms a sample, and ran im2col at 2x its time)
+    "blocked": _blocked,
+    "winograd_fused": _winograd_fused,
     "winograd_f2": _winograd(3, 1, needs_native=False),
     "winograd_f4": _winograd(3, 1, needs_native=True),
     "winograd_f2_5x5": _winograd(5, 2, needs_native=True),
-    "winograd_fused": _winograd_fused,
     "direct": _direct,
-    "blocked": _blocked,  # before s2d: measured first where the layer's time budget runs short
     "s2d": _s2d,
     # im2col: the whole batch's columns where they fit the memory budget, else image by image
     "batch_major": lambda conv, x, geo, groups, o: conv.columns_fit(x, geo, groups),

@@ -3,8 +3,8 @@
 The training path's Winograd (backend/winograd.py) writes every tile's transformed input V
 (16, C, n*tiles: 4x the input) and its products M (16, O, n*tiles) to memory between its three
 steps; on ResNet-18's 56x56 layers at batch 8 that traffic (25 MB each way) cost more than the
-multiplications Winograd saves. Here the tiles run in units of UNIT_TILES (in image, row, column
-order, across rows and images): a unit's V is made in the thread's own cache-sized buffer, its
+multiplications Winograd saves. Here the tiles run in units of a few dozen (UNIT_TILES, in image,
+row, column order, across rows and images): a unit's V is made in the thread's own cache-sized buffer, its
 16 GEMMs run in registers (8 output channels x TILE_VECTORS vectors of 16 tiles), and each
 8 channels' products go through the output transform (+ bias, + a residual, ReLU) straight into
 the NCHW output. Each output is F(2x2, 3x3)'s, its sums over the input channels in chunks of 256
@@ -26,8 +26,11 @@ from . import threads
 
 BLOCK = 8  # native.c's WFC_OB: output channels a register tile
 TILE_VECTORS = 2  # vectors of 16 tiles a register tile (2, 3, 4 instantiated; 2 ran fastest, AMD EPYC)
-UNIT_TILES = 64  # a unit's V: 16 x C x 80 floats (327 KB at 64 channels), in L2 with M and U's rows
-UNITS_PER_CORE = 2  # at least this many units a core (or every block of channels its own)
+UNIT_TILES = (64, 32)  # tiles a unit: the most whose V (16 x C x (T + 16) floats) fits V_BYTES, else the last
+V_BYTES = 768 << 10  # of a 1 MB L2 (AMD EPYC): 256 channels with 64 tiles spilled, 14x14 at batch 1 1.1x slower
+MIN_SPLIT_MACS = 1 << 22  # below this a hand-off to the second core costs more than it saves (blocked's)
+UNITS_PER_CORE = 1  # at least this many units a core, else the blocks of output channels split too
+# (each part transforms the unit's input again: at 4 a core, ResNet's 14x14 at batch 1 ran 1.4x slower)
 
 
 def applies(geo, groups: int, dtype, xp=np) -> bool:
@@ -35,6 +38,15 @@ def applies(geo, groups: int, dtype, xp=np) -> bool:
     the input's size)."""
     return (groups == 1 and np.dtype(dtype) == np.float32 and native.available(xp, dtype)
             and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1) and tuple(geo.pad) == (1, 1))
+
+
+def unit_tiles(c: int) -> int:
+    """Tiles a unit for c input channels (UNIT_TILES, V_BYTES), whole register tiles."""
+    step = 16 * TILE_VECTORS
+    for tiles in UNIT_TILES:
+        if 16 * c * (tiles + 16) * 4 <= V_BYTES:
+            return max(step, tiles // step * step)
+    return max(step, UNIT_TILES[-1] // step * step)
 
 
 class Layer:
@@ -66,9 +78,9 @@ class Layer:
         if TILE_VECTORS not in (2, 3, 4):
             raise ValueError(f"native.c has no fused Winograd tile of {TILE_VECTORS} vectors (2, 3 or 4)")
         tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
-        work_size = 16 * tiles * (c + self.o)  # what the unfused path's transforms would move
-        cores = threads.WORKERS if work_size >= threads.MIN_ELEMENTS else 1
-        tile_units = -(-tiles // UNIT_TILES)
+        cores = threads.WORKERS if 16 * tiles * c * self.o >= MIN_SPLIT_MACS else 1
+        unit = unit_tiles(c)
+        tile_units = -(-tiles // unit)
         # too few units of tiles for the cores (ResNet's 7x7 maps at batch 1: one): the output
         # channels' blocks split too, each part transforming the unit's input again (cheap there)
         parts = max(1, min(-(-self.o // BLOCK), -(-UNITS_PER_CORE * cores // tile_units)))
@@ -76,7 +88,7 @@ class Layer:
         kernel = native.library().wfc_run_f32  # on the blocked kernel's helper threads (native.c)
         args = (native._at(x), native._at(self.packed), None if self.bias is None else native._at(self.bias),
                 None if residual is None else native._at(residual), native._at(out), int(relu), n, c, self.o, h, w,
-                TILE_VECTORS, UNIT_TILES, parts, units, cores)
+                TILE_VECTORS, unit, parts, units, cores)
         held = (self, x, out, residual)  # the addresses in args stay valid while the call lives
 
         def run() -> None:
