@@ -315,12 +315,8 @@ def _winograd_fused_output(ctx: Context, u, v_of, m_of, dims) -> Step:
     bias = node.params.get("bias")
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     res = ctx.residual
-    if res is not None and _elementwise_safe(res.out, res.other):
-        ctx.fused.add(res.add)
-        out, other, relu, tail = res.out, res.other, res.relu, None
-    else:
-        own_relu = node.epilogue == "relu"
-        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+    takes_add = res is not None and _elementwise_safe(res.out, res.other)
+    out, other, relu, tail = _output_loop_target(ctx, takes_add)
 
     def conv():
         v, m = v_of(), m_of()
@@ -328,6 +324,18 @@ def _winograd_fused_output(ctx: Context, u, v_of, m_of, dims) -> Step:
         stacked_matmul(xp, u, v, out=m)
         native.winograd_output_f32(xp, m, out, n, o, th, tw, h, w, bias, other, relu)
     return _then(conv, tail)
+
+
+def _output_loop_target(ctx: Context, takes_add: bool):
+    """(out, other, relu, tail) for a conv that adds its bias and more in its own output loop:
+    where `takes_add`, the following residual add's output, its other input and ReLU (the add's
+    step then gone); else the conv's own output and ReLU, any other activation a step after."""
+    res = ctx.residual
+    if res is not None and takes_add:
+        ctx.fused.add(res.add)
+        return res.out, res.other, res.relu, None
+    own_relu = ctx.node.epilogue == "relu"
+    return ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
 
 
 def _elementwise_safe(out: np.ndarray, other: np.ndarray) -> bool:
@@ -464,12 +472,7 @@ def _blocked_step(ctx: Context, geo, saved) -> Step:
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
     layer, res = conv.prepare("blocked", node.params["weight"], node.params.get("bias"), geo), ctx.residual
-    if res is not None:
-        ctx.fused.add(res.add)
-        out, other, relu, tail = res.out, res.other, res.relu, None
-    else:
-        own_relu = node.epilogue == "relu"
-        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+    out, other, relu, tail = _output_loop_target(ctx, takes_add=res is not None)
 
     if x.shape[0] == 1:
         return _then(layer.bind(x[0], out[0], None if other is None else other[0], relu), tail)
@@ -487,12 +490,8 @@ def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
     layer, res = conv.prepare("winograd_fused", node.params["weight"], node.params.get("bias"), geo), ctx.residual
-    if res is not None and _elementwise_safe(res.out, res.other):
-        ctx.fused.add(res.add)
-        out, other, relu, tail = res.out, res.other, res.relu, None
-    else:
-        own_relu = node.epilogue == "relu"
-        out, other, relu, tail = ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+    takes_add = res is not None and _elementwise_safe(res.out, res.other)
+    out, other, relu, tail = _output_loop_target(ctx, takes_add)
     source, copy = x, None
     if np.may_share_memory(x, out) or not x.flags.c_contiguous:
         staged = ctx.scratch.reserve("fused input", x.shape)
@@ -505,7 +504,8 @@ def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
     return _then(copy, run, tail)
 
 
-CONV_PATHS = {"winograd_fused": _winograd_fused_step, "blocked": _blocked_step, "winograd": _winograd_step, "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
+CONV_PATHS = {"winograd_fused": _winograd_fused_step, "blocked": _blocked_step, "winograd": _winograd_step,
+              "direct": _direct_step, "batch_major": _im2col_step, "s2d": _s2d_step}
 
 
 # the other ops -------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ class Layer:
         but may not overlap x (units of later images read x after earlier ones wrote out)."""
         n, c, h, w = x.shape
         if c != self.c or out.shape != (n, self.o, h, w) or (residual is not None and residual.shape != out.shape):
-            raise ValueError(f"fused Winograd: shapes x {x.shape}, out {out.shape} do not fit {self.o}x{self.c} filters")
+            raise ValueError(f"fused Winograd: shapes x {x.shape}, out {out.shape} do not fit "
+                             f"{self.o}x{self.c} filters")
         for a in (x, out) + (() if residual is None else (residual,)):
             if a.dtype != np.float32 or not a.flags.c_contiguous:
                 raise ValueError("fused Winograd: its arrays must be C-contiguous float32")
