@@ -1689,6 +1689,9 @@ static int cb_pool_unit(const cb_pool_job* p, int u) {
 }
 
 /* Image i of `im` whole, group after group (their sums in one region of the slot's), in slot's buffers. */
+#ifndef CB_BLOCK_BYTES
+#define CB_BLOCK_BYTES (256 << 10) /* a block of input rows an image: a quarter of a 1 MB L2 */
+#endif
 static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
     cb_job j = *base;
     j.acc = im->accs[slot];
@@ -1708,8 +1711,15 @@ static int cb_image(const cb_job* base, const cb_images* im, int i, int slot) {
     }
     j.res = im->res ? im->res + i * im->res_image : 0;
     j.out = im->out + i * im->out_image;
+    /* blocks of output rows outer, the groups inner: a block's input rows stay in L2 while every
+     * group reads them (the groups outer streamed the whole image from L3 once a group) */
+    const ptrdiff_t row_bytes = (ptrdiff_t)j.c * j.wp * (ptrdiff_t)sizeof(float);
+    const ptrdiff_t fit = (ptrdiff_t)CB_BLOCK_BYTES / row_bytes - j.kh;
+    int rows = fit < 0 ? 1 : (int)(fit / j.sh) + 1;
+    if (rows > j.oh) rows = j.oh;
     int failed = 0;
-    for (int q = 0; q < im->groups; ++q) failed |= cb_unit(&j, q, 0, j.oh);
+    for (int r0 = 0; r0 < j.oh; r0 += rows)
+        for (int q = 0; q < im->groups; ++q) failed |= cb_unit(&j, q, r0, r0 + rows < j.oh ? r0 + rows : j.oh);
     return failed;
 }
 
