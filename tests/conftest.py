@@ -39,6 +39,16 @@ def cpu_kernels(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture
+def compiled_kernels():
+    """The compiled kernels (native.c), for the tests of paths only they run: scripts/test installs
+    a C compiler where none is found, so their absence fails such a test instead of skipping it
+    (a skipped test would prove nothing)."""
+    from netdsl.backend.cpu import native
+    assert native.library() is not None, ("no working C compiler (or NETDSL_NATIVE=0): the compiled "
+                                          "kernels, and the paths only they run, are untested")
+
+
 # Every test sees the fixed thresholds (NETDSL_TUNE=off: no timing decides a path, so runs repeat
 # exactly, and no cache file is read or written); tests/test_tuner.py turns tuning on. Set for the
 # whole session, not by a function-scoped fixture: module-scoped fixtures (the data-parallel runs

@@ -9,7 +9,7 @@ import pytest
 from netdsl.backend.cpu import blocked, native
 from netdsl.backend.im2col import Geometry
 
-pytestmark = pytest.mark.skipif(native.library() is None, reason="needs the compiled kernels")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")
 
 
 def reference(x, w, bias, stride, pad):

@@ -12,7 +12,7 @@ from .gradcheck import central_difference, check_gradients
 
 RNG = np.random.default_rng(2026)
 
-pytestmark = pytest.mark.skipif(native.library() is None, reason="no working C compiler")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")
 
 
 def _out_size(n, k, s, p, e):

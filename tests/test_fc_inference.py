@@ -15,7 +15,7 @@ from netdsl.backend import inference
 from netdsl.backend.cpu import native
 from netdsl.backend.executor import Model
 
-pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler (or NETDSL_NATIVE=0)")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")
 
 
 def _reference(x, w, b, activation=None):

@@ -152,14 +152,8 @@ def test_inference_path_with_fused_winograd(name, batch, fused_winograd_on_the_i
     _check_inference_path(name, batch=batch)
 
 
-def _compiled() -> bool:
-    from netdsl.backend.cpu import native
-    return native.library() is not None
-
-
 # the blocked kernel and the inference path's pooling kernels are compiled C (native.c)
-needs_compiled_kernels = pytest.mark.skipif(not _compiled(), reason="the compiled kernels (native.c) are not available "
-                                            "here: no C compiler, or NETDSL_NATIVE=0")
+needs_compiled_kernels = pytest.mark.usefixtures("compiled_kernels")
 
 
 @needs_compiled_kernels

@@ -53,10 +53,8 @@ def _run(source: str, batch: int = 2, training: bool = True, precision: str = "d
     return [node.saved.conv for node in model.nodes if node.op == "conv"]
 
 
-# the candidates and the recorded choices are those of the compiled kernels (native.c): without a C
-# compiler (or with NETDSL_NATIVE=0) fewer algorithms apply and these tests have nothing to compare
-needs_native = pytest.mark.skipif(not native.library(),
-                                  reason="the compiled kernels are not available (no C compiler, or NETDSL_NATIVE=0)")
+# the candidates and the recorded choices are those of the compiled kernels (native.c)
+needs_native = pytest.mark.usefixtures("compiled_kernels")
 
 LAYER = "input 32x16x16\nconv 32 3x3 pad 1\nrelu\nconv 16 3x3 pad 1\nflatten"
 

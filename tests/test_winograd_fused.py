@@ -13,8 +13,7 @@ from netdsl.backend.conv import Conv
 from netdsl.backend.cpu import native, threads, winograd_fused
 from netdsl.backend.im2col import Geometry
 
-pytestmark = pytest.mark.skipif(native.library() is None, reason="needs the compiled kernels (native.c): no C "
-                                "compiler, or NETDSL_NATIVE=0")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")
 
 
 def reference(x, w, bias):
