@@ -223,7 +223,8 @@ def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
     res = ctx.residual
     if res is None or saved["path"] == "blocked" or saved.get("source") not in ("measured", "cache"):
         return False
-    if saved["path"] == "winograd_fused" or _winograd_takes_add(ctx, saved):  # the winner takes the add itself
+    takes_it = saved["path"] == "winograd_fused" or _winograd_output_fuses(saved, ctx.ins[0])
+    if takes_it and _add_fuses_elementwise(ctx):  # the winner takes the add itself
         return False
     node = ctx.node
     key = tuner.layer_key(geo, node.attrs["groups"], node.params["weight"].shape[0], ctx.ins[0].dtype, ("forward",))
@@ -234,13 +235,12 @@ def _fusing_pays(ctx: Context, geo, saved: dict) -> bool:
     return tuner.cost(mine) <= tuner.cost(winner) + _add_time(res, ctx.xp)
 
 
-def _winograd_takes_add(ctx: Context, saved: dict) -> bool:
-    """Whether the chosen path is Winograd F(2x2, 3x3) whose output transform takes this residual
-    add (_winograd_fused_output)."""
-    res, x = ctx.residual, ctx.ins[0]
-    return (saved["path"] == "winograd" and saved.get("native") and saved.get("tile") == 2
-            and ctx.node.params["weight"].shape[2] == 3 and x.dtype == np.float32 and x.flags.c_contiguous
-            and res is not None and _elementwise_safe(res.out, res.other))
+def _winograd_output_fuses(saved: dict, x) -> bool:
+    """Whether the chosen path is native F(2x2, 3x3) on a contiguous float32 input, whose output
+    transform takes the bias, the ReLU and a residual add (_winograd_fused_output)."""
+    return (saved["path"] == "winograd" and bool(saved.get("native"))
+            and winograd.NATIVE_VARIANT[saved["tile"], saved["r"]] == "wino"
+            and x.dtype == np.float32 and x.flags.c_contiguous)
 
 
 def _add_time(res: Residual, xp) -> float:
@@ -293,7 +293,7 @@ def _winograd_step(ctx: Context, geo, saved) -> Step:
     m_of = ctx.scratch.reserve("products", (positions, o, n * th * tw))
 
     bias = node.params.get("bias")
-    if variant == "wino" and x.dtype == np.float32 and x.flags.c_contiguous:
+    if _winograd_output_fuses(saved, x):
         return _winograd_fused_output(ctx, u, v_of, m_of, (n, c, o, th, tw, h, w))
 
     def conv():
@@ -314,9 +314,7 @@ def _winograd_fused_output(ctx: Context, u, v_of, m_of, dims) -> Step:
     n, c, o, th, tw, h, w = dims
     bias = node.params.get("bias")
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-    res = ctx.residual
-    takes_add = res is not None and _elementwise_safe(res.out, res.other)
-    out, other, relu, tail = _output_loop_target(ctx, takes_add)
+    out, other, relu, tail = _output_loop_target(ctx, _add_fuses_elementwise(ctx))
 
     def conv():
         v, m = v_of(), m_of()
@@ -336,6 +334,13 @@ def _output_loop_target(ctx: Context, takes_add: bool):
         return res.out, res.other, res.relu, None
     own_relu = ctx.node.epilogue == "relu"
     return ctx.out, None, own_relu, None if own_relu else _finish(ctx, None)
+
+
+def _add_fuses_elementwise(ctx: Context) -> bool:
+    """Whether the residual add after this conv can run in an output loop that writes its values
+    in any order (Winograd's planes or units on the cores): see _elementwise_safe."""
+    res = ctx.residual
+    return res is not None and _elementwise_safe(res.out, res.other)
 
 
 def _elementwise_safe(out: np.ndarray, other: np.ndarray) -> bool:
@@ -489,9 +494,8 @@ def _winograd_fused_step(ctx: Context, geo, saved) -> Step:
     scratch first."""
     node, x = ctx.node, ctx.ins[0]
     conv = Conv(ctx.xp, None, 0, node.name, prepared=ctx.prepared_weights)
-    layer, res = conv.prepare("winograd_fused", node.params["weight"], node.params.get("bias"), geo), ctx.residual
-    takes_add = res is not None and _elementwise_safe(res.out, res.other)
-    out, other, relu, tail = _output_loop_target(ctx, takes_add)
+    layer = conv.prepare("winograd_fused", node.params["weight"], node.params.get("bias"), geo)
+    out, other, relu, tail = _output_loop_target(ctx, _add_fuses_elementwise(ctx))
     source, copy = x, None
     if np.may_share_memory(x, out) or not x.flags.c_contiguous:
         staged = ctx.scratch.reserve("fused input", x.shape)
